@@ -1,0 +1,1 @@
+"""Code shared by the pipeline's scripts: one place for each thing (decoding, weights, I/O, metrics)."""

@@ -1,0 +1,25 @@
+"""Pick the device once, for every script."""
+import torch
+
+
+def pick_device(name='auto'):
+    """'auto' is CUDA where present, else CPU; anything else is passed to torch.device."""
+    if name == 'auto':
+        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    device = torch.device(name)
+    if device.type == 'cuda' and not torch.cuda.is_available():
+        raise SystemExit(f'error: device {name!r} asked for, but CUDA is not available here; use --device=cpu')
+    return device
+
+
+def autocast(device, enabled=True):
+    """Mixed precision where it pays: float16 on CUDA, bfloat16 on CPUs with bf16 units (AMX/AVX-512)."""
+    if enabled and device.type == 'cuda':
+        return torch.autocast('cuda', dtype=torch.float16)
+    if enabled and device.type == 'cpu' and cpu_has_bf16():
+        return torch.autocast('cpu', dtype=torch.bfloat16)
+    return torch.autocast(device.type, enabled=False)
+
+
+def cpu_has_bf16():
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())

@@ -1,0 +1,178 @@
+"""What every stage does with files: atomic writes, resumable per-video results, the failures file, and
+finding the DFDC parts (folders with a metadata.json) under a data folder.
+
+A stage writes `OUTPUT` (a pandas pickle) and, beside it:
+  OUTPUT.parts/   one small pickle per finished video, written atomically as soon as it is done, so a
+                  killed run loses at most the video in flight; removed once OUTPUT is written.
+  OUTPUT.failures.csv   filename, folder, reason: every video that could not be processed.
+A rerun reads OUTPUT, the parts and the failures, skips those videos, and rewrites OUTPUT with the union:
+no video is done twice, none is dropped. Keys are the videos' file names (DFDC's are unique).
+"""
+import contextlib
+import csv
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import tempfile
+
+import pandas as pd
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
+
+
+class StageError(Exception):
+    """A problem with the input as a whole (missing data folder, ...): one line, exit code 2."""
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    os.close(fd)
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_pickle(obj, path):
+    with atomic_path(path) as tmp:
+        if isinstance(obj, pd.DataFrame):
+            obj.to_pickle(tmp)
+        else:
+            with open(tmp, 'wb') as f:
+                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def write_text(text, path):
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w', encoding='utf-8') as f:
+            f.write(text)
+
+
+def is_video(name):
+    return name.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def find_parts(data_dir):
+    """Every folder under data_dir (itself included) that holds a metadata.json, sorted."""
+    if not os.path.isdir(data_dir):
+        raise StageError(f'data folder {data_dir} does not exist')
+    found = []
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        dirs.sort()
+        if 'metadata.json' in files:
+            found.append(root)
+    return found
+
+
+def read_metadata(folder):
+    """The folder's metadata.json as {filename: entry}; raises StageError with the reason."""
+    path = os.path.join(folder, 'metadata.json')
+    try:
+        with open(path, encoding='utf-8') as f:
+            meta = json.load(f)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise StageError(f'{path}: not readable JSON ({err})') from None
+    if not isinstance(meta, dict):
+        raise StageError(f'{path}: expected an object of file names, got {type(meta).__name__}')
+    return meta
+
+
+def label_of(entry):
+    """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
+    label = entry.get('label') if isinstance(entry, dict) else None
+    return {'FAKE': 1, 'REAL': 0}.get(str(label).upper()) if label is not None else None
+
+
+class Journal:
+    """Per-video results of one stage's run, kept so that the run can be killed and resumed.
+
+    `shard` names this process's part files (torchrun ranks write disjoint shards of the same folder).
+    """
+
+    def __init__(self, output, shard=''):
+        self.output = os.fspath(output)
+        self.parts = self.output + '.parts'
+        self.failures_path = self.output + '.failures.csv'
+        self.shard = shard
+        os.makedirs(self.parts, exist_ok=True)
+
+    # --- what is done already ----------------------------------------------
+    def previous_table(self):
+        return pd.read_pickle(self.output) if os.path.exists(self.output) else None
+
+    def part_records(self):
+        records = []
+        for name in sorted(os.listdir(self.parts)):
+            if name.endswith('.pkl'):
+                with open(os.path.join(self.parts, name), 'rb') as f:
+                    records.append(pickle.load(f))
+        return records
+
+    def failures(self):
+        """{filename: (folder, reason)} from the failures file and from failure parts."""
+        out = {}
+        if os.path.exists(self.failures_path):
+            with open(self.failures_path, newline='', encoding='utf-8') as f:
+                for row in csv.DictReader(f):
+                    out[row['filename']] = (row['folder'], row['reason'])
+        for rec in self.part_records():
+            if 'failure' in rec:
+                out[rec['filename']] = (rec['folder'], rec['failure'])
+        return out
+
+    def done(self, key='filename'):
+        """File names already processed: in OUTPUT, in a part, or failed."""
+        names = set(self.failures())
+        table = self.previous_table()
+        if table is not None:
+            names |= set(table[key])
+        names |= {rec['filename'] for rec in self.part_records()}
+        return names
+
+    # --- recording ---------------------------------------------------------
+    def _part_path(self, filename):
+        digest = hashlib.sha1(filename.encode('utf-8')).hexdigest()[:16]
+        return os.path.join(self.parts, f'{self.shard}{digest}.pkl')
+
+    def add(self, record):
+        """A finished video: a dict with at least 'filename' (one or more table rows under 'rows')."""
+        write_pickle(record, self._part_path(record['filename']))
+
+    def fail(self, filename, folder, reason):
+        self.add({'filename': filename, 'folder': folder, 'failure': reason})
+
+    # --- the end of a run ----------------------------------------------------
+    def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None):
+        """Write OUTPUT = previous OUTPUT + the rows of every part (rows_of(record) -> list of dicts),
+        and the failures file; then remove the parts. Returns (table, failures)."""
+        previous = self.previous_table()
+        # a run killed between writing OUTPUT and removing the parts must not count those videos twice
+        known = set(previous['filename']) if previous is not None and len(previous) else set()
+        rows = [row for rec in self.part_records()
+                if 'failure' not in rec and rec['filename'] not in known for row in rows_of(rec)]
+        failures = self.failures()
+        frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
+        if len(table):
+            table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
+        if attrs:
+            table.attrs.update(attrs)
+        write_pickle(table, self.output)
+        with atomic_path(self.failures_path) as tmp:
+            with open(tmp, 'w', newline='', encoding='utf-8') as f:
+                writer = csv.writer(f)
+                writer.writerow(['filename', 'folder', 'reason'])
+                writer.writerows([name, *failures[name]] for name in sorted(failures))
+        shutil.rmtree(self.parts, ignore_errors=True)
+        return table, failures
