@@ -265,10 +265,11 @@ class DetectionPipeline:
         n = len(frames)
         refined = []
         for boxes in filled:
-            predicted = {pos: box for pos, (box, _) in boxes.items()}
-            found = self._roi_detect(frames, predicted)
-            out = {pos: ((found[pos], True) if found[pos] is not None else boxes[pos])
-                   for pos in predicted}
+            # frames where full-frame MTCNN found the face need no second look
+            predicted = {pos: box for pos, (box, detected) in boxes.items() if not detected}
+            found = self._roi_detect(frames, predicted) if predicted else {}
+            out = {pos: ((found[pos], True) if found.get(pos) is not None else value)
+                   for pos, value in boxes.items()}
             for direction in (-1, 1):
                 pos = (min(out) if direction < 0 else max(out))
                 while 0 <= pos + direction < n and pos + direction not in out:
@@ -307,21 +308,25 @@ class DetectionPipeline:
         return np.concatenate(out) if out else np.zeros((0, 512), np.float16)
 
     # ---- the whole thing ----------------------------------------------------
-    def __call__(self, path):
-        """Face tracks of one video. Raises VideoError for an unreadable video (no face is not an error)."""
-        t0 = time.perf_counter()
-        indices, frames = [], []  # frames: (height, width, 3) uint8 each
+    def load(self, path):
+        """Decode: (sampled frame indices (n,) int32, frames: list of (h, w, 3) uint8, frames decoded)."""
+        indices, frames = [], []
         last = -1
         for index, rgb in sampled_frames(path, self.cfg['frame_step'], count_all=True):
             last = index
             if rgb is not None:
                 indices.append(index)
                 frames.append(rgb)
-        t1 = time.perf_counter()
         if not frames:
             raise VideoError('no frame could be decoded')
+        return np.asarray(indices, np.int32), frames, last + 1
+
+    def process(self, loaded):
+        """Detect, track, crop and embed the decoded frames of one video."""
+        indices, frames, n_frames = loaded
+        t1 = time.perf_counter()
         h, w = frames[0].shape[:2]
-        result = VideoFaces(n_frames=last + 1, width=w, height=h)
+        result = VideoFaces(n_frames=n_frames, width=w, height=h)
         filled = self.find_tracks(frames)
         t2 = time.perf_counter()
         crops, owners = [], []
@@ -331,7 +336,6 @@ class DetectionPipeline:
                 owners.append(k)
         embeddings = self.embed(crops)
         owners = np.asarray(owners)
-        indices = np.asarray(indices, np.int32)
         for k, boxes in enumerate(filled):
             pos = np.fromiter(boxes.keys(), np.int64, len(boxes))
             result.tracks.append(Track(
@@ -340,9 +344,36 @@ class DetectionPipeline:
                 detected=np.fromiter((d for _, d in boxes.values()), bool, len(boxes)),
                 embeddings=embeddings[owners == k]))
         result.n_detections = self.n_detections
-        t3 = time.perf_counter()
-        result.seconds = {'decode': t1 - t0, 'detect': t2 - t1, 'embed': t3 - t2}
+        result.seconds = {'detect': t2 - t1, 'embed': time.perf_counter() - t2}
         return result
+
+    def __call__(self, path):
+        """Face tracks of one video. Raises VideoError for an unreadable video (no face is not an error)."""
+        t0 = time.perf_counter()
+        loaded = self.load(path)
+        decode = time.perf_counter() - t0
+        result = self.process(loaded)
+        result.seconds = {'decode': decode, **result.seconds}
+        return result
+
+    def stream(self, paths, prefetch=1):
+        """Yield (path, VideoFaces or VideoError) for each path, in order, decoding the next `prefetch`
+        videos in a background thread while the current one goes through the networks (FFmpeg and
+        PyTorch both release the GIL, so the two overlap)."""
+        from concurrent.futures import ThreadPoolExecutor
+        paths = list(paths)
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix='decode') as pool:
+            pending = [pool.submit(self.load, p) for p in paths[:prefetch + 1]]
+            for i, path in enumerate(paths):
+                future = pending.pop(0)
+                if i + prefetch + 1 < len(paths):
+                    pending.append(pool.submit(self.load, paths[i + prefetch + 1]))
+                try:
+                    loaded = future.result()
+                except VideoError as err:
+                    yield path, err
+                    continue
+                yield path, self.process(loaded)
 
 
 def _square(frame, origin, size):

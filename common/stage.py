@@ -34,6 +34,9 @@ def atomic_path(path):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their writer
     try:
         yield tmp
         with open(tmp, 'rb+') as f:
@@ -161,13 +164,14 @@ class Journal:
         known = set(previous['filename']) if previous is not None and len(previous) else set()
         rows = [row for rec in self.part_records()
                 if 'failure' not in rec and rec['filename'] not in known for row in rows_of(rec)]
-        failures = self.failures()
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
         if len(table):
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
         if attrs:
             table.attrs.update(attrs)
+        succeeded = set(table['filename']) if len(table) else set()  # a retried failure that worked
+        failures = {k: v for k, v in self.failures().items() if k not in succeeded}
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:

@@ -42,6 +42,10 @@ def probe(path):
                 'fps': float(stream.average_rate) if stream.average_rate else 0.0}
 
 
+def _to_rgb(frame):
+    return frame.to_ndarray(format='rgb24')
+
+
 def sampled_frames(path, step, threads=0, convert=True, count_all=False):
     """Yield (frame_index, rgb) for frames 0, step, 2*step, ...: rgb is (height, width, 3) uint8.
 
@@ -61,7 +65,7 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False):
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index % step == 0:
-                    yield index, (frame.to_ndarray(format='rgb24') if convert else None)
+                    yield index, (_to_rgb(frame) if convert else None)
                 elif count_all:
                     yield index, None
         except av.FFmpegError as err:

@@ -1,0 +1,152 @@
+"""Face-embedding sequences of every video of a DFDC-style dataset.
+
+Reads DATA_DIR: every folder under it (itself included) that holds a metadata.json is a DFDC part (the
+full set has 50: dfdc_train_part_0..49); its videos are run through DetectionPipeline.py.
+Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
+    filename         the video's file name, the key of every stage
+    video_embedding  (faces, 512) float16: one embedding per sampled frame that had the face
+    label            1 = FAKE, 0 = REAL (metadata.json)
+    original         the REAL video a FAKE was made from (metadata.json; None for REAL videos)
+    folder           the part's folder, relative to DATA_DIR
+    frames           (faces,) int32: the frame indices those embeddings come from (multiples of 6)
+    n_frames         frames in the video
+    boxes            (faces, 4) float32: face boxes x1, y1, x2, y2 in pixels
+    track            0 for the largest face track (1, 2, ... for others with --keep_all_tracks)
+    width, height    the frame size
+    embedder         the face weights used: 'vggface2', 'file:NAME', or 'untrained(seed=0)'
+and OUTPUT.failures.csv (filename, folder, reason) for every video that could not be embedded: empty,
+truncated or not a video, no face found, listed in metadata.json but missing, metadata.json unreadable.
+Videos on disk that metadata.json does not list are skipped and counted.
+
+Killed and rerun, it resumes: each finished video is saved at once (OUTPUT.parts/), and the rerun does
+only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a grown dataset, it adds the
+new videos to OUTPUT.
+
+Example:
+    python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
+        --face_weights=none
+"""
+import os
+import sys
+
+from tqdm import tqdm
+
+import DetectionPipeline as dp
+from common import config
+from common.stage import Journal, StageError, find_parts, is_video, label_of, read_metadata
+from common.video import VideoError, check_file
+from common.weights import WeightsUnavailable
+
+# ----------------------------------------------------------------------------- config
+DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
+OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.parts/ beside it
+PREFETCH = 1                    # videos decoded ahead, in a thread, while the networks run
+RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
+# -----------------------------------------------------------------------------
+
+
+def plan(data_dir):
+    """The dataset's videos: (todo [(folder_rel, filename, path, entry)], failures [(name, folder, reason)],
+    skipped count of videos without a metadata entry)."""
+    todo, failures, skipped = [], [], 0
+    parts = find_parts(data_dir)
+    if not parts:
+        raise StageError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
+    seen = {}
+    for folder in parts:
+        rel = os.path.relpath(folder, data_dir)
+        try:
+            meta = read_metadata(folder)
+        except StageError as err:
+            failures.append((os.path.join(rel, 'metadata.json'), rel, str(err)))
+            continue
+        on_disk = {name for name in os.listdir(folder) if is_video(name)}
+        skipped += len(on_disk - set(meta))
+        for name in sorted(meta):
+            entry = meta[name]
+            if label_of(entry) is None:
+                failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {entry!r}'))
+            elif name in seen:
+                failures.append((name, rel, f'the same file name is already in {seen[name]}'))
+            else:
+                seen[name] = rel
+                todo.append((rel, name, os.path.join(folder, name), entry))
+    return todo, failures, skipped
+
+
+def rows_of(record):
+    return record['rows']
+
+
+def main():
+    config.configure(globals(), dp)
+    try:
+        todo, bad, skipped = plan(DATA_DIR)
+    except StageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+    journal = Journal(OUTPUT)
+    done = journal.done()
+    if RETRY_FAILED:
+        done -= set(journal.failures())
+    for name, folder, reason in bad:
+        if name not in done:
+            journal.fail(name, folder, reason)
+    todo = [t for t in todo if t[1] not in done]
+    print(f'{len(todo)} videos to embed ({len(done)} done before, {skipped} without a metadata entry '
+          f'skipped) from {DATA_DIR}')
+    if todo:
+        try:
+            pipeline = dp.DetectionPipeline()
+        except WeightsUnavailable as err:
+            print(f'error: {err}', file=sys.stderr)
+            raise SystemExit(2) from None
+        embedder = pipeline.embedder_name
+        by_path = {}
+        paths = []
+        for rel, name, path, entry in todo:
+            try:
+                check_file(path)
+            except VideoError as err:
+                journal.fail(name, rel, str(err))
+                continue
+            by_path[path] = (rel, name, entry)
+            paths.append(path)
+        bar = tqdm(pipeline.stream(paths, prefetch=PREFETCH), total=len(paths), unit='video',
+                   desc='video embeddings')
+        for path, result in bar:
+            rel, name, entry = by_path[path]
+            if isinstance(result, VideoError):
+                journal.fail(name, rel, str(result))
+                continue
+            if not result.tracks:
+                journal.fail(name, rel, f'no face found in {result.n_frames} frames')
+                continue
+            journal.add({'filename': name, 'rows': [{
+                'filename': name,
+                'video_embedding': track.embeddings,
+                'label': label_of(entry),
+                'original': entry.get('original'),
+                'folder': rel,
+                'frames': track.frames,
+                'n_frames': result.n_frames,
+                'boxes': track.boxes,
+                'track': k,
+                'width': result.width,
+                'height': result.height,
+                'embedder': embedder,
+            } for k, track in enumerate(result.tracks)]})
+    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'))
+    embedders = sorted(set(table['embedder'])) if len(table) else []
+    print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
+          f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
+          f'{len(failures)} failed (see {journal.failures_path}), {skipped} skipped without a '
+          f'metadata entry')
+    for name, (folder, reason) in sorted(failures.items())[:20]:
+        print(f'  failed: {os.path.join(folder, name)}: {reason}')
+    if len(failures) > 20:
+        print(f'  ... and {len(failures) - 20} more in {journal.failures_path}')
+
+
+if __name__ == '__main__':
+    main()

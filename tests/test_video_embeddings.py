@@ -1,0 +1,132 @@
+"""create_video_embeddings.py end to end: labels, bad input, resuming."""
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, testdata
+
+SCRIPT = os.path.join(ROOT, 'create_video_embeddings.py')
+
+
+def run(*args, env=None):
+    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
+                          env=env, timeout=600)
+
+
+def failures(output):
+    with open(str(output) + '.failures.csv', newline='') as f:
+        return {row['filename']: row['reason'] for row in csv.DictReader(f)}
+
+
+@pytest.fixture(scope='module')
+def sample(tmp_path_factory):
+    """The project's own sample dataset (4 small clips), made once."""
+    folder = tmp_path_factory.mktemp('sample')
+    subprocess.run([sys.executable, 'make_sample_dataset.py', f'--output_dir={folder}'], cwd=ROOT,
+                   check=True, capture_output=True)
+    return folder
+
+
+def test_dfdc_sample_gives_four_rows_with_the_metadata_labels(tmp_path):
+    data = testdata('dfdc_sample')
+    out = tmp_path / 'OUT.pkl'
+    r = run(f'--data_dir={data}', f'--output={out}', '--face_weights=none')
+    assert r.returncode == 0, r.stderr
+    table = pd.read_pickle(out)
+    meta = json.load(open(os.path.join(data, 'metadata.json')))
+    assert sorted(table.filename) == sorted(meta)
+    for row in table.itertuples():
+        assert row.label == (1 if meta[row.filename]['label'] == 'FAKE' else 0)
+        assert row.original == meta[row.filename]['original'] or meta[row.filename]['original'] is None
+        assert row.video_embedding.dtype == np.float16 and row.video_embedding.shape[1] == 512
+        assert len(row.frames) == len(row.video_embedding) and (row.frames % 6 == 0).all()
+        assert row.embedder == 'untrained(seed=0)'
+    full = table[table.filename == 'lynaeydofd.mp4'].iloc[0]
+    assert len(full.frames) == 50 and full.n_frames == 300
+    assert all(len(f) >= 40 for f in table.frames)  # about 50 faces per 300-frame clip
+    assert not os.path.exists(str(out) + '.parts')
+
+
+def test_bad_inputs_are_recorded_and_the_good_videos_embedded(tmp_path, sample):
+    data = tmp_path / 'data'
+    part, broken = data / 'dfdc_train_part_0', data / 'dfdc_train_part_1'
+    part.mkdir(parents=True)
+    broken.mkdir()
+    good = sample / 'astronaut_real.mp4'
+    os.symlink(good, part / 'good.mp4')
+    (part / 'empty.mp4').write_bytes(b'')
+    (part / 'truncated.mp4').write_bytes(good.read_bytes()[:20000])
+    (part / 'text.mp4').write_text('this is not a video\n')
+    (part / 'unlisted.mp4').write_bytes(b'')
+    import make_sample_dataset as s
+    s.write_clip(str(part / 'noface.mp4'), [np.full((128, 128, 3), 90, np.uint8)] * 12, (128, 128),
+                 np.zeros(8000, np.float32), 12, 16000)
+    entry = {'label': 'REAL', 'split': 'train', 'original': None}
+    meta = {n: entry for n in ['good.mp4', 'empty.mp4', 'truncated.mp4', 'text.mp4', 'noface.mp4',
+                                'missing.mp4']}
+    (part / 'metadata.json').write_text(json.dumps(meta))
+    (broken / 'metadata.json').write_text('{"a.mp4": {"label": "FA')
+    out = tmp_path / 'OUT.pkl'
+    r = run(f'--data_dir={data}', f'--output={out}', '--face_weights=none')
+    assert r.returncode == 0, r.stderr
+    table = pd.read_pickle(out)
+    assert table.filename.tolist() == ['good.mp4'] and table.folder.tolist() == ['dfdc_train_part_0']
+    reasons = failures(out)
+    assert set(reasons) == {'empty.mp4', 'truncated.mp4', 'text.mp4', 'noface.mp4', 'missing.mp4',
+                            os.path.join('dfdc_train_part_1', 'metadata.json')}
+    assert 'empty' in reasons['empty.mp4'] and 'missing' in reasons['missing.mp4']
+    assert 'not a readable video' in reasons['text.mp4'] and 'no face' in reasons['noface.mp4']
+    assert 'not readable JSON' in reasons[os.path.join('dfdc_train_part_1', 'metadata.json')]
+    assert reasons['truncated.mp4']
+    assert '1 without a metadata entry skipped' in r.stdout or '1 skipped without' in r.stdout
+
+
+def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
+    r = run(f'--data_dir={tmp_path / "nowhere"}', f'--output={tmp_path / "o.pkl"}', '--face_weights=none')
+    assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
+    assert 'does not exist' in r.stderr
+
+
+def test_refuses_without_weights_unless_told(tmp_path, sample):
+    env = dict(os.environ, TORCH_HOME=str(tmp_path), https_proxy='http://127.0.0.1:9',
+               HTTPS_PROXY='http://127.0.0.1:9')
+    r = run(f'--data_dir={sample}', f'--output={tmp_path / "o.pkl"}', env=env)
+    assert r.returncode == 2 and '--face_weights=none' in r.stderr
+    assert r.stderr.strip().count('\n') == 0 and 'Traceback' not in r.stderr
+
+
+def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, sample):
+    reference = tmp_path / 'ref.pkl'
+    assert run(f'--data_dir={sample}', f'--output={reference}', '--face_weights=none').returncode == 0
+    out = tmp_path / 'OUT.pkl'
+    proc = subprocess.Popen([sys.executable, SCRIPT, f'--data_dir={sample}', f'--output={out}',
+                             '--face_weights=none'], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    parts = str(out) + '.parts'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if os.path.isdir(parts) and any(n.endswith('.pkl') for n in os.listdir(parts)):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.exists(out), 'the run finished before it could be killed'
+    done_before = len([n for n in os.listdir(parts) if n.endswith('.pkl')])
+    assert 1 <= done_before < 4
+    r = run(f'--data_dir={sample}', f'--output={out}', '--face_weights=none')
+    assert r.returncode == 0 and f'{4 - done_before} videos to embed' in r.stdout
+    a, b = pd.read_pickle(out), pd.read_pickle(reference)
+    assert a.filename.tolist() == b.filename.tolist() == sorted(set(b.filename))
+    for x, y in zip(a.video_embedding, b.video_embedding):
+        np.testing.assert_array_equal(x, y)
+    # a rerun with nothing new does nothing and keeps the table
+    r = run(f'--data_dir={sample}', f'--output={out}', '--face_weights=none')
+    assert '0 videos to embed' in r.stdout and len(pd.read_pickle(out)) == 4
