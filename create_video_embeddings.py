@@ -22,6 +22,10 @@ Killed and rerun, it resumes: each finished video is saved at once (OUTPUT.parts
 only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a grown dataset, it adds the
 new videos to OUTPUT.
 
+Several processes split the work (each its share, merged once all are done; see common/stage.py):
+    torchrun --nproc_per_node=4 create_video_embeddings.py --data_dir=... --output=...
+A SLURM array (sbatch --array=0-63) works the same way, without torchrun.
+
 Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
         --face_weights=none
@@ -33,7 +37,8 @@ from tqdm import tqdm
 
 import DetectionPipeline as dp
 from common import config
-from common.stage import Journal, StageError, find_parts, is_video, label_of, read_metadata
+from common.device import share_cpu
+from common.stage import Journal, StageError, find_parts, is_video, label_of, read_metadata, shard, share
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable
 
@@ -85,16 +90,20 @@ def main():
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
+    rank, world, run = shard()
+    who = f'rank {rank}/{world}: ' if world > 1 else ''
+    share_cpu()
     journal = Journal(OUTPUT)
     done = journal.done()
     if RETRY_FAILED:
         done -= set(journal.failures())
-    for name, folder, reason in bad:
-        if name not in done:
-            journal.fail(name, folder, reason)
-    todo = [t for t in todo if t[1] not in done]
-    print(f'{len(todo)} videos to embed ({len(done)} done before, {skipped} without a metadata entry '
-          f'skipped) from {DATA_DIR}')
+    if rank == 0:
+        for name, folder, reason in bad:
+            if name not in done:
+                journal.fail(name, folder, reason)
+    todo = [t for t in share(todo, rank, world) if t[1] not in done]
+    print(f'{who}{len(todo)} videos to embed ({len(done)} done before, {skipped} without a metadata '
+          f'entry skipped) from {DATA_DIR}')
     if todo:
         try:
             pipeline = dp.DetectionPipeline()
@@ -113,7 +122,7 @@ def main():
             by_path[path] = (rel, name, entry)
             paths.append(path)
         bar = tqdm(pipeline.stream(paths, prefetch=PREFETCH), total=len(paths), unit='video',
-                   desc='video embeddings')
+                   desc=f'{who}video embeddings')
         for path, result in bar:
             rel, name, entry = by_path[path]
             if isinstance(result, VideoError):
@@ -136,6 +145,9 @@ def main():
                 'height': result.height,
                 'embedder': embedder,
             } for k, track in enumerate(result.tracks)]})
+    if not journal.share_done(run, rank, world):
+        print(f'{who}share done; the last process to finish writes {OUTPUT}')
+        return
     table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'))
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '

@@ -1,11 +1,16 @@
 """Pick the device once, for every script."""
+import os
+
 import torch
 
 
 def pick_device(name='auto'):
-    """'auto' is CUDA where present, else CPU; anything else is passed to torch.device."""
+    """'auto' is CUDA where present (the local rank's GPU under torchrun), else CPU; anything else is
+    passed to torch.device."""
     if name == 'auto':
-        return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+        if not torch.cuda.is_available():
+            return torch.device('cpu')
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count())
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit(f'error: device {name!r} asked for, but CUDA is not available here; use --device=cpu')
@@ -23,3 +28,11 @@ def autocast(device, enabled=True):
 
 def cpu_has_bf16():
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def share_cpu():
+    """Under torchrun, give each local process its share of the cores: N processes of N threads each on
+    N cores spend their time waiting for each other (PyTorch's thread pools spin)."""
+    local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
+    if local > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))

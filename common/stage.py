@@ -7,6 +7,12 @@ A stage writes `OUTPUT` (a pandas pickle) and, beside it:
   OUTPUT.failures.csv   filename, folder, reason: every video that could not be processed.
 A rerun reads OUTPUT, the parts and the failures, skips those videos, and rewrites OUTPUT with the union:
 no video is done twice, none is dropped. Keys are the videos' file names (DFDC's are unique).
+
+Several processes (torchrun ranks, a SLURM array's tasks, machines sharing a file system) split a stage:
+each takes the videos whose position in the whole, sorted dataset is its rank modulo the world size
+(fixed by the dataset, not by what is done already, so a late starter takes the same share), writes its
+parts to the same OUTPUT.parts/ and, when its share is done, a marker there. The process that finds every
+marker of its run in place merges, once (a lock file elects it).
 """
 import contextlib
 import csv
@@ -97,6 +103,23 @@ def label_of(entry):
     return {'FAKE': 1, 'REAL': 0}.get(str(label).upper()) if label is not None else None
 
 
+def shard():
+    """(rank, world size, run id) of this process: torchrun's RANK / WORLD_SIZE, a SLURM array's task, or
+    (0, 1, 'local') for a plain run."""
+    env = os.environ
+    if int(env.get('WORLD_SIZE', '1')) > 1:
+        return int(env['RANK']), int(env['WORLD_SIZE']), env.get('TORCHELASTIC_RUN_ID', 'torchrun')
+    if int(env.get('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
+        rank = int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', '0'))
+        return rank, int(env['SLURM_ARRAY_TASK_COUNT']), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
+    return 0, 1, 'local'
+
+
+def share(items, rank, world):
+    """This process's share of the whole, sorted list of items."""
+    return items[rank::world]
+
+
 class Journal:
     """Per-video results of one stage's run, kept so that the run can be killed and resumed.
 
@@ -154,6 +177,25 @@ class Journal:
 
     def fail(self, filename, folder, reason):
         self.add({'filename': filename, 'folder': folder, 'failure': reason})
+
+    # --- several processes ----------------------------------------------------
+    def _marker(self, run, rank, world):
+        return os.path.join(self.parts, f'done-{run}-{rank}-of-{world}')
+
+    def share_done(self, run, rank, world):
+        """Mark this process's share done; True where every share of the run is, and this process is the
+        one to merge (a plain run always is)."""
+        if world == 1:
+            return True
+        write_text('', self._marker(run, rank, world))
+        if not all(os.path.exists(self._marker(run, r, world)) for r in range(world)):
+            return False
+        try:
+            fd = os.open(os.path.join(self.parts, f'merge-{run}.lock'), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            return False
+        os.close(fd)
+        return True
 
     # --- the end of a run ----------------------------------------------------
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None):
