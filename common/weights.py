@@ -35,7 +35,8 @@ def _load_file(path):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - a corrupt file makes torch.load raise whatever its unpickler hits
-        raise WeightsUnavailable(f'cannot read weights file {path}: {type(err).__name__} {err}') from None
+        first = (str(err).strip().splitlines() or [''])[0]  # torch's unpickling errors run to 10 lines
+        raise WeightsUnavailable(f'cannot read weights file {path}: {type(err).__name__} {first}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
     return state
@@ -136,19 +137,20 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
     to a checkpoint of the same network.
     """
     with warnings.catch_warnings():
-        # webrtcvad, which Resemblyzer imports, imports pkg_resources, which warns of its own removal
+        # webrtcvad, which Resemblyzer imports, imports pkg_resources, which warns of its own removal;
+        # Resemblyzer imports binary_dilation from scipy's old namespace: both work with the pinned versions
         warnings.filterwarnings('ignore', message='pkg_resources is deprecated', category=UserWarning)
+        warnings.filterwarnings('ignore', message='Please import `binary_dilation`',
+                                category=DeprecationWarning)
         import resemblyzer
     path = (os.path.join(os.path.dirname(resemblyzer.__file__), 'pretrained.pt')
             if weights == 'resemblyzer' else weights)
     if not os.path.isfile(path):
         raise WeightsUnavailable(f'no voice encoder weights at {path} (reinstall Resemblyzer==0.1.4, '
                                  f'or pass a checkpoint path)')
-    try:
-        model = resemblyzer.VoiceEncoder(device, verbose=False, weights_fpath=path)
-    except (OSError, RuntimeError, KeyError, EOFError, pickle.UnpicklingError) as err:
-        raise WeightsUnavailable(f'cannot read voice encoder weights {path}: {type(err).__name__} {err}') from None
-    return model.eval()
+    if 'model_state' not in _load_file(path):  # read once here so that a bad file is one line
+        raise WeightsUnavailable(f'{path} is not a Resemblyzer checkpoint (no model_state)')
+    return resemblyzer.VoiceEncoder(device, verbose=False, weights_fpath=path).eval()
 
 
 def _main(argv):
