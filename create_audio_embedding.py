@@ -1,0 +1,273 @@
+"""One embedding per video from its audio track: the second step of the audio half.
+
+Reads AUDIO_DIR, which extract_audio.py wrote: index.pkl (one row per video), its failures file, and the
+WAVs (16 kHz mono).
+Writes OUTPUT, a pandas pickle, one row per video of the index:
+  filename, folder
+  audio_embedding   (D,) float32: one vector per video, so precision costs nothing (1 KB a video)
+  has_audio         True where the track had sound to embed; False for no track, an empty or a silent one
+  audio_status      'ok'; 'no speech' (Resemblyzer: the VAD heard no voice, the whole track was embedded);
+                    'silent' (peak below SILENCE_DBFS), 'empty' (no samples), 'no track': these three get
+                    a zero embedding, defined and never NaN, that has_audio = False tells from a real one
+  seconds           length of the track
+  audio_encoder, audio_dim   the encoder's name (with its weights and spectrogram settings) and D; also in
+                    the table's attrs. A rerun with another encoder into the same OUTPUT is refused.
+and OUTPUT.failures.csv (filename, folder, reason): videos whose audio extraction failed (carried over from
+extract_audio.py) or whose WAV could not be read.
+
+The encoders, on mel spectrograms made with librosa:
+- AUDIO_ENCODER = 'resemblyzer' (default): Resemblyzer's pretrained voice encoder (a 3-layer LSTM on 40-band
+  mel frames, 256-d, trained for speaker verification), with the weights its package ships, so it works
+  offline. As Resemblyzer does, the volume is normalised and silences longer than ~0.2 s are cut by
+  webrtcvad before embedding; the embedding is the normalised mean over 1.6 s windows. A speaker
+  embedding is what a voice swap changes.
+- AUDIO_ENCODER = 'cnn': the README's "pretrained convolutional network on the spectrogram": a log-mel image
+  (N_MELS bands, 10 ms hop, dB relative to the track's loudest bin, TOP_DB range, low frequencies at the
+  bottom as a plotted spectrogram has them) through an ImageNet CNN from torchvision, whose globally pooled
+  features are the embedding. ResNet-18 by default, not the ResNeXt-50 of the notebook the README cites: its
+  512-d features are as wide as a face embedding instead of 2048-d, which would outweigh the video half in
+  the classifier's concatenation, and it is 2.5x faster (the network alone on a 10 s clip: 0.04 s vs
+  0.11 s on this machine's two idle cores); --cnn_arch=resnext50_32x4d gives the notebook's network.
+  Tracks longer than 1.5 CNN_WINDOW_SECONDS are embedded in near-equal windows of about that length and
+  the embeddings averaged, so any length works.
+
+Resumable: one part file per video (common.stage.Journal); a killed run restarts where it stopped.
+
+Example:
+    python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
+    python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_cnn.pkl --audio_encoder=cnn
+"""
+import contextlib
+import os
+import sys
+from importlib.metadata import version
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from common import config
+from common.device import autocast, pick_device
+from common.stage import Journal, StageError
+from common.video import VideoError
+import extract_audio as ea
+from common.weights import WeightsUnavailable, audio_cnn, voice_encoder
+
+# ----------------------------------------------------------------------------- config
+AUDIO_DIR = 'audio'         # extract_audio.py's output: WAVs and index.pkl
+OUTPUT = 'audio_embeddings.pkl'  # the table this writes
+AUDIO_ENCODER = 'resemblyzer'  # 'resemblyzer' (shipped weights, 256-d) | 'cnn' (torchvision ImageNet CNN)
+VOICE_WEIGHTS = 'resemblyzer'  # 'resemblyzer' (the package's own) | path to a VoiceEncoder checkpoint
+CNN_ARCH = 'resnet18'       # the CNN: resnet18 (512-d) | resnet34 | resnet50 | resnext50_32x4d (2048-d) ...
+CNN_WEIGHTS = 'imagenet'    # 'imagenet' (torchvision's download) | 'IMAGENET1K_V2' | path to a .pth | 'none'
+N_MELS = 128                # mel bands of the CNN's image (its height)
+N_FFT = 512                 # FFT window in samples (32 ms at 16 kHz)
+HOP = 160                   # samples between spectrogram columns (10 ms: a 10 s clip is 1001 columns wide)
+TOP_DB = 80.0               # dynamic range of the log-mel image, below the track's loudest bin
+CNN_WINDOW_SECONDS = 10.0   # longer tracks are embedded in windows of about this length, then averaged
+SILENCE_DBFS = -60.0        # a track whose peak is below this is silent: zero embedding, has_audio False
+DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' ...
+RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
+THREADS = 1                 # torch CPU threads while embedding (0: torch's default); why 1: see AudioEmbedder
+AMP = False                 # bf16/fp16 for the CNN: saves a fifth of 0.2 s a clip on CPU, costs 2 digits
+SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
+# -----------------------------------------------------------------------------
+
+_RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
+
+
+class Status:
+    """The values of audio_status."""
+    OK = 'ok'
+    NO_SPEECH = 'no speech'
+    SILENT = 'silent'
+    EMPTY = 'empty'
+    NO_TRACK = 'no track'
+
+
+HAS_AUDIO = (Status.OK, Status.NO_SPEECH)  # the statuses with a real embedding
+# ImageNet's per-channel mean and std, which the torchvision CNNs were trained on
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """torch's intra-op CPU threads set to n for the block (0: left as they are), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
+
+
+class AudioEmbedder:
+    """A waveform in, (embedding (D,) float32, status) out; the weights load once.
+
+    predict.py uses this object too, on the array extract_audio.decode_audio gives, so that the two paths
+    give the same numbers.
+
+    On a CPU it runs on THREADS torch threads (1 by default): Resemblyzer's LSTM is 160 tiny steps per
+    1.6 s window, each a barrier for every thread, and on a 2-core machine that other processes share a
+    descheduled thread stalls each barrier: 0.14 s a clip on one thread against 0.2 to 8 s on two, here.
+    The CNN loses less (0.15 vs 0.4-0.9 s under the same load; 0.045 s on two idle cores). More cores are
+    used by more processes (torchrun), not more threads.
+    """
+
+    def __init__(self, encoder=None, device=None):
+        self.encoder = encoder or AUDIO_ENCODER
+        self.device = pick_device(device or DEVICE)
+        if self.encoder == 'resemblyzer':
+            self.net = voice_encoder(VOICE_WEIGHTS, self.device)
+            self.dim = self.net.linear.out_features
+            self.name = f'resemblyzer-{version("Resemblyzer")}'
+            if VOICE_WEIGHTS != 'resemblyzer':
+                self.name += f'(file:{os.path.basename(VOICE_WEIGHTS)})'
+        elif self.encoder == 'cnn':
+            self.net = audio_cnn(CNN_WEIGHTS, CNN_ARCH).to(self.device)
+            self.dim = self.net.embedding_dim
+            self.name = f'cnn:{CNN_ARCH}:{self.net.weights_name}:logmel{N_MELS}x{N_FFT}/{HOP}:{TOP_DB:g}dB'
+        else:
+            raise WeightsUnavailable(f'--audio_encoder={self.encoder!r}: not one of resemblyzer, cnn')
+
+    def __call__(self, wav):
+        """wav: (samples,) float32 at 16 kHz, any length."""
+        with torch_threads(THREADS if self.device.type == 'cpu' else 0):
+            return self._embed(wav)
+
+    def _embed(self, wav):
+        if wav.size == 0:
+            return np.zeros(self.dim, np.float32), Status.EMPTY
+        peak = float(np.abs(wav).max())
+        # peak, not RMS: a track with any sound above the bar (one word in ten seconds) is not silent
+        if peak <= 0 or 20 * np.log10(peak) < SILENCE_DBFS:
+            return np.zeros(self.dim, np.float32), Status.SILENT
+        embedding, status = (self._voice(wav) if self.encoder == 'resemblyzer' else self._cnn(wav))
+        if not np.isfinite(embedding).all():
+            raise VideoError(f'the {self.encoder} encoder gave a non-finite embedding')
+        return embedding.astype(np.float32), status
+
+    def _voice(self, wav):
+        from resemblyzer import audio as rz_audio, hparams
+        wav = rz_audio.normalize_volume(wav, hparams.audio_norm_target_dBFS, increase_only=True)
+        voiced = rz_audio.trim_long_silences(wav)  # (<= samples,) the voiced stretches, short pauses kept
+        # Music or noise without a voice leaves nothing: the whole track is embedded, and the row says so
+        status = Status.OK if voiced.size else Status.NO_SPEECH
+        return self.net.embed_utterance(voiced if voiced.size else wav), status
+
+    def log_mel(self, wav):
+        """(N_MELS, columns) float32 log-mel in dB, in [-TOP_DB, 0], row 0 the lowest band."""
+        import librosa
+        if wav.size < N_FFT:  # a few milliseconds: zero-padded to one window, which is defined
+            wav = np.pad(wav, (0, N_FFT - wav.size))
+        mel = librosa.feature.melspectrogram(y=wav, sr=_RATE, n_fft=N_FFT, hop_length=HOP,
+                                             n_mels=N_MELS)
+        return librosa.power_to_db(mel, ref=np.max, top_db=TOP_DB).astype(np.float32)
+
+    def _cnn(self, wav):
+        db = self.log_mel(wav)  # (N_MELS, T)
+        # Low frequencies at the bottom, as in the plotted spectrograms the notebook fed its CNN
+        image = (db[::-1] + TOP_DB) / TOP_DB  # (N_MELS, T) in [0, 1]
+        n_windows = max(1, round(wav.size / _RATE / CNN_WINDOW_SECONDS))
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        embeddings = []
+        for piece in np.array_split(image, n_windows, axis=1):  # (N_MELS, ~T / n_windows) each
+            x = torch.from_numpy(np.ascontiguousarray(piece)).expand(3, -1, -1)  # (3, N_MELS, t) grey
+            x = ((x - mean) / std).unsqueeze(0).to(self.device)  # (1, 3, N_MELS, t)
+            with torch.inference_mode(), autocast(self.device, AMP):
+                embeddings.append(self.net(x).float().cpu())  # (1, D)
+        return torch.cat(embeddings).mean(0).numpy(), Status.OK  # (D,)
+
+
+def embed_row(embedder, entry, audio_dir):
+    """The output row of one index entry (a dict of extract_audio.py's index). Raises VideoError."""
+    row = {'filename': entry['filename'], 'folder': entry['folder']}
+    if not entry['has_track']:
+        embedding, status, seconds = np.zeros(embedder.dim, np.float32), Status.NO_TRACK, 0.0
+    else:
+        wav = ea.read_wav(os.path.join(audio_dir, entry['wav']), _RATE)
+        embedding, status = embedder(wav)
+        seconds = wav.size / _RATE
+    row.update(audio_embedding=embedding, has_audio=status in HAS_AUDIO, audio_status=status,
+               seconds=seconds, audio_encoder=embedder.name, audio_dim=embedder.dim)
+    return row
+
+
+def read_failures(path):
+    """A failures file that common.stage.Journal wrote, as {filename: (folder, reason)}; {} if absent."""
+    if not os.path.exists(path):
+        return {}
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    return {r.filename: (r.folder, r.reason) for r in table.itertuples()}
+
+
+def read_index(audio_dir):
+    """extract_audio.py's index and failures: (DataFrame, {filename: (folder, reason)}).
+    Raises StageError where there is no finished index."""
+    path = os.path.join(audio_dir, ea.INDEX)
+    if not os.path.exists(path):
+        raise StageError(f'{path} does not exist: run extract_audio.py --audio_dir={audio_dir} first')
+    if os.path.isdir(path + '.parts') and os.listdir(path + '.parts'):
+        raise StageError(f'{path}.parts exists: extract_audio.py did not finish; run it again first')
+    index = pd.read_pickle(path)
+    if index.attrs.get('sample_rate') != _RATE:
+        raise StageError(f'{audio_dir} holds WAVs at {index.attrs.get("sample_rate")} Hz; the encoders take '
+                         f'{_RATE}: run extract_audio.py --sample_rate={_RATE} into another --audio_dir')
+    return index, read_failures(path + '.failures.csv')
+
+
+def encoders_of(table):
+    """The (audio_encoder, audio_dim) pairs a table holds."""
+    if table is None or not len(table):
+        return set()
+    return set(zip(table['audio_encoder'], table['audio_dim'].astype(int)))
+
+
+def main():
+    config.configure(globals())
+    try:
+        index, extract_failures = read_index(AUDIO_DIR)
+        embedder = AudioEmbedder()
+    except (StageError, WeightsUnavailable) as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+    journal = Journal(OUTPUT)
+    ours = (embedder.name, embedder.dim)
+    found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
+                                                     for rec in journal.part_records()
+                                                     for row in rec.get('rows', [])}
+    if found - {ours}:
+        theirs = ', '.join(f'{n} ({d}-d)' for n, d in sorted(found - {ours}))
+        print(f'error: {OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
+              f'use another --output, or the same encoder settings', file=sys.stderr)
+        raise SystemExit(2)
+    done = journal.done()
+    if RETRY_FAILED:
+        done -= set(journal.failures())
+    for name, (folder, reason) in extract_failures.items():
+        if name not in done:
+            journal.fail(name, folder, f'audio extraction failed: {reason}')
+    entries = [] if not len(index) else index.to_dict('records')
+    todo = [e for e in entries if e['filename'] not in done]
+    print(f'{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the index, '
+          f'{len(entries) - len(todo)} done before, {len(todo)} to embed')
+    for entry in tqdm(todo, desc='embed audio', unit='video'):
+        try:
+            journal.add({'filename': entry['filename'], 'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
+        except VideoError as err:
+            journal.fail(entry['filename'], entry['folder'], str(err))
+    table, failures = journal.finish(lambda rec: rec['rows'],
+                                     attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim})
+    counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
+    print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
+          f'{len(failures)} failed')
+    ea.print_failures(failures, journal.failures_path, SHOW)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,178 @@
+"""The audio track of every video, as a 16 kHz mono WAV: the first step of the audio half.
+
+Reads DATA_DIR: a folder tree in which every folder with a metadata.json is a DFDC part; the videos are
+those create_video_embeddings.py reads (its `plan`: listed in metadata.json with a label; files it does not
+list are skipped and counted), under the same keys.
+Writes, in AUDIO_DIR:
+  <video file name>.wav    e.g. abofeumbvv.mp4.wav: 16-bit PCM, SAMPLE_RATE Hz, mono; one per video that
+                           has an audio track (an empty track gives an empty WAV). Keyed by the whole file
+                           name, so x.mp4 and x.avi do not collide.
+  index.pkl                a pandas table, one row per video read: filename, folder (the part, relative
+                           to DATA_DIR), has_track (False: the video has no audio stream, which is recorded,
+                           not a failure), samples, seconds, source_rate, source_channels, codec, wav (the
+                           WAV's name in AUDIO_DIR, or None); attrs: sample_rate.
+  index.pkl.failures.csv   filename, folder, reason: each video that could not be decoded or is listed but
+                           missing, and each metadata.json that cannot be read.
+
+Decoding is PyAV's (FFmpeg inside the wheel, no system binary): libswresample downmixes to mono and
+resamples to 16 kHz as it decodes, which is what Resemblyzer was trained on and holds speech up to 8 kHz
+at a third of 48 kHz's size. A 10 s DFDC clip takes about 0.04 s.
+
+Resumable: each WAV and then its index record are written atomically (common.stage.Journal), so a killed
+run restarts after the last video recorded, never duplicating or dropping one; a WAV written just before
+a kill, without its record, is written again.
+
+Example:
+    python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
+"""
+import os
+import sys
+from dataclasses import dataclass
+
+import av
+import numpy as np
+import pandas as pd
+import soundfile as sf
+from tqdm import tqdm
+
+from common import config
+from common.stage import Journal, StageError, atomic_path
+from common.video import VideoError, open_video
+
+# ----------------------------------------------------------------------------- config
+DATA_DIR = 'data'           # folder tree of DFDC parts (folders with a metadata.json)
+AUDIO_DIR = 'audio'         # where the WAVs and index.pkl go
+SAMPLE_RATE = 16000         # Hz of the WAVs: Resemblyzer's rate; speech lives below 8 kHz
+RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
+INDEX = 'index.pkl'         # the index's name in AUDIO_DIR (its failures file is INDEX + '.failures.csv')
+SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
+# -----------------------------------------------------------------------------
+
+
+@dataclass
+class AudioTrack:
+    pcm: np.ndarray          # (samples,) int16, SAMPLE_RATE Hz, mono
+    rate: int                # Hz of pcm
+    source_rate: int         # Hz of the track in the video
+    source_channels: int
+    codec: str
+
+
+def decode_audio(path, rate=SAMPLE_RATE):
+    """The first audio track of `path`, downmixed to mono and resampled: an AudioTrack, or None where the
+    video has no audio stream. Raises VideoError with the reason for a file that cannot be read, or
+    whose audio breaks while decoding."""
+    container = open_video(path)
+    try:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        # int16 straight from the resampler: the WAV stores exactly these numbers, so an embedding made
+        # from the WAV equals one made from this array in memory (predict.py).
+        resampler = av.AudioResampler(format='s16', layout='mono', rate=rate)
+        chunks = []  # (1, n) int16 each
+        try:
+            for frame in container.decode(stream):
+                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+            chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
+        except (av.FFmpegError, ValueError) as err:  # ValueError: a frame the resampler cannot take
+            done = sum(c.shape[1] for c in chunks) / rate
+            raise VideoError(f'audio decoding failed after {done:.2f} s: {err}') from None
+        pcm = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
+        return AudioTrack(pcm=pcm, rate=rate, source_rate=int(stream.rate or 0),
+                          source_channels=int(stream.channels or 0), codec=stream.codec_context.name)
+    finally:
+        container.close()
+
+
+def pcm_to_float(pcm):
+    """(samples,) int16 -> (samples,) float32 in [-1, 1): what the audio encoders take."""
+    return pcm.astype(np.float32) / 32768.0
+
+
+def wav_name(filename):
+    return filename + '.wav'
+
+
+def write_wav(pcm, path, rate=SAMPLE_RATE):
+    with atomic_path(path) as tmp:
+        # int16 data is written as it is (no scaling), so reading it back gives the same numbers
+        sf.write(tmp, pcm, rate, subtype='PCM_16', format='WAV')
+
+
+def read_wav(path, rate=SAMPLE_RATE):
+    """A WAV this script wrote, as (samples,) float32 in [-1, 1). Raises VideoError with the reason."""
+    try:
+        pcm, found = sf.read(path, dtype='int16', always_2d=False)
+    except (sf.LibsndfileError, OSError) as err:
+        raise VideoError(f'cannot read {os.path.basename(path)}: {err}') from None
+    if found != rate or pcm.ndim != 1:
+        raise VideoError(f'{os.path.basename(path)} is {found} Hz with shape {pcm.shape}, '
+                         f'not {rate} Hz mono: rerun extract_audio.py into an empty AUDIO_DIR')
+    return pcm_to_float(pcm)
+
+
+def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
+    """Write the WAV of the video at `path` (where it has an audio track) and return its index row;
+    `folder` is what the row records (the part, relative to DATA_DIR). Raises VideoError for a video
+    that cannot be decoded."""
+    filename = os.path.basename(path)
+    track = decode_audio(path, rate)
+    row = {'filename': filename, 'folder': folder, 'has_track': track is not None,
+           'samples': 0, 'seconds': 0.0, 'source_rate': 0, 'source_channels': 0, 'codec': None,
+           'wav': None}
+    if track is not None:
+        write_wav(track.pcm, os.path.join(audio_dir, wav_name(filename)), rate)
+        row.update(samples=len(track.pcm), seconds=len(track.pcm) / rate, source_rate=track.source_rate,
+                   source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename))
+    return row
+
+
+def print_failures(failures, path, show):
+    """The first `show` of a stage's failures ({filename: (folder, reason)}), and where the rest are."""
+    for name, (folder, reason) in sorted(failures.items())[:show]:
+        print(f'  failed: {os.path.join(folder, name)}: {reason}')
+    if len(failures) > show:
+        print(f'  ... and {len(failures) - show} more in {path}')
+
+
+def main():
+    config.configure(globals())
+    # The video step's own listing, so that both halves read the same videos under the same keys and
+    # folders (imported here: it brings DetectionPipeline's imports, which the functions above do not need)
+    from create_video_embeddings import plan
+    try:
+        videos, problems, skipped = plan(DATA_DIR)
+    except StageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+    index = os.path.join(AUDIO_DIR, INDEX)
+    found = pd.read_pickle(index).attrs.get('sample_rate') if os.path.exists(index) else SAMPLE_RATE
+    if found != SAMPLE_RATE:
+        print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
+              f'use another --audio_dir', file=sys.stderr)
+        raise SystemExit(2)
+    journal = Journal(index)
+    done = journal.done()
+    if RETRY_FAILED:
+        done -= set(journal.failures())
+    for name, folder, reason in problems:
+        if name not in done:
+            journal.fail(name, folder, reason)
+    todo = [(rel, name, path) for rel, name, path, _ in videos if name not in done]
+    print(f'{len(todo)} videos to extract into {AUDIO_DIR} ({len(videos) - len(todo)} done before, '
+          f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
+    for rel, name, path in tqdm(todo, desc='extract audio', unit='video'):
+        try:
+            journal.add({'filename': name, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
+        except VideoError as err:
+            journal.fail(name, rel, str(err))
+    table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE})
+    with_track = int(table['has_track'].sum()) if len(table) else 0
+    print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '
+          f'{len(table) - with_track} without; {len(failures)} failed')
+    print_failures(failures, journal.failures_path, SHOW)
+
+
+if __name__ == '__main__':
+    main()
