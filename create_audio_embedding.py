@@ -32,6 +32,8 @@ The encoders, on mel spectrograms made with librosa:
   the embeddings averaged, so any length works.
 
 Resumable: one part file per video (common.stage.Journal); a killed run restarts where it stopped.
+Several processes split the work as the video step's do (torchrun --nproc_per_node=N
+create_audio_embedding.py ..., or a SLURM array; see common/stage.py).
 
 Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
@@ -48,8 +50,8 @@ import torch
 from tqdm import tqdm
 
 from common import config
-from common.device import autocast, pick_device
-from common.stage import Journal, StageError
+from common.device import autocast, pick_device, share_cpu
+from common.stage import Journal, StageError, shard, share
 from common.video import VideoError
 import extract_audio as ea
 from common.weights import WeightsUnavailable, audio_cnn, voice_encoder
@@ -236,6 +238,9 @@ def main():
     except (StageError, WeightsUnavailable) as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
+    rank, world, run = shard()
+    who = f'rank {rank}/{world}: ' if world > 1 else ''
+    share_cpu()
     journal = Journal(OUTPUT)
     ours = (embedder.name, embedder.dim)
     found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
@@ -249,18 +254,22 @@ def main():
     done = journal.done()
     if RETRY_FAILED:
         done -= set(journal.failures())
-    for name, (folder, reason) in extract_failures.items():
-        if name not in done:
-            journal.fail(name, folder, f'audio extraction failed: {reason}')
+    if rank == 0:
+        for name, (folder, reason) in extract_failures.items():
+            if name not in done:
+                journal.fail(name, folder, f'audio extraction failed: {reason}')
     entries = [] if not len(index) else index.to_dict('records')
-    todo = [e for e in entries if e['filename'] not in done]
-    print(f'{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the index, '
-          f'{len(entries) - len(todo)} done before, {len(todo)} to embed')
-    for entry in tqdm(todo, desc='embed audio', unit='video'):
+    todo = [e for e in share(entries, rank, world) if e['filename'] not in done]
+    print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
+          f'index, {len(done)} done before, {len(todo)} to embed')
+    for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         try:
             journal.add({'filename': entry['filename'], 'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
         except VideoError as err:
             journal.fail(entry['filename'], entry['folder'], str(err))
+    if not journal.share_done(run, rank, world):
+        print(f'{who}share done; the last process to finish writes {OUTPUT}')
+        return
     table, failures = journal.finish(lambda rec: rec['rows'],
                                      attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim})
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}

@@ -20,7 +20,8 @@ at a third of 48 kHz's size. A 10 s DFDC clip takes about 0.04 s.
 
 Resumable: each WAV and then its index record are written atomically (common.stage.Journal), so a killed
 run restarts after the last video recorded, never duplicating or dropping one; a WAV written just before
-a kill, without its record, is written again.
+a kill, without its record, is written again. Several processes split the work as the video step's do
+(torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see common/stage.py).
 
 Example:
     python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
@@ -36,7 +37,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common import config
-from common.stage import Journal, StageError, atomic_path
+from common.stage import Journal, StageError, atomic_path, shard, share
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config
@@ -152,21 +153,27 @@ def main():
         print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
               f'use another --audio_dir', file=sys.stderr)
         raise SystemExit(2)
+    rank, world, run = shard()
+    who = f'rank {rank}/{world}: ' if world > 1 else ''
     journal = Journal(index)
     done = journal.done()
     if RETRY_FAILED:
         done -= set(journal.failures())
-    for name, folder, reason in problems:
-        if name not in done:
-            journal.fail(name, folder, reason)
-    todo = [(rel, name, path) for rel, name, path, _ in videos if name not in done]
-    print(f'{len(todo)} videos to extract into {AUDIO_DIR} ({len(videos) - len(todo)} done before, '
+    if rank == 0:
+        for name, folder, reason in problems:
+            if name not in done:
+                journal.fail(name, folder, reason)
+    todo = [(rel, name, path) for rel, name, path, _ in share(videos, rank, world) if name not in done]
+    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(done)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
-    for rel, name, path in tqdm(todo, desc='extract audio', unit='video'):
+    for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
         try:
             journal.add({'filename': name, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
         except VideoError as err:
             journal.fail(name, rel, str(err))
+    if not journal.share_done(run, rank, world):
+        print(f'{who}share done; the last process to finish writes {index}')
+        return
     table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE})
     with_track = int(table['has_track'].sum()) if len(table) else 0
     print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '

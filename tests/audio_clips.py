@@ -11,10 +11,10 @@ import numpy as np
 from conftest import ROOT
 
 
-def run_script(script, *args):
+def run_script(script, *args, env=None):
     """Run one of the project's scripts as a user would; returns the CompletedProcess (text)."""
     return subprocess.run([sys.executable, os.path.join(ROOT, script), *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=env)
 
 
 def remux(src, dst, audio=None, rate=44100):

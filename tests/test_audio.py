@@ -270,6 +270,32 @@ def test_the_embedding_script_gives_a_row_per_video_flags_and_refuses_another_en
     assert r.returncode == 0 and '0 to embed' in r.stdout and len(pd.read_pickle(out)) == len(table)
 
 
+def test_two_processes_split_both_scripts_and_give_one_process_tables(part, extracted, tmp_path):
+    """Two ranks as torchrun starts them (here one after the other, so the second merges): the index,
+    the failures and the embeddings equal a single process's."""
+    reference, _ = extracted
+    single = tmp_path / 'single.pkl'
+    r = run_script('create_audio_embedding.py', f'--audio_dir={reference}', f'--output={single}')
+    assert r.returncode == 0, r.stderr
+    audio_dir, out = tmp_path / 'audio', tmp_path / 'split.pkl'
+    data = os.path.dirname(part)
+    for script, args in [('extract_audio.py', [f'--data_dir={data}', f'--audio_dir={audio_dir}']),
+                         ('create_audio_embedding.py', [f'--audio_dir={audio_dir}', f'--output={out}'])]:
+        for rank in (0, 1):
+            env = dict(os.environ, WORLD_SIZE='2', RANK=str(rank), LOCAL_WORLD_SIZE='2',
+                       TORCHELASTIC_RUN_ID='test')
+            r = run_script(script, *args, env=env)
+            assert r.returncode == 0, r.stderr
+            assert f'rank {rank}/2: ' in r.stdout and ('share done' in r.stdout) == (rank == 0)
+    (a, a_failed), (b, b_failed) = index_and_failures(str(audio_dir)), index_and_failures(reference)
+    assert a.equals(b) and a_failed == b_failed
+    split, whole = pd.read_pickle(out), pd.read_pickle(single)
+    assert split.filename.tolist() == whole.filename.tolist()
+    assert split.audio_status.tolist() == whole.audio_status.tolist()
+    for x, y in zip(split.audio_embedding, whole.audio_embedding):
+        np.testing.assert_array_equal(x, y)
+
+
 def test_the_embedding_script_without_an_index_is_one_line_and_exit_2(tmp_path):
     r = run_script('create_audio_embedding.py', f'--audio_dir={tmp_path}', f'--output={tmp_path / "a.pkl"}')
     assert r.returncode == 2 and 'run extract_audio.py' in r.stderr and r.stderr.strip().count('\n') == 0
