@@ -61,7 +61,7 @@ def _one(values, what, path):
     return values[0]
 
 
-def check_video(video, path=VIDEO_TABLE):
+def check_video(video, path='the video table'):
     """(embedder, D) of a video table; StageError where columns lack or it mixes embedders or D."""
     missing = [c for c in VIDEO_COLUMNS if c not in video.columns]
     if missing:
@@ -77,7 +77,7 @@ def check_video(video, path=VIDEO_TABLE):
     return embedder, int(dim)
 
 
-def check_audio(audio, path=AUDIO_TABLE):
+def check_audio(audio, path='the audio table'):
     """(encoder, A) of an audio table; StageError where columns lack, it mixes encoders or A, or it has
     a file name twice."""
     missing = [c for c in AUDIO_COLUMNS if c not in audio.columns]
@@ -94,8 +94,8 @@ def check_audio(audio, path=AUDIO_TABLE):
     return encoder, int(dim)
 
 
-def merge(video, audio, audio_failures=None, video_failures=None, video_path=VIDEO_TABLE,
-          audio_path=AUDIO_TABLE):
+def merge(video, audio, audio_failures=None, video_failures=None, video_path='the video table',
+          audio_path='the audio table'):
     """(merged table, report lines). Raises StageError for tables that cannot be merged.
 
     audio_failures / video_failures: {filename: (folder, reason)} of the stages' failures files."""
@@ -152,7 +152,7 @@ def main():
         video = read_table(VIDEO_TABLE, 'video table')
         audio = read_table(AUDIO_TABLE, 'audio table')
         table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
-                             read_failures(VIDEO_TABLE + '.failures.csv'))
+                             read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None

@@ -137,6 +137,7 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
         r = run_script(script, *args)
         assert r.returncode == 0, (script, r.stderr)
     assert '5 videos' in r.stdout and '5 matched' in r.stdout and 'stripped.mp4: no track' in r.stdout
+    assert f'5 videos in {tmp_path / "video.pkl"}' in r.stdout and f'row of {audio} (' in r.stdout
     table = pd.read_pickle(merged).set_index('filename')
     assert sorted(table.index) == sorted(labels)
     for name in meta:
