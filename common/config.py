@@ -73,3 +73,14 @@ def configure(*namespaces, argv=None):
     except ValueError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def settings(namespace, **overrides):
+    """A module's constants as a dict of lower-case settings, with keyword overrides: how tests and
+    benchmarks call a script's run() without touching its globals. Unknown names raise TypeError."""
+    cfg = {k.lower(): v for k, v in constants(namespace).items()}
+    unknown = set(overrides) - set(cfg)
+    if unknown:
+        raise TypeError(f'unknown settings: {sorted(unknown)}')
+    cfg.update(overrides)
+    return cfg

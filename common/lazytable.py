@@ -10,21 +10,24 @@ So training and test.py read it through a cache, built on first use in `<pickle>
                audio_row (no embeddings)
   meta.json    written last: the pickle's size and mtime (the cache's key), the dimensions, the counts
 
-Building streams the pickle once: a pickle.Unpickler that writes every float16 (faces, D) array and every
-1-D float32 array (audio) to the raw files as it is unpickled and keeps only a small handle, so the build's
-peak memory does not grow with the table's embeddings (only with its small per-video fields). This works
+Building streams the pickle once, in a child process: a pickle.Unpickler that writes every float16
+(faces, D) array and every 1-D float32 array (audio) to the raw files as it is unpickled and keeps only a
+small handle, so the build's memory does not grow with the embeddings, only with the table's small
+per-video fields (file names, frame indices, boxes: ~1-2 kB a video against ~51 kB of faces). This works
 for the pickles pandas writes (protocol 5, arrays through numpy's `_frombuffer`); arrays that arrive
 another way (an older protocol, float32 faces) are loaded normally and written after: correct, not flat.
+The process that trains reads only index.pkl and the raw files.
 
 Reading uses positioned reads (os.preadv into a fresh array), not np.memmap: pages of a mapped file that
 were touched count in the process's resident memory, so an epoch over a memmap would grow the RSS by the
 whole file; read() copies through the page cache, which the kernel can drop, and RSS stays flat.
 
-    python -m common.lazytable MERGED.pkl      # build (or check) the cache and print what it holds
+    python -m common.lazytable MERGED.pkl [CACHE_DIR]   # build (or check) the cache, print what it holds
 """
 import json
 import os
 import pickle
+import subprocess
 import sys
 from contextlib import ExitStack
 
@@ -69,18 +72,26 @@ class _SpillingUnpickler(pickle.Unpickler):
         # (faces, D) float16 is a video embedding: pandas has no float16 columns of its own in this table
         if dtype == np.float16 and len(shape) == 2:
             self.video_dim = _same_dim(self.video_dim, shape[1], 'video_embedding')
-            array = np.frombuffer(buf, dtype).reshape(shape, order=order)
-            self.faces_file.write(np.ascontiguousarray(array).tobytes())
+            self.faces_file.write(np.frombuffer(buf, dtype).reshape(shape, order=order).tobytes(order='C'))
             self.n_faces += shape[0]
+            _release(buf)
             return _Spilled('video', self.n_faces - shape[0], shape[0])
         # a 1-D float32 array is an audio embedding (pandas' own blocks are 2-D; its nullable Float64
         # arrays are float64, and a float64 audio embedding is simply loaded and written after)
         if dtype == np.float32 and len(shape) == 1 and shape[0] > 1:
             self.audio_dim = _same_dim(self.audio_dim, shape[0], 'audio_embedding')
-            self.audio_file.write(np.frombuffer(buf, dtype).astype(np.float32).tobytes())
+            self.audio_file.write(np.frombuffer(buf, dtype).tobytes())
             self.n_audio += 1
+            _release(buf)
             return _Spilled('audio', self.n_audio - 1, shape[0])
         return np.frombuffer(buf, dtype).reshape(shape, order=order)
+
+
+def _release(buf):
+    """Empty the unpickled buffer: the unpickler's memo keeps every bytearray it read (the pickler
+    memoizes them), which would hold the whole table in memory; no later opcode can refer to it."""
+    if isinstance(buf, bytearray):
+        buf.clear()
 
 
 def _same_dim(known, dim, column):
@@ -292,6 +303,8 @@ class EmbeddingTable:
 
 
 def _pread_exact(fd, array, offset):
+    if array.size == 0:
+        return
     view = memoryview(array).cast('B')
     done = 0
     while done < len(view):
@@ -302,28 +315,46 @@ def _pread_exact(fd, array, offset):
 
 
 def open_table(pickle_path, cache_dir='', log=print):
-    """The merged table at pickle_path, through its cache (built or rebuilt when the pickle changed)."""
+    """The merged table at pickle_path, through its cache (built, or rebuilt when the pickle changed).
+
+    The build runs in a child process (`python -m common.lazytable`), so that what unpickling leaves
+    behind (the table's small per-video fields, the allocator's high-water mark) never counts in the
+    memory of the process that trains. Its output goes to `log`."""
     if not os.path.isfile(pickle_path):
         raise TableError(f'{pickle_path}: no such file')
     folder = cache_dir_for(pickle_path, cache_dir)
     if _valid(folder, _key(pickle_path)) is None:
-        try:
-            build(pickle_path, folder, log=log)
-        except PermissionError as err:
-            raise TableError(f'cannot write the embedding cache {folder} ({err.strerror}); '
-                             f'point --cache_dir at a writable folder') from None
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        child = subprocess.run([sys.executable, '-m', 'common.lazytable', '--build', pickle_path, folder],
+                               cwd=root, capture_output=True, text=True)
+        for line in child.stdout.splitlines():
+            log(line)
+        if child.returncode != 0:
+            lines = child.stderr.strip().splitlines() or [f'exit code {child.returncode}']
+            raise TableError(lines[-1].removeprefix('error: '))
         if _valid(folder, _key(pickle_path)) is None:
             raise TableError(f'{pickle_path} changed while its cache was built; run again')
     return EmbeddingTable(folder)
 
 
+def _build_here(pickle_path, folder):
+    try:
+        build(pickle_path, folder)
+    except PermissionError as err:
+        raise TableError(f'cannot write the embedding cache {folder} ({err.strerror}); '
+                         f'point --cache_dir at a writable folder') from None
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print('usage: python -m common.lazytable MERGED.pkl', file=sys.stderr)
-        raise SystemExit(2)
     try:
-        table = open_table(argv[0])
+        if len(argv) == 3 and argv[0] == '--build':  # open_table's child
+            _build_here(argv[1], argv[2])
+            return
+        if len(argv) not in (1, 2):
+            print('usage: python -m common.lazytable MERGED.pkl [CACHE_DIR]', file=sys.stderr)
+            raise SystemExit(2)
+        table = open_table(*argv)
     except TableError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
