@@ -1,0 +1,369 @@
+"""What training.py, test.py and predict.py share about the model: the split, the class weights, the
+windows the network reads, the evaluation choice, the checkpoint, and synthetic tables for tests.
+
+- Split (split_indices): grouped, so that a fake and its original are always on the same side: a
+  video's group is its `original` when it has one (a fake), else its own file name (a real video). By
+  default groups go to the validation side at random (seeded) until it holds VAL_FRACTION of the reals
+  and of the fakes; `how='folder'` moves whole DFDC parts instead (as the winning solution held out
+  parts). Either way assert_no_leak checks that no group is on both sides.
+- Class balance (class_weights): each video's loss is weighted by N / (2 * N_its_class), so real and fake
+  videos weigh half each whatever the share of fakes (~84% in DFDC's training set, 50% in its test sets).
+  The logit therefore estimates the log-odds on a 50/50 set; the training set's prior is stored in the
+  checkpoint, and test.py's PRIOR shifts the logits for a set with another share of fakes.
+- Windows: training reads one random window of `crop` consecutive faces per video, a new one every
+  epoch; evaluation (predict_logits) reads every window at `stride` (the last one ending on the last
+  face) and averages their logits: EVALUATION. A video with fewer faces than `crop` is one short window.
+- Checkpoints (save_checkpoint / load_checkpoint): the network's config and weights, the prior, the
+  evaluation choice, the clip range and the split: enough to rebuild and use the model from the file alone.
+
+As a script, writes a synthetic merged table (the columns of merge_embeddings.py's output) whose fakes
+carry a planted temporal signal: consecutive faces of a real video are strongly correlated (a head that
+moves slowly), those of a fake jitter from frame to frame; every single face has the same distribution
+in both, so only the sequence tells them apart.
+
+    python model.py --output=/tmp/synthetic.pkl --videos=1000
+"""
+import concurrent.futures
+import ctypes
+import os
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from common import config
+from common.device import autocast
+from common.stage import atomic_path, write_pickle
+from network import build
+
+# ----------------------------------------------------------------------------- config
+OUTPUT = ''                 # as a script: where to write the synthetic table (a pandas pickle)
+VIDEOS = 1000               # videos in it
+FACES = 50                  # faces per video (DFDC: 300 frames / FRAME_STEP 6)
+MIN_FACES = 0               # > 0: faces per video drawn from MIN_FACES..FACES (short sequences)
+VIDEO_DIM = 512             # face embedding size
+AUDIO_DIM = 256             # audio embedding size (Resemblyzer's)
+SIGNAL = 'jitter'           # 'jitter': fakes' faces jitter frame to frame | 'none': no signal at all
+FOLDERS = 1                 # DFDC parts to spread the groups over
+SEED = 0                    # random seed of the table
+# -----------------------------------------------------------------------------
+
+FORMAT = 'dfdc-lstm-detector/1'
+EVALUATION = 'mean_logit_over_windows'
+REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be used: one clear line."""
+
+
+# ----------------------------------------------------------------------------- split
+class LeakError(AssertionError):
+    pass
+
+
+def assert_no_leak(groups, train, val):
+    """Raise LeakError if any group (an original and its fakes) has videos on both sides."""
+    both = set(np.asarray(groups, object)[train]) & set(np.asarray(groups, object)[val])
+    if both:
+        raise LeakError(f'{len(both)} groups on both sides of the split, e.g. {sorted(both)[0]}')
+
+
+def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2, seed=0, val_folders=''):
+    """(train, val): sorted index arrays. See the module's docstring.
+
+    how='original': units are groups; how='folder': units are DFDC folders (val_folders, comma-separated,
+    names them; else they are drawn like groups). Raises ValueError with the reason when no split exists.
+    """
+    labels = np.asarray(labels)
+    groups = np.asarray(groups, object)
+    n = len(labels)
+    if how == 'original':
+        units = groups
+    elif how == 'folder':
+        if folders is None or all(f in ('', 'nan', 'None') for f in folders):
+            raise ValueError("--split=folder needs the table's `folder` column")
+        units = np.asarray(folders, object)
+    else:
+        raise ValueError(f"--split takes 'original' or 'folder', not {how!r}")
+    if val_fraction <= 0:
+        return np.arange(n), np.arange(0)
+    names, unit_of = np.unique(units.astype(str), return_inverse=True)
+    counts = np.zeros((len(names), 2), np.int64)  # (units, [real, fake])
+    np.add.at(counts, (unit_of, labels.astype(np.int64)), 1)
+    if how == 'folder' and val_folders:
+        wanted = [f.strip() for f in val_folders.split(',') if f.strip()]
+        unknown = [f for f in wanted if f not in set(names)]
+        if unknown:
+            raise ValueError(f'--val_folders: no folder {", ".join(unknown)} in the table')
+        chosen = np.isin(names, wanted)
+    else:
+        chosen = _draw_units(counts, val_fraction, np.random.default_rng(seed), how)
+    val_mask = chosen[unit_of]
+    train, val = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if len(train) == 0:
+        raise ValueError('the split leaves no video to train on')
+    assert_no_leak(groups, train, val)
+    return train, val
+
+
+def _draw_units(counts, val_fraction, rng, how):
+    """Units for the validation side, drawn at random until it holds val_fraction of each class,
+    keeping on the training side at least one unit of every class that has one."""
+    if len(counts) < 2:
+        raise ValueError(f'the table has a single {"group" if how == "original" else "folder"}: '
+                         f'nothing can be held out without a leak')
+    target = val_fraction * counts.sum(0)        # (2,) reals, fakes wanted on the validation side
+    have = np.zeros(2)
+    left = counts.sum(0).astype(float)           # what the training side keeps
+    chosen = np.zeros(len(counts), bool)
+    for u in rng.permutation(len(counts)):
+        c = counts[u]
+        needed = (c > 0) & (have < target)
+        starves = (c > 0) & (left - c <= 0)
+        if needed.any() and not starves.any():
+            chosen[u] = True
+            have += c
+            left -= c
+    if not chosen.any():
+        # tiny tables: every unit holds the last of some class; hold out the smallest unit anyway
+        chosen[np.argmin(counts.sum(1))] = True
+    return chosen
+
+
+def class_weights(labels):
+    """(w_real, w_fake) = N / (2 N_real), N / (2 N_fake): both classes weigh half of the loss.
+    A class absent from the labels gets weight 1 for the other (nothing to balance against)."""
+    labels = np.asarray(labels)
+    n, n_fake = len(labels), int((labels == 1).sum())
+    n_real = n - n_fake
+    if n_real == 0 or n_fake == 0:
+        return 1.0, 1.0
+    return n / (2 * n_real), n / (2 * n_fake)
+
+
+# ----------------------------------------------------------------------------- batches
+@dataclass
+class Batch:
+    faces: np.ndarray        # (batch, time, video_dim) float16, padded at the end with zeros
+    lengths: np.ndarray      # (batch,) int64: real steps of each row, >= 1
+    audio: np.ndarray        # (batch, audio_dim) float32
+    has_audio: np.ndarray    # (batch,) bool
+    labels: np.ndarray       # (batch,) float32 (-1 where unknown)
+    owner: np.ndarray        # (batch,) int64: the video (position in `indices`) each row belongs to
+
+    def to(self, device):
+        """(faces float32, lengths, audio, has_audio, labels) as tensors on device."""
+        t = {k: torch.from_numpy(getattr(self, k)) for k in ('faces', 'lengths', 'audio', 'has_audio', 'labels')}
+        faces = t['faces'].to(device, non_blocking=True).float()
+        return faces, t['lengths'], t['audio'].to(device), t['has_audio'].to(device), t['labels'].to(device)
+
+
+def window_starts(n, crop, stride):
+    """Start of every evaluation window of a video of n faces: every `stride`, plus one ending on the
+    last face so that the tail counts too; [0] when n <= crop (one short window)."""
+    if n <= crop:
+        return [0]
+    starts = list(range(0, n - crop + 1, stride))
+    if starts[-1] != n - crop:
+        starts.append(n - crop)
+    return starts
+
+
+def train_batches(table, indices, crop, batch_size, rng):
+    """One epoch: the videos in a random order, one random window of each (a new one every epoch)."""
+    order = np.asarray(indices)[rng.permutation(len(indices))]
+    for b in range(0, len(order), batch_size):
+        videos = order[b:b + batch_size]
+        lengths = np.minimum(table.n_faces[videos], crop)
+        starts = rng.integers(0, table.n_faces[videos] - lengths + 1)
+        faces = np.zeros((len(videos), lengths.max(), table.video_dim), np.float16)  # (batch, time, D)
+        for k, (v, s, length) in enumerate(zip(videos, starts, lengths)):
+            table.read_faces(v, s, length, out=faces[k])
+        yield Batch(faces, lengths.astype(np.int64), table.read_audio(videos), table.has_audio[videos],
+                    table.labels[videos].astype(np.float32), np.arange(b, b + len(videos)))
+
+
+def eval_batches(table, indices, crop, stride, batch_size):
+    """Every window of every video (window_starts), batch_size windows a batch (a video's windows may
+    span two); `owner` says which of `indices` each window belongs to. Batches of one shape: the CPU's
+    LSTM kernels cache a plan per input shape, and ragged batches would grow that cache with the set."""
+    rows = []  # (position in indices, video, window (length, D))
+    for pos, v in enumerate(indices):
+        faces = table.read_faces(v)  # (n, D) float16
+        for s in window_starts(len(faces), crop, stride):
+            rows.append((pos, v, faces[s:s + crop]))
+            if len(rows) == batch_size:
+                yield _windows_batch(table, rows)
+                rows = []
+    if rows:
+        yield _windows_batch(table, rows)
+
+
+def _windows_batch(table, rows):
+    time = max(len(window) for _, _, window in rows)
+    faces = np.zeros((len(rows), time, table.video_dim), np.float16)  # (windows, time, D)
+    for r, (_, _, window) in enumerate(rows):
+        faces[r, :len(window)] = window
+    owner = np.array([pos for pos, _, _ in rows], np.int64)
+    videos = np.array([v for _, v, _ in rows], np.int64)
+    lengths = np.array([len(window) for _, _, window in rows], np.int64)
+    return Batch(faces, lengths, table.read_audio(videos), table.has_audio[videos],
+                 table.labels[videos].astype(np.float32), owner)
+
+
+def prefetch(batches, ahead=2):
+    """Read the next batches in a thread while the network works (reads release the GIL)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        iterator = iter(batches)
+        queue = [pool.submit(next, iterator, None) for _ in range(ahead)]
+        while True:
+            batch = queue.pop(0).result()
+            if batch is None:
+                return
+            queue.append(pool.submit(next, iterator, None))
+            yield batch
+
+
+def predict_logits(net, table, indices, device, crop, stride, batch_size=256, amp=True, progress=None):
+    """The EVALUATION choice: for each video of `indices`, the mean of the logits of all its windows.
+    (len(indices),) float64; NaN for a video without faces. `progress`: a tqdm-like wrapper or None."""
+    indices = np.asarray(indices)
+    has_faces = table.n_faces[indices] > 0
+    sums = np.zeros(len(indices))
+    counts = np.zeros(len(indices))
+    batches = prefetch(eval_batches(table, indices[has_faces], crop, stride, batch_size))
+    if progress is not None:
+        batches = progress(batches)
+    positions = np.flatnonzero(has_faces)
+    was_training = net.training
+    net.eval()
+    with torch.inference_mode(), autocast(device, amp and device.type == 'cuda'):
+        for batch in batches:
+            faces, lengths, audio, has_audio, _ = batch.to(device)
+            logits = net(faces, lengths, audio, has_audio).float().cpu().numpy()
+            np.add.at(sums, positions[batch.owner], logits)
+            np.add.at(counts, positions[batch.owner], 1)
+    net.train(was_training)
+    with np.errstate(invalid='ignore'):
+        return sums / counts
+
+
+def steady_malloc(threshold=1 << 20):
+    """Keep the process's memory flat over long epochs (Linux, glibc): allocations of `threshold` bytes
+    and more get their own mmap, returned to the system when freed. By default glibc raises that
+    threshold to the size of the first large block freed, after which batch-sized buffers come from the
+    heap, whose high-water mark creeps up by tens of MB over an epoch (measured: bench/bench_training.py).
+    Returns whether it applied (False off glibc: memory then creeps, results are the same)."""
+    if not sys.platform.startswith('linux'):
+        return False
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return False
+    m_mmap_threshold = -3  # glibc's malloc.h
+    return bool(libc.mallopt(m_mmap_threshold, threshold))
+
+
+def sigmoid(logits):
+    return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def save_checkpoint(path, net, **fields):
+    """Network config and weights plus `fields` (plain Python values, tensors, state dicts), atomically."""
+    state = {'format': FORMAT, 'network': net.config_dict(),
+             'state_dict': {k: v.detach().cpu() for k, v in net.state_dict().items()}, **fields}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path, device='cpu'):
+    """(network on device in eval mode, the checkpoint dict); CheckpointError with the reason."""
+    if not os.path.isfile(path):
+        raise CheckpointError(f'{path}: no such checkpoint')
+    try:
+        ckpt = torch.load(path, map_location='cpu', weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as err:
+        raise CheckpointError(f'{path}: not a readable checkpoint ({str(err).splitlines()[0]})') from None
+    if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
+        raise CheckpointError(f'{path}: not a checkpoint of this detector (format {FORMAT})')
+    net = build(ckpt['network'])
+    net.load_state_dict(ckpt['state_dict'])
+    return net.to(device).eval(), ckpt
+
+
+# ----------------------------------------------------------------------------- synthetic tables
+def synthetic_table(n_videos, faces=FACES, min_faces=MIN_FACES, video_dim=VIDEO_DIM, audio_dim=AUDIO_DIM,
+                    signal=SIGNAL, folders=FOLDERS, seed=SEED, no_audio_share=0.1):
+    """A merged table like merge_embeddings.py's, with DFDC's structure: each original is one REAL video
+    and 4-6 FAKEs made from it (~83% fake), sharing its identity (the mean of its face embeddings) and
+    its audio. Faces: identity + a stationary AR(1) deviation of unit variance, correlation REAL_RHO
+    between consecutive faces for reals and FAKE_RHO for fakes when signal='jitter' (REAL_RHO for all
+    when signal='none'). Embeddings float16, audio float32 (zeros where has_audio is False)."""
+    import pandas as pd
+    if signal not in ('jitter', 'none'):
+        raise ValueError(f"signal is 'jitter' or 'none', not {signal!r}")
+    rng = np.random.default_rng(seed)
+    rows = []
+    g = 0
+    while len(rows) < n_videos:
+        identity = rng.standard_normal(video_dim).astype(np.float32)
+        voice = rng.standard_normal(audio_dim).astype(np.float32)
+        voice /= max(np.linalg.norm(voice), 1e-6)
+        original = f'o{seed}_{g:06d}.mp4'
+        folder = f'dfdc_train_part_{g % folders}'
+        for k in range(1 + int(rng.integers(4, 7))):
+            if len(rows) == n_videos:
+                break
+            fake = k > 0
+            n = faces if min_faces <= 0 else int(rng.integers(min_faces, faces + 1))
+            rho = FAKE_RHO if fake and signal == 'jitter' else REAL_RHO
+            has_audio = bool(rng.random() >= no_audio_share)
+            rows.append({
+                'filename': f'v{seed}_{g:06d}_{k}.mp4' if fake else original,
+                'video_embedding': (identity + 0.5 * _ar1(rng, n, video_dim, rho)).astype(np.float16),
+                'audio_embedding': voice.copy() if has_audio else np.zeros(audio_dim, np.float32),
+                'has_audio': has_audio,
+                'label': int(fake),
+                'original': original if fake else None,
+                'folder': folder,
+                'frames': (np.arange(n) * 6).astype(np.int32),
+                'n_frames': 300,
+                # the rest of the video table's columns, so that benchmarks carry their weight too
+                'boxes': np.tile(np.float32([800, 300, 1100, 700]), (n, 1)),
+                'track': 0,
+                'width': 1920,
+                'height': 1080,
+                'embedder': 'synthetic',
+                'audio_encoder': 'synthetic',
+            })
+        g += 1
+    return pd.DataFrame(rows)
+
+
+def _ar1(rng, n, dim, rho):
+    """(n, dim) float32: z_t = rho z_{t-1} + sqrt(1 - rho^2) e_t, z_0 ~ N(0, 1): unit variance at every t."""
+    noise = rng.standard_normal((n, dim), dtype=np.float32)
+    z = np.empty_like(noise)
+    if n:
+        z[0] = noise[0]
+    scale = np.float32(np.sqrt(1 - rho * rho))
+    for t in range(1, n):
+        z[t] = rho * z[t - 1] + scale * noise[t]
+    return z
+
+
+def main():
+    config.configure(globals())
+    if not OUTPUT:
+        print('error: give the table to write: --output=PATH.pkl', file=sys.stderr)
+        raise SystemExit(2)
+    table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
+    write_pickle(table, OUTPUT)
+    print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
+
+
+if __name__ == '__main__':
+    main()
