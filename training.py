@@ -1,0 +1,304 @@
+"""Train the detector (network.py) on a merged embedding table.
+
+Reads DATASET, the merged table of merge_embeddings.py (a pandas pickle, one row per video), through its
+embedding cache (common/lazytable.py: built once beside the pickle, read lazily, so memory stays flat
+however many videos there are). Writes, in OUT_DIR:
+  best.pt        the checkpoint of the epoch with the lowest validation loss (what test.py reads)
+  last.pt        the latest epoch, with the optimizer's state: a killed run resumes from it (RESUME)
+  history.json   one entry per epoch: losses, validation figures, seconds, videos per second
+  curves.png     the training curves
+Every file is written atomically, after every epoch.
+
+How it trains (the reasons are in model.py's docstring):
+- split grouped by `original` (SPLIT='original'), or by DFDC folder (SPLIT='folder'); no group on both
+  sides, asserted;
+- the loss is BCEWithLogitsLoss weighted per video by N / (2 N_class): reals and fakes weigh half each;
+- one new random window of CROP faces per video every epoch; validation scores every window at
+  EVAL_STRIDE and averages the logits of a video (the evaluation choice stored in the checkpoint);
+- early stopping on the validation loss (the balanced, unclipped BCE of those mean logits): PATIENCE
+  epochs without an improvement of MIN_DELTA stop the run;
+- seeded (SEED): the split, the initial weights, the order and the windows of every epoch;
+- CUDA with mixed precision (float16, a gradient scaler) where present, else the CPU in float32.
+
+    python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
+"""
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from common import config, metrics
+from common.device import autocast, pick_device
+from common.lazytable import TableError, open_table
+from common.stage import write_text
+from model import (CheckpointError, EVALUATION, class_weights, load_checkpoint, predict_logits, prefetch,
+                   save_checkpoint, split_indices, steady_malloc, train_batches)
+from network import NetworkConfig, build
+
+# ----------------------------------------------------------------------------- config
+DATASET = ''                # the merged table (pandas pickle of merge_embeddings.py)
+OUT_DIR = 'runs/lstm'       # checkpoints, history, curves
+CACHE_DIR = ''              # where the embedding cache goes ('': beside DATASET, as DATASET.cache/)
+SPLIT = 'original'          # 'original': fakes with their original | 'folder': whole DFDC parts
+VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none)
+VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random)
+SEED = 0                    # split, initial weights, order and windows
+CROP = 20                   # faces per window (a random window per video per epoch)
+EVAL_STRIDE = 10            # validation: a window every EVAL_STRIDE faces, logits averaged per video
+PROJECT = 128               # faces go through a Linear layer to this size first (0: none)
+DELTAS = True               # the LSTM also reads each step's change from the previous one
+HIDDEN = 128                # LSTM hidden size
+LAYERS = 1                  # LSTM layers
+FC = 64                     # fully connected layer after the join (0: none)
+DROPOUT = 0.3               # dropout before the linear layers (and between LSTM layers)
+BATCH_SIZE = 64             # videos per training batch
+EVAL_BATCH_SIZE = 512       # windows per validation batch
+LR = 1e-3                   # AdamW learning rate
+WEIGHT_DECAY = 1e-2         # AdamW weight decay
+MAX_EPOCHS = 30             # at most this many epochs
+PATIENCE = 5                # stop after this many epochs without a better validation loss
+MIN_DELTA = 1e-4            # an improvement smaller than this does not count
+CLIP_LO = 0.01              # predictions are clipped to [CLIP_LO, CLIP_HI] in the reported log losses
+CLIP_HI = 0.99
+DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
+AMP = True                  # mixed precision (float16) on CUDA; the CPU trains in float32
+RESUME = True               # continue from OUT_DIR/last.pt when it is a run of the same table and settings
+PROGRESS = True             # progress bars
+THREADS = 0                 # CPU threads of torch (0: its default, one per core; 1 is steadier on a busy machine)
+# -----------------------------------------------------------------------------
+
+# settings a resumed run must share with the run it continues
+_SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
+                    'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
+
+
+class TrainingError(Exception):
+    """A problem with the input or the out_dir: one clear line, exit code 2."""
+
+
+def settings(**overrides):
+    """This script's constants as lower-case settings, with overrides (what tests and benches call)."""
+    return config.settings(globals(), **overrides)
+
+
+def run(cfg, log=print):
+    """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts)."""
+    if not cfg['dataset']:
+        raise TrainingError('give the merged table: --dataset=MERGED.pkl')
+    torch.manual_seed(cfg['seed'])
+    steady_malloc()
+    if cfg['threads']:
+        torch.set_num_threads(cfg['threads'])
+    device = pick_device(cfg['device'])
+    amp = cfg['amp'] and device.type == 'cuda'
+    table = open_table(cfg['dataset'], cfg['cache_dir'], log=log)
+    with table:
+        return _train(cfg, table, device, amp, log)
+
+
+def _train(cfg, table, device, amp, log):
+    labels = table.labels
+    if (labels < 0).any():
+        raise TrainingError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
+                            f'training needs a label for every video')
+    if table.video_dim == 0:
+        raise TrainingError(f'{cfg["dataset"]}: no face embeddings in the table')
+    try:
+        train, val = split_indices(labels, table.groups, table.folders, cfg['split'], cfg['val_fraction'],
+                                   cfg['seed'], cfg['val_folders'])
+    except ValueError as err:
+        raise TrainingError(f'cannot split {cfg["dataset"]}: {err}') from None
+    no_faces = table.n_faces == 0
+    if no_faces.any():
+        log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')
+        train, val = train[~no_faces[train]], val[~no_faces[val]]
+    if len(train) == 0:
+        raise TrainingError('no video with faces to train on')
+    _describe_split(log, labels, table.groups, train, val)
+    w_real, w_fake = class_weights(labels[train])
+    weights = torch.tensor([w_real, w_fake], dtype=torch.float32, device=device)
+    prior = float(labels[train].mean())
+    log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior {prior:.3f} fake)')
+
+    net_config = NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
+                               layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
+                               project=cfg['project'], deltas=cfg['deltas'])
+    net = build(net_config).to(device)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg['lr'], weight_decay=cfg['weight_decay'])
+    scaler = torch.amp.GradScaler(device.type, enabled=amp)
+    out_dir = cfg['out_dir']
+    os.makedirs(out_dir, exist_ok=True)
+    last_path, best_path = os.path.join(out_dir, 'last.pt'), os.path.join(out_dir, 'best.pt')
+    dataset_key = {**table.meta['key'], 'n_videos': len(table)}
+    fixed = {k: cfg[k] for k in _SAME_FOR_RESUME}
+    state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
+    start = 0
+    if cfg['resume'] and os.path.exists(last_path):
+        start = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log)
+    if state['finished']:
+        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"]}); '
+            f'--resume=false starts over')
+        return state['history']
+
+    common = {  # what every checkpoint carries, beside the weights
+        'prior': prior, 'clip': [cfg['clip_lo'], cfg['clip_hi']],
+        'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
+        'loss_weights': {'real': w_real, 'fake': w_fake, 'how': 'N / (2 N_class) per video'},
+        'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
+                  'n_train': int(len(train)), 'n_val': int(len(val)),
+                  'val_filenames': [str(f) for f in table.filenames[val]]},
+        'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
+        'settings': fixed,
+    }
+    for epoch in range(start, cfg['max_epochs']):
+        t0 = time.perf_counter()
+        train_loss = _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp, epoch)
+        seconds = time.perf_counter() - t0
+        entry = {'epoch': epoch, 'train_loss': train_loss, 'train_seconds': round(seconds, 3),
+                 'videos_per_second': round(len(train) / seconds, 1)}
+        if len(val):
+            entry.update(_validate(cfg, net, table, val, device, amp))
+            score = entry['val_loss']
+        else:
+            score = train_loss  # no validation side: the last epoch is the best
+        improved = state['best_loss'] is None or score < state['best_loss'] - cfg['min_delta'] or not len(val)
+        if improved:
+            state.update(best_loss=score, best_epoch=epoch, bad_epochs=0)
+        else:
+            state['bad_epochs'] += 1
+        entry['best'] = improved
+        state['history'].append(entry)
+        state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
+        if improved:
+            save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
+        save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
+                        scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(), state=state, **common)
+        write_text(json.dumps(state['history'], indent=1), os.path.join(out_dir, 'history.json'))
+        _plot(state['history'], os.path.join(out_dir, 'curves.png'))
+        log(_epoch_line(entry, cfg['max_epochs']))
+        if state['bad_epochs'] >= cfg['patience']:
+            log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
+            break
+    if state['best_epoch'] is None:
+        raise TrainingError(f'no epoch was trained (--max_epochs={cfg["max_epochs"]})')
+    log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
+        f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
+    return state['history']
+
+
+def _describe_split(log, labels, groups, train, val):
+    def side(idx):
+        fake = int(labels[idx].sum())
+        return f'{len(idx)} videos ({fake} fake, {len(idx) - fake} real, {len(set(groups[idx]))} groups)'
+    log(f'split: train {side(train)}, validation {side(val)}; no group on both sides')
+    for name, idx in (('training', train), ('validation', val)):
+        present = set(labels[idx].tolist())
+        if len(idx) and len(present) < 2:
+            only = 'fake' if 1 in present else 'real'
+            log(f'warning: the {name} side has only {only} videos '
+                f'({"its ROC AUC is undefined" if name == "validation" else "nothing to balance"})')
+    if len(val) == 0:
+        log('no validation side (--val_fraction=0): every epoch is kept as the best, no early stopping')
+
+
+def _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp, epoch):
+    """One epoch over the training side; returns the mean weighted loss."""
+    net.train()
+    rng = np.random.default_rng([cfg['seed'], epoch])  # the epoch's order and windows, same on a resume
+    batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng))
+    bar = tqdm(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}', unit='batch',
+               disable=not cfg['progress'], leave=False, mininterval=1.0)
+    total, n = 0.0, 0
+    for batch in bar:
+        faces, lengths, audio, has_audio, y = batch.to(device)
+        with autocast(device, amp):
+            logits = net(faces, lengths, audio, has_audio)
+        # mean over the batch of weight(class) * BCE: each batch is an unbiased estimate of the balanced loss
+        loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction='none') * weights[y.long()]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(y)
+        n += len(y)
+        bar.set_postfix(loss=f'{total / n:.4f}', refresh=False)
+    return total / n
+
+
+def _validate(cfg, net, table, val, device, amp):
+    bar = lambda batches: tqdm(batches, desc='validation', unit='batch', disable=not cfg['progress'],  # noqa: E731
+                               leave=False, mininterval=1.0)
+    logits = predict_logits(net, table, val, device, cfg['crop'], cfg['eval_stride'], cfg['eval_batch_size'], amp,
+                            progress=bar)
+    y = table.labels[val].astype(np.float32)
+    bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(y),
+                                             reduction='none').numpy()
+    # balanced: the mean of the real and the fake mean BCE (of the classes present), like the training loss
+    val_loss = float(np.mean([bce[y == k].mean() for k in (0, 1) if (y == k).any()]))
+    rep = metrics.report(y, 1 / (1 + np.exp(-logits)), cfg['clip_lo'], cfg['clip_hi'])
+    return {'val_loss': val_loss, 'val_log_loss': rep['log_loss'], 'val_balanced_log_loss': rep['balanced_log_loss'],
+            'val_roc_auc': rep['roc_auc'], 'val_accuracy': rep['accuracy']}
+
+
+def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log):
+    try:
+        _, ckpt = load_checkpoint(path)
+    except CheckpointError as err:
+        raise TrainingError(f'{err}; remove it or give --resume=false') from None
+    if ckpt['dataset']['key'] != dataset_key or ckpt['settings'] != fixed or ckpt['network'] != net.config_dict():
+        raise TrainingError(f'{path} is a run of another table or other settings; '
+                            f'give another --out_dir, or --resume=false to overwrite it')
+    net.load_state_dict(ckpt['state_dict'])
+    optimizer.load_state_dict(ckpt['optimizer'])
+    scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['torch_rng'])
+    state.update(ckpt['state'])
+    if not state['finished']:
+        log(f'resuming from {path}: epoch {ckpt["epoch"]} done, best epoch {state["best_epoch"]}')
+    return ckpt['epoch'] + 1
+
+
+def _epoch_line(e, max_epochs):
+    parts = [f'epoch {e["epoch"] + 1}/{max_epochs}', f'train_loss {e["train_loss"]:.4f}']
+    for k in ('val_loss', 'val_balanced_log_loss', 'val_roc_auc', 'val_accuracy'):
+        if k in e:
+            parts.append(f'{k} ' + ('n/a' if e[k] is None else f'{e[k]:.4f}'))
+    parts.append(f'{e["videos_per_second"]:.0f} videos/s')
+    return ', '.join(parts) + (' *' if e['best'] else '')
+
+
+def _plot(history, path):
+    import matplotlib
+    matplotlib.use('Agg')
+    from matplotlib import pyplot as plt
+    epochs = [e['epoch'] + 1 for e in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [e['train_loss'] for e in history], 'o-', label='training (weighted BCE, one window)')
+    if any('val_loss' in e for e in history):
+        ax1.plot(epochs, [e.get('val_loss') for e in history], 'o-', label='validation (balanced BCE, all windows)')
+        auc = [np.nan if e.get('val_roc_auc') is None else e['val_roc_auc'] for e in history]
+        ax2.plot(epochs, auc, 'o-', label='validation ROC AUC')
+        ax2.plot(epochs, [e.get('val_accuracy') for e in history], 'o-', label='validation accuracy')
+    ax1.set(xlabel='epoch', ylabel='loss', title='loss')
+    ax2.set(xlabel='epoch', ylim=(0, 1.02), title='validation')
+    ax1.legend()
+    ax2.legend(loc='lower right')
+    metrics.save_figure(fig, path)
+
+
+def main():
+    config.configure(globals())
+    try:
+        run(settings())
+    except (TrainingError, TableError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == '__main__':
+    main()
