@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from common import config
 from common.device import autocast, pick_device, share_cpu
-from common.stage import Journal, StageError, shard, share
+from common.stage import StageError, StageRun, print_failures
 from common.video import VideoError
 import extract_audio as ea
 from common.weights import WeightsUnavailable, audio_cnn, voice_encoder
@@ -238,10 +238,9 @@ def main():
     except (StageError, WeightsUnavailable) as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
-    rank, world, run = shard()
-    who = f'rank {rank}/{world}: ' if world > 1 else ''
     share_cpu()
-    journal = Journal(OUTPUT)
+    run = StageRun(OUTPUT, RETRY_FAILED)
+    journal, who = run.journal, run.who
     ours = (embedder.name, embedder.dim)
     found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
                                                      for rec in journal.part_records()
@@ -251,31 +250,25 @@ def main():
         print(f'error: {OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
               f'use another --output, or the same encoder settings', file=sys.stderr)
         raise SystemExit(2)
-    done = journal.done()
-    if RETRY_FAILED:
-        done -= set(journal.failures())
-    if rank == 0:
-        for name, (folder, reason) in extract_failures.items():
-            if name not in done:
-                journal.fail(name, folder, f'audio extraction failed: {reason}')
+    run.record([(name, folder, f'audio extraction failed: {reason}')
+                for name, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
-    todo = [e for e in share(entries, rank, world) if e['filename'] not in done]
+    todo = run.todo(entries, key=lambda e: e['filename'])
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
-          f'index, {len(done)} done before, {len(todo)} to embed')
+          f'index, {len(run.done)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         try:
             journal.add({'filename': entry['filename'], 'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
         except VideoError as err:
             journal.fail(entry['filename'], entry['folder'], str(err))
-    if not journal.share_done(run, rank, world):
-        print(f'{who}share done; the last process to finish writes {OUTPUT}')
+    if not run.merging(OUTPUT):
         return
     table, failures = journal.finish(lambda rec: rec['rows'],
                                      attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim})
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
     print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
           f'{len(failures)} failed')
-    ea.print_failures(failures, journal.failures_path, SHOW)
+    print_failures(failures, journal.failures_path, SHOW)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,6 @@ Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
         --face_weights=none
 """
-import os
 import sys
 
 from tqdm import tqdm
@@ -38,7 +37,7 @@ from tqdm import tqdm
 import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
-from common.stage import Journal, StageError, find_parts, is_video, label_of, read_metadata, shard, share
+from common.stage import StageError, StageRun, label_of, plan, print_failures
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable
 
@@ -48,35 +47,6 @@ OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.par
 PREFETCH = 1                    # videos decoded ahead, in a thread, while the networks run
 RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
 # -----------------------------------------------------------------------------
-
-
-def plan(data_dir):
-    """The dataset's videos: (todo [(folder_rel, filename, path, entry)], failures [(name, folder, reason)],
-    skipped count of videos without a metadata entry)."""
-    todo, failures, skipped = [], [], 0
-    parts = find_parts(data_dir)
-    if not parts:
-        raise StageError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
-    seen = {}
-    for folder in parts:
-        rel = os.path.relpath(folder, data_dir)
-        try:
-            meta = read_metadata(folder)
-        except StageError as err:
-            failures.append((os.path.join(rel, 'metadata.json'), rel, str(err)))
-            continue
-        on_disk = {name for name in os.listdir(folder) if is_video(name)}
-        skipped += len(on_disk - set(meta))
-        for name in sorted(meta):
-            entry = meta[name]
-            if label_of(entry) is None:
-                failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {entry!r}'))
-            elif name in seen:
-                failures.append((name, rel, f'the same file name is already in {seen[name]}'))
-            else:
-                seen[name] = rel
-                todo.append((rel, name, os.path.join(folder, name), entry))
-    return todo, failures, skipped
 
 
 def rows_of(record):
@@ -90,19 +60,12 @@ def main():
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
-    rank, world, run = shard()
-    who = f'rank {rank}/{world}: ' if world > 1 else ''
     share_cpu()
-    journal = Journal(OUTPUT)
-    done = journal.done()
-    if RETRY_FAILED:
-        done -= set(journal.failures())
-    if rank == 0:
-        for name, folder, reason in bad:
-            if name not in done:
-                journal.fail(name, folder, reason)
-    todo = [t for t in share(todo, rank, world) if t[1] not in done]
-    print(f'{who}{len(todo)} videos to embed ({len(done)} done before, {skipped} without a metadata '
+    run = StageRun(OUTPUT, RETRY_FAILED)
+    journal, who = run.journal, run.who
+    run.record(bad)
+    todo = run.todo(todo, key=lambda t: t[1])
+    print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
         try:
@@ -145,8 +108,7 @@ def main():
                 'height': result.height,
                 'embedder': embedder,
             } for k, track in enumerate(result.tracks)]})
-    if not journal.share_done(run, rank, world):
-        print(f'{who}share done; the last process to finish writes {OUTPUT}')
+    if not run.merging(OUTPUT):
         return
     table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'))
     embedders = sorted(set(table['embedder'])) if len(table) else []
@@ -154,10 +116,7 @@ def main():
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
           f'{len(failures)} failed (see {journal.failures_path}), {skipped} skipped without a '
           f'metadata entry')
-    for name, (folder, reason) in sorted(failures.items())[:20]:
-        print(f'  failed: {os.path.join(folder, name)}: {reason}')
-    if len(failures) > 20:
-        print(f'  ... and {len(failures) - 20} more in {journal.failures_path}')
+    print_failures(failures, journal.failures_path)
 
 
 if __name__ == '__main__':

@@ -37,7 +37,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common import config
-from common.stage import Journal, StageError, atomic_path, shard, share
+from common.stage import StageError, StageRun, atomic_path, plan, print_failures
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config
@@ -129,20 +129,9 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
     return row
 
 
-def print_failures(failures, path, show):
-    """The first `show` of a stage's failures ({filename: (folder, reason)}), and where the rest are."""
-    for name, (folder, reason) in sorted(failures.items())[:show]:
-        print(f'  failed: {os.path.join(folder, name)}: {reason}')
-    if len(failures) > show:
-        print(f'  ... and {len(failures) - show} more in {path}')
-
-
 def main():
     config.configure(globals())
-    # The video step's own listing, so that both halves read the same videos under the same keys and
-    # folders (imported here: it brings DetectionPipeline's imports, which the functions above do not need)
-    from create_video_embeddings import plan
-    try:
+    try:  # the video step's own listing: both halves read the same videos under the same keys
         videos, problems, skipped = plan(DATA_DIR)
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
@@ -153,26 +142,18 @@ def main():
         print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
               f'use another --audio_dir', file=sys.stderr)
         raise SystemExit(2)
-    rank, world, run = shard()
-    who = f'rank {rank}/{world}: ' if world > 1 else ''
-    journal = Journal(index)
-    done = journal.done()
-    if RETRY_FAILED:
-        done -= set(journal.failures())
-    if rank == 0:
-        for name, folder, reason in problems:
-            if name not in done:
-                journal.fail(name, folder, reason)
-    todo = [(rel, name, path) for rel, name, path, _ in share(videos, rank, world) if name not in done]
-    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(done)} done before, '
+    run = StageRun(index, RETRY_FAILED)
+    journal, who = run.journal, run.who
+    run.record(problems)
+    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, key=lambda v: v[1])]
+    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.done)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
         try:
             journal.add({'filename': name, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
         except VideoError as err:
             journal.fail(name, rel, str(err))
-    if not journal.share_done(run, rank, world):
-        print(f'{who}share done; the last process to finish writes {index}')
+    if not run.merging(index):
         return
     table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE})
     with_track = int(table['has_track'].sum()) if len(table) else 0

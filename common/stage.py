@@ -97,6 +97,35 @@ def read_metadata(folder):
     return meta
 
 
+def plan(data_dir):
+    """The dataset's videos: (todo [(folder_rel, filename, path, entry)], failures [(name, folder, reason)],
+    skipped count of videos without a metadata entry)."""
+    todo, failures, skipped = [], [], 0
+    parts = find_parts(data_dir)
+    if not parts:
+        raise StageError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
+    seen = {}
+    for folder in parts:
+        rel = os.path.relpath(folder, data_dir)
+        try:
+            meta = read_metadata(folder)
+        except StageError as err:
+            failures.append((os.path.join(rel, 'metadata.json'), rel, str(err)))
+            continue
+        on_disk = {name for name in os.listdir(folder) if is_video(name)}
+        skipped += len(on_disk - set(meta))
+        for name in sorted(meta):
+            entry = meta[name]
+            if label_of(entry) is None:
+                failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {entry!r}'))
+            elif name in seen:
+                failures.append((name, rel, f'the same file name is already in {seen[name]}'))
+            else:
+                seen[name] = rel
+                todo.append((rel, name, os.path.join(folder, name), entry))
+    return todo, failures, skipped
+
+
 def label_of(entry):
     """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
     label = entry.get('label') if isinstance(entry, dict) else None
@@ -222,3 +251,41 @@ class Journal:
                 writer.writerows([name, *failures[name]] for name in sorted(failures))
         shutil.rmtree(self.parts, ignore_errors=True)
         return table, failures
+
+
+class StageRun:
+    """One process's part in a stage's run: its shard of the work, its journal, what is left to do."""
+
+    def __init__(self, output, retry_failed=False):
+        self.rank, self.world, self.run = shard()
+        self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
+        self.journal = Journal(output)
+        self.done = self.journal.done()
+        if retry_failed:
+            self.done -= set(self.journal.failures())
+
+    def record(self, problems):
+        """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
+        if self.rank == 0:
+            for name, folder, reason in problems:
+                if name not in self.done:
+                    self.journal.fail(name, folder, reason)
+
+    def todo(self, items, key):
+        """This process's share of the whole sorted item list, less what is done (key(item): filename)."""
+        return [item for item in share(items, self.rank, self.world) if key(item) not in self.done]
+
+    def merging(self, what):
+        """True where this process writes the stage's output now; else says who will."""
+        if self.journal.share_done(self.run, self.rank, self.world):
+            return True
+        print(f'{self.who}share done; the last process to finish writes {what}')
+        return False
+
+
+def print_failures(failures, path, show=20):
+    """The first `show` of a stage's failures ({filename: (folder, reason)}), and where the rest are."""
+    for name, (folder, reason) in sorted(failures.items())[:show]:
+        print(f'  failed: {os.path.join(folder, name)}: {reason}')
+    if len(failures) > show:
+        print(f'  ... and {len(failures) - show} more in {path}')

@@ -13,6 +13,7 @@ import extract_audio as ea
 from audio_clips import dfdc_part, remux, run_script
 from common.video import VideoError
 from common.weights import WeightsUnavailable, audio_cnn
+from common.stage import Journal
 from conftest import testdata
 
 DFDC = ['abofeumbvv.mp4', 'brtujopkby.mp4']  # AAC mono, 48 and 44.1 kHz
@@ -123,7 +124,7 @@ def test_a_killed_run_resumes_without_redoing_or_dropping(part, extracted, tmp_p
     reference, _ = extracted
     audio_dir = tmp_path / 'audio'
     first = DFDC[0]
-    journal = ea.Journal(os.path.join(audio_dir, ea.INDEX))
+    journal = Journal(os.path.join(audio_dir, ea.INDEX))
     journal.add({'filename': first, 'row': ea.extract(os.path.join(part, first), 'dfdc_train_part_0',
                                                       str(audio_dir))})
     stamp = os.stat(audio_dir / ea.wav_name(first)).st_mtime_ns
