@@ -40,7 +40,7 @@ THRESHOLD = 0.5             # p_fake above this counts as FAKE for the accuracy
 BATCH_SIZE = 512            # windows per batch
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
 AMP = True                  # mixed precision (float16) on CUDA
-THREADS = 0                 # CPU threads of torch (0: its default, one per core)
+THREADS = 1                 # CPU threads of torch (0: its default, one per core); why 1: see training.py
 # -----------------------------------------------------------------------------
 
 
@@ -75,7 +75,8 @@ def run(cfg, log=print):
             raise ScoringError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
                             f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
         ev = ckpt['evaluation']
-        bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0)  # noqa: E731
+        bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
+                                   disable=None)  # None: only where the output is a terminal
         logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
                                 cfg['amp'], progress=bar)
         no_face = np.isnan(logits)

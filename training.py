@@ -22,6 +22,7 @@ How it trains (the reasons are in model.py's docstring):
 
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
 """
+import functools
 import json
 import os
 import sys
@@ -68,8 +69,9 @@ CLIP_HI = 0.99
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
 AMP = True                  # mixed precision (float16) on CUDA; the CPU trains in float32
 RESUME = True               # continue from OUT_DIR/last.pt when it is a run of the same table and settings
-PROGRESS = True             # progress bars
-THREADS = 0                 # CPU threads of torch (0: its default, one per core; 1 is steadier on a busy machine)
+PROGRESS = True             # progress bars (where the output is a terminal)
+THREADS = 1                 # CPU threads of torch (0: its default, one per core): a small LSTM gains little from
+                            # more, and spinning pools lose 13x on a busy 2-core machine (bench/bench_training.py)
 # -----------------------------------------------------------------------------
 
 # settings a resumed run must share with the run it continues
@@ -176,8 +178,11 @@ def _train(cfg, table, device, amp, log):
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
         if improved:
             save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
+        rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
+        if device.type == 'cuda':
+            rng['cuda_rng'] = torch.cuda.get_rng_state(device)
         save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
-                        scaler=scaler.state_dict(), torch_rng=torch.get_rng_state(), state=state, **common)
+                        scaler=scaler.state_dict(), state=state, **rng, **common)
         write_text(json.dumps(state['history'], indent=1), os.path.join(out_dir, 'history.json'))
         _plot(state['history'], os.path.join(out_dir, 'curves.png'))
         log(_epoch_line(entry, cfg['max_epochs']))
@@ -211,8 +216,7 @@ def _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp
     net.train()
     rng = np.random.default_rng([cfg['seed'], epoch])  # the epoch's order and windows, same on a resume
     batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng))
-    bar = tqdm(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}', unit='batch',
-               disable=not cfg['progress'], leave=False, mininterval=1.0)
+    bar = _progress(cfg)(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}')
     total, n = 0.0, 0
     for batch in bar:
         faces, lengths, audio, has_audio, y = batch.to(device)
@@ -230,11 +234,15 @@ def _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp
     return total / n
 
 
+def _progress(cfg):
+    """tqdm over batches where PROGRESS is on and the output is a terminal (disable=None: tqdm checks)."""
+    return functools.partial(tqdm, unit='batch', leave=False, mininterval=1.0,
+                             disable=None if cfg['progress'] else True)
+
+
 def _validate(cfg, net, table, val, device, amp):
-    bar = lambda batches: tqdm(batches, desc='validation', unit='batch', disable=not cfg['progress'],  # noqa: E731
-                               leave=False, mininterval=1.0)
     logits = predict_logits(net, table, val, device, cfg['crop'], cfg['eval_stride'], cfg['eval_batch_size'], amp,
-                            progress=bar)
+                            progress=lambda batches: _progress(cfg)(batches, desc='validation'))
     y = table.labels[val].astype(np.float32)
     bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(y),
                                              reduction='none').numpy()
@@ -257,6 +265,8 @@ def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log):
     optimizer.load_state_dict(ckpt['optimizer'])
     scaler.load_state_dict(ckpt['scaler'])
     torch.set_rng_state(ckpt['torch_rng'])
+    if 'cuda_rng' in ckpt and torch.cuda.is_available():
+        torch.cuda.set_rng_state(ckpt['cuda_rng'], next(net.parameters()).device)
     state.update(ckpt['state'])
     if not state['finished']:
         log(f'resuming from {path}: epoch {ckpt["epoch"]} done, best epoch {state["best_epoch"]}')

@@ -15,8 +15,8 @@ import model
 import training
 from model import LeakError, assert_no_leak, class_weights, split_indices, synthetic_table
 
-torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine
-QUIET = dict(progress=False, threads=1)
+torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine (training.py's THREADS)
+QUIET = dict(progress=False)
 
 
 def _load_test_script():
@@ -93,7 +93,7 @@ def trained(tmp_path, table, name, **kw):
                             fc=32, lr=1e-2, batch_size=32, max_epochs=8, patience=3, **QUIET, **kw)
     history = training.run(cfg, log=lambda *_: None)
     report = scoring.run(scoring.settings(dataset=str(path), checkpoint=str(tmp_path / name / 'best.pt'),
-                                          subset='val', threads=1), log=lambda *_: None)
+                                          subset='val'), log=lambda *_: None)
     return history, report
 
 
@@ -140,12 +140,12 @@ def test_scripts_train_and_rebuild_the_checkpoint_from_the_file(tmp_path):
     table = synthetic_table(60, faces=12, min_faces=2, video_dim=24, audio_dim=8, seed=4)  # short sequences
     table.to_pickle(tmp_path / 'merged.pkl')
     run = cli('training.py', f'--dataset={tmp_path}/merged.pkl', f'--out_dir={tmp_path}/run', '--max_epochs=2',
-              '--crop=8', '--hidden=8', '--project=8', '--threads=1')
+              '--crop=8', '--hidden=8', '--project=8')
     assert run.returncode == 0, run.stderr
     assert 'best checkpoint' in run.stdout
     # the checkpoint is all test.py gets about the model
     out = cli('test.py', f'--dataset={tmp_path}/merged.pkl', f'--checkpoint={tmp_path}/run/best.pt',
-              f'--report={tmp_path}/report.json', '--threads=1')
+              f'--report={tmp_path}/report.json')
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / 'report.json').read_text())
     for key in ('log_loss', 'balanced_log_loss', 'roc_auc', 'accuracy', 'n_videos'):
@@ -162,12 +162,11 @@ def test_a_table_of_four_videos_trains_and_reports(tmp_path):
     table = table.loc[[table.index[table.label == 0][0], *fakes]].reset_index(drop=True)
     table['original'] = [None, 'x.mp4', 'y.mp4', 'z.mp4']
     table.to_pickle(tmp_path / 'four.pkl')
-    run = cli('training.py', f'--dataset={tmp_path}/four.pkl', f'--out_dir={tmp_path}/run', '--max_epochs=2',
-              '--threads=1')
+    run = cli('training.py', f'--dataset={tmp_path}/four.pkl', f'--out_dir={tmp_path}/run', '--max_epochs=2')
     assert run.returncode == 0, run.stderr
     assert 'validation 1 videos' in run.stdout and 'ROC AUC is undefined' in run.stdout
     out = cli('test.py', f'--dataset={tmp_path}/four.pkl', f'--checkpoint={tmp_path}/run/best.pt',
-              f'--report={tmp_path}/r.json', '--subset=val', '--threads=1')
+              f'--report={tmp_path}/r.json', '--subset=val')
     assert out.returncode == 0, out.stderr
     report = json.loads((tmp_path / 'r.json').read_text())
     assert report['roc_auc'] is None and 'only' in report['roc_auc_note'] and report['n_videos'] == 1
