@@ -37,8 +37,8 @@ from common import config, metrics
 from common.device import autocast, pick_device
 from common.lazytable import TableError, open_table
 from common.stage import write_text
-from model import (CheckpointError, EVALUATION, class_weights, load_checkpoint, predict_logits, prefetch,
-                   save_checkpoint, split_indices, steady_malloc, train_batches)
+from model import (CheckpointError, EVALUATION, LeakError, class_weights, load_checkpoint, predict_logits,
+                   prefetch, save_checkpoint, split_indices, steady_malloc, train_batches)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
@@ -115,6 +115,8 @@ def _train(cfg, table, device, amp, log):
                                    cfg['seed'], cfg['val_folders'])
     except ValueError as err:
         raise TrainingError(f'cannot split {cfg["dataset"]}: {err}') from None
+    except LeakError as err:  # --split=folder where fakes lie in another folder than their original
+        raise TrainingError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
     no_faces = table.n_faces == 0
     if no_faces.any():
         log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')

@@ -77,6 +77,9 @@ def test_folder_split_keeps_whole_folders():
     assert set(table.folder[val]) == {'dfdc_train_part_3'}
     with pytest.raises(ValueError, match='single group'):
         split_indices([0, 1], ['a', 'a'])
+    # a fake in another folder than its original: a folder split would leak, and says so
+    with pytest.raises(LeakError):
+        split_indices([0, 1, 0, 1], ['a', 'a', 'b', 'b'], ['p0', 'p1', 'p0', 'p1'], how='folder', val_folders='p1')
 
 
 def test_class_weights_balance_the_prior():
