@@ -266,6 +266,27 @@ def steady_malloc(threshold=1 << 20):
     return bool(libc.mallopt(m_mmap_threshold, threshold))
 
 
+def fit_audio_only(table, indices, seed=0):
+    """The audio-only model predict.py falls back on for a video without a face: a class-balanced
+    logistic regression (scikit-learn) on the audio embeddings of the training videos that have audio.
+    A dict of plain values for the checkpoint, or None where it cannot be fitted (no audio, one class)."""
+    from sklearn.linear_model import LogisticRegression
+    indices = np.asarray(indices)
+    indices = indices[table.has_audio[indices]]
+    labels = table.labels[indices]
+    if table.audio_dim == 0 or len(np.unique(labels)) < 2:
+        return None
+    audio = table.read_audio(indices)  # (videos, audio_dim) float32
+    fit = LogisticRegression(class_weight='balanced', max_iter=2000, random_state=seed).fit(audio, labels)
+    return {'coef': fit.coef_[0].astype(float).tolist(), 'intercept': float(fit.intercept_[0]),
+            'n_videos': int(len(indices)), 'how': 'class-balanced logistic regression on audio embeddings'}
+
+
+def audio_only_logit(audio_only, embedding):
+    """The audio-only model's logit for one (audio_dim,) embedding (its log-odds on a 50/50 set)."""
+    return float(np.dot(audio_only['coef'], embedding) + audio_only['intercept'])
+
+
 def sigmoid(logits):
     return 1.0 / (1.0 + np.exp(-np.asarray(logits, np.float64)))
 

@@ -42,7 +42,7 @@ from common.device import pick_device
 from common.stage import Journal, atomic_path, is_video
 from common.video import VideoError
 from common.weights import WeightsUnavailable
-from model import CheckpointError, load_checkpoint, predict_logits, sigmoid
+from model import CheckpointError, audio_only_logit, load_checkpoint, predict_logits, sigmoid
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
@@ -135,7 +135,7 @@ class Predictor:
     def _fallback(self, embedding, has_audio, reason):
         audio_only = self.ckpt.get('audio_only')
         if has_audio and audio_only:
-            logit = float(np.dot(audio_only['coef'], embedding) + audio_only['intercept'])
+            logit = audio_only_logit(audio_only, embedding)
             return self._clip(sigmoid(logit + self.shift)), f'{reason}; audio-only model', True
         return self._clip(self.ckpt['prior']), f'{reason}; training prior {self.ckpt["prior"]:.3f}', has_audio
 

@@ -38,7 +38,7 @@ from common.device import autocast, pick_device
 from common.lazytable import TableError, open_table
 from common.stage import write_text
 from model import (CheckpointError, EVALUATION, LeakError, class_weights, load_checkpoint, predict_logits,
-                   prefetch, save_checkpoint, split_indices, steady_malloc, train_batches)
+                   prefetch, save_checkpoint, split_indices, steady_malloc, train_batches, fit_audio_only)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
@@ -158,6 +158,8 @@ def _train(cfg, table, device, amp, log):
                   'val_filenames': [str(f) for f in table.filenames[val]]},
         'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
         'settings': fixed,
+        # predict.py's fallback for videos where no face is found
+        'audio_only': fit_audio_only(table, train, cfg['seed']),
     }
     for epoch in range(start, cfg['max_epochs']):
         t0 = time.perf_counter()
