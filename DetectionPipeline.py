@@ -13,10 +13,11 @@ the face, the frame index, the box, and a 512-d embedding.
   starts or ends there) MTCNN also runs on the frame halfway, recursively, down to adjacent frames.
   Still heads cost a few detections; moving ones get as many as they need. A face MTCNN misses on a
   frame or two (dark clips) is carried across the miss when the boxes on both sides agree.
-- Detections are linked into tracks by overlap. By default the largest track is kept (by total face
-  area over the video, so a brief close-up of a passer-by does not win); KEEP_ALL_TRACKS keeps every
-  track with detections on at least a quarter of the detected frames. Frames where the track has no
-  face are left out, not filled: the `frames` of a track say which frames had one.
+- Detections are linked into tracks by overlap; a track must be found on at least MIN_TRACK_FRACTION
+  of the frames MTCNN ran on (false positives rarely are). By default the largest track is kept (by
+  total face size over the video, so a brief close-up of a passer-by does not win); KEEP_ALL_TRACKS
+  keeps every track. Frames where the track has no face are left out, not filled: the `frames` of a
+  track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
   InceptionResnetV1 (VGGFace2 weights) in batches. The embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
@@ -38,6 +39,7 @@ import torch
 
 from common import config
 from common.device import autocast, pick_device
+from common.prefetch import default_ahead, prefetched
 from common.video import VideoError, sampled_frames
 from common.weights import describe, face_embedder
 
@@ -45,11 +47,11 @@ from common.weights import describe, face_embedder
 FRAME_STEP = 6              # sample frames 0, 6, 12, ... (50 of a 300-frame DFDC clip)
 DETECT_SIZE = 640           # long side, in pixels, of the copy MTCNN searches (1080p: 1/3, 720p: 1/2)
 MIN_FACE_SIZE = 20          # MTCNN's smallest face, in pixels of that copy (60 px of a 1080p frame)
-DETECT_EVERY = 5            # run MTCNN on every 5th sampled frame (and the last); carry boxes between
+DETECT_EVERY = 10           # run MTCNN on every 10th sampled frame (and the last); carry boxes between
 LINK_IOU = 0.5              # a face's boxes on two detected frames must overlap this much to interpolate
 MAX_GAP = 10                # ... and be at most this many sampled frames apart (MTCNN flickers on dark faces)
 ROI_SIZE = 128              # re-detect each box in a square twice its size, resized to this (0: off)
-MIN_TRACK_FRACTION = 0.25   # KEEP_ALL_TRACKS: a track must be detected on this share of detected frames
+MIN_TRACK_FRACTION = 0.25   # a track must be found on this share of the frames MTCNN ran on (else: noise)
 KEEP_ALL_TRACKS = False     # False: the largest face track only; True: every track (DFDC has two-person clips)
 MARGIN = 0.2                # crop margin on each side, as a fraction of the box's width and height
 FACE_SIZE = 160             # crop side in pixels (InceptionResnetV1's input)
@@ -183,13 +185,14 @@ class DetectionPipeline:
         return self.refine(frames, filled) if self.cfg['roi_size'] else filled
 
     def _choose(self, tracks, n_detected):
-        """The kept tracks, by total face size over time (sum of sqrt(area)), so that a few huge false
-        positives or a brief passer-by do not outweigh the face that is there all along."""
-        tracks = sorted(tracks, key=lambda t: -sum(np.sqrt(_area(b)) for b in t.values()))
-        if not self.cfg['keep_all_tracks']:
-            return tracks[:1]
+        """The kept tracks. Candidates are the tracks found on at least MIN_TRACK_FRACTION of the detected
+        frames (a false positive, however large, is rarely found twice in a row), or every track where
+        none is; they rank by total face size over time (sum of sqrt(area)), so a face that is there all
+        along beats a brief close-up of a passer-by."""
         need = self.cfg['min_track_fraction'] * n_detected
-        return [t for i, t in enumerate(tracks) if i == 0 or len(t) >= need]
+        candidates = [t for t in tracks if len(t) >= need] or tracks
+        candidates = sorted(candidates, key=lambda t: -sum(np.sqrt(_area(b)) for b in t.values()))
+        return candidates if self.cfg['keep_all_tracks'] else candidates[:1]
 
     def _safe(self, track, a, b):
         """Can the box be carried from the track's detection at a to the one at b?"""
@@ -356,24 +359,17 @@ class DetectionPipeline:
         result.seconds = {'decode': decode, **result.seconds}
         return result
 
-    def stream(self, paths, prefetch=1):
-        """Yield (path, VideoFaces or VideoError) for each path, in order, decoding the next `prefetch`
-        videos in a background thread while the current one goes through the networks (FFmpeg and
-        PyTorch both release the GIL, so the two overlap)."""
-        from concurrent.futures import ThreadPoolExecutor
-        paths = list(paths)
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix='decode') as pool:
-            pending = [pool.submit(self.load, p) for p in paths[:prefetch + 1]]
-            for i, path in enumerate(paths):
-                future = pending.pop(0)
-                if i + prefetch + 1 < len(paths):
-                    pending.append(pool.submit(self.load, paths[i + prefetch + 1]))
-                try:
-                    loaded = future.result()
-                except VideoError as err:
-                    yield path, err
-                    continue
-                yield path, self.process(loaded)
+    def stream(self, paths, prefetch=-1):
+        """Yield (path, VideoFaces or VideoError) for each path, in order, decoding `prefetch` videos
+        ahead in a background thread (-1: common.prefetch.default_ahead for this device)."""
+        for path, loaded in prefetched(self._load_or_error, paths, default_ahead(self.device, prefetch)):
+            yield path, (loaded if isinstance(loaded, VideoError) else self.process(loaded))
+
+    def _load_or_error(self, path):
+        try:
+            return self.load(path)
+        except VideoError as err:
+            return err
 
 
 def _square(frame, origin, size):

@@ -31,6 +31,7 @@ Example:
         --face_weights=none
 """
 import sys
+import time
 
 from tqdm import tqdm
 
@@ -44,7 +45,7 @@ from common.weights import WeightsUnavailable
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
 OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.parts/ beside it
-PREFETCH = 1                    # videos decoded ahead, in a thread, while the networks run
+PREFETCH = -1                   # videos decoded ahead in a thread while the networks run (-1: 2 on a GPU, 0 on a CPU)
 RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
 # -----------------------------------------------------------------------------
 
@@ -74,6 +75,7 @@ def main():
             print(f'error: {err}', file=sys.stderr)
             raise SystemExit(2) from None
         embedder = pipeline.embedder_name
+        t0 = time.perf_counter()  # the video work starts (bench/bench_scale.py reads the line it ends with)
         by_path = {}
         paths = []
         for rel, name, path, entry in todo:
@@ -108,6 +110,8 @@ def main():
                 'height': result.height,
                 'embedder': embedder,
             } for k, track in enumerate(result.tracks)]})
+        seconds = time.perf_counter() - t0
+        print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
     table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'))

@@ -16,7 +16,8 @@ embeddings that training.py fits and stores in the checkpoint), else the trainin
 Fallbacks are counted, printed, and listed with their reasons in OUTPUT's .fallbacks.csv.
 A single video prints its probability. Killed, a rerun resumes (OUTPUT.parts/ holds finished videos).
 
-Decoding (video and audio) runs in a background thread, PREFETCH videos ahead, while the networks work;
+On a GPU, decoding (video and audio) runs in a background thread, PREFETCH videos ahead, while the
+networks work (on a CPU both would compete for the same cores);
 weights load once; the GPU is used where there is one; pretrained weights can come from local files.
 
 Example:
@@ -28,7 +29,6 @@ import math
 import os
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -39,6 +39,7 @@ import create_audio_embedding as cae
 import extract_audio as ea
 from common import config
 from common.device import pick_device
+from common.prefetch import default_ahead, prefetched
 from common.stage import Journal, atomic_path, is_video
 from common.video import VideoError
 from common.weights import WeightsUnavailable
@@ -49,7 +50,7 @@ INPUT = ''                  # a folder of videos, or one video file
 CHECKPOINT = ''             # training.py's best.pt
 OUTPUT = 'submission.csv'   # filename,label (the probability of FAKE), one row per video
 PRIOR = 0.5                 # share of fakes expected in INPUT (DFDC's test sets: 0.5), as test.py's --prior
-PREFETCH = 2                # videos decoded ahead, in a background thread
+PREFETCH = -1               # videos decoded ahead in a background thread (-1: 2 on a GPU, 0 on a CPU)
 BATCH_SIZE = 512            # windows per network batch
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
 # -----------------------------------------------------------------------------
@@ -132,6 +133,12 @@ class Predictor:
             reason = f'no face found in {faces.n_frames} frames'
         return self._fallback(embedding, has_audio, reason)
 
+    def run(self, paths, prefetch=PREFETCH):
+        """Yield (path, p_fake, fallback reason or '', has_audio) for each path, in order, decoding
+        `prefetch` videos ahead in a background thread (-1: 2 on a GPU, 0 on a CPU)."""
+        for path, loaded in prefetched(self.load, paths, default_ahead(self.device, prefetch)):
+            yield (path, *self.predict(loaded))
+
     def _fallback(self, embedding, has_audio, reason):
         audio_only = self.ckpt.get('audio_only')
         if has_audio and audio_only:
@@ -169,17 +176,12 @@ def main():
     done = journal.done()
     todo = [p for p in paths if os.path.basename(p) not in done]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix='decode') as pool:
-        pending = [pool.submit(predictor.load, p) for p in todo[:PREFETCH + 1]]
-        bar = tqdm(todo, unit='video', desc='predict', disable=len(paths) == 1)
-        for i, path in enumerate(bar):
-            loaded = pending.pop(0).result()
-            if i + PREFETCH + 1 < len(todo):
-                pending.append(pool.submit(predictor.load, todo[i + PREFETCH + 1]))
-            p, reason, has_audio = predictor.predict(loaded)
-            name = os.path.basename(path)
-            journal.add({'filename': name, 'rows': [{'filename': name, 'folder': '', 'label': p,
-                                                     'fallback': reason, 'has_audio': has_audio}]})
+    bar = tqdm(predictor.run(todo, PREFETCH), total=len(todo), unit='video', desc='predict',
+               disable=len(paths) == 1)
+    for path, p, reason, has_audio in bar:
+        name = os.path.basename(path)
+        journal.add({'filename': name, 'rows': [{'filename': name, 'folder': '', 'label': p,
+                                                 'fallback': reason, 'has_audio': has_audio}]})
     seconds = time.perf_counter() - start
     table, _ = journal.finish(lambda rec: rec['rows'], sort_by=('filename',))
     table = table[table['filename'].isin({os.path.basename(p) for p in paths})]

@@ -61,7 +61,10 @@ def test_two_people_largest_by_default_every_track_on_request(pipeline):
     both = dp.DetectionPipeline(face_weights='none', device='cpu', keep_all_tracks=True)(clip)
     assert len(both.tracks) == 2
     big, small = both.tracks
-    np.testing.assert_array_equal(big.boxes, one.tracks[0].boxes)
+    # the same person (keeping both tracks runs MTCNN on more frames, so boxes may move a little)
+    assert big.frames.tolist() == one.tracks[0].frames.tolist()
+    overlap = [dp.iou(a, b)[0, 0] for a, b in zip(big.boxes, one.tracks[0].boxes)]
+    assert np.median(overlap) > 0.9 and min(overlap) > 0.5
     area = lambda b: ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])).mean()  # noqa: E731
     assert area(big.boxes) > 3 * area(small.boxes)
     common = sorted(set(big.frames.tolist()) & set(small.frames.tolist()))
