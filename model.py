@@ -152,6 +152,8 @@ class Batch:
     has_audio: np.ndarray    # (batch,) bool
     labels: np.ndarray       # (batch,) float32 (-1 where unknown)
     owner: np.ndarray        # (batch,) int64: the video (position in `indices`) each row belongs to
+    of: int = 0              # training: rows of the whole batch, over all processes (train_batches)
+    stand_in: bool = False   # training: this process has no row of the batch; the row is a stand-in
 
     def to(self, device):
         """(faces float32, lengths, audio, has_audio, labels) as tensors on device."""
@@ -171,18 +173,30 @@ def window_starts(n, crop, stride):
     return starts
 
 
-def train_batches(table, indices, crop, batch_size, rng):
-    """One epoch: the videos in a random order, one random window of each (a new one every epoch)."""
+def train_batches(table, indices, crop, batch_size, rng, rank=0, world=1):
+    """One epoch: the videos in a random order, one random window of each (a new one every epoch).
+
+    Several processes (`rank` of `world`, training.py under torchrun) each draw the same order and
+    windows from the same rng, and read rows rank, rank + world, ... of every batch: together they read
+    exactly the batches of one process, each a disjoint share. Where the last batch has fewer rows than
+    processes, a process left without one reads the batch's first row as a stand-in (Batch.stand_in),
+    so that every process takes every step; its loss must count zero."""
     order = np.asarray(indices)[rng.permutation(len(indices))]
     for b in range(0, len(order), batch_size):
         videos = order[b:b + batch_size]
         lengths = np.minimum(table.n_faces[videos], crop)
         starts = rng.integers(0, table.n_faces[videos] - lengths + 1)
+        mine = np.arange(rank, len(videos), world)  # all of them for one process
+        stand_in = len(mine) == 0
+        if stand_in:
+            mine = np.arange(1)
+        of = len(videos)
+        videos, lengths, starts = videos[mine], lengths[mine], starts[mine]
         faces = np.zeros((len(videos), lengths.max(), table.video_dim), np.float16)  # (batch, time, D)
         for k, (v, s, length) in enumerate(zip(videos, starts, lengths)):
             table.read_faces(v, s, length, out=faces[k])
         yield Batch(faces, lengths.astype(np.int64), table.read_audio(videos), table.has_audio[videos],
-                    table.labels[videos].astype(np.float32), np.arange(b, b + len(videos)))
+                    table.labels[videos].astype(np.float32), b + mine, of, stand_in)
 
 
 def eval_batches(table, indices, crop, stride, batch_size):

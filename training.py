@@ -20,7 +20,21 @@ How it trains (the reasons are in model.py's docstring):
 - seeded (SEED): the split, the initial weights, the order and the windows of every epoch;
 - CUDA with mixed precision (float16, a gradient scaler) where present, else the CPU in float32.
 
+Several processes (torchrun; DistributedDataParallel, gloo on the CPU, NCCL on CUDA, one GPU per process)
+train the same model as one process: every process draws the epoch's order and windows from the shared
+seed, and reads its share of every batch (rows rank, rank + world, ... : BATCH_SIZE stays the videos of
+one optimizer step, whatever the number of processes); its loss is the sum over its rows times
+world / BATCH_SIZE, so that DDP's average of the gradients is the one process's batch mean, weights
+included. Validation is split the same way and the logits summed across processes, so every process
+takes the same early-stopping decision. What differs from one process: the order of floating-point sums
+(gradients summed over two half batches, validation windows batched with other videos), and dropout's
+masks, which each process draws from its own stream (rank 0's is the single process's). Rank 0 builds
+the embedding cache before the others open it, logs, and writes the checkpoints, history and curves;
+last.pt holds every process's random state, so a resumed run with as many processes is the same run.
+OUT_DIR and the cache must be on a file system all processes see.
+
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
+    torchrun --nproc_per_node=4 training.py --dataset=MERGED.pkl --out_dir=runs/lstm
 """
 import functools
 import json
@@ -31,10 +45,12 @@ import time
 import numpy as np
 import torch
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common import config, metrics
-from common.device import autocast, pick_device
+from common.ddp import Ranks, rank_prefix
+from common.device import autocast, pick_device, share_cpu
 from common.lazytable import TableError, open_table
 from common.stage import write_text
 from model import (CheckpointError, EVALUATION, LeakError, class_weights, load_checkpoint, predict_logits,
@@ -89,21 +105,50 @@ def settings(**overrides):
 
 
 def run(cfg, log=print):
-    """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts)."""
+    """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts).
+    Under torchrun, every process calls it; only rank 0 logs and writes files."""
     if not cfg['dataset']:
         raise TrainingError('give the merged table: --dataset=MERGED.pkl')
     torch.manual_seed(cfg['seed'])
     steady_malloc()
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
+    else:
+        share_cpu()  # under torchrun: the cores shared between the local processes (else torch's default)
     device = pick_device(cfg['device'])
     amp = cfg['amp'] and device.type == 'cuda'
-    table = open_table(cfg['dataset'], cfg['cache_dir'], log=log)
-    with table:
-        return _train(cfg, table, device, amp, log)
+    with Ranks.start(device) as ranks:
+        if not ranks.main:
+            log, cfg = _quiet, {**cfg, 'progress': False}
+        table = _open_table(cfg, ranks, log)
+        with table:
+            return _train(cfg, table, device, amp, log, ranks)
 
 
-def _train(cfg, table, device, amp, log):
+def _quiet(*_):
+    pass
+
+
+def _open_table(cfg, ranks, log):
+    """The table through its cache. open_table builds a missing or stale cache in place, which several
+    processes must not do at once (each build first removes the meta file, maybe the one another build
+    just wrote, and one would then find the cache invalid): rank 0 opens it first, building it where
+    needed, and says how that went; the others then open the built cache."""
+    if not ranks.distributed:
+        return open_table(cfg['dataset'], cfg['cache_dir'], log=log)
+    table, error = None, None
+    if ranks.main:
+        try:
+            table = open_table(cfg['dataset'], cfg['cache_dir'], log=log)
+        except TableError as err:
+            error = str(err)
+    error = ranks.broadcast(error)
+    if error is not None:
+        raise TableError(error)
+    return table if ranks.main else open_table(cfg['dataset'], cfg['cache_dir'], log=log)
+
+
+def _train(cfg, table, device, amp, log, ranks):
     labels = table.labels
     if (labels < 0).any():
         raise TrainingError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
@@ -133,6 +178,8 @@ def _train(cfg, table, device, amp, log):
                                layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
                                project=cfg['project'], deltas=cfg['deltas'])
     net = build(net_config).to(device)
+    if ranks.rank > 0:  # dropout's own draws in each process (rank 0 keeps the single process's stream)
+        torch.manual_seed(int(np.random.SeedSequence([cfg['seed'], ranks.rank]).generate_state(1)[0]))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg['lr'], weight_decay=cfg['weight_decay'])
     scaler = torch.amp.GradScaler(device.type, enabled=amp)
     out_dir = cfg['out_dir']
@@ -143,13 +190,18 @@ def _train(cfg, table, device, amp, log):
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
     start = 0
     if cfg['resume'] and os.path.exists(last_path):
-        start = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log)
+        start = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
     if state['finished']:
         log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"]}); '
             f'--resume=false starts over')
         return state['history']
-
-    common = {  # what every checkpoint carries, beside the weights
+    model = net
+    if ranks.distributed:
+        # after the resume: DDP starts every process from rank 0's weights (all loaded the same file)
+        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
+        log(f'{ranks.world} processes ({torch.distributed.get_backend()}): each reads its share of every '
+            f'batch of {cfg["batch_size"]} videos and of the validation videos')
+    common = None if not ranks.main else {  # what every checkpoint carries, beside the weights
         'prior': prior, 'clip': [cfg['clip_lo'], cfg['clip_hi']],
         'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
         'loss_weights': {'real': w_real, 'fake': w_fake, 'how': 'N / (2 N_class) per video'},
@@ -163,12 +215,12 @@ def _train(cfg, table, device, amp, log):
     }
     for epoch in range(start, cfg['max_epochs']):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp, epoch)
+        train_loss = _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks)
         seconds = time.perf_counter() - t0
         entry = {'epoch': epoch, 'train_loss': train_loss, 'train_seconds': round(seconds, 3),
                  'videos_per_second': round(len(train) / seconds, 1)}
         if len(val):
-            entry.update(_validate(cfg, net, table, val, device, amp))
+            entry.update(_validate(cfg, net, table, val, device, amp, ranks))
             score = entry['val_loss']
         else:
             score = train_loss  # no validation side: the last epoch is the best
@@ -180,15 +232,18 @@ def _train(cfg, table, device, amp, log):
         entry['best'] = improved
         state['history'].append(entry)
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
-        if improved:
-            save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
         rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
         if device.type == 'cuda':
             rng['cuda_rng'] = torch.cuda.get_rng_state(device)
-        save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
-                        scaler=scaler.state_dict(), state=state, **rng, **common)
-        write_text(json.dumps(state['history'], indent=1), os.path.join(out_dir, 'history.json'))
-        _plot(state['history'], os.path.join(out_dir, 'curves.png'))
+        if ranks.distributed:  # every process's draws (a collective step: all of them take it)
+            rng['rank_rngs'] = ranks.gather(dict(rng))
+        if ranks.main:  # every process holds the same weights, state and history; one writes them
+            if improved:
+                save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
+            save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
+                            scaler=scaler.state_dict(), state=state, **rng, **common)
+            write_text(json.dumps(state['history'], indent=1), os.path.join(out_dir, 'history.json'))
+            _plot(state['history'], os.path.join(out_dir, 'curves.png'))
         log(_epoch_line(entry, cfg['max_epochs']))
         if state['bad_epochs'] >= cfg['patience']:
             log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
@@ -215,27 +270,40 @@ def _describe_split(log, labels, groups, train, val):
         log('no validation side (--val_fraction=0): every epoch is kept as the best, no early stopping')
 
 
-def _train_epoch(cfg, net, optimizer, scaler, table, train, weights, device, amp, epoch):
-    """One epoch over the training side; returns the mean weighted loss."""
-    net.train()
+def _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks):
+    """One epoch over the training side; returns the mean weighted loss (over every process's videos)."""
+    model.train()
     rng = np.random.default_rng([cfg['seed'], epoch])  # the epoch's order and windows, same on a resume
-    batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng))
+    # several processes: the same order and windows, each reading its rows of every batch (train_batches)
+    batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng, ranks.rank, ranks.world))
     bar = _progress(cfg)(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}')
     total, n = 0.0, 0
     for batch in bar:
         faces, lengths, audio, has_audio, y = batch.to(device)
         with autocast(device, amp):
-            logits = net(faces, lengths, audio, has_audio)
-        # mean over the batch of weight(class) * BCE: each batch is an unbiased estimate of the balanced loss
-        loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction='none') * weights[y.long()]).mean()
+            logits = model(faces, lengths, audio, has_audio)
+        weighted = F.binary_cross_entropy_with_logits(logits.float(), y, reduction='none') * weights[y.long()]
+        if not ranks.distributed:
+            # mean over the batch of weight(class) * BCE: each batch is an unbiased estimate of the balanced loss
+            loss = weighted.mean()
+        else:
+            # DDP averages the processes' gradients; each process's sum over its rows, times world / rows of
+            # the whole batch, averages to the whole batch's mean: the single process's loss and gradient
+            loss = weighted.sum() * (0.0 if batch.stand_in else ranks.world / batch.of)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()
-        total += loss.item() * len(y)
-        n += len(y)
+        if not ranks.distributed:
+            total += loss.item() * len(y)
+            n += len(y)
+        elif not batch.stand_in:
+            total += weighted.sum().item()
+            n += len(y)
         bar.set_postfix(loss=f'{total / n:.4f}', refresh=False)
-    return total / n
+    if ranks.distributed:
+        total, n = ranks.all_sum([total, n])
+    return float(total / n)  # a Python float: the checkpoint's history loads with weights_only
 
 
 def _progress(cfg):
@@ -244,9 +312,17 @@ def _progress(cfg):
                              disable=None if cfg['progress'] else True)
 
 
-def _validate(cfg, net, table, val, device, amp):
-    logits = predict_logits(net, table, val, device, cfg['crop'], cfg['eval_stride'], cfg['eval_batch_size'], amp,
+def _validate(cfg, net, table, val, device, amp, ranks):
+    # several processes: each scores videos rank, rank + world, ... and the sum over the processes puts
+    # every video's logit (computed by one process, zeros elsewhere) in every process, bit for bit, so that
+    # they all take the same early-stopping decision
+    logits = predict_logits(net, table, val[ranks.rank::ranks.world], device, cfg['crop'], cfg['eval_stride'],
+                            cfg['eval_batch_size'], amp,
                             progress=lambda batches: _progress(cfg)(batches, desc='validation'))
+    if ranks.distributed:
+        full = np.zeros(len(val))  # (videos,)
+        full[ranks.rank::ranks.world] = logits
+        logits = ranks.all_sum(full)
     y = table.labels[val].astype(np.float32)
     bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(y),
                                              reduction='none').numpy()
@@ -257,7 +333,7 @@ def _validate(cfg, net, table, val, device, amp):
             'val_roc_auc': rep['roc_auc'], 'val_accuracy': rep['accuracy']}
 
 
-def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log):
+def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks):
     try:
         _, ckpt = load_checkpoint(path)
     except CheckpointError as err:
@@ -268,9 +344,15 @@ def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log):
     net.load_state_dict(ckpt['state_dict'])
     optimizer.load_state_dict(ckpt['optimizer'])
     scaler.load_state_dict(ckpt['scaler'])
-    torch.set_rng_state(ckpt['torch_rng'])
-    if 'cuda_rng' in ckpt and torch.cuda.is_available():
-        torch.cuda.set_rng_state(ckpt['cuda_rng'], next(net.parameters()).device)
+    rngs = ckpt.get('rank_rngs', [ckpt])  # one per process of the run that wrote it
+    if len(rngs) == ranks.world or ranks.main:
+        rng = rngs[ranks.rank] if len(rngs) == ranks.world else ckpt
+        torch.set_rng_state(rng['torch_rng'])
+        if 'cuda_rng' in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng['cuda_rng'], next(net.parameters()).device)
+    if len(rngs) != ranks.world:  # the same computation, but other dropout masks than an uninterrupted run
+        log(f'{path} was written by {len(rngs)} process(es), this run has {ranks.world}: dropout draws '
+            f'other masks than an uninterrupted run would')
     state.update(ckpt['state'])
     if not state['finished']:
         log(f'resuming from {path}: epoch {ckpt["epoch"]} done, best epoch {state["best_epoch"]}')
@@ -310,7 +392,7 @@ def main():
     try:
         run(settings())
     except (TrainingError, TableError) as err:
-        print(f'error: {err}', file=sys.stderr)
+        print(f'error: {rank_prefix()}{err}', file=sys.stderr)
         raise SystemExit(2) from None
 
 

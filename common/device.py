@@ -5,15 +5,17 @@ import torch
 
 
 def pick_device(name='auto'):
-    """'auto' is CUDA where present (the local rank's GPU under torchrun), else CPU; anything else is
-    passed to torch.device."""
+    """'auto' is CUDA where present, else CPU; anything else is passed to torch.device. Under torchrun,
+    'auto' and 'cuda' (without an index) are the local rank's GPU."""
     if name == 'auto':
         if not torch.cuda.is_available():
             return torch.device('cpu')
-        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count())
+        name = 'cuda'
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise SystemExit(f'error: device {name!r} asked for, but CUDA is not available here; use --device=cpu')
+    if device.type == 'cuda' and device.index is None:
+        return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count())
     return device
 
 
@@ -35,4 +37,11 @@ def share_cpu():
     N cores spend their time waiting for each other (PyTorch's thread pools spin)."""
     local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
     if local > 1:
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // local))
+        torch.set_num_threads(max(1, usable_cores() // local))
+
+
+def usable_cores():
+    """The cores this process may run on (its CPU affinity: taskset, cgroups' cpusets), not the machine's."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
