@@ -192,7 +192,7 @@ def _train(cfg, table, device, amp, log, ranks):
     if cfg['resume'] and os.path.exists(last_path):
         start = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
     if state['finished']:
-        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"]}); '
+        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"] + 1}); '
             f'--resume=false starts over')
         return state['history']
     model = net
@@ -250,7 +250,7 @@ def _train(cfg, table, device, amp, log, ranks):
             break
     if state['best_epoch'] is None:
         raise TrainingError(f'no epoch was trained (--max_epochs={cfg["max_epochs"]})')
-    log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
+    log(f'best checkpoint: {best_path} (epoch {state["best_epoch"] + 1}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
 
@@ -355,7 +355,7 @@ def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
             f'other masks than an uninterrupted run would')
     state.update(ckpt['state'])
     if not state['finished']:
-        log(f'resuming from {path}: epoch {ckpt["epoch"]} done, best epoch {state["best_epoch"]}')
+        log(f'resuming from {path}: epoch {ckpt["epoch"] + 1} done, best epoch {state["best_epoch"] + 1}')
     return ckpt['epoch'] + 1
 
 
