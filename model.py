@@ -25,6 +25,7 @@ in both, so only the sequence tells them apart.
 """
 import concurrent.futures
 import ctypes
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -299,6 +300,12 @@ def fit_audio_only(table, indices, seed=0):
 def audio_only_logit(audio_only, embedding):
     """The audio-only model's logit for one (audio_dim,) embedding (its log-odds on a 50/50 set)."""
     return float(np.dot(audio_only['coef'], embedding) + audio_only['intercept'])
+
+
+def prior_shift(prior):
+    """What moves the network's log-odds (its loss was class-balanced: a 50/50 set) to a set with
+    `prior` fakes; test.py and predict.py both add it, so their probabilities agree."""
+    return math.log(prior / (1 - prior))
 
 
 def sigmoid(logits):

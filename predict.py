@@ -25,7 +25,6 @@ Example:
         --output=submission.csv --face_weights=none
 """
 import csv
-import math
 import os
 import sys
 import time
@@ -43,7 +42,7 @@ from common.prefetch import default_ahead, prefetched
 from common.stage import Journal, atomic_path, is_video
 from common.video import VideoError
 from common.weights import WeightsUnavailable
-from model import CheckpointError, audio_only_logit, load_checkpoint, predict_logits, sigmoid
+from model import CheckpointError, audio_only_logit, load_checkpoint, predict_logits, prior_shift, sigmoid
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
@@ -86,7 +85,7 @@ class Predictor:
         self.net, self.ckpt = load_checkpoint(checkpoint, self.device)
         self.evaluation = self.ckpt['evaluation']
         self.clip = tuple(self.ckpt['clip'])
-        self.shift = math.log(prior / (1 - prior))
+        self.shift = prior_shift(prior)
         self.batch_size = batch_size
         self.pipeline = dp.DetectionPipeline(device=str(self.device))
         self.audio = cae.AudioEmbedder(device=str(self.device))

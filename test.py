@@ -13,7 +13,6 @@ A video without any face embedding cannot be scored by the network: it gets p = 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """
 import json
-import math
 import os
 import sys
 
@@ -25,7 +24,7 @@ from common import config, metrics
 from common.device import pick_device
 from common.lazytable import TableError, open_table
 from common.stage import atomic_path, write_text
-from model import CheckpointError, load_checkpoint, predict_logits, sigmoid, steady_malloc
+from model import CheckpointError, load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -81,7 +80,7 @@ def run(cfg, log=print):
                                 cfg['amp'], progress=bar)
         no_face = np.isnan(logits)
         # the network estimates log-odds on a 50/50 set (its loss was class-balanced); move them to PRIOR
-        logits = np.where(no_face, 0.0, logits + math.log(cfg['prior'] / (1 - cfg['prior'])))
+        logits = np.where(no_face, 0.0, logits + prior_shift(cfg['prior']))
         p = sigmoid(logits)
         rep = metrics.report(labels, p, lo, hi, cfg['threshold'])
         rep.update({
