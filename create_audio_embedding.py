@@ -32,8 +32,8 @@ The encoders, on mel spectrograms made with librosa:
   the embeddings averaged, so any length works.
 
 Resumable: one part file per video (common.stage.Journal); a killed run restarts where it stopped.
-Several processes split the work as the video step's do (torchrun --nproc_per_node=N
-create_audio_embedding.py ..., or a SLURM array; see common/stage.py).
+Several processes split the work as the video step's do (--procs=N on one machine, torchrun
+--nproc_per_node=N create_audio_embedding.py ..., or a SLURM array; see common/launch.py, common/stage.py).
 
 Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
@@ -51,10 +51,11 @@ from tqdm import tqdm
 
 from common import config
 from common.device import autocast, pick_device, share_cpu
+from common.launch import launched
 from common.stage import StageError, StageRun, print_failures
 from common.video import VideoError
 import extract_audio as ea
-from common.weights import WeightsUnavailable, audio_cnn, voice_encoder
+from common.weights import WeightsUnavailable, audio_cnn, import_libraries, voice_encoder
 
 # ----------------------------------------------------------------------------- config
 AUDIO_DIR = 'audio'         # extract_audio.py's output: WAVs and index.pkl
@@ -74,6 +75,7 @@ RETRY_FAILED = False        # a rerun tries the failed videos again (else they s
 THREADS = 1                 # torch CPU threads while embedding (0: torch's default); why 1: see AudioEmbedder
 AMP = False                 # bf16/fp16 for the CNN: saves a fifth of 0.2 s a clip on CPU, costs 2 digits
 SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
+PROCS = 1                   # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
@@ -234,8 +236,18 @@ def main():
     config.configure(globals())
     try:
         index, extract_failures = read_index(AUDIO_DIR)
-        embedder = AudioEmbedder()
-    except (StageError, WeightsUnavailable) as err:
+    except StageError as err:
+        print(f'error: {err}', file=sys.stderr)
+        raise SystemExit(2) from None
+    launched(lambda: embed_all(index, extract_failures), PROCS,
+             preload=lambda: import_libraries(AUDIO_ENCODER))
+
+
+def embed_all(index, extract_failures):
+    """One process's share of the index; the last process to finish writes OUTPUT."""
+    try:  # here, not before the workers fork: it picks the device, and a forked worker cannot use CUDA
+        embedder = AudioEmbedder()  # that its parent initialised
+    except WeightsUnavailable as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
     share_cpu()

@@ -23,7 +23,8 @@ only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a gr
 new videos to OUTPUT.
 
 Several processes split the work (each its share, merged once all are done; see common/stage.py):
-    torchrun --nproc_per_node=4 create_video_embeddings.py --data_dir=... --output=...
+    python create_video_embeddings.py --procs=4 ...             (one machine; common/launch.py)
+    torchrun --nproc_per_node=4 create_video_embeddings.py ...   (also across machines: README)
 A SLURM array (sbatch --array=0-63) works the same way, without torchrun.
 
 Example:
@@ -38,15 +39,17 @@ from tqdm import tqdm
 import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
+from common.launch import launched
 from common.stage import StageError, StageRun, label_of, plan, print_failures
 from common.video import VideoError, check_file
-from common.weights import WeightsUnavailable
+from common.weights import WeightsUnavailable, import_libraries
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
 OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.parts/ beside it
 PREFETCH = -1                   # videos decoded ahead in a thread while the networks run (-1: 2 on a GPU, 0 on a CPU)
 RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
+PROCS = 1                       # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 
 
@@ -57,10 +60,15 @@ def rows_of(record):
 def main():
     config.configure(globals(), dp)
     try:
-        todo, bad, skipped = plan(DATA_DIR)
+        videos = plan(DATA_DIR)
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
+    launched(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
+
+
+def embed(todo, bad, skipped):
+    """One process's share of plan()'s videos; the last process to finish writes OUTPUT."""
     share_cpu()
     run = StageRun(OUTPUT, RETRY_FAILED)
     journal, who = run.journal, run.who

@@ -21,7 +21,8 @@ at a third of 48 kHz's size. A 10 s DFDC clip takes about 0.04 s.
 Resumable: each WAV and then its index record are written atomically (common.stage.Journal), so a killed
 run restarts after the last video recorded, never duplicating or dropping one; a WAV written just before
 a kill, without its record, is written again. Several processes split the work as the video step's do
-(torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see common/stage.py).
+(--procs=N on one machine, torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see
+common/launch.py and common/stage.py).
 
 Example:
     python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
@@ -37,6 +38,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common import config
+from common.launch import launched
 from common.stage import StageError, StageRun, atomic_path, plan, print_failures
 from common.video import VideoError, open_video
 
@@ -47,6 +49,7 @@ SAMPLE_RATE = 16000         # Hz of the WAVs: Resemblyzer's rate; speech lives b
 RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
 INDEX = 'index.pkl'         # the index's name in AUDIO_DIR (its failures file is INDEX + '.failures.csv')
 SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
+PROCS = 1                   # processes on this machine, each a share of the videos
 # -----------------------------------------------------------------------------
 
 
@@ -142,6 +145,11 @@ def main():
         print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
               f'use another --audio_dir', file=sys.stderr)
         raise SystemExit(2)
+    launched(lambda: extract_all(videos, problems, skipped, index), PROCS)
+
+
+def extract_all(videos, problems, skipped, index):
+    """One process's share of plan()'s videos; the last process to finish writes the index."""
     run = StageRun(index, RETRY_FAILED)
     journal, who = run.journal, run.who
     run.record(problems)

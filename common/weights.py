@@ -130,12 +130,7 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
     return model.eval()
 
 
-def voice_encoder(weights='resemblyzer', device='cpu'):
-    """Resemblyzer's VoiceEncoder: (batch, frames, 40) mel -> (batch, 256) L2-normalised; eval mode.
-
-    weights: 'resemblyzer' (the pretrained.pt its package ships: no download, works offline) or a path
-    to a checkpoint of the same network.
-    """
+def _resemblyzer():
     with warnings.catch_warnings():
         # webrtcvad, which Resemblyzer imports, imports pkg_resources, which warns of its own removal;
         # Resemblyzer imports binary_dilation from scipy's old namespace: both work with the pinned versions
@@ -143,6 +138,27 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
         warnings.filterwarnings('ignore', message='Please import `binary_dilation`',
                                 category=DeprecationWarning)
         import resemblyzer
+    return resemblyzer
+
+
+def import_libraries(kind):
+    """Import, without loading any weights, the library behind face_embedder ('face'), audio_cnn ('cnn')
+    or voice_encoder ('resemblyzer'): done before forking workers (common/launch.py), it is done once."""
+    if kind == 'face':
+        import facenet_pytorch  # noqa: F401
+    elif kind == 'cnn':
+        import torchvision  # noqa: F401
+    elif kind == 'resemblyzer':
+        _resemblyzer()
+
+
+def voice_encoder(weights='resemblyzer', device='cpu'):
+    """Resemblyzer's VoiceEncoder: (batch, frames, 40) mel -> (batch, 256) L2-normalised; eval mode.
+
+    weights: 'resemblyzer' (the pretrained.pt its package ships: no download, works offline) or a path
+    to a checkpoint of the same network.
+    """
+    resemblyzer = _resemblyzer()
     path = (os.path.join(os.path.dirname(resemblyzer.__file__), 'pretrained.pt')
             if weights == 'resemblyzer' else weights)
     if not os.path.isfile(path):

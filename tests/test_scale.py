@@ -1,8 +1,10 @@
-"""Several processes (torchrun, gloo on the CPU): shares of every extraction stage give the single
-process's output, and so does the merged table made from them; two training processes train the single
-process's model, and a resumed two-process run is the run it continues."""
+"""Several processes (torchrun, and --procs: PyTorch's elastic agent forking the workers; gloo on the CPU):
+shares of every extraction stage give the single process's output, and so does the merged table made from
+them; two training processes train the single process's model, and a resumed two-process run is the run it
+continues."""
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -26,7 +28,10 @@ THREADS = str(max(1, usable_cores() // 2))
 
 
 def script(*args, processes=1):
+    """processes: 1, 2 (torchrun), or 'procs' (the script's own --procs=2)."""
     launcher = TORCHRUN if processes == 2 else [sys.executable]
+    if processes == 'procs':
+        args = (*args, '--procs=2')
     env = dict(os.environ, OMP_NUM_THREADS=THREADS) if processes == 1 else None
     r = subprocess.run([*launcher, *args], cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
     assert r.returncode == 0, (args, r.stdout[-2000:], r.stderr[:3000], r.stderr[-2000:])
@@ -36,8 +41,9 @@ def script(*args, processes=1):
 # ----------------------------------------------------------------------------- extraction
 @pytest.fixture(scope='module')
 def heads(tmp_path_factory):
-    """The five talking heads as a DFDC part (links), and every stage run on it by one process and by two:
-    {'one' | 'two': {'video' | 'audio' | 'merged': path}}, with the audio folders under 'audio_dir'."""
+    """The five talking heads as a DFDC part (links), and every stage run on it by one process, by two of
+    torchrun and by --procs=2: {'one' | 'two' | 'procs': {'video' | 'audio' | 'merged': path}}, with the
+    audio folders under 'audio_dir'."""
     data = testdata('talking_heads')
     root = tmp_path_factory.mktemp('heads')
     meta = {f'{i}.mp4': {'label': 'REAL' if i % 2 else 'FAKE', 'original': None if i % 2 else '1.mp4'}
@@ -48,7 +54,7 @@ def heads(tmp_path_factory):
         os.symlink(os.path.join(data, name), part / name)
     (part / 'metadata.json').write_text(json.dumps(meta))
     out = {}
-    for how, n in (('one', 1), ('two', 2)):
+    for how, n in (('one', 1), ('two', 2), ('procs', 'procs')):
         d = {k: str(root / f'{how}_{k}.pkl') for k in ('video', 'audio', 'merged')}
         d['audio_dir'] = str(root / f'{how}_audio')
         d['stdout'] = [
@@ -77,28 +83,30 @@ def assert_same_table(a, b):
                 assert x == y or (pd.isna(x) and pd.isna(y)), (column, x, y)
 
 
-def test_two_torchrun_processes_embed_the_videos_of_one_process(heads):
-    assert all('rank 0/2' in out and 'rank 1/2' in out for out in heads['two']['stdout'])  # every stage split
-    a, b = pd.read_pickle(heads['one']['video']), pd.read_pickle(heads['two']['video'])
+@pytest.mark.parametrize('how', ['two', 'procs'])
+def test_two_processes_embed_the_videos_of_one_process(heads, how):
+    assert all('rank 0/2' in out and 'rank 1/2' in out for out in heads[how]['stdout'])  # every stage split
+    a, b = pd.read_pickle(heads['one']['video']), pd.read_pickle(heads[how]['video'])
     assert a.filename.tolist() == heads['names']
     assert_same_table(a, b)
-    assert not os.path.exists(heads['two']['video'] + '.parts')
+    assert not os.path.exists(heads[how]['video'] + '.parts')
 
 
-def test_two_torchrun_processes_give_the_audio_index_embeddings_and_merged_table_of_one(heads):
+@pytest.mark.parametrize('how', ['two', 'procs'])
+def test_two_processes_give_the_audio_index_embeddings_and_merged_table_of_one(heads, how):
     import create_audio_embedding as cae
-    (a, a_failed), (b, b_failed) = (cae.read_index(heads[h]['audio_dir']) for h in ('one', 'two'))
+    (a, a_failed), (b, b_failed) = (cae.read_index(heads[h]['audio_dir']) for h in ('one', how))
     assert_same_table(a, b)
     assert a_failed == b_failed == {} and a.filename.tolist() == heads['names']
     files = sorted(os.listdir(heads['one']['audio_dir']))
-    assert files == sorted(os.listdir(heads['two']['audio_dir']))
+    assert files == sorted(os.listdir(heads[how]['audio_dir']))
     for name in files:
         if name.endswith('.wav'):
             with open(os.path.join(heads['one']['audio_dir'], name), 'rb') as x, \
-                    open(os.path.join(heads['two']['audio_dir'], name), 'rb') as y:
+                    open(os.path.join(heads[how]['audio_dir'], name), 'rb') as y:
                 assert x.read() == y.read(), name
-    assert_same_table(pd.read_pickle(heads['one']['audio']), pd.read_pickle(heads['two']['audio']))
-    one, two = pd.read_pickle(heads['one']['merged']), pd.read_pickle(heads['two']['merged'])
+    assert_same_table(pd.read_pickle(heads['one']['audio']), pd.read_pickle(heads[how]['audio']))
+    one, two = pd.read_pickle(heads['one']['merged']), pd.read_pickle(heads[how]['merged'])
     assert one.filename.tolist() == heads['names'] and one.has_audio.all()
     assert_same_table(one, two)
 
@@ -120,6 +128,28 @@ def test_two_machines_by_torchruns_static_rendezvous_give_the_index_of_one_proce
     assert 'rank 0/2' in outs[0][0] and 'rank 1/2' in outs[1][0]
     import create_audio_embedding as cae
     assert_same_table(cae.read_index(str(audio_dir))[0], cae.read_index(heads['one']['audio_dir'])[0])
+
+
+def test_procs_reports_a_failed_worker_in_one_line_and_its_exit_code(heads, tmp_path):
+    r = subprocess.run([sys.executable, 'create_video_embeddings.py', f'--data_dir={heads["data"]}',
+                        f'--face_weights={tmp_path / "missing.pt"}', f'--output={tmp_path / "v.pkl"}',
+                        '--procs=2'], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert re.fullmatch(r'error: rank \d(, rank \d)? of 2 failed \(exit code 2(, 2)?\); the others were stopped',
+                        lines[-1]), lines[-3:]
+    assert any('missing.pt' in line and line.startswith('error: ') for line in lines)
+    assert 'Traceback' not in r.stderr
+
+
+def test_procs_refuses_to_run_inside_torchrun(monkeypatch, capsys):
+    from common.launch import launched
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '0')
+    with pytest.raises(SystemExit) as exit_:
+        launched(lambda: None, 2)
+    assert exit_.value.code == 2 and 'use one or the other' in capsys.readouterr().err
+    assert launched(lambda: 'ran', 1) == 'ran'  # torchrun's own workers run their share as they are
 
 
 def test_a_slurm_array_task_is_a_rank(monkeypatch):
