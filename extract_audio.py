@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from common import config
 from common.launch import launched
-from common.stage import StageError, StageRun, atomic_path, plan, print_failures
+from common.stage import StageError, StageRun, atomic_path, plan, print_failures, sweep_temporaries
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config
@@ -164,6 +164,7 @@ def extract_all(videos, problems, skipped, index):
     if not run.merging(index):
         return
     table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE})
+    sweep_temporaries(os.path.join(AUDIO_DIR, '*.wav'))  # WAVs of killed runs, written again since
     with_track = int(table['has_track'].sum()) if len(table) else 0
     print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '
           f'{len(table) - with_track} without; {len(failures)} failed')

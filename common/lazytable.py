@@ -34,7 +34,7 @@ from contextlib import ExitStack
 import numpy as np
 import pandas as pd
 
-from common.stage import atomic_path, write_pickle, write_text
+from common.stage import atomic_path, sweep_temporaries, write_pickle, write_text
 
 CACHE_VERSION = 1
 FACES, AUDIO, INDEX, META = 'faces.f16', 'audio.f32', 'index.pkl', 'meta.json'
@@ -141,6 +141,8 @@ def build(pickle_path, folder, log=print):
     meta_path = os.path.join(folder, META)
     if os.path.exists(meta_path):
         os.remove(meta_path)  # invalidate first: a build killed half-way must not look valid
+    for name in (FACES, AUDIO):  # the one builder (training's rank 0) sweeps what a killed build left: GBs
+        sweep_temporaries(os.path.join(folder, name))
     log(f'building the embedding cache {folder} from {pickle_path} (once per version of the table)')
     with ExitStack() as stack:
         faces_tmp = stack.enter_context(atomic_path(os.path.join(folder, FACES)))

@@ -16,6 +16,7 @@ marker of its run in place merges, once (a lock file elects it).
 """
 import contextlib
 import csv
+import glob
 import hashlib
 import json
 import os
@@ -51,6 +52,18 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def sweep_temporaries(pattern):
+    """Remove what atomic_path left of writers killed before their rename: `.NAME.xxxxxxxx.tmp` beside each
+    NAME that the pattern's file-name part matches (glob syntax: glob.escape an exact name). Only for a
+    writer that knows nobody else is writing those names now (a stage's merge, the cache's one builder).
+    Returns how many it removed."""
+    folder, name = os.path.split(pattern)
+    leftovers = glob.glob(os.path.join(glob.escape(folder or '.'), f'.{name}.*.tmp'))
+    for path in leftovers:
+        os.remove(path)
+    return len(leftovers)
 
 
 def write_pickle(obj, path):
@@ -243,6 +256,8 @@ class Journal:
             table.attrs.update(attrs)
         succeeded = set(table['filename']) if len(table) else set()  # a retried failure that worked
         failures = {k: v for k, v in self.failures().items() if k not in succeeded}
+        for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
+            sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:

@@ -169,8 +169,10 @@ def test_a_run_killed_part_way_resumes_to_the_uninterrupted_index(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     done = len([n for n in os.listdir(parts) if n.endswith('.pkl')])
     assert 1 <= done < len(names)
+    (audio_dir / '.copy3_1.mp4.wav.k1ll3d00.tmp').write_bytes(b'RIFF')  # a WAV killed mid-write
     r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio_dir}')
     assert r.returncode == 0 and f'{len(names) - done} videos to extract' in r.stdout, r.stdout
+    assert [n for n in os.listdir(audio_dir) if n.endswith('.tmp')] == []
     (a, a_failed), (b, b_failed) = index_and_failures(str(audio_dir)), index_and_failures(str(reference))
     assert a.filename.tolist() == sorted(names) and a.filename.is_unique
     assert a.equals(b) and a_failed == b_failed == {}

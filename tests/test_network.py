@@ -93,9 +93,14 @@ def test_cache_follows_the_table_and_other_layouts(tmp_path):
     table['video_embedding'] = [e.astype(np.float32) + 1 for e in table.video_embedding]
     time.sleep(0.01)
     write(table, path)
+    cache = path + '.cache'
+    leftover = os.path.join(cache, '.faces.f16.k1ll3d00.tmp')  # a build killed before its rename
+    with open(leftover, 'wb') as f:
+        f.write(b'half')
     built = []
     with open_table(path, log=built.append) as t:
         assert built, 'a changed table must rebuild its cache'
+        assert sorted(os.listdir(cache)) == ['audio.f32', 'faces.f16', 'index.pkl', 'meta.json']
         assert np.array_equal(t.read_faces(2), table.video_embedding[2].astype(np.float16))
 
 

@@ -121,8 +121,12 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, sample):
     assert not os.path.exists(out), 'the run finished before it could be killed'
     done_before = len([n for n in os.listdir(parts) if n.endswith('.pkl')])
     assert 1 <= done_before < 4
+    # what a kill during the final writes leaves (atomic_path's temporaries): the merge sweeps them
+    for name in ('.OUT.pkl.k1ll3d00.tmp', '.OUT.pkl.failures.csv.k1ll3d00.tmp'):
+        (tmp_path / name).write_bytes(b'half')
     r = run(f'--data_dir={sample}', f'--output={out}', '--face_weights=none')
     assert r.returncode == 0 and f'{4 - done_before} videos to embed' in r.stdout
+    assert sorted(n for n in os.listdir(tmp_path) if n.startswith('.')) == []
     a, b = pd.read_pickle(out), pd.read_pickle(reference)
     assert a.filename.tolist() == b.filename.tolist() == sorted(set(b.filename))
     for x, y in zip(a.video_embedding, b.video_embedding):
