@@ -3,33 +3,36 @@ the machinery around the videos cost?
 
 Reads CLIPS (default: 4 talking heads and the 4 DFDC sample clips of ../shared/testdata), links them into a
 DFDC part (a metadata.json and symbolic links) in a temporary folder, and runs create_video_embeddings.py
-on it from an empty output, with --face_weights=none (the weights do not change the speed):
-  1 process    `python create_video_embeddings.py ...`, torch on CORES threads (OMP_NUM_THREADS=CORES)
-  2 processes  `python -m torch.distributed.run --standalone --nproc_per_node=2 create_video_embeddings.py ...`,
-               CORES / 2 threads each (common.device.share_cpu, and OMP_NUM_THREADS)
-Both commands are pinned to the same CORES cores (CPU affinity, inherited by torchrun's workers), so that
-they compete for the same hardware. REPEAT rounds, the two commands alternating; each figure is the best
-round's (the fastest wall time) of its command. Writes nothing but its report; the temporary folder is
-removed at the end.
+on it from an empty output, with --face_weights=none (the weights do not change the speed), three ways:
+  1 process           `python create_video_embeddings.py ...`, torch on CORES threads (OMP_NUM_THREADS)
+  2 processes, procs  `python create_video_embeddings.py ... --procs=2`: PyTorch's elastic agent forks the
+                      two workers after the imports (common/launch.py)
+  2 processes, torchrun `python -m torch.distributed.run --standalone --nproc_per_node=2 create_video_...`
+The workers run CORES / 2 torch threads each (common.device.share_cpu; OMP_NUM_THREADS for torchrun's).
+Every command is pinned to the same CORES cores (CPU affinity, inherited by the workers), so that they
+compete for the same hardware. REPEAT rounds, the commands in turn; each figure is its command's best
+round (the fastest wall time). Writes nothing but its report; the temporary folder is removed at the end.
 
 How the figures are made:
-- wall: from just before the command starts to its exit, measured here: python's start, the imports,
-  torchrun's own start and rendezvous, building the networks, the videos, merging the shards, the exit.
+- wall: from just before the command starts to its exit, measured here.
 - video work: each process prints `N videos in S s of video work`, S timed by create_video_embeddings.py
-  itself from just after the networks are built to the last video's result saved (its part file).
-- overhead_fraction = (wall - the slowest process's video work) / wall: the share of the wall time that is
-  not on the path of the videos (launch, imports, rendezvous, the networks' build, merging, exit). The time
-  one process waits for the other (imbalance) is counted as video work, and printed apart. The single
-  process's own overhead is printed too: most of it (imports, building the networks) is paid by both.
+  itself from just after the networks are built to its last video's result saved (its part file).
+- outside video work = wall - the slowest process's video work. For one process that is Python's start,
+  the imports, building the networks, writing the table and the exit; two processes pay the same, and
+  besides: the launch (torchrun's own start, which imports torch, or the fork), the rendezvous, the
+  markers and the merge of the shards, and any slowdown of the imports when two run at once.
+- overhead_fraction = (outside(2) - outside(1)) / wall(2): the share of the two-process run's time that
+  the machinery of several processes costs (launch, rendezvous, merging shards), over what any run
+  spends outside its videos. The strict share (outside(2) / wall(2)) is printed beside it. The time one
+  process waits for the other (imbalance) counts as video work, and is printed apart.
 - speedup_2proc = wall(1 process) / wall(2 processes).
 The clips are ordered so that each of the two processes (which take every other video of the sorted list)
 gets two talking heads and two DFDC clips: with 8 clips one heavy clip more on one side would measure the
 imbalance of a tiny set, not the cost of the machinery (on DFDC's 119,154 clips the shares even out).
-The fixed costs (a few seconds: imports, the networks, torchrun's own start) do not grow with the videos;
---copies=4 links each clip under four names (32 videos) to show how they spread.
+--copies=4 links each clip under four names (32 videos) to show how the fixed costs spread.
 
     python bench/bench_scale.py
-Last line: speedup_2proc=X overhead_fraction=Y
+Last lines: torchrun's figures, then --procs=2's: speedup_2proc=X overhead_fraction=Y
 """
 import json
 import os
@@ -59,7 +62,13 @@ COPIES = 1                  # each clip linked under this many names (more video
 WORK_DIR = ''               # where the data and tables go ('': a temporary folder, removed at the end)
 # -----------------------------------------------------------------------------
 
+RUNS = {'one': '1 process x {cores} threads', 'procs': '2 processes x {half} thread(s), --procs=2',
+        'torchrun': '2 processes x {half} thread(s), torchrun'}
 WORK_LINE = re.compile(r'(?:rank (\d+)/\d+: )?(\d+) videos in ([\d.]+) s of video work')
+
+
+def label(run):
+    return RUNS[run].format(cores=CORES, half=CORES // 2)
 
 
 def make_part(folder, clips, copies=1):
@@ -112,42 +121,51 @@ def main():
     try:
         data = make_part(work_dir, [os.path.join(ROOT, c) for c in clips], COPIES)
         common = ['create_video_embeddings.py', f'--data_dir={data}', '--face_weights=none']
-        one_out, two_out = os.path.join(work_dir, 'one.pkl'), os.path.join(work_dir, 'two.pkl')
+        out = {k: os.path.join(work_dir, f'{k}.pkl') for k in RUNS}
         commands = {
-            1: ([sys.executable, *common, f'--output={one_out}'], CORES, one_out),
-            2: ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
-                 *common, f'--output={two_out}'], CORES // 2, two_out),
+            'one': ([sys.executable, *common, f'--output={out["one"]}'], CORES),
+            'procs': ([sys.executable, *common, f'--output={out["procs"]}', '--procs=2'], CORES // 2),
+            'torchrun': ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                          *common, f'--output={out["torchrun"]}'], CORES // 2),
         }
-        runs = {1: [], 2: []}
+        runs = {k: [] for k in RUNS}
         for r in range(REPEAT):
-            for n, (args, threads, out) in commands.items():
-                wall, work, table = timed(args, cores, threads, out)
-                if sorted(work) != list(range(n)):
-                    raise SystemExit(f'error: expected the video-work line of {n} process(es), got {work}')
-                print(f'round {r + 1}: {n} process(es) x {threads} thread(s): wall {wall:.2f} s, video work '
-                      + ' / '.join(f'{work[k]:.2f}' for k in sorted(work)) + ' s')
-                runs[n].append((wall, work, table))
-        (wall1, work1, table1), (wall2, work2, table2) = min(runs[1], key=lambda x: x[0]), min(runs[2], key=lambda x: x[0])
+            for k in RUNS:
+                args, threads = commands[k]
+                wall, work, table = timed(args, cores, threads, out[k])
+                n_procs = 1 if k == 'one' else 2
+                if sorted(work) != list(range(n_procs)):
+                    raise SystemExit(f'error: expected the video-work line of {n_procs} process(es), got {work}')
+                print(f'round {r + 1}: {label(k)}: wall {wall:.2f} s, video work '
+                      + ' / '.join(f'{work[p]:.2f}' for p in sorted(work)) + ' s', flush=True)
+                runs[k].append((wall, work, table))
+        best = {k: min(v, key=lambda x: x[0]) for k, v in runs.items()}
     finally:
         if not WORK_DIR:
             shutil.rmtree(work_dir, ignore_errors=True)
     n = len(clips) * COPIES
-    if table1.filename.tolist() != table2.filename.tolist() or len(table1) != n:
-        raise SystemExit(f'error: the two runs embedded other videos: {table1.filename.tolist()} / '
-                         f'{table2.filename.tolist()}')
-    slowest = max(work2.values())
-    overhead1 = (wall1 - work1[0]) / wall1
-    overhead2 = (wall2 - slowest) / wall2
+    names = best['one'][2].filename.tolist()
+    if len(names) != n or any(best[k][2].filename.tolist() != names for k in RUNS):
+        raise SystemExit('error: the runs embedded other videos: '
+                         + ' / '.join(str(best[k][2].filename.tolist()) for k in RUNS))
     print(f'machine: {platform.processor() or platform.machine()}, {CORES} of {os.cpu_count()} cores, '
           f'python {platform.python_version()}, {platform.platform()}')
     print(f'{n} videos: ' + ', '.join(os.path.basename(c) for c in clips) + (f', {COPIES} times' if COPIES > 1 else ''))
-    print(f'1 process x {CORES} threads: wall {wall1:.2f} s, video work {work1[0]:.2f} s '
-          f'({work1[0] / n:.2f} s a video), outside video work {wall1 - work1[0]:.2f} s ({overhead1:.1%})')
-    print(f'2 processes x {CORES // 2} thread(s): wall {wall2:.2f} s, video work '
-          + ' / '.join(f'{work2[k]:.2f}' for k in sorted(work2))
-          + f' s (rank 0 / 1), outside video work {wall2 - slowest:.2f} s ({overhead2:.1%}), '
-          f'imbalance {slowest - min(work2.values()):.2f} s')
-    print(f'speedup_2proc={wall1 / wall2:.2f} overhead_fraction={overhead2:.3f}')
+    wall1, work1, _ = best['one']
+    outside1 = wall1 - work1[0]
+    print(f'{label("one")}: wall {wall1:.2f} s, video work {work1[0]:.2f} s ({work1[0] / n:.2f} s a video), '
+          f'outside video work {outside1:.2f} s ({outside1 / wall1:.1%})')
+    lines = []
+    for k in ('torchrun', 'procs'):
+        wall, work, _ = best[k]
+        slowest = max(work.values())
+        outside = wall - slowest
+        print(f'{label(k)}: wall {wall:.2f} s, video work ' + ' / '.join(f'{work[p]:.2f}' for p in sorted(work))
+              + f' s (rank 0 / 1), imbalance {slowest - min(work.values()):.2f} s, outside video work '
+              f'{outside:.2f} s ({outside / wall:.1%}), of which the machinery {outside - outside1:.2f} s')
+        lines.append(f'speedup_2proc={wall1 / wall:.2f} overhead_fraction={(outside - outside1) / wall:.3f}')
+    print(f'torchrun: {lines[0]}')
+    print(lines[1])
 
 
 if __name__ == '__main__':
