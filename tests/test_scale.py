@@ -5,9 +5,11 @@ continues."""
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -140,6 +142,38 @@ def test_procs_reports_a_failed_worker_in_one_line_and_its_exit_code(heads, tmp_
                         lines[-1]), lines[-3:]
     assert any('missing.pt' in line and line.startswith('error: ') for line in lines)
     assert 'Traceback' not in r.stderr
+
+
+def test_procs_killed_outright_takes_its_workers_along_and_the_rerun_completes_the_table(heads, tmp_path):
+    """SIGKILL to the command (what an out-of-memory kill or `kill -9` does) after a video is saved: its
+    workers end too (torch.multiprocessing has the kernel send them SIGINT when their parent dies), instead
+    of writing on beside the rerun; the rerun gives the one-process table."""
+    out = tmp_path / 'killed.pkl'
+    args = [sys.executable, 'create_video_embeddings.py', f'--data_dir={heads["data"]}', '--face_weights=none',
+            f'--output={out}', '--procs=2']
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parts = tmp_path / 'killed.pkl.parts'
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if parts.is_dir() and any(n.endswith('.pkl') for n in os.listdir(parts)):
+            break
+        time.sleep(0.02)
+    workers = [int(p) for p in subprocess.run(['pgrep', '-P', str(proc.pid)], capture_output=True,
+                                               text=True).stdout.split()]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not out.exists(), 'the run finished before it could be killed'
+    assert len(workers) == 2
+    deadline = time.time() + 30
+    while time.time() < deadline and any(os.path.exists(f'/proc/{w}') for w in workers):
+        time.sleep(0.05)
+    assert not any(os.path.exists(f'/proc/{w}') for w in workers), 'a worker outlived its command'
+    done = sorted(n for n in os.listdir(parts) if n.endswith('.pkl'))
+    assert 1 <= len(done) < 5
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert sum(int(n) for n in re.findall(r'rank \d/2: (\d+) videos to embed', r.stdout)) == 5 - len(done)
+    assert_same_table(pd.read_pickle(heads['one']['video']), pd.read_pickle(out))
 
 
 def test_procs_refuses_to_run_inside_torchrun(monkeypatch, capsys):
