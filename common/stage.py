@@ -225,19 +225,20 @@ class Journal:
         return os.path.join(self.parts, f'done-{run}-{rank}-of-{world}')
 
     def share_done(self, run, rank, world):
-        """Mark this process's share done; True where every share of the run is, and this process is the
-        one to merge (a plain run always is)."""
+        """Mark this process's share done. Returns 'merge' where every share of the run is done and this
+        process is the one to merge (a plain run always is), 'wait' where some share is not done yet, and
+        'taken' where another process took the merge (or one was killed while merging)."""
         if world == 1:
-            return True
+            return 'merge'
         write_text('', self._marker(run, rank, world))
         if not all(os.path.exists(self._marker(run, r, world)) for r in range(world)):
-            return False
+            return 'wait'
         try:
             fd = os.open(os.path.join(self.parts, f'merge-{run}.lock'), os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            return False
+            return 'taken'
         os.close(fd)
-        return True
+        return 'merge'
 
     # --- the end of a run ----------------------------------------------------
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None):
@@ -292,9 +293,15 @@ class StageRun:
 
     def merging(self, what):
         """True where this process writes the stage's output now; else says who will."""
-        if self.journal.share_done(self.run, self.rank, self.world):
+        state = self.journal.share_done(self.run, self.rank, self.world)
+        if state == 'merge':
             return True
-        print(f'{self.who}share done; the last process to finish writes {what}')
+        if state == 'wait':
+            print(f'{self.who}share done; the last process to finish writes {what}')
+        else:
+            print(f'{self.who}share done; every share is, and another process of this run ({self.run}) is '
+                  f'writing {what}. If it does not appear, that process was killed while writing it: run '
+                  f'the same command as one process (python <script> ...), which writes it from the parts')
         return False
 
 

@@ -198,6 +198,22 @@ def test_a_slurm_array_task_is_a_rank(monkeypatch):
     assert shard() == (2, 4, '77')
 
 
+def test_one_process_merges_and_a_merge_killed_under_a_fixed_run_id_is_reported(tmp_path, monkeypatch, capsys):
+    """The markers elect one merger; a rerun under the same run id (a requeued SLURM job, a static
+    rendezvous id) after the merger was killed finds the merge taken, and says what to do."""
+    from common.stage import Journal, StageRun
+    journal = Journal(tmp_path / 'out.pkl')
+    assert journal.share_done('job7', 1, 2) == 'wait'
+    assert journal.share_done('job7', 0, 2) == 'merge'
+    assert journal.share_done('job7', 1, 2) == 'taken'  # ... killed while merging; rank 1 reruns
+    assert journal.share_done('other', 0, 1) == 'merge'
+    monkeypatch.setenv('WORLD_SIZE', '2')
+    monkeypatch.setenv('RANK', '0')
+    monkeypatch.setenv('TORCHELASTIC_RUN_ID', 'job7')
+    assert StageRun(tmp_path / 'out.pkl').merging('out.pkl') is False
+    assert 'run the same command as one process' in capsys.readouterr().out
+
+
 def test_a_late_process_takes_the_same_share():
     from common.stage import share
     items = list(range(11))
