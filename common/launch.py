@@ -8,10 +8,12 @@ dev VM that is ~1.5 s less per launch (BENCHMARKS.md). Each worker then runs wha
 common/stage.py splits the videos by rank. Across machines, use torchrun or a SLURM array (README).
 
 Forking is safe here because nothing before it starts a thread pool or CUDA: the parent only imports,
-reads the settings and lists the dataset; each worker picks its device and threads itself.
+reads the settings and lists the dataset; each worker picks its device and threads itself. (A test
+watches CUDA's device count, the call that would initialise CUDA, in the parent up to the fork.)
 """
 import gc
 import logging
+import os
 import sys
 import uuid
 
@@ -41,6 +43,9 @@ def launched(work, procs=1, preload=None):
     import torch
     if torch.cuda.is_initialized():  # a forked worker cannot use CUDA that its parent initialised
         raise RuntimeError('CUDA was initialised before forking the workers')
+    # LaunchConfig asks whether there are GPUs (to bind the workers to NUMA nodes). Asked through CUDA's
+    # runtime, that initialises CUDA here, and then no forked worker could use it; NVML answers without.
+    os.environ['PYTORCH_NVML_BASED_CUDA_CHECK'] = '1'
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
     config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=procs, run_id=uuid.uuid4().hex,

@@ -176,6 +176,27 @@ def test_procs_killed_outright_takes_its_workers_along_and_the_rerun_completes_t
     assert_same_table(pd.read_pickle(heads['one']['video']), pd.read_pickle(out))
 
 
+FORK_WATCH = """
+import os, sys
+import torch
+calls = []
+count = torch._C._cuda_getDeviceCount
+torch._C._cuda_getDeviceCount = lambda: calls.append(1) or count()  # what initialises CUDA (and poisons fork)
+torch.cuda._device_count_nvml = lambda: 0  # NVML answering, as on a machine with its driver
+sys.path.insert(0, os.getcwd())
+from common.launch import launched
+print('calls before the fork:', launched(lambda: len(calls), 2))
+"""
+
+
+def test_procs_does_not_initialise_cuda_before_forking():
+    """On a GPU machine a worker forked after CUDA's runtime was asked anything cannot use CUDA; the
+    elastic agent's LaunchConfig asks whether there are GPUs, so the launch must ask NVML instead."""
+    r = subprocess.run([sys.executable, '-c', FORK_WATCH], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert 'calls before the fork: 0' in r.stdout, r.stdout
+
+
 def test_procs_refuses_to_run_inside_torchrun(monkeypatch, capsys):
     from common.launch import launched
     monkeypatch.setenv('WORLD_SIZE', '2')
