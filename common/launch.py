@@ -27,11 +27,10 @@ def launched(work, procs=1, preload=None):
     that no worker imports it again. It must not start threads or touch CUDA.
     A worker that fails ends this process with its exit code (its own error message is its last line).
     """
-    if procs < 1:
-        raise SystemExit(f'error: --procs={procs}: must be at least 1')
-    if procs > 1 and shard()[1] > 1:
-        print(f'error: --procs={procs} under torchrun or a SLURM array, which split the work already: '
-              f'use one or the other', file=sys.stderr)
+    problem = ('must be at least 1' if procs < 1 else 'under torchrun or a SLURM array, which split the work '
+               'already: use one or the other' if procs > 1 and shard()[1] > 1 else None)
+    if problem:
+        print(f'error: --procs={procs}: {problem}', file=sys.stderr)
         raise SystemExit(2)
     if preload:
         preload()

@@ -204,6 +204,9 @@ def test_procs_refuses_to_run_inside_torchrun(monkeypatch, capsys):
     with pytest.raises(SystemExit) as exit_:
         launched(lambda: None, 2)
     assert exit_.value.code == 2 and 'use one or the other' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        launched(lambda: None, 0)
+    assert exit_.value.code == 2 and capsys.readouterr().err == 'error: --procs=0: must be at least 1\n'
     assert launched(lambda: 'ran', 1) == 'ran'  # torchrun's own workers run their share as they are
 
 
