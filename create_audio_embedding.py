@@ -52,7 +52,7 @@ from tqdm import tqdm
 from common import config
 from common.device import autocast, pick_device, share_cpu
 from common.launch import launched
-from common.stage import StageError, StageRun, print_failures
+from common.stage import StageError, StageRun, print_failures, read_failures
 from common.video import VideoError
 import extract_audio as ea
 from common.weights import WeightsUnavailable, audio_cnn, import_libraries, voice_encoder
@@ -202,14 +202,6 @@ def embed_row(embedder, entry, audio_dir):
     return row
 
 
-def read_failures(path):
-    """A failures file that common.stage.Journal wrote, as {filename: (folder, reason)}; {} if absent."""
-    if not os.path.exists(path):
-        return {}
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return {r.filename: (r.folder, r.reason) for r in table.itertuples()}
-
-
 def read_index(audio_dir):
     """extract_audio.py's index and failures: (DataFrame, {filename: (folder, reason)}).
     Raises StageError where there is no finished index."""
@@ -255,7 +247,7 @@ def embed_all(index, extract_failures):
     journal, who = run.journal, run.who
     ours = (embedder.name, embedder.dim)
     found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
-                                                     for rec in journal.part_records()
+                                                     for rec in run.records
                                                      for row in rec.get('rows', [])}
     if found - {ours}:
         theirs = ', '.join(f'{n} ({d}-d)' for n, d in sorted(found - {ours}))

@@ -29,8 +29,7 @@ import numpy as np
 import pandas as pd
 
 from common import config
-from common.stage import StageError, write_pickle
-from create_audio_embedding import read_failures
+from common.stage import StageError, read_failures, write_pickle
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output

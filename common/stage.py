@@ -162,6 +162,16 @@ def share(items, rank, world):
     return items[rank::world]
 
 
+def read_failures(path):
+    """A failures file (filename, folder, reason) as {filename: (folder, reason)}; {} where there is none."""
+    out = {}
+    if os.path.exists(path):
+        with open(path, newline='', encoding='utf-8') as f:
+            for row in csv.DictReader(f):
+                out[row['filename']] = (row['folder'], row['reason'])
+    return out
+
+
 class Journal:
     """Per-video results of one stage's run, kept so that the run can be killed and resumed.
 
@@ -187,25 +197,23 @@ class Journal:
                     records.append(pickle.load(f))
         return records
 
-    def failures(self):
-        """{filename: (folder, reason)} from the failures file and from failure parts."""
-        out = {}
-        if os.path.exists(self.failures_path):
-            with open(self.failures_path, newline='', encoding='utf-8') as f:
-                for row in csv.DictReader(f):
-                    out[row['filename']] = (row['folder'], row['reason'])
-        for rec in self.part_records():
+    def failures(self, records=None):
+        """{filename: (folder, reason)} from the failures file and from failure parts (`records`: the
+        part records where the caller has read them already; on DFDC they are 119,000 files)."""
+        out = read_failures(self.failures_path)
+        for rec in self.part_records() if records is None else records:
             if 'failure' in rec:
                 out[rec['filename']] = (rec['folder'], rec['failure'])
         return out
 
-    def done(self, key='filename'):
+    def done(self, key='filename', records=None):
         """File names already processed: in OUTPUT, in a part, or failed."""
-        names = set(self.failures())
+        records = self.part_records() if records is None else records
+        names = set(self.failures(records))
         table = self.previous_table()
         if table is not None:
             names |= set(table[key])
-        names |= {rec['filename'] for rec in self.part_records()}
+        names |= {rec['filename'] for rec in records}
         return names
 
     # --- recording ---------------------------------------------------------
@@ -245,9 +253,10 @@ class Journal:
         """Write OUTPUT = previous OUTPUT + the rows of every part (rows_of(record) -> list of dicts),
         and the failures file; then remove the parts. Returns (table, failures)."""
         previous = self.previous_table()
+        records = self.part_records()
         # a run killed between writing OUTPUT and removing the parts must not count those videos twice
         known = set(previous['filename']) if previous is not None and len(previous) else set()
-        rows = [row for rec in self.part_records()
+        rows = [row for rec in records
                 if 'failure' not in rec and rec['filename'] not in known for row in rows_of(rec)]
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
@@ -256,7 +265,7 @@ class Journal:
         if attrs:
             table.attrs.update(attrs)
         succeeded = set(table['filename']) if len(table) else set()  # a retried failure that worked
-        failures = {k: v for k, v in self.failures().items() if k not in succeeded}
+        failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
         for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
             sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
         write_pickle(table, self.output)
@@ -276,9 +285,10 @@ class StageRun:
         self.rank, self.world, self.run = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.journal = Journal(output)
-        self.done = self.journal.done()
+        self.records = self.journal.part_records()  # what earlier runs saved: read once
+        self.done = self.journal.done(records=self.records)
         if retry_failed:
-            self.done -= set(self.journal.failures())
+            self.done -= set(self.journal.failures(self.records))
 
     def record(self, problems):
         """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
