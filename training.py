@@ -54,7 +54,7 @@ from common.device import autocast, pick_device, share_cpu
 from common.lazytable import TableError, open_table
 from common.stage import write_text
 from model import (CheckpointError, EVALUATION, LeakError, class_weights, load_checkpoint, predict_logits,
-                   prefetch, save_checkpoint, split_indices, steady_malloc, train_batches, fit_audio_only)
+                   prefetch, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches, fit_audio_only)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
@@ -328,7 +328,7 @@ def _validate(cfg, net, table, val, device, amp, ranks):
                                              reduction='none').numpy()
     # balanced: the mean of the real and the fake mean BCE (of the classes present), like the training loss
     val_loss = float(np.mean([bce[y == k].mean() for k in (0, 1) if (y == k).any()]))
-    rep = metrics.report(y, 1 / (1 + np.exp(-logits)), cfg['clip_lo'], cfg['clip_hi'])
+    rep = metrics.report(y, sigmoid(logits), cfg['clip_lo'], cfg['clip_hi'])
     return {'val_loss': val_loss, 'val_log_loss': rep['log_loss'], 'val_balanced_log_loss': rep['balanced_log_loss'],
             'val_roc_auc': rep['roc_auc'], 'val_accuracy': rep['accuracy']}
 
