@@ -23,7 +23,6 @@ in both, so only the sequence tells them apart.
 
     python model.py --output=/tmp/synthetic.pkl --videos=1000
 """
-import concurrent.futures
 import ctypes
 import math
 import os
@@ -35,6 +34,7 @@ import torch
 
 from common import config
 from common.device import autocast
+from common.prefetch import read_ahead
 from common.stage import atomic_path, write_pickle
 from network import build
 
@@ -230,15 +230,7 @@ def _windows_batch(table, rows):
 
 def prefetch(batches, ahead=2):
     """Read the next batches in a thread while the network works (reads release the GIL)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        iterator = iter(batches)
-        queue = [pool.submit(next, iterator, None) for _ in range(ahead)]
-        while True:
-            batch = queue.pop(0).result()
-            if batch is None:
-                return
-            queue.append(pool.submit(next, iterator, None))
-            yield batch
+    return read_ahead(batches, ahead)
 
 
 def predict_logits(net, table, indices, device, crop, stride, batch_size=256, amp=True, progress=None):

@@ -2,21 +2,27 @@
 from concurrent.futures import ThreadPoolExecutor
 
 
-def prefetched(load, items, ahead):
-    """Yield (item, load(item)) in order, loading up to `ahead` items ahead in a background thread
-    (FFmpeg and PyTorch release the GIL, so the two overlap). ahead=0 loads each item when it is due."""
-    items = list(items)
+def read_ahead(iterable, ahead):
+    """Yield the items of `iterable` in order, computing up to `ahead` of them beyond the one in use in a
+    background thread (FFmpeg, PyTorch and file reads release the GIL, so the two overlap). ahead=0
+    computes each item when it is due."""
     if ahead <= 0:
-        for item in items:
-            yield item, load(item)
+        yield from iterable
         return
+    iterator, end = iter(iterable), object()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix='prefetch') as pool:
-        pending = [pool.submit(load, item) for item in items[:ahead + 1]]
-        for i, item in enumerate(items):
-            result = pending.pop(0).result()
-            if i + ahead + 1 < len(items):
-                pending.append(pool.submit(load, items[i + ahead + 1]))
-            yield item, result
+        pending = [pool.submit(next, iterator, end) for _ in range(ahead)]
+        while True:
+            item = pending.pop(0).result()
+            if item is end:
+                return
+            pending.append(pool.submit(next, iterator, end))
+            yield item
+
+
+def prefetched(load, items, ahead):
+    """Yield (item, load(item)) in order, loading up to `ahead` items ahead (read_ahead)."""
+    return read_ahead(((item, load(item)) for item in items), ahead)
 
 
 def default_ahead(device, ahead=-1):
