@@ -131,12 +131,7 @@ class DetectionPipeline:
     """Video in, face tracks with embeddings out. Settings default to this module's constants."""
 
     def __init__(self, **settings):
-        cfg = {k.lower(): v for k, v in config.constants(globals()).items()}
-        unknown = set(settings) - set(cfg)
-        if unknown:
-            raise TypeError(f'unknown DetectionPipeline settings: {sorted(unknown)}')
-        cfg.update(settings)
-        self.cfg = cfg
+        self.cfg = cfg = config.settings(globals(), **settings)
         self.device = pick_device(cfg['device'])
         from facenet_pytorch import MTCNN
         # thresholds and scale factor are facenet-pytorch's defaults; only the face size is ours
@@ -362,10 +357,11 @@ class DetectionPipeline:
     def stream(self, paths, prefetch=-1):
         """Yield (path, VideoFaces or VideoError) for each path, in order, decoding `prefetch` videos
         ahead in a background thread (-1: common.prefetch.default_ahead for this device)."""
-        for path, loaded in prefetched(self._load_or_error, paths, default_ahead(self.device, prefetch)):
+        for path, loaded in prefetched(self.load_or_error, paths, default_ahead(self.device, prefetch)):
             yield path, (loaded if isinstance(loaded, VideoError) else self.process(loaded))
 
-    def _load_or_error(self, path):
+    def load_or_error(self, path):
+        """load(path), or the VideoError that says why it cannot be read (for a background thread)."""
         try:
             return self.load(path)
         except VideoError as err:

@@ -102,10 +102,7 @@ class Predictor:
 
     def load(self, path):
         """Decoding, for the background thread: (frames or VideoError, audio track or None or VideoError)."""
-        try:
-            frames = self.pipeline.load(path)
-        except VideoError as err:
-            frames = err
+        frames = self.pipeline.load_or_error(path)
         try:
             track = ea.decode_audio(path)
         except VideoError as err:
