@@ -51,7 +51,7 @@ from tqdm import tqdm
 
 from common import config
 from common.device import autocast, pick_device, share_cpu
-from common.launch import launched
+from common.launch import run_processes
 from common.stage import StageError, StageRun, print_failures, read_failures
 from common.video import VideoError
 import extract_audio as ea
@@ -231,7 +231,7 @@ def main():
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
-    launched(lambda: embed_all(index, extract_failures), PROCS,
+    run_processes(lambda: embed_all(index, extract_failures), PROCS,
              preload=lambda: import_libraries(AUDIO_ENCODER))
 
 

@@ -39,7 +39,7 @@ from tqdm import tqdm
 import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
-from common.launch import launched
+from common.launch import run_processes
 from common.stage import StageError, StageRun, label_of, plan, print_failures
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable, import_libraries
@@ -64,7 +64,7 @@ def main():
     except StageError as err:
         print(f'error: {err}', file=sys.stderr)
         raise SystemExit(2) from None
-    launched(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
+    run_processes(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
 
 
 def embed(todo, bad, skipped):

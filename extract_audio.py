@@ -38,7 +38,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common import config
-from common.launch import launched
+from common.launch import run_processes
 from common.stage import StageError, StageRun, atomic_path, plan, print_failures, sweep_temporaries
 from common.video import VideoError, open_video
 
@@ -145,7 +145,7 @@ def main():
         print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
               f'use another --audio_dir', file=sys.stderr)
         raise SystemExit(2)
-    launched(lambda: extract_all(videos, problems, skipped, index), PROCS)
+    run_processes(lambda: extract_all(videos, problems, skipped, index), PROCS)
 
 
 def extract_all(videos, problems, skipped, index):

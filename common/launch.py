@@ -20,7 +20,7 @@ import uuid
 from common.stage import shard
 
 
-def launched(work, procs=1, preload=None):
+def run_processes(work, procs=1, preload=None):
     """Run work() once here (procs=1), or in `procs` forked workers; returns work()'s result (rank 0's).
 
     preload(): imports what the work will import (common.weights.import_libraries), before the fork so

@@ -184,8 +184,8 @@ count = torch._C._cuda_getDeviceCount
 torch._C._cuda_getDeviceCount = lambda: calls.append(1) or count()  # what initialises CUDA (and poisons fork)
 torch.cuda._device_count_nvml = lambda: 0  # NVML answering, as on a machine with its driver
 sys.path.insert(0, os.getcwd())
-from common.launch import launched
-print('calls before the fork:', launched(lambda: len(calls), 2))
+from common.launch import run_processes
+print('calls before the fork:', run_processes(lambda: len(calls), 2))
 """
 
 
@@ -198,16 +198,16 @@ def test_procs_does_not_initialise_cuda_before_forking():
 
 
 def test_procs_refuses_to_run_inside_torchrun(monkeypatch, capsys):
-    from common.launch import launched
+    from common.launch import run_processes
     monkeypatch.setenv('WORLD_SIZE', '2')
     monkeypatch.setenv('RANK', '0')
     with pytest.raises(SystemExit) as exit_:
-        launched(lambda: None, 2)
+        run_processes(lambda: None, 2)
     assert exit_.value.code == 2 and 'use one or the other' in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_:
-        launched(lambda: None, 0)
+        run_processes(lambda: None, 0)
     assert exit_.value.code == 2 and capsys.readouterr().err == 'error: --procs=0: must be at least 1\n'
-    assert launched(lambda: 'ran', 1) == 'ran'  # torchrun's own workers run their share as they are
+    assert run_processes(lambda: 'ran', 1) == 'ran'  # torchrun's own workers run their share as they are
 
 
 def test_a_slurm_array_task_is_a_rank(monkeypatch):
