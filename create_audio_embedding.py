@@ -276,4 +276,4 @@ def embed_all(index, extract_failures):
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

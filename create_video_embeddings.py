@@ -132,4 +132,4 @@ def embed(todo, bad, skipped):
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -172,4 +172,4 @@ def extract_all(videos, problems, skipped, index):
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

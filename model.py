@@ -55,7 +55,7 @@ EVALUATION = 'mean_logit_over_windows'
 REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
 
 
-class CheckpointError(Exception):
+class CheckpointError(config.UserError):
     """A checkpoint that cannot be used: one clear line."""
 
 
@@ -400,4 +400,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -202,4 +202,4 @@ def main():
 
 if __name__ == '__main__':
     torch.set_grad_enabled(False)
-    main()
+    config.cli(main)

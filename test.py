@@ -43,7 +43,7 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
 # -----------------------------------------------------------------------------
 
 
-class ScoringError(Exception):
+class ScoringError(config.UserError):
     """Bad input: one clear line, exit code 2."""
 
 
@@ -149,4 +149,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

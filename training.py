@@ -95,7 +95,7 @@ _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eva
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
 
 
-class TrainingError(Exception):
+class TrainingError(config.UserError):
     """A problem with the input or the out_dir: one clear line, exit code 2."""
 
 
@@ -397,4 +397,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

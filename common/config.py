@@ -1,13 +1,75 @@
-"""The one override helper: `--name=value` on the command line replaces a script's constant NAME.
+"""The one settings helper: `--name=value` on the command line replaces a script's constant NAME.
 
-Like nanoGPT's configurator, but a function, and strict: an unknown name or a value of the wrong type
-is one clear line and exit code 2. The configurable constants of a module are its UPPER_CASE globals
-whose value is a bool, int, float or str; a script may also expose the constants of modules it
-imports (create_video_embeddings.py takes DetectionPipeline.py's `--face_weights`, for example).
+Like nanoGPT's configurator, but a function, and strict: an unknown name, a value of the wrong type or
+one out of its range is one clear line and exit code 2, before any work. The configurable constants of a
+module are its UPPER_CASE globals whose value is a bool, int, float or str; a script may also expose the
+constants of modules it imports (create_video_embeddings.py takes DetectionPipeline.py's `--face_weights`).
+
+Ranges live in RANGES below, by setting name: a name means the same thing in every script that has it.
+Every user error of the project (bad settings, bad input, an unusable checkpoint) is a UserError, and
+cli() turns it, or an OSError on a named file (a full disk, a folder where a file should be), into one
+line `error: ...` and exit code 2.
 """
+import math
 import sys
 
 _TYPES = (bool, int, float, str)
+
+
+class UserError(Exception):
+    """A problem the user can fix (a setting, a file, a folder): one line `error: ...`, exit code 2."""
+
+
+def _at_least(lo):
+    return lambda v: v >= lo, f'at least {lo}'
+
+
+def _above(lo):
+    return lambda v: v > lo, f'above {lo}'
+
+
+def _share(hi_open=False, lo_open=False):
+    """A fraction in [0, 1], with either end open."""
+    lo, hi = ('(' if lo_open else '['), (')' if hi_open else ']')
+    return (lambda v: (v > 0 if lo_open else v >= 0) and (v < 1 if hi_open else v <= 1),
+            f'a share in {lo}0, 1{hi}')
+
+
+def _one_of(*choices):
+    return lambda v: v in choices, 'one of ' + ', '.join(map(repr, choices))
+
+
+# lower-case setting name: (check(value) -> bool, what the check wants). NaN fails every comparison.
+RANGES = {
+    # sizes and counts
+    **{name: _at_least(1) for name in (
+        'batch_size', 'eval_batch_size', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'face_size',
+        'procs', 'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
+        'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
+    **{name: _at_least(0) for name in (
+        'min_face_size', 'roi_size', 'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay',
+        'min_delta', 'margin', 'seed')},
+    'prefetch': _at_least(-1),
+    # shares
+    'link_iou': _share(), 'min_track_fraction': _share(), 'threshold': _share(),
+    'val_fraction': _share(hi_open=True), 'dropout': _share(hi_open=True),
+    'prior': _share(lo_open=True, hi_open=True),
+    # positive amounts
+    'lr': _above(0), 'top_db': _above(0), 'cnn_window_seconds': _above(0), 'seconds': _above(0),
+    # choices
+    'split': _one_of('original', 'folder'), 'subset': _one_of('all', 'val', 'train'),
+    'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),
+}
+
+
+def check(name, value):
+    """Raise UserError where `value` is out of the range of setting `name` (lower case)."""
+    rule = RANGES.get(name.lower())
+    if rule is None or isinstance(value, bool):
+        return
+    ok, wants = rule
+    if isinstance(value, float) and math.isnan(value) or not ok(value):
+        raise UserError(f'--{name.lower()} must be {wants}, not {value!r}')
 
 
 def constants(namespace):
@@ -25,41 +87,43 @@ def _parse(text, like, name):
             return True
         if low in ('0', 'false', 'no', 'off'):
             return False
-        raise ValueError(f'--{name} takes true or false, not {text!r}')
+        raise UserError(f'--{name} takes true or false, not {text!r}')
     if kind is int:
         try:
             return int(text)
         except ValueError:
-            raise ValueError(f'--{name} takes an integer, not {text!r}') from None
+            raise UserError(f'--{name} takes an integer, not {text!r}') from None
     if kind is float:
         try:
             return float(text)
         except ValueError:
-            raise ValueError(f'--{name} takes a number, not {text!r}') from None
+            raise UserError(f'--{name} takes a number, not {text!r}') from None
     return text
 
 
 def apply(argv, *namespaces, quiet=False):
     """Apply `--name=value` arguments to the first namespace (globals() dict or module) that has NAME.
 
-    Returns {NAME: new value} for what was overridden. Raises ValueError with a one-line message on an
-    unknown name, a malformed argument or a value of the wrong type.
+    Returns {NAME: new value} for what was overridden. Raises UserError with a one-line message on an
+    unknown name, a malformed argument, a value of the wrong type or out of its range (RANGES).
     """
     targets = [ns if isinstance(ns, dict) else vars(ns) for ns in namespaces]
     changed = {}
     for arg in argv:
         if not arg.startswith('--') or '=' not in arg:
-            raise ValueError(f'arguments are --name=value, got {arg!r}')
+            raise UserError(f'arguments are --name=value, got {arg!r}')
         key, text = arg[2:].split('=', 1)
         name = key.upper()
         for ns in targets:
             if name in constants(ns):
-                ns[name] = _parse(text, ns[name], key)
-                changed[name] = ns[name]
+                value = _parse(text, ns[name], key)
+                check(key, value)
+                ns[name] = value
+                changed[name] = value
                 break
         else:
             known = sorted(k.lower() for ns in targets for k in constants(ns))
-            raise ValueError(f'unknown setting --{key}; known: {", ".join(known)}')
+            raise UserError(f'unknown setting --{key}; known: {", ".join(known)}')
     if not quiet:
         for name, value in changed.items():
             print(f'override: {name} = {value!r}')
@@ -70,17 +134,38 @@ def configure(*namespaces, argv=None):
     """The scripts' entry point: apply sys.argv's overrides, or print the problem and exit 2."""
     try:
         return apply(sys.argv[1:] if argv is None else argv, *namespaces)
-    except ValueError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    except UserError as err:
+        fail(err)
 
 
 def settings(namespace, **overrides):
     """A module's constants as a dict of lower-case settings, with keyword overrides: how tests and
-    benchmarks call a script's run() without touching its globals. Unknown names raise TypeError."""
+    benchmarks call a script's run() without touching its globals. Unknown names raise TypeError, values
+    out of range UserError."""
     cfg = {k.lower(): v for k, v in constants(namespace).items()}
     unknown = set(overrides) - set(cfg)
     if unknown:
         raise TypeError(f'unknown settings: {sorted(unknown)}')
+    for name, value in overrides.items():
+        check(name, value)
     cfg.update(overrides)
     return cfg
+
+
+def fail(message):
+    """The one way out for a user error: `error: message` on stderr, exit code 2."""
+    print(f'error: {message}', file=sys.stderr)
+    raise SystemExit(2)
+
+
+def cli(main):
+    """Run a script's main(): a UserError, or an OSError on a named file (disk full, no permission, a
+    folder where a file should be), is one line and exit code 2, not a traceback."""
+    try:
+        main()
+    except UserError as err:
+        fail(err)
+    except OSError as err:
+        if err.filename is None:
+            raise
+        fail(f'{err.filename}: {err.strerror or err}')

@@ -3,6 +3,8 @@ import os
 
 import torch
 
+from common.config import UserError
+
 
 def pick_device(name='auto'):
     """'auto' is CUDA where present, else CPU; anything else is passed to torch.device. Under torchrun,
@@ -13,7 +15,7 @@ def pick_device(name='auto'):
         name = 'cuda'
     device = torch.device(name)
     if device.type == 'cuda' and not torch.cuda.is_available():
-        raise SystemExit(f'error: device {name!r} asked for, but CUDA is not available here; use --device=cpu')
+        raise UserError(f'device {name!r} asked for, but CUDA is not available here; use --device=cpu')
     if device.type == 'cuda' and device.index is None:
         return torch.device('cuda', int(os.environ.get('LOCAL_RANK', '0')) % torch.cuda.device_count())
     return device

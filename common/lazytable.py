@@ -34,13 +34,15 @@ from contextlib import ExitStack
 import numpy as np
 import pandas as pd
 
+from common import config
+from common.config import UserError
 from common.stage import atomic_path, sweep_temporaries, write_pickle, write_text
 
 CACHE_VERSION = 1
 FACES, AUDIO, INDEX, META = 'faces.f16', 'audio.f32', 'index.pkl', 'meta.json'
 
 
-class TableError(Exception):
+class TableError(UserError):
     """The table cannot be used (missing column, wrong layout, unreadable file): one clear line."""
 
 
@@ -368,4 +370,4 @@ def main(argv=None):
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -26,10 +26,12 @@ import tempfile
 
 import pandas as pd
 
+from common.config import UserError
+
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
 
 
-class StageError(Exception):
+class StageError(UserError):
     """A problem with the input as a whole (missing data folder, ...): one line, exit code 2."""
 
 

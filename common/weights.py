@@ -15,10 +15,12 @@ import warnings
 import torch
 from torch import nn
 
+from common.config import UserError
+
 UNTRAINED_SEED = 0
 
 
-class WeightsUnavailable(Exception):
+class WeightsUnavailable(UserError):
     """Published weights could not be had (offline, blocked); the message says what to do."""
 
 

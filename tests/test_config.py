@@ -33,7 +33,7 @@ def test_overrides_each_type_and_reports_them(capsys):
     ('steps=2', 'arguments are --name=value'),
 ])
 def test_rejects_unknown_names_and_wrong_types(arg, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(config.UserError, match=message):
         config.apply([arg], namespace())
 
 
