@@ -11,7 +11,9 @@ cli() turns it, or an OSError on a named file (a full disk, a folder where a fil
 line `error: ...` and exit code 2.
 """
 import math
+import os
 import sys
+import tempfile
 
 _TYPES = (bool, int, float, str)
 
@@ -39,23 +41,34 @@ def _one_of(*choices):
     return lambda v: v in choices, 'one of ' + ', '.join(map(repr, choices))
 
 
-# lower-case setting name: (check(value) -> bool, what the check wants). NaN fails every comparison.
+def _at_most(hi):
+    return lambda v: v <= hi, f'at most {hi}'
+
+
+# lower-case setting name: (check(value) -> bool, what the check wants). NaN and infinities fail every
+# check. Checks that involve two settings (clip_lo < clip_hi, min_faces <= faces) are the scripts' own.
 RANGES = {
     # sizes and counts
     **{name: _at_least(1) for name in (
-        'batch_size', 'eval_batch_size', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'face_size',
+        'batch_size', 'eval_batch_size', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'min_face_size',
         'procs', 'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
-        'min_face_size', 'roi_size', 'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay',
-        'min_delta', 'margin', 'seed')},
+        'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin', 'seed')},
     'prefetch': _at_least(-1),
+    # MTCNN divides by its smallest face (ROI_SIZE // 4 in the regions of interest); InceptionResnetV1's
+    # layers need at least 75 pixels
+    'roi_size': (lambda v: v == 0 or v >= 4, '0 (off) or at least 4'),
+    'face_size': _at_least(75),
     # shares
     'link_iou': _share(), 'min_track_fraction': _share(), 'threshold': _share(),
     'val_fraction': _share(hi_open=True), 'dropout': _share(hi_open=True),
     'prior': _share(lo_open=True, hi_open=True),
+    # training.py's clip range is in [0, 1]; test.py's is that or below 0 (the checkpoint's)
+    'clip_lo': _at_most(1), 'clip_hi': _at_most(1),
     # positive amounts
     'lr': _above(0), 'top_db': _above(0), 'cnn_window_seconds': _above(0), 'seconds': _above(0),
+    'silence_dbfs': _at_most(0),
     # choices
     'split': _one_of('original', 'folder'), 'subset': _one_of('all', 'val', 'train'),
     'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),
@@ -68,8 +81,31 @@ def check(name, value):
     if rule is None or isinstance(value, bool):
         return
     ok, wants = rule
-    if isinstance(value, float) and math.isnan(value) or not ok(value):
+    if isinstance(value, float) and not math.isfinite(value) or not ok(value):
         raise UserError(f'--{name.lower()} must be {wants}, not {value!r}')
+
+
+def writable_file(path, setting='--output'):
+    """Raise UserError where `path` cannot be written as a file: it is a folder, or its folder cannot be
+    created or written (tried with a probe file). Scripts call it before any work, so that no work is
+    lost on the write at the end. Creates the folder."""
+    if os.path.isdir(path):
+        raise UserError(f'{path} is a folder, where {setting} writes a file; remove it or give another {setting}')
+    writable_folder(os.path.dirname(os.path.abspath(path)), setting)
+
+
+def writable_folder(folder, setting='--out_dir'):
+    """Raise UserError where `folder` is not a folder this process can create and write files in."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UserError(f'{folder} is a file, where {setting} needs a folder; give another {setting}')
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix='.probe-')
+        os.close(fd)
+        os.remove(probe)
+    except OSError as err:
+        raise UserError(f'{err.filename or folder}: cannot write there ({err.strerror or err}); '
+                        f'give another {setting}') from None
 
 
 def constants(namespace):

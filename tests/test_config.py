@@ -1,4 +1,6 @@
-"""The shared --name=value override helper."""
+"""The shared --name=value override helper, and the ranges of every script's settings."""
+import importlib.util
+import os
 import subprocess
 import sys
 import types
@@ -50,3 +52,75 @@ def test_script_exits_2_with_one_line_on_a_bad_setting():
                          capture_output=True, text=True)
     assert run.returncode == 2
     assert run.stderr.strip().count('\n') == 0 and 'unknown setting --frame_stp' in run.stderr
+
+
+# ----------------------------------------------------------------------------- ranges, in every script
+SCRIPTS = ('DetectionPipeline', 'create_video_embeddings', 'extract_audio', 'create_audio_embedding',
+           'merge_embeddings', 'training', 'test', 'predict', 'model', 'make_sample_dataset')
+# the bad values of issue 10, each of them refused by every script (a setting it lacks is unknown to it)
+BAD = ('--batch_size=0', '--batch_size=-1', '--frame_step=0', '--crop=0', '--lr=-1', '--hidden=0',
+       '--threads=-1', '--prior=0', '--eval_stride=0', '--val_fraction=1.5', '--val_fraction=1.0',
+       '--val_fraction=-0.2', '--val_fraction=nan', '--lr=inf', '--face_size=74', '--min_face_size=0',
+       '--roi_size=3', '--clip_lo=1.5')
+
+
+def script_module(name):
+    """The script as a module (test.py under another name: the standard library has a `test`)."""
+    spec = importlib.util.spec_from_file_location(f'script_{name}', os.path.join(ROOT, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope='module')
+def scripts():
+    return {name: script_module(name) for name in SCRIPTS}
+
+
+@pytest.mark.parametrize('name', SCRIPTS)
+def test_every_default_is_in_its_range(scripts, name):
+    for setting, value in config.constants(scripts[name]).items():
+        config.check(setting, value)
+
+
+@pytest.mark.parametrize('name', SCRIPTS)
+def test_every_script_refuses_the_bad_values_in_one_line_before_any_work(scripts, name, monkeypatch, capsys):
+    """Through the script's own main(): an accepted value would get past the settings to the unknown
+    `--zz_stop` after it, and the line would then name that instead."""
+    module = scripts[name]
+    before = config.constants(module)
+    for arg in BAD:
+        setting = arg[2:].split('=')[0]
+        monkeypatch.setattr(sys, 'argv', [f'{name}.py', arg, '--zz_stop=1'])
+        with pytest.raises(SystemExit) as exit_:
+            module.main()
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and len(err.strip().splitlines()) == 1, (arg, err)
+        # its own setting, or one of a module it exposes, is out of range; else the name is unknown
+        assert (err.startswith(f'error: --{setting} must be ') or setting.upper() not in before
+                and err.startswith(f'error: unknown setting --{setting};')), (arg, err)
+    assert config.constants(module) == before
+
+
+@pytest.mark.parametrize('args', [
+    ('training.py', '--val_fraction=nan'), ('test.py', '--prior=0'), ('predict.py', '--prior=1'),
+    ('create_video_embeddings.py', '--batch_size=-1'),  # DetectionPipeline.py's setting, through the stage
+])
+def test_a_bad_value_is_one_line_and_exit_2(args):
+    run = subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True)
+    setting = args[1][2:].split('=')[0]
+    assert run.returncode == 2, run.stderr
+    assert run.stderr.startswith(f'error: --{setting} must be') and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_path):
+    (tmp_path / 'dir').mkdir()
+    (tmp_path / 'file').write_text('x')
+    with pytest.raises(config.UserError, match=f'{tmp_path / "dir"} is a folder, where --report writes a file'):
+        config.writable_file(str(tmp_path / 'dir'), '--report')
+    with pytest.raises(config.UserError, match=f'{tmp_path / "file"} is a file, where --out_dir needs a folder'):
+        config.writable_folder(str(tmp_path / 'file'), '--out_dir')
+    with pytest.raises(config.UserError, match='cannot write there'):  # a folder under a file
+        config.writable_file(str(tmp_path / 'file' / 'sub' / 'r.json'), '--report')
+    config.writable_file(str(tmp_path / 'new' / 'r.json'))  # a new folder is made
+    assert os.listdir(tmp_path / 'new') == []               # and the probe is gone
