@@ -2,7 +2,8 @@
 windows the network reads, the evaluation choice, the checkpoint, and synthetic tables for tests.
 
 - Split (split_indices): grouped, so that a fake and its original are always on the same side: a
-  video's group is its `original` when it has one (a fake), else its own file name (a real video). By
+  video's group is the root of its chain of originals (a real video is its own; a fake made from a fake
+  goes with the video the chain starts from; common/lazytable.py groups_of computes them). By
   default groups go to the validation side at random (seeded) until it holds VAL_FRACTION of the reals
   and of the fakes; `how='folder'` moves whole DFDC parts instead (as the winning solution held out
   parts). Either way assert_no_leak checks that no group is on both sides.
@@ -26,6 +27,7 @@ in both, so only the sequence tells them apart.
 import ctypes
 import math
 import os
+import pickle
 import sys
 from dataclasses import dataclass
 
@@ -51,6 +53,7 @@ SEED = 0                    # random seed of the table
 # -----------------------------------------------------------------------------
 
 FORMAT = 'dfdc-lstm-detector/1'
+ZIP_MAGIC = b'PK\x03\x04'  # torch.save writes a zip file
 EVALUATION = 'mean_logit_over_windows'
 REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
 
@@ -317,14 +320,24 @@ def load_checkpoint(path, device='cpu'):
     """(network on device in eval mode, the checkpoint dict); CheckpointError with the reason."""
     if not os.path.isfile(path):
         raise CheckpointError(f'{path}: no such checkpoint')
+    with open(path, 'rb') as f:
+        if f.read(4) != ZIP_MAGIC:  # text, garbage, an empty file: torch.load's errors would not say so
+            raise CheckpointError(f"{path}: not a checkpoint (not a file torch.save wrote); give training.py's "
+                                  f"best.pt")
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as err:
-        raise CheckpointError(f'{path}: not a readable checkpoint ({str(err).splitlines()[0]})') from None
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        reason = str(err).strip().splitlines()[0].split('. ')[0]
+        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); give "
+                              f"training.py's best.pt, or train again") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
         raise CheckpointError(f'{path}: not a checkpoint of this detector (format {FORMAT})')
-    net = build(ckpt['network'])
-    net.load_state_dict(ckpt['state_dict'])
+    try:
+        net = build(ckpt['network'])
+        net.load_state_dict(ckpt['state_dict'])
+    except (KeyError, TypeError, RuntimeError) as err:  # a field missing, weights of another shape
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f'{path}: an incomplete checkpoint ({reason}); train again') from None
     return net.to(device).eval(), ckpt
 
 
@@ -392,8 +405,10 @@ def _ar1(rng, n, dim, rho):
 def main():
     config.configure(globals())
     if not OUTPUT:
-        print('error: give the table to write: --output=PATH.pkl', file=sys.stderr)
-        raise SystemExit(2)
+        raise config.UserError('give the table to write: --output=PATH.pkl')
+    if MIN_FACES > FACES:
+        raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
+    config.writable_file(OUTPUT)
     table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
     write_pickle(table, OUTPUT)
     print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')

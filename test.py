@@ -12,9 +12,9 @@ A video without any face embedding cannot be scored by the network: it gets p = 
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """
+import csv
 import json
 import os
-import sys
 
 import numpy as np
 import torch
@@ -22,9 +22,9 @@ from tqdm import tqdm
 
 from common import config, metrics
 from common.device import pick_device
-from common.lazytable import TableError, open_table
+from common.lazytable import open_table
 from common.stage import atomic_path, write_text
-from model import CheckpointError, load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
+from model import load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -54,17 +54,12 @@ def settings(**overrides):
 
 def run(cfg, log=print):
     """Score cfg['checkpoint'] on cfg['dataset']; writes the report files and returns the report dict."""
-    if not cfg['dataset'] or not cfg['checkpoint']:
-        raise ScoringError('give the table and the checkpoint: --dataset=MERGED.pkl --checkpoint=best.pt')
-    if not 0 < cfg['prior'] < 1:
-        raise ScoringError(f'--prior is a share of fakes strictly between 0 and 1, not {cfg["prior"]}')
+    report_path, stem = _check(cfg)
     steady_malloc()
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
     device = pick_device(cfg['device'])
     net, ckpt = load_checkpoint(cfg['checkpoint'], device)
-    report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(cfg['checkpoint'])), 'report.json')
-    stem = report_path[:-5] if report_path.endswith('.json') else report_path
     lo, hi = ckpt['clip'] if cfg['clip_lo'] < 0 else (cfg['clip_lo'], cfg['clip_hi'])
     with open_table(cfg['dataset'], cfg['cache_dir'], log=log) as table:
         _check_compatible(ckpt, table, cfg['dataset'])
@@ -107,6 +102,22 @@ def run(cfg, log=print):
     return rep
 
 
+def _check(cfg):
+    """Before any work: what the ranges of single settings cannot say, and whether the report's files
+    can be written (else the scoring is lost at the end). Returns (report path, stem of its companions)."""
+    if not cfg['dataset'] or not cfg['checkpoint']:
+        raise ScoringError('give the table and the checkpoint: --dataset=MERGED.pkl --checkpoint=best.pt')
+    lo, hi = cfg['clip_lo'], cfg['clip_hi']
+    if (lo < 0) != (hi < 0) or lo >= 0 and not lo < hi:
+        raise ScoringError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1 (or both be '
+                           f'below 0: the checkpoint\'s range), not {lo} and {hi}')
+    report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(cfg['checkpoint'])), 'report.json')
+    stem = report_path[:-5] if report_path.endswith('.json') else report_path
+    for path in (report_path, stem + '_roc.png', stem + '_predictions.csv'):
+        config.writable_file(path, '--report')
+    return report_path, stem
+
+
 def _check_compatible(ckpt, table, path):
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):
@@ -132,20 +143,18 @@ def _subset(subset, ckpt, table):
 
 
 def _write_predictions(path, filenames, labels, p, logits, no_face):
+    """The CSV, quoted where needed (a comma, a quote or a newline in a file name)."""
     with atomic_path(path) as tmp:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write('filename,label,p_fake,logit,no_face\n')
+        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+            out = csv.writer(f)
+            out.writerow(['filename', 'label', 'p_fake', 'logit', 'no_face'])
             for row in zip(filenames, labels, p, logits, no_face):
-                f.write(f'{row[0]},{int(row[1])},{row[2]:.6f},{row[3]:.6f},{int(row[4])}\n')
+                out.writerow([row[0], int(row[1]), f'{row[2]:.6f}', f'{row[3]:.6f}', int(row[4])])
 
 
 def main():
     config.configure(globals())
-    try:
-        run(settings())
-    except (ScoringError, TableError, CheckpointError) as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    run(settings())
 
 
 if __name__ == '__main__':

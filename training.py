@@ -39,7 +39,6 @@ OUT_DIR and the cache must be on a file system all processes see.
 import functools
 import json
 import os
-import sys
 import time
 
 import numpy as np
@@ -90,6 +89,7 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
                             # more, and spinning pools lose 13x on a busy 2-core machine (bench/bench_training.py)
 # -----------------------------------------------------------------------------
 
+OUT_FILES = ('best.pt', 'last.pt', 'history.json', 'curves.png')  # what a run writes in OUT_DIR
 # settings a resumed run must share with the run it continues
 _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
@@ -107,8 +107,7 @@ def settings(**overrides):
 def run(cfg, log=print):
     """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts).
     Under torchrun, every process calls it; only rank 0 logs and writes files."""
-    if not cfg['dataset']:
-        raise TrainingError('give the merged table: --dataset=MERGED.pkl')
+    _check(cfg)
     torch.manual_seed(cfg['seed'])
     steady_malloc()
     if cfg['threads']:
@@ -123,6 +122,18 @@ def run(cfg, log=print):
         table = _open_table(cfg, ranks, log)
         with table:
             return _train(cfg, table, device, amp, log, ranks)
+
+
+def _check(cfg):
+    """Before any work: what the ranges of single settings cannot say, and whether OUT_DIR's files can
+    be written (else an epoch's work is lost on its first checkpoint)."""
+    if not cfg['dataset']:
+        raise TrainingError('give the merged table: --dataset=MERGED.pkl')
+    if not 0 <= cfg['clip_lo'] < cfg['clip_hi'] <= 1:
+        raise TrainingError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1, '
+                            f'not {cfg["clip_lo"]} and {cfg["clip_hi"]}')
+    for name in OUT_FILES:
+        config.writable_file(os.path.join(cfg['out_dir'], name), '--out_dir')
 
 
 def _quiet(*_):
@@ -391,9 +402,8 @@ def main():
     config.configure(globals())
     try:
         run(settings())
-    except (TrainingError, TableError) as err:
-        print(f'error: {rank_prefix()}{err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    except config.UserError as err:  # each process's line says which process it is
+        config.fail(f'{rank_prefix()}{err}')
 
 
 if __name__ == '__main__':

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from common.config import UserError
+
 
 def launched():
     """True where a launcher (torchrun) started this process as one of several."""
@@ -24,6 +26,19 @@ def launched():
 def rank_prefix():
     """'rank r/w: ' before a process's own lines where torchrun started several, else ''."""
     return f'rank {os.environ["RANK"]}/{os.environ["WORLD_SIZE"]}: ' if launched() else ''
+
+
+def check_gpus(device):
+    """Raise UserError unless every local process has a GPU of its own: NCCL takes one GPU per process,
+    and two on one GPU die in init_process_group ('Duplicate GPU detected'), a traceback per process.
+    Called before joining the group; common/device.py gives local rank r GPU r."""
+    local, gpus = int(os.environ.get('LOCAL_WORLD_SIZE', '1')), torch.cuda.device_count()
+    if local > gpus:
+        raise UserError(f'{local} processes on this machine but {gpus} GPU(s): give torchrun --nproc_per_node '
+                        f'<= {gpus}, or --device=cpu to train on the CPU (gloo)')
+    if device.index != int(os.environ.get('LOCAL_RANK', '0')):
+        raise UserError(f'--device={device}: under torchrun each process trains on its own GPU; '
+                        f'give --device=cuda (or auto)')
 
 
 class Ranks:
@@ -40,6 +55,7 @@ class Ranks:
         if not launched():
             return cls()
         if device.type == 'cuda':
+            check_gpus(device)
             torch.cuda.set_device(device)  # NCCL's collectives and all_gather_object use the current device
             dist.init_process_group('nccl', device_id=device)
         else:

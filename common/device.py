@@ -13,7 +13,10 @@ def pick_device(name='auto'):
         if not torch.cuda.is_available():
             return torch.device('cpu')
         name = 'cuda'
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device takes 'auto', 'cpu', 'cuda' or 'cuda:N', not {name!r}") from None
     if device.type == 'cuda' and not torch.cuda.is_available():
         raise UserError(f'device {name!r} asked for, but CUDA is not available here; use --device=cpu')
     if device.type == 'cuda' and device.index is None:

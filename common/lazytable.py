@@ -6,8 +6,8 @@ So training and test.py read it through a cache, built on first use in `<pickle>
 
   faces.f16    every video's face embeddings, end to end: (total faces, video_dim) float16, raw
   audio.f32    every distinct audio embedding: (rows, audio_dim) float32, raw
-  index.pkl    one small row per video: filename, label, group, folder, has_audio, face_start, n_faces,
-               audio_row (no embeddings)
+  index.pkl    one small row per video: filename, label, group (groups_of), folder, has_audio, face_start,
+               n_faces, audio_row (no embeddings)
   meta.json    written last: the pickle's size and mtime (the cache's key), the dimensions, the counts
 
 Building streams the pickle once, in a child process: a pickle.Unpickler that writes every float16
@@ -38,7 +38,7 @@ from common import config
 from common.config import UserError
 from common.stage import atomic_path, sweep_temporaries, write_pickle, write_text
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: groups follow chains of originals to their root (groups_of)
 FACES, AUDIO, INDEX, META = 'faces.f16', 'audio.f32', 'index.pkl', 'meta.json'
 
 
@@ -129,11 +129,37 @@ def _valid(folder, key):
     return meta
 
 
-def _group(original, filename):
-    """A fake's group is its original; a real video (no original) is its own group."""
-    if isinstance(original, str) and original:
-        return original
-    return filename
+def groups_of(filenames, originals):
+    """Each video's group: the root of its chain of originals, so that a fake, its original and every
+    video made from either land on one side of a split. A real video (no original) is its own root; a
+    chain a -> b -> c (a's original is b, b's is c) has root c; an original that is not in the table ends
+    its chain (it is the root); the videos of a cycle (a -> b -> a) and those that lead into it share one
+    group, named after the cycle's smallest name. A file name that appears twice is one node.
+    Returns a list of str, one per video."""
+    parent = {}
+    for name, original in zip(filenames, originals):
+        if isinstance(original, str) and original and original != name:
+            parent[name] = original
+    root = {}
+
+    def find(name):
+        path, seen = [], set()
+        while name not in root and name in parent and name not in seen:
+            seen.add(name)
+            path.append(name)
+            name = parent[name]
+        if name in root:
+            end = root[name]
+        elif name in seen:  # a cycle: it starts at `name`; its group is its smallest name
+            cycle = path[path.index(name):]
+            end = min(cycle)
+        else:
+            end = name
+        for n in path:
+            root[n] = end
+        return end
+
+    return [find(name) for name in filenames]
 
 
 def build(pickle_path, folder, log=print):
@@ -161,7 +187,8 @@ def build(pickle_path, folder, log=print):
             except TableError as err:
                 raise TableError(f'{pickle_path}: {err}') from None
             except (pickle.UnpicklingError, EOFError, AttributeError, ImportError, ValueError, TypeError) as err:
-                raise TableError(f'{pickle_path}: not a readable pandas pickle ({type(err).__name__}: {err})') from None
+                raise TableError(f'{pickle_path}: not a readable pandas pickle, truncated or corrupt '
+                                 f'({type(err).__name__}: {err}); write it again with merge_embeddings.py') from None
         if not isinstance(table, pd.DataFrame):
             raise TableError(f'{pickle_path}: holds a {type(table).__name__}, not a pandas DataFrame')
         index, video_dim, audio_dim = _index(table, unpickler, pickle_path)
@@ -223,7 +250,7 @@ def _index(table, unpickler, path):
     index = pd.DataFrame({
         'filename': filenames,
         'label': _labels(table, path),
-        'group': [_group(o, f) for o, f in zip(originals, filenames)],
+        'group': groups_of(filenames, originals),
         'folder': table['folder'].astype(str).to_numpy() if 'folder' in table.columns else '',
         'has_audio': has_audio,
         'face_start': face_start,
@@ -329,7 +356,9 @@ def open_table(pickle_path, cache_dir='', log=print):
     folder = cache_dir_for(pickle_path, cache_dir)
     if _valid(folder, _key(pickle_path)) is None:
         root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        child = subprocess.run([sys.executable, '-m', 'common.lazytable', '--build', pickle_path, folder],
+        # absolute paths: the child runs in the repository's root, not in this process's working directory
+        child = subprocess.run([sys.executable, '-m', 'common.lazytable', '--build', os.path.abspath(pickle_path),
+                                os.path.abspath(folder)],
                                cwd=root, capture_output=True, text=True)
         for line in child.stdout.splitlines():
             log(line)

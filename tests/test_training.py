@@ -7,13 +7,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import ROOT, testdata
 
 import model
 import training
+from common import config
+from common.ddp import Ranks
+from common.lazytable import groups_of, open_table
 from model import LeakError, assert_no_leak, class_weights, split_indices, synthetic_table
+from network import NetworkConfig, build
 
 torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine (training.py's THREADS)
 QUIET = dict(progress=False)
@@ -189,3 +194,164 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
                                    **QUIET), log=lambda *_: None)
     with pytest.raises(scoring.ScoringError, match='the checkpoint was trained on 6'):
         scoring.run(scoring.settings(dataset=str(tmp_path / 'b.pkl'), checkpoint=str(tmp_path / 'run' / 'best.pt')))
+
+
+# ----------------------------------------------------------------------------- chains of originals
+def chained_table(tmp_path):
+    """30 originals, each with a fake and a fake of that fake (r -> f -> g), a cycle of three fakes, a
+    fake whose original is not in the table and a fake of that fake: (path of the pickle, the table)."""
+    rows = []
+    for i in range(30):
+        rows += [(f'r{i}.mp4', None, 0), (f'f{i}.mp4', f'r{i}.mp4', 1), (f'g{i}.mp4', f'f{i}.mp4', 1)]
+    rows += [('c1.mp4', 'c2.mp4', 1), ('c2.mp4', 'c3.mp4', 1), ('c3.mp4', 'c1.mp4', 1), ('d.mp4', 'c3.mp4', 1)]
+    rows += [('x.mp4', 'absent.mp4', 1), ('y.mp4', 'x.mp4', 1)]
+    table = synthetic_table(len(rows), faces=3, video_dim=4, audio_dim=2, seed=8)
+    table['filename'], table['original'], table['label'] = zip(*rows)
+    path = tmp_path / 'chains.pkl'
+    table.to_pickle(path)
+    return path, table
+
+
+def test_a_chain_of_originals_is_one_group_on_one_side(tmp_path):
+    path, table = chained_table(tmp_path)
+    with open_table(str(path), log=lambda *_: None) as cached:
+        groups = cached.groups
+    group = dict(zip(table.filename, groups))
+    assert group['g0.mp4'] == group['f0.mp4'] == group['r0.mp4'] == 'r0.mp4'      # the chain's root
+    assert {group[n] for n in ('c1.mp4', 'c2.mp4', 'c3.mp4', 'd.mp4')} == {'c1.mp4'}  # the cycle's smallest
+    assert group['y.mp4'] == group['x.mp4'] == 'absent.mp4'                       # the last known name
+    assert len(set(groups)) == 32
+    for seed in range(6):
+        train, val = split_indices(table.label, groups, val_fraction=0.3, seed=seed)
+        side = dict(zip(table.filename[val], ['val'] * len(val))) | dict(zip(table.filename[train], ['train'] * len(train)))
+        for name, original in zip(table.filename, table.original):
+            if original in side:
+                assert side[name] == side[original], (seed, name, original)
+    # the leak check sees a split that separates a chain's ends
+    g0, r0 = (int(np.flatnonzero(table.filename == n)[0]) for n in ('g0.mp4', 'r0.mp4'))
+    rest = [i for i in range(len(table)) if i not in (g0, r0)]
+    with pytest.raises(LeakError):
+        assert_no_leak(groups, [g0, *rest], [r0])
+
+
+def test_groups_of_follows_chains_and_cycles():
+    names = ['a', 'b', 'c', 'p', 'q', 's', 'u']
+    originals = ['b', 'c', None, 'q', 'p', 's', 'gone']  # a -> b -> c; p <-> q; s its own; u -> gone
+    assert groups_of(names, originals) == ['c', 'c', 'c', 'p', 'p', 's', 'gone']
+    assert groups_of(['q', 'p'], ['p', 'q']) == ['p', 'p']  # the same group whichever comes first
+
+
+# ----------------------------------------------------------------------------- corrupt inputs, outputs
+def fast_checkpoint(path, video_dim=6, audio_dim=2, clip=(0.01, 0.99)):
+    """An untrained checkpoint with every field test.py reads: model.save_checkpoint's real file."""
+    torch.manual_seed(0)
+    net = build(NetworkConfig(video_dim=video_dim, audio_dim=audio_dim, hidden=4, fc=0, project=4, crop=4))
+    model.save_checkpoint(path, net, prior=0.8, clip=list(clip), epoch=0,
+                          evaluation={'choice': model.EVALUATION, 'crop': 4, 'stride': 2},
+                          split={'val_filenames': []}, dataset={'attrs': {}})
+    return path
+
+
+def test_a_corrupt_checkpoint_is_one_line_that_names_it(tmp_path):
+    synthetic_table(12, faces=4, video_dim=6, audio_dim=2).to_pickle(tmp_path / 'a.pkl')
+    good = fast_checkpoint(tmp_path / 'good.pt')
+    data = good.read_bytes()
+    bad = {'truncated.pt': data[:len(data) // 2], 'tail_cut.pt': data[:-10], 'empty.pt': b'',
+           'garbage.pt': np.random.default_rng(0).bytes(3000), 'text.pt': b'not a checkpoint\n'}
+    for name, content in bad.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(model.CheckpointError, match=f'{tmp_path / name}: not a .*best.pt'):
+            scoring.run(scoring.settings(dataset=str(tmp_path / 'a.pkl'), checkpoint=str(tmp_path / name)),
+                        log=lambda *_: None)
+    out = cli('test.py', f'--dataset={tmp_path}/a.pkl', f'--checkpoint={tmp_path}/truncated.pt')
+    assert out.returncode == 2 and out.stderr.startswith(f'error: {tmp_path}/truncated.pt: not a readable')
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_truncated_merged_table_is_one_line_that_names_it(tmp_path):
+    synthetic_table(40, faces=6, video_dim=8, audio_dim=2).to_pickle(tmp_path / 'full.pkl')
+    data = (tmp_path / 'full.pkl').read_bytes()
+    for cut in (20, len(data) // 3, len(data) - 5):
+        path = tmp_path / f'cut{cut}.pkl'
+        path.write_bytes(data[:cut])
+        with pytest.raises(config.UserError, match=f'{path}: .*truncated.*merge_embeddings.py'):
+            training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), **QUIET))
+    out = cli('training.py', f'--dataset={path}', f'--out_dir={tmp_path}/run')
+    assert out.returncode == 2 and out.stderr.startswith(f'error: {path}: not a readable pandas pickle')
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+
+
+def test_a_table_given_by_a_relative_path_opens_from_any_folder(tmp_path, monkeypatch):
+    synthetic_table(10, faces=3, video_dim=4, audio_dim=2).to_pickle(tmp_path / 'm.pkl')
+    monkeypatch.chdir(tmp_path)  # the cache's builder runs in the repository's root
+    with open_table('m.pkl', log=lambda *_: None) as table:
+        assert len(table) == 10
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path):
+    synthetic_table(12, faces=4, video_dim=6, audio_dim=2).to_pickle(tmp_path / 'a.pkl')
+    (tmp_path / 'file').write_text('x')
+    (tmp_path / 'run' / 'best.pt').mkdir(parents=True)
+    for out_dir, message in ((tmp_path / 'file', 'is a file, where --out_dir needs a folder'),
+                             (tmp_path / 'file' / 'sub', 'cannot write there'),
+                             (tmp_path / 'run', 'best.pt is a folder, where --out_dir writes a file')):
+        with pytest.raises(config.UserError, match=message):
+            training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(out_dir), **QUIET))
+    with pytest.raises(training.TrainingError, match='clip_lo < clip_hi'):
+        training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), clip_lo=0.5, clip_hi=0.5))
+    ckpt = str(fast_checkpoint(tmp_path / 'c.pt'))
+    (tmp_path / 'r.json').mkdir()
+    (tmp_path / 'q_predictions.csv').mkdir()
+    for report in ('r.json', 'q.json'):
+        with pytest.raises(config.UserError, match=f'{tmp_path / report[0]}.* is a folder, where --report'):
+            scoring.run(scoring.settings(dataset=str(tmp_path / 'a.pkl'), checkpoint=ckpt,
+                                         report=str(tmp_path / report)))
+    for lo, hi in ((0.5, -1.0), (-1.0, 0.5), (0.6, 0.4)):
+        with pytest.raises(scoring.ScoringError, match='clip_lo'):
+            scoring.run(scoring.settings(dataset=str(tmp_path / 'a.pkl'), checkpoint=ckpt, clip_lo=lo, clip_hi=hi))
+    assert not (tmp_path / 'a.pkl.cache').exists()  # no cache was built: nothing was done
+
+
+def test_the_predictions_csv_survives_commas_quotes_and_newlines_in_names(tmp_path):
+    table = synthetic_table(8, faces=4, video_dim=6, audio_dim=2)
+    names = ['a,b.mp4', 'new\nline.mp4', 'say "hi".mp4', 'plain.mp4', ' lead.mp4', 'x;y.mp4', 'é.mp4', 'z.mp4']
+    table['filename'] = names
+    table.to_pickle(tmp_path / 'odd.pkl')
+    scoring.run(scoring.settings(dataset=str(tmp_path / 'odd.pkl'), checkpoint=str(fast_checkpoint(tmp_path / 'c.pt')),
+                                 report=str(tmp_path / 'r.json')), log=lambda *_: None)
+    back = pd.read_csv(tmp_path / 'r_predictions.csv', keep_default_na=False)
+    assert back.columns.tolist() == ['filename', 'label', 'p_fake', 'logit', 'no_face']
+    assert back.filename.tolist() == names and back.label.tolist() == table.label.tolist()
+    assert ((back.p_fake > 0) & (back.p_fake < 1)).all()
+
+
+# ----------------------------------------------------------------------------- devices
+@pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
+def test_cuda_asked_for_without_a_gpu_is_one_line_and_exit_2(tmp_path):
+    out = cli('test.py', f'--dataset={tmp_path}/a.pkl', f'--checkpoint={tmp_path}/c.pt', '--device=cuda')
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert 'CUDA is not available' in out.stderr and '--device=cpu' in out.stderr
+
+
+def test_torchrun_with_more_processes_than_gpus_is_refused_before_joining(tmp_path, monkeypatch):
+    """A machine with one GPU (pretended) and torchrun's variables of two local processes: NCCL would
+    die in init_process_group ('Duplicate GPU detected'); the check comes first."""
+    import torch.distributed as dist
+    synthetic_table(12, faces=4, video_dim=6, audio_dim=2).to_pickle(tmp_path / 'a.pkl')
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'set_device', lambda *_: pytest.fail('set_device before the check'))
+    monkeypatch.setattr(dist, 'init_process_group', lambda *a, **k: pytest.fail('joined before the check'))
+    for rank in ('0', '1'):
+        monkeypatch.setenv('LOCAL_RANK', rank)
+        monkeypatch.setenv('RANK', rank)
+        for k in ('WORLD_SIZE', 'LOCAL_WORLD_SIZE'):
+            monkeypatch.setenv(k, '2')
+        with pytest.raises(config.UserError, match=r'2 processes on this machine but 1 GPU\(s\): give torchrun '
+                                                   r'--nproc_per_node <= 1, or --device=cpu'):
+            training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(tmp_path / 'run'), **QUIET))
+    # two GPUs, but both processes told to use the same one
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 2)
+    monkeypatch.setenv('LOCAL_RANK', '0')
+    with pytest.raises(config.UserError, match='each process trains on its own GPU'):
+        Ranks.start(torch.device('cuda', 1))
