@@ -5,10 +5,13 @@ table, through its embedding cache, as training.py reads it). Writes:
   REPORT                       JSON: log_loss, balanced_log_loss, roc_auc, accuracy, n_videos, per-class
                                figures, the confusion matrix, and what was scored how (common/metrics.py)
   REPORT minus .json + _roc.png          the ROC curve (absent where the set has a single class)
-  REPORT minus .json + _predictions.csv  filename, label, p_fake, logit for every video
+  REPORT minus .json + _predictions.csv  filename, label, p_fake, logit, no_face for every video (CSV,
+                                         quoted where a file name holds a comma, a quote or a newline)
 Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
 shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
 A video without any face embedding cannot be scored by the network: it gets p = 0.5 and is counted.
+Settings that do not fit together (the clip range) and a REPORT that cannot be written are refused before
+any work, in one line.
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """

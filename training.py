@@ -31,7 +31,9 @@ takes the same early-stopping decision. What differs from one process: the order
 masks, which each process draws from its own stream (rank 0's is the single process's). Rank 0 builds
 the embedding cache before the others open it, logs, and writes the checkpoints, history and curves;
 last.pt holds every process's random state, so a resumed run with as many processes is the same run.
-OUT_DIR and the cache must be on a file system all processes see.
+OUT_DIR and the cache must be on a file system all processes see. On CUDA each process takes its own GPU:
+more processes on a machine than it has GPUs is refused in one line before the group is joined (NCCL
+would die with 'Duplicate GPU detected'); --device=cpu trains them on the CPU (gloo).
 
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
     torchrun --nproc_per_node=4 training.py --dataset=MERGED.pkl --out_dir=runs/lstm

@@ -40,7 +40,7 @@ def metadata_table():
         meta = json.load(f)
     names = sorted(meta)
     labels = np.array([int(meta[n]['label'] == 'FAKE') for n in names])
-    groups = np.array([meta[n]['original'] or n for n in names], object)
+    groups = np.array(groups_of(names, [meta[n]['original'] for n in names]), object)
     return meta, names, labels, groups
 
 
