@@ -373,8 +373,10 @@ def open_table(pickle_path, cache_dir='', log=print):
 def _build_here(pickle_path, folder):
     try:
         build(pickle_path, folder)
-    except PermissionError as err:
-        raise TableError(f'cannot write the embedding cache {folder} ({err.strerror}); '
+    except OSError as err:
+        if err.filename is None or os.path.abspath(err.filename) == os.path.abspath(pickle_path):
+            raise  # the table itself (config.cli says which file and what happened)
+        raise TableError(f'cannot write the embedding cache {folder} ({err.filename}: {err.strerror}); '
                          f'point --cache_dir at a writable folder') from None
 
 

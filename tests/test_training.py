@@ -299,6 +299,9 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path):
             training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(out_dir), **QUIET))
     with pytest.raises(training.TrainingError, match='clip_lo < clip_hi'):
         training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), clip_lo=0.5, clip_hi=0.5))
+    with pytest.raises(config.UserError, match=f'cannot write the embedding cache {tmp_path / "file"}.*--cache_dir'):
+        training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(tmp_path / 'ok'),
+                                       cache_dir=str(tmp_path / 'file'), **QUIET))
     ckpt = str(fast_checkpoint(tmp_path / 'c.pt'))
     (tmp_path / 'r.json').mkdir()
     (tmp_path / 'q_predictions.csv').mkdir()
