@@ -213,7 +213,8 @@ def check_output(path):
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as err:
-        raise UserError(f'--output={path}: cannot write in {folder} ({err.strerror or err})') from None
+        why = 'a file, not a folder' if os.path.isfile(folder) else err.strerror or err
+        raise UserError(f'--output={path}: cannot write in {folder} ({why})') from None
 
 
 def resumable(journal, fingerprint, n_videos):
