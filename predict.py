@@ -107,7 +107,8 @@ def attempt(function, *args, **kwargs):
 
 
 class Predictor:
-    """Video path in, (probability of FAKE, fallback reason or '') out; every network loads once."""
+    """Video path in, a Prediction (probability of FAKE, fallback reason or '', ...) out; every network
+    loads once."""
 
     def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE):
         self.device = pick_device(device)
