@@ -62,11 +62,11 @@ class AudioTrack:
     codec: str
 
 
-def decode_audio(path, rate=SAMPLE_RATE):
+def decode_audio(path, rate=SAMPLE_RATE, need_video=True):
     """The first audio track of `path`, downmixed to mono and resampled: an AudioTrack, or None where the
     video has no audio stream. Raises VideoError with the reason for a file that cannot be read, or
-    whose audio breaks while decoding."""
-    container = open_video(path)
+    whose audio breaks while decoding (need_video=False: also a file without a video stream)."""
+    container = open_video(path, need_video)
     try:
         if not container.streams.audio:
             return None

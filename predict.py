@@ -13,8 +13,13 @@ probability that the video is FAKE, clipped to the checkpoint's range (test.py's
 default). Every input gets a row: a video that cannot be read, or in which no face is found, gets a
 fallback, the audio-only model's prediction where there is audio (a logistic regression on the audio
 embeddings that training.py fits and stores in the checkpoint), else the training set's share of fakes.
+Every file in INPUT named like a video gets a row, a dangling link included ('file is missing'); an
+audio-only file gets the audio-only model. An unexpected error on one video (a bug, a decoder's crash) is
+that video's fallback, with the exception as its reason, counted apart in the summary; the run goes on.
 Fallbacks are counted, printed, and listed with their reasons in OUTPUT's .fallbacks.csv.
-A single video prints its probability. Killed, a rerun resumes (OUTPUT.parts/ holds finished videos).
+A single video prints its probability. Killed, a rerun resumes (OUTPUT.pkl.parts/ holds finished videos)
+where the checkpoint (its bytes), PRIOR and the face and audio settings are those that made them; else
+it says so in one line, discards them and predicts every video again.
 
 On a GPU, decoding (video and audio) runs in a background thread, PREFETCH videos ahead, while the
 networks work (on a CPU both would compete for the same cores);
@@ -25,9 +30,12 @@ Example:
         --output=submission.csv --face_weights=none
 """
 import csv
+import hashlib
 import os
-import sys
+import shutil
+import tempfile
 import time
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -39,9 +47,9 @@ import extract_audio as ea
 from common import config
 from common.device import pick_device
 from common.prefetch import default_ahead, prefetched
+from common.config import UserError
 from common.stage import Journal, atomic_path, is_video
 from common.video import VideoError
-from common.weights import WeightsUnavailable
 from model import CheckpointError, audio_only_logit, load_checkpoint, predict_logits, prior_shift, sigmoid
 
 # ----------------------------------------------------------------------------- config
@@ -77,15 +85,37 @@ class OneVideo:
         return self.audio[np.zeros(len(indices), np.int64)]
 
 
+# the settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers (where
+# files go, how many threads or processes, which device): every other one is part of the fingerprint
+_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'VIDEO', 'AUDIO_DIR', 'OUTPUT', 'RETRY_FAILED', 'THREADS', 'SHOW',
+                   'PROCS'}
+
+
+class Prediction(NamedTuple):
+    p_fake: float       # clipped to the checkpoint's range
+    fallback: str       # why this is not the network's prediction; '' where it is
+    has_audio: bool
+    unexpected: bool    # the fallback is for an unexpected error (a bug to report), not a bad input
+
+
+def attempt(function, *args, **kwargs):
+    """function(*args, **kwargs), or the exception it raised."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as err:  # noqa: BLE001 - handed to Predictor.predict, which records it
+        return err
+
+
 class Predictor:
-    """Video path in, (probability of FAKE, fallback reason or '') out; every network loads once."""
+    """Video path in, a Prediction (probability of FAKE, fallback reason or '', ...) out; every network
+    loads once."""
 
     def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE):
         self.device = pick_device(device)
         self.net, self.ckpt = load_checkpoint(checkpoint, self.device)
         self.evaluation = self.ckpt['evaluation']
         self.clip = tuple(self.ckpt['clip'])
-        self.shift = prior_shift(prior)
+        self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
         self.batch_size = batch_size
         self.pipeline = dp.DetectionPipeline(device=str(self.device))
         self.audio = cae.AudioEmbedder(device=str(self.device))
@@ -101,85 +131,143 @@ class Predictor:
                                       f'{value!r}: give the same weights settings as the training data')
 
     def load(self, path):
-        """Decoding, for the background thread: (frames or VideoError, audio track or None or VideoError)."""
-        frames = self.pipeline.load_or_error(path)
-        try:
-            track = ea.decode_audio(path)
-        except VideoError as err:
-            track = err
-        return frames, track
+        """Decoding, for the background thread: (frames or the exception, audio track or None or the
+        exception). An exception is returned, not raised: raised here it would end the whole run."""
+        return (attempt(self.pipeline.load, path),
+                attempt(ea.decode_audio, path, need_video=False))  # an audio-only file has a voice to judge
 
     def predict(self, loaded):
-        """(p_fake clipped, fallback reason or '', has_audio)."""
+        """A Prediction for one video: the network's, else a fallback with its reason. Any exception but a
+        VideoError (an unreadable file, expected) is unexpected: the fallback records its type and message."""
         frames, track = loaded
-        if isinstance(track, VideoError) or track is None:
-            embedding, has_audio = np.zeros(self.audio.dim, np.float32), False
-        else:
-            embedding, status = self.audio(ea.pcm_to_float(track.pcm))
-            has_audio = status in cae.HAS_AUDIO
-        if isinstance(frames, VideoError):
-            reason = f'unreadable video: {frames}'
-        else:
+        embedding, has_audio = np.zeros(self.audio.dim, np.float32), False
+        try:
+            if isinstance(track, Exception) and not isinstance(track, VideoError):
+                raise track
+            if track is not None and not isinstance(track, VideoError):
+                try:
+                    embedding, status = self.audio(ea.pcm_to_float(track.pcm))
+                    has_audio = status in cae.HAS_AUDIO
+                except VideoError:  # a non-finite embedding: as a track that cannot be decoded
+                    embedding = np.zeros(self.audio.dim, np.float32)
+            if isinstance(frames, VideoError):
+                return self._fallback(embedding, has_audio, f'unreadable video: {frames}')
+            if isinstance(frames, Exception):
+                raise frames
             faces = self.pipeline.process(frames)
-            if faces.tracks:
-                table = OneVideo(faces.tracks[0].embeddings, embedding, has_audio)
-                logit = predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
-                                       self.evaluation['stride'], self.batch_size)[0]
-                return self._clip(sigmoid(logit + self.shift)), '', has_audio
-            reason = f'no face found in {faces.n_frames} frames'
-        return self._fallback(embedding, has_audio, reason)
+            if not faces.tracks:
+                return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
+            table = OneVideo(faces.tracks[0].embeddings, embedding, has_audio)
+            logit = predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
+                                   self.evaluation['stride'], self.batch_size)[0]
+            return Prediction(self._clip(sigmoid(logit + self.shift)), '', has_audio, False)
+        except Exception as err:  # noqa: BLE001 - one video's bug must not cost the others their rows
+            message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
+            return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
 
     def run(self, paths, prefetch=PREFETCH):
-        """Yield (path, p_fake, fallback reason or '', has_audio) for each path, in order, decoding
-        `prefetch` videos ahead in a background thread (-1: 2 on a GPU, 0 on a CPU)."""
+        """Yield (path, Prediction) for each path, in order, decoding `prefetch` videos ahead in a
+        background thread (-1: 2 on a GPU, 0 on a CPU)."""
         for path, loaded in prefetched(self.load, paths, default_ahead(self.device, prefetch)):
-            yield (path, *self.predict(loaded))
+            yield path, self.predict(loaded)
 
-    def _fallback(self, embedding, has_audio, reason):
+    def fingerprint(self):
+        """What the probabilities depend on, as {what: value}: a resumed run must have made its parts
+        with the same (the checkpoint by its bytes: a retrained best.pt at the same path is another)."""
+        digest = hashlib.sha256()
+        with open(self.checkpoint, 'rb') as f:
+            for block in iter(lambda: f.read(1 << 20), b''):
+                digest.update(block)
+        faces = {f'--{k}': v for k, v in self.pipeline.cfg.items() if k.upper() not in _NOT_IN_NUMBERS}
+        audio = {f'--{k.lower()}': v for k, v in config.constants(cae).items() if k not in _NOT_IN_NUMBERS}
+        return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
+                'audio embedder': self.audio.name, **faces, **audio}
+
+    def _fallback(self, embedding, has_audio, reason, unexpected=False):
         audio_only = self.ckpt.get('audio_only')
         if has_audio and audio_only:
             logit = audio_only_logit(audio_only, embedding)
-            return self._clip(sigmoid(logit + self.shift)), f'{reason}; audio-only model', True
-        return self._clip(self.ckpt['prior']), f'{reason}; training prior {self.ckpt["prior"]:.3f}', has_audio
+            return Prediction(self._clip(sigmoid(logit + self.shift)), f'{reason}; audio-only model', True,
+                              unexpected)
+        return Prediction(self._clip(self.ckpt['prior']), f'{reason}; training prior {self.ckpt["prior"]:.3f}',
+                          has_audio, unexpected)
 
     def _clip(self, p):
         return float(np.clip(p, *self.clip))
 
 
 def list_inputs(path):
-    if os.path.isfile(path):
+    """INPUT's videos: the file itself, or every entry of the folder named like a video, sorted (a
+    dangling link too: it gets its row, 'file is missing')."""
+    if not os.path.isdir(path):
         return [path]
-    return [os.path.join(path, n) for n in sorted(os.listdir(path))
-            if is_video(n) and os.path.isfile(os.path.join(path, n))]
+    return [os.path.join(path, n) for n in sorted(os.listdir(path)) if is_video(n)]
+
+
+def check_output(path):
+    """Refuse, before any work, an OUTPUT that is a folder or that cannot be written beside."""
+    if os.path.isdir(path):
+        raise UserError(f'--output={path} is a folder: give a file name, e.g. {os.path.join(path, "submission.csv")}')
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as err:
+        why = 'a file, not a folder' if os.path.isfile(folder) else err.strerror or err
+        raise UserError(f'--output={path}: cannot write in {folder} ({why})') from None
+
+
+def resumable(journal, fingerprint, n_videos):
+    """{filename} done by an earlier run with the same fingerprint. Where the earlier results were made with
+    another checkpoint or settings they are discarded (said in one line) and nothing is done."""
+    records, previous = journal.part_records(), journal.previous_table()
+    made = [rec.get('fingerprint') for rec in records]
+    if previous is not None:
+        made.append(previous.attrs.get('fingerprint'))
+    other = [m for m in made if m != fingerprint]
+    if other:
+        old = other[0]
+        what = (sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k)) if old
+                else ['checkpoint or settings (an earlier predict.py did not record them)'])
+        print(f'{journal.output}: made with another {", ".join(what)}; discarding it, predicting all '
+              f'{n_videos} videos again')
+        for path in (journal.output, journal.failures_path):
+            if os.path.exists(path):
+                os.remove(path)
+        shutil.rmtree(journal.parts)
+        os.makedirs(journal.parts)
+        return set()
+    done = {rec['filename'] for rec in records}
+    if previous is not None and len(previous):
+        done |= set(previous['filename'])
+    return done
 
 
 def main():
     config.configure(globals(), dp, cae)
     for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
         if not value or not os.path.exists(value):
-            print(f'error: {what}={value!r} does not exist', file=sys.stderr)
-            raise SystemExit(2)
+            raise UserError(f'{what}={value!r} does not exist')
+    check_output(OUTPUT)
     paths = list_inputs(INPUT)
     if not paths:
-        print(f'error: no video file (.mp4, .avi, .mov, ...) in {INPUT}', file=sys.stderr)
-        raise SystemExit(2)
-    try:
-        predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE)
-    except (CheckpointError, WeightsUnavailable) as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT}')
+    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE)
+    fingerprint = predictor.fingerprint()
     journal = Journal(OUTPUT + '.pkl')
-    done = journal.done()
+    done = resumable(journal, fingerprint, len(paths))
     todo = [p for p in paths if os.path.basename(p) not in done]
     start = time.perf_counter()
     bar = tqdm(predictor.run(todo, PREFETCH), total=len(todo), unit='video', desc='predict',
                disable=len(paths) == 1)
-    for path, p, reason, has_audio in bar:
+    for path, result in bar:
         name = os.path.basename(path)
-        journal.add({'filename': name, 'rows': [{'filename': name, 'folder': '', 'label': p,
-                                                 'fallback': reason, 'has_audio': has_audio}]})
+        journal.add({'filename': name, 'folder': '', 'fingerprint': fingerprint,
+                     'rows': [{'filename': name, 'folder': '', 'label': result.p_fake, 'fallback': result.fallback,
+                               'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
     seconds = time.perf_counter() - start
-    table, _ = journal.finish(lambda rec: rec['rows'], sort_by=('filename',))
+    table, _ = journal.finish(lambda rec: rec['rows'], sort_by=('filename',), attrs={'fingerprint': fingerprint})
     table = table[table['filename'].isin({os.path.basename(p) for p in paths})]
     with atomic_path(OUTPUT) as tmp:
         with open(tmp, 'w', newline='', encoding='utf-8') as f:
@@ -189,13 +277,15 @@ def main():
     fallbacks = table[table['fallback'] != '']
     side = os.path.splitext(OUTPUT)[0] + '.fallbacks.csv'
     with atomic_path(side) as tmp:
-        fallbacks[['filename', 'label', 'fallback']].to_csv(tmp, index=False)
+        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False)
     if len(paths) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''
         print(f'{row.filename}: p(FAKE) = {row.label:.4f}{note}')
     rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
-    print(f'{OUTPUT}: {len(table)} videos{rate}; {len(fallbacks)} fallbacks (listed in {side})')
+    errors = int(fallbacks['unexpected'].sum())
+    print(f'{OUTPUT}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
+          f'{errors} of them after an unexpected error (listed in {side})')
     for r in fallbacks.itertuples():
         print(f'  fallback: {r.filename}: {r.fallback}')
 

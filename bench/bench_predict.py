@@ -86,8 +86,9 @@ def main():
         t0 = time.perf_counter()
         results = list(predictor.run(clips))
         ours = time.perf_counter() - t0
-        for path, p, reason, _ in results:
-            print(f'{os.path.basename(path)}: p_fake {p:.4f}{" (" + reason + ")" if reason else ""}')
+        for path, result in results:
+            reason = f' ({result.fallback})' if result.fallback else ''
+            print(f'{os.path.basename(path)}: p_fake {result.p_fake:.4f}{reason}')
         # the commands, as a user runs them, on a DFDC part of the same clips
         data = os.path.join(tmp, 'data', 'part')
         os.makedirs(data)

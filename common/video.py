@@ -21,13 +21,14 @@ def check_file(path):
         raise VideoError('file is empty (0 bytes)')
 
 
-def open_video(path):
+def open_video(path, need_video=True):
+    """An open PyAV container; VideoError with the reason (need_video=False also takes an audio-only file)."""
     check_file(path)
     try:
         container = av.open(str(path))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
         raise VideoError(f'not a readable video: {err}') from None
-    if not container.streams.video:
+    if need_video and not container.streams.video:
         container.close()
         raise VideoError('no video stream')
     return container
