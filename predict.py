@@ -33,7 +33,6 @@ import csv
 import hashlib
 import os
 import shutil
-import tempfile
 import time
 from typing import NamedTuple
 
@@ -204,20 +203,6 @@ def list_inputs(path):
     return [os.path.join(path, n) for n in sorted(os.listdir(path)) if is_video(n)]
 
 
-def check_output(path):
-    """Refuse, before any work, an OUTPUT that is a folder or that cannot be written beside."""
-    if os.path.isdir(path):
-        raise UserError(f'--output={path} is a folder: give a file name, e.g. {os.path.join(path, "submission.csv")}')
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as err:
-        why = 'a file, not a folder' if os.path.isfile(folder) else err.strerror or err
-        raise UserError(f'--output={path}: cannot write in {folder} ({why})') from None
-
-
 def resumable(journal, fingerprint, n_videos):
     """{filename} done by an earlier run with the same fingerprint. Where the earlier results were made with
     another checkpoint or settings they are discarded (said in one line) and nothing is done."""
@@ -249,7 +234,7 @@ def main():
     for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
         if not value or not os.path.exists(value):
             raise UserError(f'{what}={value!r} does not exist')
-    check_output(OUTPUT)
+    config.writable_file(OUTPUT, '--output')
     paths = list_inputs(INPUT)
     if not paths:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT}')

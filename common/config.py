@@ -91,7 +91,10 @@ def writable_file(path, setting='--output'):
     lost on the write at the end. Creates the folder."""
     if os.path.isdir(path):
         raise UserError(f'{path} is a folder, where {setting} writes a file; remove it or give another {setting}')
-    writable_folder(os.path.dirname(os.path.abspath(path)), setting)
+    try:
+        writable_folder(os.path.dirname(os.path.abspath(path)), setting)
+    except UserError as err:
+        raise UserError(f'{setting}={path}: {err}') from None
 
 
 def writable_folder(folder, setting='--out_dir'):

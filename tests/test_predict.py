@@ -307,7 +307,7 @@ def test_an_output_that_is_a_folder_or_not_writable_is_one_line_before_any_work(
     monkeypatch.setattr(predict, 'Predictor', no_networks)
     blocker = tmp_path / 'a_file'
     blocker.write_text('')
-    for out, says in [(tmp_path, 'is a folder'), (blocker / 'sub.csv', 'cannot write in')]:
+    for out, says in [(tmp_path, 'is a folder'), (blocker / 'sub.csv', 'is a file, where --output needs a folder')]:
         with pytest.raises(SystemExit) as exit_:
             run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}',
                      f'--output={out}', *FAST)
