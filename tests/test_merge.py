@@ -49,8 +49,10 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     video = video_table({'a.mp4': 1, 'b.mp4': 0, 'c.mp4': 1, 'd.mp4': 0, 'e.mp4': 1}, tracks={'a.mp4': 2})
     audio = audio_table({'a.mp4': 'ok', 'b.mp4': 'no speech', 'c.mp4': 'no track', 'x.mp4': 'ok'})
     table, lines = me.merge(video, audio,
-                            audio_failures={'d.mp4': ('p', 'audio decoding failed after 1.00 s')},
-                            video_failures={'x.mp4': ('p', 'no face found in 300 frames')})
+                            audio_failures={'dfdc_train_part_0/d.mp4': ('dfdc_train_part_0',
+                                                                        'audio decoding failed after 1.00 s')},
+                            video_failures={'dfdc_train_part_0/x.mp4': ('dfdc_train_part_0',
+                                                                        'no face found in 300 frames')})
     assert len(table) == 6 and table.filename.tolist() == video.filename.tolist()  # both tracks of a.mp4
     for column in ('filename', 'audio_embedding', 'video_embedding', 'label', 'original', 'folder',
                    'has_audio', 'frames', 'n_frames', 'track', 'embedder', 'audio_status'):
@@ -93,7 +95,7 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     (video_table({'a.mp4': 1}),
      audio_table({'a.mp4': 'ok', 'b.mp4': 'ok'}).assign(audio_dim=[256, 512]), 'mixes audio embedding sizes'),
     (video_table({'a.mp4': 1}), pd.concat([audio_table({'a.mp4': 'ok'})] * 2, ignore_index=True),
-     'file names twice'),
+     'videos twice, e.g. dfdc_train_part_0/a.mp4'),
     (video_table({'a.mp4': 1}).drop(columns='label'), audio_table({'a.mp4': 'ok'}), 'no column label'),
 ])
 def test_tables_that_cannot_be_merged_are_refused_in_one_line(video, audio, message):
