@@ -4,7 +4,7 @@ finding the DFDC parts (folders with a metadata.json) under a data folder.
 A stage writes `OUTPUT` (a pandas pickle) and, beside it:
   OUTPUT.parts/   one small pickle per finished video, written atomically as soon as it is done, so a
                   killed run loses at most the video in flight; removed once OUTPUT is written.
-    OUTPUT.failures.csv   filename, folder, reason: every video that could not be processed.
+  OUTPUT.failures.csv   filename, folder, reason: every video that could not be processed.
   OUTPUT.lock, OUTPUT.lock.gate   the run writing OUTPUT holds them (claim); left in place, never removed.
 A rerun reads OUTPUT, the parts and the failures, skips those videos, and rewrites OUTPUT with the union:
 no video is done twice, none is dropped. A video's key is its path relative to the data folder (key():
@@ -210,7 +210,7 @@ def read_failures(path):
             for row in csv.DictReader(f):
                 if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
                     raise StageError(f'{path}: not a failures file (filename, folder, reason); delete it and '
-                                     f'rerun with --retry_failed=true')
+                                     f'rerun: its videos are tried again')
                 out[key(row['folder'], row['filename'])] = (row['folder'], row['reason'])
     return out
 

@@ -150,3 +150,15 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     assert table.loc['stripped.mp4', 'has_audio'] == False  # noqa: E712 - a numpy bool
     assert not table.loc['stripped.mp4', 'audio_embedding'].any()
     assert table.loc['stripped.mp4', 'label'] == 1
+
+
+def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
+    """A merge killed while writing leaves atomic_path's temporary, as large as the table."""
+    write_pickle(video_table({'a.mp4': 1}), tmp_path / 'v.pkl')
+    write_pickle(audio_table({'a.mp4': 'ok'}), tmp_path / 'a.pkl')
+    (tmp_path / '.m.pkl.k1ll3d00.tmp').write_bytes(b'half a table')
+    r = run_script('merge_embeddings.py', f'--video_table={tmp_path / "v.pkl"}',
+                   f'--audio_table={tmp_path / "a.pkl"}', f'--output={tmp_path / "m.pkl"}')
+    assert r.returncode == 0, r.stderr
+    assert [n for n in os.listdir(tmp_path) if n.startswith('.')] == []
+    assert pd.read_pickle(tmp_path / 'm.pkl').filename.tolist() == ['a.mp4']
