@@ -42,7 +42,7 @@ import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
 from common.launch import run_processes
-from common.stage import StageRun, claim, label_of, plan, print_failures
+from common.stage import StageRun, claim, ends_the_run, label_of, plan, print_failures
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable, import_libraries
 
@@ -79,6 +79,8 @@ def each_video(pipeline, paths):
                 start += 1
                 yield path, result
         except Exception as err:  # the stream raises in order: it is the video after the last one given
+            if ends_the_run(err):
+                raise
             yield paths[start], err
             start += 1
 

@@ -27,6 +27,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 
 import pandas as pd
@@ -388,6 +389,16 @@ def record_key(record):
     return key(record.get('folder', ''), record['filename'])
 
 
+def ends_the_run(err):
+    """An error that is not the video's fault, which no video should be failed for: a full disk (config.cli
+    says it in one line), or a signal, which torch's elastic agent (torchrun, --procs) raises in its workers
+    as a SignalException, an Exception (SIGINT when the command was killed)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    elastic = sys.modules.get('torch.distributed.elastic.multiprocessing.api')  # never raised where not loaded
+    return elastic is not None and isinstance(err, elastic.SignalException)
+
+
 class StageRun:
     """One process's part in a stage's run: its shard of the work, its journal, what is left to do."""
 
@@ -417,13 +428,13 @@ class StageRun:
     def video(self, filename, folder):
         """The work on one video: a VideoError is recorded as its failure, and so is any other error, as
         an unexpected one (with its type and message: a bug to report), so that one video never costs the
-        rest. A full disk is not the video's fault: it ends the run (config.cli says it in one line)."""
+        rest; but not what ends_the_run."""
         try:
             yield
         except VideoError as err:
             self.journal.fail(filename, folder, str(err))
         except Exception as err:  # anything: the record says what, the summary counts it (print_failures)
-            if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            if ends_the_run(err):
                 raise
             self.journal.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
 
