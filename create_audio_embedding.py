@@ -13,7 +13,8 @@ Writes OUTPUT, a pandas pickle, one row per video of the index:
   audio_encoder, audio_dim   the encoder's name (with its weights and spectrogram settings) and D; also in
                     the table's attrs. A rerun with another encoder into the same OUTPUT is refused.
 and OUTPUT.failures.csv (filename, folder, reason): videos whose audio extraction failed (carried over from
-extract_audio.py) or whose WAV could not be read.
+extract_audio.py), whose WAV could not be read, or that met an unexpected error (counted apart at the end).
+A run where no video succeeds writes a table without rows, with the columns.
 
 The encoders, on mel spectrograms made with librosa:
 - AUDIO_ENCODER = 'resemblyzer' (default): Resemblyzer's pretrained voice encoder (a 3-layer LSTM on 40-band
@@ -45,14 +46,14 @@ import sys
 from importlib.metadata import version
 
 import numpy as np
-import pandas as pd
 import torch
 from tqdm import tqdm
 
 from common import config
 from common.device import autocast, pick_device, share_cpu
 from common.launch import run_processes
-from common.stage import StageError, StageRun, print_failures, read_failures
+from common.stage import (StageError, StageRun, claim, filename_of, print_failures, read_failures,
+                          read_pickle)
 from common.video import VideoError
 import extract_audio as ea
 from common.weights import WeightsUnavailable, audio_cnn, import_libraries, voice_encoder
@@ -79,6 +80,8 @@ PROCS = 1                   # processes on this machine, each a share of the vid
 # -----------------------------------------------------------------------------
 
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
+COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status', 'seconds', 'audio_encoder',
+           'audio_dim')
 
 
 class Status:
@@ -203,14 +206,14 @@ def embed_row(embedder, entry, audio_dir):
 
 
 def read_index(audio_dir):
-    """extract_audio.py's index and failures: (DataFrame, {filename: (folder, reason)}).
+    """extract_audio.py's index and failures: (DataFrame, {key: (folder, reason)}).
     Raises StageError where there is no finished index."""
     path = os.path.join(audio_dir, ea.INDEX)
     if not os.path.exists(path):
         raise StageError(f'{path} does not exist: run extract_audio.py --audio_dir={audio_dir} first')
     if os.path.isdir(path + '.parts') and os.listdir(path + '.parts'):
         raise StageError(f'{path}.parts exists: extract_audio.py did not finish; run it again first')
-    index = pd.read_pickle(path)
+    index = read_pickle(path, f'delete it and rerun extract_audio.py --audio_dir={audio_dir}')
     if index.attrs.get('sample_rate') != _RATE:
         raise StageError(f'{audio_dir} holds WAVs at {index.attrs.get("sample_rate")} Hz; the encoders take '
                          f'{_RATE}: run extract_audio.py --sample_rate={_RATE} into another --audio_dir')
@@ -226,11 +229,8 @@ def encoders_of(table):
 
 def main():
     config.configure(globals())
-    try:
-        index, extract_failures = read_index(AUDIO_DIR)
-    except StageError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
+    index, extract_failures = read_index(AUDIO_DIR)
     run_processes(lambda: embed_all(index, extract_failures), PROCS,
              preload=lambda: import_libraries(AUDIO_ENCODER))
 
@@ -254,21 +254,21 @@ def embed_all(index, extract_failures):
         print(f'error: {OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
               f'use another --output, or the same encoder settings', file=sys.stderr)
         raise SystemExit(2)
-    run.record([(name, folder, f'audio extraction failed: {reason}')
-                for name, (folder, reason) in extract_failures.items()])
+    run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
+                for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
-    todo = run.todo(entries, key=lambda e: e['filename'])
+    todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']))
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
           f'index, {len(run.done)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
-        try:
-            journal.add({'filename': entry['filename'], 'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
-        except VideoError as err:
-            journal.fail(entry['filename'], entry['folder'], str(err))
+        with run.video(entry['filename'], entry['folder']):
+            journal.add({'filename': entry['filename'], 'folder': entry['folder'],
+                         'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
     if not run.merging(OUTPUT):
         return
     table, failures = journal.finish(lambda rec: rec['rows'],
-                                     attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim})
+                                     attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim},
+                                     columns=COLUMNS)
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
     print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
           f'{len(failures)} failed')

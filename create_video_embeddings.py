@@ -3,7 +3,7 @@
 Reads DATA_DIR: every folder under it (itself included) that holds a metadata.json is a DFDC part (the
 full set has 50: dfdc_train_part_0..49); its videos are run through DetectionPipeline.py.
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
-    filename         the video's file name, the key of every stage
+    filename         the video's file name; with folder, the key of every stage (two parts may share a name)
     video_embedding  (faces, 512) float16: one embedding per sampled frame that had the face
     label            1 = FAKE, 0 = REAL (metadata.json)
     original         the REAL video a FAKE was made from (metadata.json; None for REAL videos)
@@ -15,8 +15,10 @@ Writes OUTPUT, a pandas pickle with one row per video (one per face track with -
     width, height    the frame size
     embedder         the face weights used: 'vggface2', 'file:NAME', or 'untrained(seed=0)'
 and OUTPUT.failures.csv (filename, folder, reason) for every video that could not be embedded: empty,
-truncated or not a video, no face found, listed in metadata.json but missing, metadata.json unreadable.
-Videos on disk that metadata.json does not list are skipped and counted.
+truncated or not a video, no face found, listed in metadata.json but missing, metadata.json unreadable, a
+metadata.json name that is a path, or an unexpected error (its type and message; counted apart at the end).
+Videos on disk that metadata.json does not list are skipped and counted. A run where no video succeeds
+writes a table without rows, with the columns.
 
 Killed and rerun, it resumes: each finished video is saved at once (OUTPUT.parts/), and the rerun does
 only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a grown dataset, it adds the
@@ -40,7 +42,7 @@ import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
 from common.launch import run_processes
-from common.stage import StageError, StageRun, label_of, plan, print_failures
+from common.stage import StageRun, claim, ends_the_run, label_of, plan, print_failures
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable, import_libraries
 
@@ -52,6 +54,9 @@ RETRY_FAILED = False            # a rerun tries the failed videos again (else th
 PROCS = 1                       # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 
+COLUMNS = ('filename', 'video_embedding', 'label', 'original', 'folder', 'frames', 'n_frames', 'boxes', 'track',
+           'width', 'height', 'embedder')
+
 
 def rows_of(record):
     return record['rows']
@@ -59,12 +64,25 @@ def rows_of(record):
 
 def main():
     config.configure(globals(), dp)
-    try:
-        videos = plan(DATA_DIR)
-    except StageError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
+    videos = plan(DATA_DIR)
     run_processes(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
+
+
+def each_video(pipeline, paths):
+    """pipeline.stream's (path, VideoFaces or VideoError), with an unexpected error on one video as that
+    video's result: a generator that raised is over, so the stream starts again from the next video."""
+    start = 0
+    while start < len(paths):
+        try:
+            for path, result in pipeline.stream(paths[start:], prefetch=PREFETCH):
+                start += 1
+                yield path, result
+        except Exception as err:  # the stream raises in order: it is the video after the last one given
+            if ends_the_run(err):
+                raise
+            yield paths[start], err
+            start += 1
 
 
 def embed(todo, bad, skipped):
@@ -73,7 +91,7 @@ def embed(todo, bad, skipped):
     run = StageRun(OUTPUT, RETRY_FAILED)
     journal, who = run.journal, run.who
     run.record(bad)
-    todo = run.todo(todo, key=lambda t: t[1])
+    todo = run.todo(todo, where=lambda t: t[:2])
     print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
@@ -87,42 +105,37 @@ def embed(todo, bad, skipped):
         by_path = {}
         paths = []
         for rel, name, path, entry in todo:
-            try:
+            with run.video(name, rel):
                 check_file(path)
-            except VideoError as err:
-                journal.fail(name, rel, str(err))
-                continue
-            by_path[path] = (rel, name, entry)
-            paths.append(path)
-        bar = tqdm(pipeline.stream(paths, prefetch=PREFETCH), total=len(paths), unit='video',
-                   desc=f'{who}video embeddings')
+                by_path[path] = (rel, name, entry)
+                paths.append(path)
+        bar = tqdm(each_video(pipeline, paths), total=len(paths), unit='video', desc=f'{who}video embeddings')
         for path, result in bar:
             rel, name, entry = by_path[path]
-            if isinstance(result, VideoError):
-                journal.fail(name, rel, str(result))
-                continue
-            if not result.tracks:
-                journal.fail(name, rel, f'no face found in {result.n_frames} frames')
-                continue
-            journal.add({'filename': name, 'rows': [{
-                'filename': name,
-                'video_embedding': track.embeddings,
-                'label': label_of(entry),
-                'original': entry.get('original'),
-                'folder': rel,
-                'frames': track.frames,
-                'n_frames': result.n_frames,
-                'boxes': track.boxes,
-                'track': k,
-                'width': result.width,
-                'height': result.height,
-                'embedder': embedder,
-            } for k, track in enumerate(result.tracks)]})
+            with run.video(name, rel):
+                if isinstance(result, Exception):
+                    raise result
+                if not result.tracks:
+                    raise VideoError(f'no face found in {result.n_frames} frames')
+                journal.add({'filename': name, 'folder': rel, 'rows': [{
+                    'filename': name,
+                    'video_embedding': track.embeddings,
+                    'label': label_of(entry),
+                    'original': entry.get('original'),
+                    'folder': rel,
+                    'frames': track.frames,
+                    'n_frames': result.n_frames,
+                    'boxes': track.boxes,
+                    'track': k,
+                    'width': result.width,
+                    'height': result.height,
+                    'embedder': embedder,
+                } for k, track in enumerate(result.tracks)]})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'))
+    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '

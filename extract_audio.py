@@ -2,17 +2,19 @@
 
 Reads DATA_DIR: a folder tree in which every folder with a metadata.json is a DFDC part; the videos are
 those create_video_embeddings.py reads (its `plan`: listed in metadata.json with a label; files it does not
-list are skipped and counted), under the same keys.
+list are skipped and counted), under the same keys (folder and file name).
 Writes, in AUDIO_DIR:
-  <video file name>.wav    e.g. abofeumbvv.mp4.wav: 16-bit PCM, SAMPLE_RATE Hz, mono; one per video that
-                           has an audio track (an empty track gives an empty WAV). Keyed by the whole file
-                           name, so x.mp4 and x.avi do not collide.
+  <folder>/<video file name>.wav   e.g. dfdc_train_part_0/abofeumbvv.mp4.wav (the part's folder relative to
+                           DATA_DIR, mirrored; none for videos in DATA_DIR itself): 16-bit PCM, SAMPLE_RATE Hz,
+                           mono; one per video that has an audio track (an empty track gives an empty WAV).
+                           Named by folder and whole file name, so x.mp4 and x.avi, and one name in two
+                           parts, do not collide.
   index.pkl                a pandas table, one row per video read: filename, folder (the part, relative
                            to DATA_DIR), has_track (False: the video has no audio stream, which is recorded,
                            not a failure), samples, seconds, source_rate, source_channels, codec, wav (the
                            WAV's name in AUDIO_DIR, or None); attrs: sample_rate.
   index.pkl.failures.csv   filename, folder, reason: each video that could not be decoded or is listed but
-                           missing, and each metadata.json that cannot be read.
+                           missing, each metadata.json that cannot be read, each unexpected error.
 
 Decoding is PyAV's (FFmpeg inside the wheel, no system binary): libswresample downmixes to mono and
 resamples to 16 kHz as it decodes, which is what Resemblyzer was trained on and holds speech up to 8 kHz
@@ -33,13 +35,13 @@ from dataclasses import dataclass
 
 import av
 import numpy as np
-import pandas as pd
 import soundfile as sf
 from tqdm import tqdm
 
 from common import config
 from common.launch import run_processes
-from common.stage import StageError, StageRun, atomic_path, plan, print_failures, sweep_temporaries
+from common.stage import (StageRun, atomic_path, claim, key, plan, print_failures, read_pickle,
+                          sweep_temporaries)
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config
@@ -51,6 +53,9 @@ INDEX = 'index.pkl'         # the index's name in AUDIO_DIR (its failures file i
 SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
 PROCS = 1                   # processes on this machine, each a share of the videos
 # -----------------------------------------------------------------------------
+
+COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
+           'wav')
 
 
 @dataclass
@@ -94,8 +99,9 @@ def pcm_to_float(pcm):
     return pcm.astype(np.float32) / 32768.0
 
 
-def wav_name(filename):
-    return filename + '.wav'
+def wav_name(filename, folder=''):
+    """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav'."""
+    return key(folder, filename) + '.wav'
 
 
 def write_wav(pcm, path, rate=SAMPLE_RATE):
@@ -126,21 +132,20 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
            'samples': 0, 'seconds': 0.0, 'source_rate': 0, 'source_channels': 0, 'codec': None,
            'wav': None}
     if track is not None:
-        write_wav(track.pcm, os.path.join(audio_dir, wav_name(filename)), rate)
+        write_wav(track.pcm, os.path.join(audio_dir, wav_name(filename, folder)), rate)
         row.update(samples=len(track.pcm), seconds=len(track.pcm) / rate, source_rate=track.source_rate,
-                   source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename))
+                   source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename, folder))
     return row
 
 
 def main():
     config.configure(globals())
-    try:  # the video step's own listing: both halves read the same videos under the same keys
-        videos, problems, skipped = plan(DATA_DIR)
-    except StageError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
     index = os.path.join(AUDIO_DIR, INDEX)
-    found = pd.read_pickle(index).attrs.get('sample_rate') if os.path.exists(index) else SAMPLE_RATE
+    claim(index)  # before any work: an index that cannot be written, or that another run writes
+    # the video step's own listing: both halves read the same videos under the same keys
+    videos, problems, skipped = plan(DATA_DIR)
+    found = (read_pickle(index, 'delete it and rerun: the videos are extracted again').attrs.get('sample_rate')
+             if os.path.exists(index) else SAMPLE_RATE)
     if found != SAMPLE_RATE:
         print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
               f'use another --audio_dir', file=sys.stderr)
@@ -153,18 +158,18 @@ def extract_all(videos, problems, skipped, index):
     run = StageRun(index, RETRY_FAILED)
     journal, who = run.journal, run.who
     run.record(problems)
-    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, key=lambda v: v[1])]
+    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2])]
     print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.done)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
-        try:
-            journal.add({'filename': name, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
-        except VideoError as err:
-            journal.fail(name, rel, str(err))
+        with run.video(name, rel):
+            journal.add({'filename': name, 'folder': rel, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
     if not run.merging(index):
         return
-    table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE})
-    sweep_temporaries(os.path.join(AUDIO_DIR, '*.wav'))  # WAVs of killed runs, written again since
+    table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE},
+                                     columns=COLUMNS)
+    for folder in sorted({rel for rel, *_ in videos}):  # WAVs of killed runs, written again since
+        sweep_temporaries(os.path.join(AUDIO_DIR, folder, '*.wav'))
     with_track = int(table['has_track'].sum()) if len(table) else 0
     print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '
           f'{len(table) - with_track} without; {len(failures)} failed')

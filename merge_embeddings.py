@@ -1,8 +1,9 @@
-"""The one table that training reads: the video table and the audio table joined on the file name.
+"""The one table that training reads: the video table and the audio table joined on the video's folder and
+file name (two DFDC-style parts may hold the same file name).
 
 Reads VIDEO_TABLE (create_video_embeddings.py's pickle: filename, video_embedding (faces, D) float16, label,
 original, folder, frames, n_frames, embedder, ...) and AUDIO_TABLE (create_audio_embedding.py's pickle:
-filename, audio_embedding (A,) float32, has_audio, audio_status, audio_encoder, audio_dim, ...), and the
+filename, folder, audio_embedding (A,) float32, has_audio, audio_status, audio_encoder, audio_dim, ...), and the
 failures files beside them, to say why a video has no match.
 Writes OUTPUT, a pandas pickle: every row of the video table, with all its columns, and
   audio_embedding   (A,) float32; zeros where the video has no audio
@@ -16,20 +17,20 @@ Prints how many videos matched an audio row, and which did not (or have no audio
 without a video are counted and listed too, with the video step's reason where it has one.
 
 Tables that mix embedders or dimensions (a resumed run with other settings, shards of two runs) are refused
-with one line and exit code 2, as is a missing table: a model trained on mixed embeddings would learn noise.
+with one line and exit code 2, as is a missing, unreadable or empty table: a model trained on mixed
+embeddings would learn noise. A merge killed while writing leaves a temporary file; the next one removes it.
 
 Example:
     python merge_embeddings.py --video_table=out/video_embeddings.pkl \\
         --audio_table=out/audio_embeddings.pkl --output=out/merged.pkl
 """
+import glob
 import os
-import sys
 
 import numpy as np
-import pandas as pd
 
 from common import config
-from common.stage import StageError, read_failures, write_pickle
+from common.stage import StageError, check_output, key, read_failures, read_pickle, sweep_temporaries, write_pickle
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -39,16 +40,19 @@ SHOW = 20                   # videos listed by name in each group of the report 
 # -----------------------------------------------------------------------------
 
 VIDEO_COLUMNS = ('filename', 'video_embedding', 'label', 'original', 'folder')
-AUDIO_COLUMNS = ('filename', 'audio_embedding', 'has_audio', 'audio_status', 'audio_encoder', 'audio_dim')
+AUDIO_COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status', 'audio_encoder',
+                 'audio_dim')
+ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 
-def read_table(path, what):
+def read_table(path, what, script):
     if not os.path.exists(path):
         raise StageError(f'{what} {path} does not exist')
-    table = pd.read_pickle(path)
-    if not isinstance(table, pd.DataFrame):
-        raise StageError(f'{what} {path} is a {type(table).__name__}, not a pandas table')
-    return table
+    return read_pickle(path, f'make it again with {script} (delete it and rerun that)')
+
+
+def keys(table):
+    return [key(folder, name) for folder, name in zip(table['folder'], table['filename'])]
 
 
 def _one(values, what, path):
@@ -66,7 +70,7 @@ def check_video(video, path='the video table'):
     if missing:
         raise StageError(f'{path} has no column {", ".join(missing)}: not a create_video_embeddings.py table')
     if not len(video):
-        raise StageError(f'{path} has no rows')
+        raise StageError(f'{path} has no rows: no video was embedded (its .failures.csv says why)')
     flat = [name for name, e in zip(video['filename'], video['video_embedding']) if np.ndim(e) != 2]
     if flat:
         raise StageError(f'{path}: the video_embedding of {flat[0]} is not (faces, D)')
@@ -83,13 +87,13 @@ def check_audio(audio, path='the audio table'):
     if missing:
         raise StageError(f'{path} has no column {", ".join(missing)}: not a create_audio_embedding.py table')
     if not len(audio):
-        raise StageError(f'{path} has no rows')
+        raise StageError(f'{path} has no rows: no audio was embedded (its .failures.csv says why)')
     encoder = _one(audio['audio_encoder'].astype(str), 'audio encoders', path)
     dim = _one([int(d) for d in audio['audio_dim']] + [int(np.size(e)) for e in audio['audio_embedding']],
                'audio embedding sizes', path)
-    twice = audio['filename'][audio['filename'].duplicated()]
+    twice = audio[audio.duplicated(ON)]
     if len(twice):
-        raise StageError(f'{path} has {len(twice)} file names twice, e.g. {twice.iloc[0]}')
+        raise StageError(f'{path} has {len(twice)} videos twice, e.g. {keys(twice)[0]}')
     return encoder, int(dim)
 
 
@@ -97,20 +101,20 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
           audio_path='the audio table'):
     """(merged table, report lines). Raises StageError for tables that cannot be merged.
 
-    audio_failures / video_failures: {filename: (folder, reason)} of the stages' failures files."""
+    audio_failures / video_failures: {key: (folder, reason)} of the stages' failures files (read_failures)."""
     embedder, video_dim = check_video(video, video_path)
     encoder, audio_dim = check_audio(audio, audio_path)
     audio_failures, video_failures = audio_failures or {}, video_failures or {}
-    keep = [c for c in audio.columns if c not in video.columns or c == 'filename']
+    keep = [c for c in audio.columns if c not in video.columns or c in ON]
     side = audio[keep].rename(columns={'seconds': 'audio_seconds'})
     # many_to_one: a video table that keeps every face track has one row per track, each gets the audio
-    table = video.merge(side, on='filename', how='left', validate='many_to_one', indicator=True)
+    table = video.merge(side, on=ON, how='left', validate='many_to_one', indicator=True)
     matched = (table['_merge'] == 'both').to_numpy()
     table = table.drop(columns='_merge')
     zero = np.zeros(audio_dim, np.float32)
     reasons = []
     for i in np.flatnonzero(~matched):
-        name = table.at[i, 'filename']
+        name = key(table.at[i, 'folder'], table.at[i, 'filename'])
         reason = (f'audio failed: {audio_failures[name][1]}' if name in audio_failures
                   else 'not in the audio table')
         reasons.append(reason)
@@ -123,23 +127,24 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     table.attrs.update(video_embedder=embedder, video_dim=video_dim, audio_encoder=encoder,
                        audio_dim=audio_dim)
 
-    videos = table.drop_duplicates('filename')
-    n_matched = int(videos['filename'].isin(audio['filename']).sum())
+    videos = table.drop_duplicates(ON)
+    video_keys, audio_keys = keys(videos), keys(audio)
+    n_matched = len(set(video_keys) & set(audio_keys))
     lines = [f'{len(videos)} videos in {video_path} ({embedder}, {video_dim}-d), {len(table)} rows; '
              f'{n_matched} matched an audio row of {audio_path} ({encoder}, {audio_dim}-d), '
              f'{len(videos) - n_matched} did not']
     silent = videos[~videos['has_audio']]
     if len(silent):
         lines.append(f'{len(silent)} videos without audio (zero embedding, has_audio False):')
-        lines += [f'  {r.filename}: {r.audio_status}' for r in silent.head(SHOW).itertuples()]
+        lines += [f'  {name}: {status}' for name, status in zip(keys(silent.head(SHOW)), silent['audio_status'])]
         if len(silent) > SHOW:
             lines.append(f'  ... and {len(silent) - SHOW} more (audio_status says why)')
-    orphans = audio[~audio['filename'].isin(videos['filename'])]
+    orphans = sorted(set(audio_keys) - set(video_keys))
     if len(orphans):
         lines.append(f'{len(orphans)} audio rows have no video row (left out):')
         lines += [f'  {name}: ' + (f'video failed: {video_failures[name][1]}' if name in video_failures
                                    else 'not in the video table')
-                  for name in orphans['filename'].head(SHOW)]
+                  for name in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')
     return table, lines
@@ -147,17 +152,16 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
 
 def main():
     config.configure(globals())
-    try:
-        video = read_table(VIDEO_TABLE, 'video table')
-        audio = read_table(AUDIO_TABLE, 'audio table')
-        table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
-                             read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
-    except StageError as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    check_output(OUTPUT)  # before any work
+    video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
+    audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
+    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
+                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
     print('\n'.join(lines))
+    # what a merge killed while writing left (atomic_path's temporary, as large as the table)
+    sweep_temporaries(os.path.join(os.path.dirname(OUTPUT), glob.escape(os.path.basename(OUTPUT))))
     write_pickle(table, OUTPUT)
-    n_audio = int(table.drop_duplicates('filename')['has_audio'].sum())
+    n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
     print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio')
 
 

@@ -5,8 +5,10 @@ A stage writes `OUTPUT` (a pandas pickle) and, beside it:
   OUTPUT.parts/   one small pickle per finished video, written atomically as soon as it is done, so a
                   killed run loses at most the video in flight; removed once OUTPUT is written.
   OUTPUT.failures.csv   filename, folder, reason: every video that could not be processed.
+  OUTPUT.lock, OUTPUT.lock.gate   the run writing OUTPUT holds them (claim); left in place, never removed.
 A rerun reads OUTPUT, the parts and the failures, skips those videos, and rewrites OUTPUT with the union:
-no video is done twice, none is dropped. Keys are the videos' file names (DFDC's are unique).
+no video is done twice, none is dropped. A video's key is its path relative to the data folder (key():
+folder/filename), as two DFDC-style parts may hold the same file name; tables keep `filename` and `folder`.
 
 Several processes (torchrun ranks, a SLURM array's tasks, machines sharing a file system) split a stage:
 each takes the videos whose position in the whole, sorted dataset is its rank modulo the world size
@@ -16,23 +18,60 @@ marker of its run in place merges, once (a lock file elects it).
 """
 import contextlib
 import csv
+import errno
+import fcntl
 import glob
 import hashlib
 import json
 import os
 import pickle
 import shutil
+import socket
+import sys
 import tempfile
 
 import pandas as pd
 
 from common.config import UserError
+from common.video import VideoError
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
 
 
 class StageError(UserError):
     """A problem with the input as a whole (missing data folder, ...): one line, exit code 2."""
+
+
+UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
+
+
+def key(folder, filename):
+    """A video's key: its path relative to the data folder ('' or '.': the data folder itself). Not
+    os.path.join, which would drop the folder of a (refused) absolute name."""
+    return filename if folder in ('', '.') else f'{folder}/{filename}'
+
+
+def filename_of(key_, folder):
+    """The file name of a key(folder, filename)."""
+    return key_ if folder in ('', '.') else key_[len(folder) + 1:]
+
+
+# Exceptions that unpickling a truncated, garbage or foreign file raises (besides OSError, which config.cli
+# reports with its file name)
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+              IndexError, KeyError, UnicodeDecodeError, MemoryError)
+
+
+def read_pickle(path, todo, table=True):
+    """The object pickled at `path` (a pandas table where `table`); StageError naming the file and `todo`
+    (what the user should do) where it is truncated, garbage, or not a table."""
+    try:
+        obj = pd.read_pickle(path)
+    except UNREADABLE as err:
+        raise StageError(f'{path}: not a readable pickle ({type(err).__name__}: {err}); {todo}') from None
+    if table and not isinstance(obj, pd.DataFrame):
+        raise StageError(f'{path}: a {type(obj).__name__}, not a pandas table; {todo}')
+    return obj
 
 
 @contextlib.contextmanager
@@ -114,29 +153,29 @@ def read_metadata(folder):
 
 def plan(data_dir):
     """The dataset's videos: (todo [(folder_rel, filename, path, entry)], failures [(name, folder, reason)],
-    skipped count of videos without a metadata entry)."""
+    skipped count of videos without a metadata entry). Two parts may list the same file name: both are
+    videos (their keys differ)."""
     todo, failures, skipped = [], [], 0
     parts = find_parts(data_dir)
     if not parts:
         raise StageError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
-    seen = {}
     for folder in parts:
         rel = os.path.relpath(folder, data_dir)
         try:
             meta = read_metadata(folder)
         except StageError as err:
-            failures.append((os.path.join(rel, 'metadata.json'), rel, str(err)))
+            failures.append(('metadata.json', rel, str(err)))
             continue
         on_disk = {name for name in os.listdir(folder) if is_video(name)}
         skipped += len(on_disk - set(meta))
         for name in sorted(meta):
             entry = meta[name]
-            if label_of(entry) is None:
+            if name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
+                # '../x.mp4' or '/etc/x' would be read outside the part, and its WAV written outside AUDIO_DIR
+                failures.append((name, rel, 'metadata.json names a path, not a file in its folder: refused'))
+            elif label_of(entry) is None:
                 failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {entry!r}'))
-            elif name in seen:
-                failures.append((name, rel, f'the same file name is already in {seen[name]}'))
             else:
-                seen[name] = rel
                 todo.append((rel, name, os.path.join(folder, name), entry))
     return todo, failures, skipped
 
@@ -165,19 +204,82 @@ def share(items, rank, world):
 
 
 def read_failures(path):
-    """A failures file (filename, folder, reason) as {filename: (folder, reason)}; {} where there is none."""
+    """A failures file (filename, folder, reason) as {key: (folder, reason)}; {} where there is none."""
     out = {}
     if os.path.exists(path):
         with open(path, newline='', encoding='utf-8') as f:
             for row in csv.DictReader(f):
-                out[row['filename']] = (row['folder'], row['reason'])
+                if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
+                    raise StageError(f'{path}: not a failures file (filename, folder, reason); delete it and '
+                                     f'rerun: its videos are tried again')
+                out[key(row['folder'], row['filename'])] = (row['folder'], row['reason'])
     return out
+
+
+def keys_of(table):
+    """The keys (key()) of a table's rows; a table without a folder column is in the data folder itself."""
+    if table is None or not len(table):
+        return set()
+    folders = table['folder'] if 'folder' in table else [''] * len(table)
+    return {key(folder, name) for folder, name in zip(folders, table['filename'])}
+
+
+def check_output(path):
+    """Raise StageError (or an OSError naming the path) where `path` cannot be written: before any work."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise StageError(f'{path} is a folder: the output is a file (give its name, e.g. {path}/out.pkl)')
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise StageError(f'cannot write {path}: a file is in the way of its folder {folder}') from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise StageError(f'{folder} is not writable: cannot write {path} there; use another output')
+
+
+_CLAIMED = {}  # absolute output path: the lock file this process (or the parent it was forked from) holds
+
+
+def claim(output):
+    """Check that OUTPUT can be written, and hold it for this run for the rest of the process's life;
+    StageError where another run is writing it. Two runs on one output would remove each other's parts.
+
+    Every process of one run (torchrun's ranks, a SLURM array's tasks: shard()'s run id; --procs's workers
+    are forked after the parent claimed, and inherit its claim) holds a shared flock on OUTPUT.lock, which
+    holds the run's id; a process of another run finds it held under another id. The kernel releases a
+    flock when its process ends, killed or not, so a kill leaves nothing to clean. OUTPUT.lock.gate
+    serialises the check (a flock cannot be turned from exclusive to shared atomically)."""
+    output = os.path.abspath(output)
+    if output in _CLAIMED:
+        return
+    check_output(output)
+    rank, world, run_id = shard()
+    run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
+    with open(output + '.lock.gate', 'a') as gate:
+        fcntl.flock(gate, fcntl.LOCK_EX)  # released when closed, a moment later
+        lock = os.fdopen(os.open(output + '.lock', os.O_RDWR | os.O_CREAT, 0o666), 'r+', encoding='utf-8')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # a run holds it: ours, or another
+            holder = lock.read()
+            if holder != run:
+                lock.close()
+                raise StageError(f'{output} is being written by another run ({holder}): wait until it ends, '
+                                 f'or use another output') from None
+        else:  # nobody: the run is ours
+            lock.truncate()
+            lock.write(run)
+            lock.flush()
+        fcntl.flock(lock, fcntl.LOCK_SH)
+    _CLAIMED[output] = lock
 
 
 class Journal:
     """Per-video results of one stage's run, kept so that the run can be killed and resumed.
 
-    `shard` names this process's part files (torchrun ranks write disjoint shards of the same folder).
+    A record is a dict with 'filename' and, where the video is not in the data folder itself, 'folder'
+    (relative to it); its key is key(folder, filename). `shard` names this process's part files.
     """
 
     def __init__(self, output, shard=''):
@@ -189,43 +291,42 @@ class Journal:
 
     # --- what is done already ----------------------------------------------
     def previous_table(self):
-        return pd.read_pickle(self.output) if os.path.exists(self.output) else None
+        if not os.path.exists(self.output):
+            return None
+        return read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are done again')
 
     def part_records(self):
         records = []
         for name in sorted(os.listdir(self.parts)):
             if name.endswith('.pkl'):
-                with open(os.path.join(self.parts, name), 'rb') as f:
-                    records.append(pickle.load(f))
+                # written atomically, so a corrupt part is not a killed writer's: said, not guessed at
+                records.append(read_pickle(os.path.join(self.parts, name),
+                                           'delete it and rerun: its video is done again', table=False))
         return records
 
     def failures(self, records=None):
-        """{filename: (folder, reason)} from the failures file and from failure parts (`records`: the
-        part records where the caller has read them already; on DFDC they are 119,000 files)."""
+        """{key: (folder, reason)} from the failures file and from failure parts (`records`: the part
+        records where the caller has read them already; on DFDC they are 119,000 files)."""
         out = read_failures(self.failures_path)
         for rec in self.part_records() if records is None else records:
             if 'failure' in rec:
-                out[rec['filename']] = (rec['folder'], rec['failure'])
+                out[record_key(rec)] = (rec.get('folder', ''), rec['failure'])
         return out
 
-    def done(self, key='filename', records=None):
-        """File names already processed: in OUTPUT, in a part, or failed."""
+    def done(self, records=None):
+        """Keys (key(): the file name where the record has no folder) already processed: in OUTPUT, in a
+        part, or failed."""
         records = self.part_records() if records is None else records
-        names = set(self.failures(records))
-        table = self.previous_table()
-        if table is not None:
-            names |= set(table[key])
-        names |= {rec['filename'] for rec in records}
-        return names
+        return set(self.failures(records)) | keys_of(self.previous_table()) | {record_key(r) for r in records}
 
     # --- recording ---------------------------------------------------------
-    def _part_path(self, filename):
-        digest = hashlib.sha1(filename.encode('utf-8')).hexdigest()[:16]
+    def _part_path(self, record):
+        digest = hashlib.sha1(record_key(record).encode('utf-8', 'surrogateescape')).hexdigest()[:16]
         return os.path.join(self.parts, f'{self.shard}{digest}.pkl')
 
     def add(self, record):
-        """A finished video: a dict with at least 'filename' (one or more table rows under 'rows')."""
-        write_pickle(record, self._part_path(record['filename']))
+        """A finished video: a dict with 'filename', 'folder' where it has one, and its table rows."""
+        write_pickle(record, self._part_path(record))
 
     def fail(self, filename, folder, reason):
         self.add({'filename': filename, 'folder': folder, 'failure': reason})
@@ -251,22 +352,25 @@ class Journal:
         return 'merge'
 
     # --- the end of a run ----------------------------------------------------
-    def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None):
+    def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
         """Write OUTPUT = previous OUTPUT + the rows of every part (rows_of(record) -> list of dicts),
-        and the failures file; then remove the parts. Returns (table, failures)."""
+        and the failures file; then remove the parts. Returns (table, failures).
+        columns: the table's columns, which a table without rows keeps (a rerun reads them)."""
         previous = self.previous_table()
+        if previous is not None and not len(previous):
+            previous = None  # nothing in it (and, written before columns were kept, maybe no columns)
         records = self.part_records()
         # a run killed between writing OUTPUT and removing the parts must not count those videos twice
-        known = set(previous['filename']) if previous is not None and len(previous) else set()
+        known = keys_of(previous)
         rows = [row for rec in records
-                if 'failure' not in rec and rec['filename'] not in known for row in rows_of(rec)]
+                if 'failure' not in rec and record_key(rec) not in known for row in rows_of(rec)]
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
-        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(rows)
+        table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
         if len(table):
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
         if attrs:
             table.attrs.update(attrs)
-        succeeded = set(table['filename']) if len(table) else set()  # a retried failure that worked
+        succeeded = keys_of(table)  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
         for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
             sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
@@ -275,9 +379,24 @@ class Journal:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:
                 writer = csv.writer(f)
                 writer.writerow(['filename', 'folder', 'reason'])
-                writer.writerows([name, *failures[name]] for name in sorted(failures))
+                writer.writerows([filename_of(k, folder), folder, reason]
+                                 for k, (folder, reason) in sorted(failures.items()))
         shutil.rmtree(self.parts, ignore_errors=True)
         return table, failures
+
+
+def record_key(record):
+    return key(record.get('folder', ''), record['filename'])
+
+
+def ends_the_run(err):
+    """An error that is not the video's fault, which no video should be failed for: a full disk (config.cli
+    says it in one line), or a signal, which torch's elastic agent (torchrun, --procs) raises in its workers
+    as a SignalException, an Exception (SIGINT when the command was killed)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    elastic = sys.modules.get('torch.distributed.elastic.multiprocessing.api')  # never raised where not loaded
+    return elastic is not None and isinstance(err, elastic.SignalException)
 
 
 class StageRun:
@@ -286,6 +405,7 @@ class StageRun:
     def __init__(self, output, retry_failed=False):
         self.rank, self.world, self.run = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
+        claim(output)  # done by the stage's main() already, before any work; a no-op then
         self.journal = Journal(output)
         self.records = self.journal.part_records()  # what earlier runs saved: read once
         self.done = self.journal.done(records=self.records)
@@ -296,12 +416,27 @@ class StageRun:
         """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
         if self.rank == 0:
             for name, folder, reason in problems:
-                if name not in self.done:
+                if key(folder, name) not in self.done:
                     self.journal.fail(name, folder, reason)
 
-    def todo(self, items, key):
-        """This process's share of the whole sorted item list, less what is done (key(item): filename)."""
-        return [item for item in share(items, self.rank, self.world) if key(item) not in self.done]
+    def todo(self, items, where):
+        """This process's share of the whole sorted item list, less what is done (where(item): (folder,
+        filename))."""
+        return [item for item in share(items, self.rank, self.world) if key(*where(item)) not in self.done]
+
+    @contextlib.contextmanager
+    def video(self, filename, folder):
+        """The work on one video: a VideoError is recorded as its failure, and so is any other error, as
+        an unexpected one (with its type and message: a bug to report), so that one video never costs the
+        rest; but not what ends_the_run."""
+        try:
+            yield
+        except VideoError as err:
+            self.journal.fail(filename, folder, str(err))
+        except Exception as err:  # anything: the record says what, the summary counts it (print_failures)
+            if ends_the_run(err):
+                raise
+            self.journal.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
 
     def merging(self, what):
         """True where this process writes the stage's output now; else says who will."""
@@ -318,8 +453,13 @@ class StageRun:
 
 
 def print_failures(failures, path, show=20):
-    """The first `show` of a stage's failures ({filename: (folder, reason)}), and where the rest are."""
-    for name, (folder, reason) in sorted(failures.items())[:show]:
-        print(f'  failed: {os.path.join(folder, name)}: {reason}')
+    """The first `show` of a stage's failures ({key: (folder, reason)}), and where the rest are; the
+    unexpected errors first, and counted: they are bugs, not bad videos."""
+    unexpected = sorted(k for k, (_, reason) in failures.items() if reason.startswith(UNEXPECTED))
+    if unexpected:
+        print(f'  {len(unexpected)} of the failures are unexpected errors (a bug, not a bad video: please '
+              f'report them with the video)')
+    for name in (unexpected + sorted(set(failures) - set(unexpected)))[:show]:
+        print(f'  failed: {name}: {failures[name][1]}')
     if len(failures) > show:
         print(f'  ... and {len(failures) - show} more in {path}')

@@ -22,6 +22,12 @@ from conftest import ROOT, testdata
 
 DFDC = ['abofeumbvv.mp4', 'brtujopkby.mp4']  # AAC mono, 48 and 44.1 kHz
 RATE = ea.SAMPLE_RATE
+PART = 'dfdc_train_part_0'  # the part's folder; keys and WAVs are under it
+
+
+def keyed(*names):
+    """The keys (folder/filename) of videos in PART."""
+    return sorted(f'{PART}/{n}' for n in names)
 
 
 @pytest.fixture(scope='module')
@@ -104,11 +110,13 @@ def test_extraction_writes_a_wav_per_track_and_records_the_rest(part, extracted)
     assert rows.at['emptytrack.mkv', 'has_track'] and rows.at['emptytrack.mkv', 'samples'] == 0
     for name in DFDC + ['head.mp4', 'silent.mp4']:
         assert rows.at[name, 'has_track'] and rows.at[name, 'samples'] > RATE
-    assert sorted(failures) == ['missing.mp4', 'text.mp4', 'truncated.mp4', 'zero.mp4']
-    assert 'not a readable video' in failures['text.mp4'][1] and 'empty' in failures['zero.mp4'][1]
-    assert 'missing' in failures['missing.mp4'][1] and failures['truncated.mp4'][1]
-    wavs = sorted(n for n in os.listdir(audio_dir) if n.endswith('.wav'))
+    assert sorted(failures) == keyed('missing.mp4', 'text.mp4', 'truncated.mp4', 'zero.mp4')
+    reason = {k.split('/')[-1]: r for k, (_, r) in failures.items()}
+    assert 'not a readable video' in reason['text.mp4'] and 'empty' in reason['zero.mp4']
+    assert 'missing' in reason['missing.mp4'] and reason['truncated.mp4']
+    wavs = sorted(n for n in os.listdir(os.path.join(audio_dir, PART)) if n.endswith('.wav'))
     assert wavs == sorted(f'{n}.wav' for n in DFDC + ['head.mp4', 'silent.mp4', 'emptytrack.mkv'])
+    assert rows.at['head.mp4', 'wav'] == f'{PART}/head.mp4.wav'  # in AUDIO_DIR
     assert not os.path.exists(os.path.join(audio_dir, ea.INDEX + '.parts'))
     assert '4 failed' in r.stdout
 
@@ -117,7 +125,7 @@ def test_the_wav_holds_exactly_the_decoded_samples(part, extracted):
     """So that predict.py, which embeds the decoded array without a WAV, gets the same numbers."""
     audio_dir, _ = extracted
     for name in (DFDC[0], 'head.mp4'):
-        wav = ea.read_wav(os.path.join(audio_dir, ea.wav_name(name)))
+        wav = ea.read_wav(os.path.join(audio_dir, ea.wav_name(name, PART)))
         memory = ea.pcm_to_float(ea.decode_audio(os.path.join(part, name)).pcm)
         np.testing.assert_array_equal(wav, memory)
 
@@ -129,13 +137,13 @@ def test_a_killed_run_resumes_without_redoing_or_dropping(part, extracted, tmp_p
     audio_dir = tmp_path / 'audio'
     first = DFDC[0]
     journal = Journal(os.path.join(audio_dir, ea.INDEX))
-    journal.add({'filename': first, 'row': ea.extract(os.path.join(part, first), 'dfdc_train_part_0',
-                                                      str(audio_dir))})
-    stamp = os.stat(audio_dir / ea.wav_name(first)).st_mtime_ns
+    journal.add({'filename': first, 'folder': PART, 'row': ea.extract(os.path.join(part, first), PART,
+                                                                       str(audio_dir))})
+    stamp = os.stat(audio_dir / ea.wav_name(first, PART)).st_mtime_ns
     r = run_script('extract_audio.py', f'--data_dir={os.path.dirname(part)}', f'--audio_dir={audio_dir}')
     assert r.returncode == 0, r.stderr
     assert '9 videos to extract' in r.stdout  # 10 listed, missing.mp4 included; 1 done
-    assert os.stat(audio_dir / ea.wav_name(first)).st_mtime_ns == stamp  # not written again
+    assert os.stat(audio_dir / ea.wav_name(first, PART)).st_mtime_ns == stamp  # not written again
     a, _ = index_and_failures(str(audio_dir))
     b, _ = index_and_failures(reference)
     assert a.filename.tolist() == b.filename.tolist() and a.filename.is_unique
@@ -169,17 +177,17 @@ def test_a_run_killed_part_way_resumes_to_the_uninterrupted_index(tmp_path):
     assert proc.returncode == -signal.SIGKILL
     done = len([n for n in os.listdir(parts) if n.endswith('.pkl')])
     assert 1 <= done < len(names)
-    (audio_dir / '.copy3_1.mp4.wav.k1ll3d00.tmp').write_bytes(b'RIFF')  # a WAV killed mid-write
+    (audio_dir / PART / '.copy3_1.mp4.wav.k1ll3d00.tmp').write_bytes(b'RIFF')  # a WAV killed mid-write
     r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio_dir}')
     assert r.returncode == 0 and f'{len(names) - done} videos to extract' in r.stdout, r.stdout
-    assert [n for n in os.listdir(audio_dir) if n.endswith('.tmp')] == []
+    assert [n for n in os.listdir(audio_dir / PART) if n.endswith('.tmp')] == []
     (a, a_failed), (b, b_failed) = index_and_failures(str(audio_dir)), index_and_failures(str(reference))
     assert a.filename.tolist() == sorted(names) and a.filename.is_unique
     assert a.equals(b) and a_failed == b_failed == {}
-    wavs = sorted(n for n in os.listdir(reference) if n.endswith('.wav'))
-    assert wavs == sorted(n for n in os.listdir(audio_dir) if n.endswith('.wav')) == sorted(map(ea.wav_name, names))
+    wavs = sorted(n for n in os.listdir(reference / PART) if n.endswith('.wav'))
+    assert wavs == sorted(n for n in os.listdir(audio_dir / PART) if n.endswith('.wav')) == sorted(f'{n}.wav' for n in names)
     for name in wavs:
-        assert (audio_dir / name).read_bytes() == (reference / name).read_bytes(), name
+        assert (audio_dir / PART / name).read_bytes() == (reference / PART / name).read_bytes(), name
 
 
 def test_missing_data_dir_and_other_sample_rate_are_one_line_and_exit_2(extracted, tmp_path):
@@ -302,7 +310,7 @@ def test_the_embedding_script_gives_a_row_per_video_flags_and_refuses_another_en
     assert set(table.audio_encoder) == {'resemblyzer-0.1.4'} and set(table.audio_dim) == {256}
     assert table.attrs == {'audio_encoder': 'resemblyzer-0.1.4', 'audio_dim': 256}
     failures = cae.read_failures(str(out) + '.failures.csv')
-    assert sorted(failures) == ['missing.mp4', 'text.mp4', 'truncated.mp4', 'zero.mp4']
+    assert sorted(failures) == keyed('missing.mp4', 'text.mp4', 'truncated.mp4', 'zero.mp4')
     assert all(reason.startswith('audio extraction failed: ') for _, reason in failures.values())
 
     r = run_script('create_audio_embedding.py', f'--audio_dir={audio_dir}', f'--output={out}',

@@ -49,8 +49,10 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     video = video_table({'a.mp4': 1, 'b.mp4': 0, 'c.mp4': 1, 'd.mp4': 0, 'e.mp4': 1}, tracks={'a.mp4': 2})
     audio = audio_table({'a.mp4': 'ok', 'b.mp4': 'no speech', 'c.mp4': 'no track', 'x.mp4': 'ok'})
     table, lines = me.merge(video, audio,
-                            audio_failures={'d.mp4': ('p', 'audio decoding failed after 1.00 s')},
-                            video_failures={'x.mp4': ('p', 'no face found in 300 frames')})
+                            audio_failures={'dfdc_train_part_0/d.mp4': ('dfdc_train_part_0',
+                                                                        'audio decoding failed after 1.00 s')},
+                            video_failures={'dfdc_train_part_0/x.mp4': ('dfdc_train_part_0',
+                                                                        'no face found in 300 frames')})
     assert len(table) == 6 and table.filename.tolist() == video.filename.tolist()  # both tracks of a.mp4
     for column in ('filename', 'audio_embedding', 'video_embedding', 'label', 'original', 'folder',
                    'has_audio', 'frames', 'n_frames', 'track', 'embedder', 'audio_status'):
@@ -93,7 +95,7 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     (video_table({'a.mp4': 1}),
      audio_table({'a.mp4': 'ok', 'b.mp4': 'ok'}).assign(audio_dim=[256, 512]), 'mixes audio embedding sizes'),
     (video_table({'a.mp4': 1}), pd.concat([audio_table({'a.mp4': 'ok'})] * 2, ignore_index=True),
-     'file names twice'),
+     'videos twice, e.g. dfdc_train_part_0/a.mp4'),
     (video_table({'a.mp4': 1}).drop(columns='label'), audio_table({'a.mp4': 'ok'}), 'no column label'),
 ])
 def test_tables_that_cannot_be_merged_are_refused_in_one_line(video, audio, message):
@@ -148,3 +150,15 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     assert table.loc['stripped.mp4', 'has_audio'] == False  # noqa: E712 - a numpy bool
     assert not table.loc['stripped.mp4', 'audio_embedding'].any()
     assert table.loc['stripped.mp4', 'label'] == 1
+
+
+def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
+    """A merge killed while writing leaves atomic_path's temporary, as large as the table."""
+    write_pickle(video_table({'a.mp4': 1}), tmp_path / 'v.pkl')
+    write_pickle(audio_table({'a.mp4': 'ok'}), tmp_path / 'a.pkl')
+    (tmp_path / '.m.pkl.k1ll3d00.tmp').write_bytes(b'half a table')
+    r = run_script('merge_embeddings.py', f'--video_table={tmp_path / "v.pkl"}',
+                   f'--audio_table={tmp_path / "a.pkl"}', f'--output={tmp_path / "m.pkl"}')
+    assert r.returncode == 0, r.stderr
+    assert [n for n in os.listdir(tmp_path) if n.startswith('.')] == []
+    assert pd.read_pickle(tmp_path / 'm.pkl').filename.tolist() == ['a.mp4']
