@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from common import config
-from common.stage import StageError, check_output, key, read_failures, read_pickle, sweep_temporaries, write_pickle
+from common.stage import StageError, key, read_failures, read_pickle, sweep_temporaries, write_pickle
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -152,7 +152,7 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
 
 def main():
     config.configure(globals())
-    check_output(OUTPUT)  # before any work
+    config.writable_file(OUTPUT, '--output')  # before any work
     video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
     audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
     table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),

@@ -32,6 +32,7 @@ import tempfile
 
 import pandas as pd
 
+from common import config
 from common.config import UserError
 from common.video import VideoError
 
@@ -224,20 +225,6 @@ def keys_of(table):
     return {key(folder, name) for folder, name in zip(folders, table['filename'])}
 
 
-def check_output(path):
-    """Raise StageError (or an OSError naming the path) where `path` cannot be written: before any work."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        raise StageError(f'{path} is a folder: the output is a file (give its name, e.g. {path}/out.pkl)')
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise StageError(f'cannot write {path}: a file is in the way of its folder {folder}') from None
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise StageError(f'{folder} is not writable: cannot write {path} there; use another output')
-
-
 _CLAIMED = {}  # absolute output path: the lock file this process (or the parent it was forked from) holds
 
 
@@ -253,7 +240,7 @@ def claim(output):
     output = os.path.abspath(output)
     if output in _CLAIMED:
         return
-    check_output(output)
+    config.writable_file(os.fspath(output), '--output')
     rank, world, run_id = shard()
     run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
     with open(output + '.lock.gate', 'a') as gate:

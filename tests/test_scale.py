@@ -260,7 +260,8 @@ def test_a_late_process_takes_the_same_share():
 # 80 videos (table seed 7), split 61 training / 19 validation (split seed 0): four batches of 15 (8 rows
 # on one process, 7 on the other) and a last one of a single video, for which the second process takes
 # the step with a stand-in of weight zero (model.train_batches)
-SMALL = dict(crop=6, project=8, hidden=8, fc=8, lr=1e-2, batch_size=15, eval_batch_size=7, patience=10, threads=1)
+SMALL = dict(crop=6, project=8, hidden=8, fc=8, lr=1e-2, batch_size=15, eval_batch_size=7, patience=10, threads=1,
+             device='cpu')  # compared with one CPU process; on a one-GPU machine NCCL refuses 2 processes
 # Tolerance of one process against two: the same computation but for the order of floating-point sums
 # (each process sums the gradient over its part of a batch, gloo adds the parts; validation windows are
 # batched with other videos), so float32 rounding (~6e-8 relative) and what 15 Adam steps make of it.
