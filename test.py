@@ -5,7 +5,7 @@ table, through its embedding cache, as training.py reads it). Writes:
   REPORT                       JSON: log_loss, balanced_log_loss, roc_auc, accuracy, n_videos, per-class
                                figures, the confusion matrix, and what was scored how (common/metrics.py)
   REPORT minus .json + _roc.png          the ROC curve (absent where the set has a single class)
-  REPORT minus .json + _predictions.csv  filename, label, p_fake, logit, no_face for every video (CSV,
+  REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face for every video (CSV,
                                          quoted where a file name holds a comma, a quote or a newline)
 Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
 shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
@@ -97,7 +97,8 @@ def run(cfg, log=print):
         roc_path = stem + '_roc.png'
         if metrics.save_roc_png(labels, p, roc_path, title=f'ROC: {os.path.basename(cfg["dataset"])}'):
             rep['roc_png'] = roc_path
-        _write_predictions(stem + '_predictions.csv', table.filenames[indices], labels, p, logits, no_face)
+        _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
+                           logits, no_face)
     auc = 'n/a (' + rep['roc_auc_note'] + ')' if rep['roc_auc'] is None else f'{rep["roc_auc"]:.4f}'
     log(f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {rep["log_loss"]:.4f}, '
         f'balanced_log_loss {rep["balanced_log_loss"]:.4f}, roc_auc {auc}, accuracy {rep["accuracy"]:.4f}')
@@ -138,21 +139,23 @@ def _subset(subset, ckpt, table):
         return everything
     if subset not in ('val', 'train'):
         raise ScoringError(f"--subset takes 'all', 'val' or 'train', not {subset!r}")
-    held_out = np.isin(table.filenames.astype(str), ckpt['split']['val_filenames'])
+    split = ckpt['split']
+    held_out = (np.isin(table.keys.astype(str), split['val_keys']) if 'val_keys' in split  # folder/filename
+                else np.isin(table.filenames.astype(str), split['val_filenames']))  # older checkpoints
     chosen = everything[held_out] if subset == 'val' else everything[~held_out]
     if len(chosen) == 0:
         raise ScoringError(f'--subset={subset}: no video of the table is on that side of the checkpoint\'s split')
     return chosen
 
 
-def _write_predictions(path, filenames, labels, p, logits, no_face):
+def _write_predictions(path, filenames, folders, labels, p, logits, no_face):
     """The CSV, quoted where needed (a comma, a quote or a newline in a file name)."""
     with atomic_path(path) as tmp:
         with open(tmp, 'w', encoding='utf-8', newline='') as f:
             out = csv.writer(f)
-            out.writerow(['filename', 'label', 'p_fake', 'logit', 'no_face'])
-            for row in zip(filenames, labels, p, logits, no_face):
-                out.writerow([row[0], int(row[1]), f'{row[2]:.6f}', f'{row[3]:.6f}', int(row[4])])
+            out.writerow(['filename', 'folder', 'label', 'p_fake', 'logit', 'no_face'])
+            for name, folder, label, p_, logit, none in zip(filenames, folders, labels, p, logits, no_face):
+                out.writerow([name, folder, int(label), f'{p_:.6f}', f'{logit:.6f}', int(none)])
 
 
 def main():

@@ -220,7 +220,8 @@ def _train(cfg, table, device, amp, log, ranks):
         'loss_weights': {'real': w_real, 'fake': w_fake, 'how': 'N / (2 N_class) per video'},
         'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
                   'n_train': int(len(train)), 'n_val': int(len(val)),
-                  'val_filenames': [str(f) for f in table.filenames[val]]},
+                  'val_filenames': [str(f) for f in table.filenames[val]],
+                  'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
         'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
         'settings': fixed,
         # predict.py's fallback for videos where no face is found

@@ -34,11 +34,11 @@ from contextlib import ExitStack
 import numpy as np
 import pandas as pd
 
-from common import config
+from common import config, stage
 from common.config import UserError
 from common.stage import atomic_path, sweep_temporaries, write_pickle, write_text
 
-CACHE_VERSION = 2  # 2: groups follow chains of originals to their root (groups_of)
+CACHE_VERSION = 3  # 2: groups follow chains of originals to their root (groups_of); 3: videos are folder/name
 FACES, AUDIO, INDEX, META = 'faces.f16', 'audio.f32', 'index.pkl', 'meta.json'
 
 
@@ -129,17 +129,28 @@ def _valid(folder, key):
     return meta
 
 
-def groups_of(filenames, originals):
+def groups_of(filenames, originals, folders=None):
     """Each video's group: the root of its chain of originals, so that a fake, its original and every
     video made from either land on one side of a split. A real video (no original) is its own root; a
     chain a -> b -> c (a's original is b, b's is c) has root c; an original that is not in the table ends
     its chain (it is the root); the videos of a cycle (a -> b -> a) and those that lead into it share one
-    group, named after the cycle's smallest name. A file name that appears twice is one node.
+    group, named after the cycle's smallest name.
+    A video is its folder and name (common.stage.key: two DFDC parts may hold the same name, and they are
+    two videos). `original` is a name: the video of that name in the fake's own folder (DFDC's layout),
+    else the one video of that name in another folder, else the first of several (sorted).
     Returns a list of str, one per video."""
+    folders = [''] * len(filenames) if folders is None else list(folders)
+    nodes = [stage.key(d, n) for d, n in zip(folders, filenames)]
+    known, where = set(nodes), {}
+    for node, name in sorted(zip(nodes, filenames)):
+        where.setdefault(name, node)  # a name's first video, in sorted order
     parent = {}
-    for name, original in zip(filenames, originals):
-        if isinstance(original, str) and original and original != name:
-            parent[name] = original
+    for node, folder, original in zip(nodes, folders, originals):
+        if isinstance(original, str) and original:
+            mine = stage.key(folder, original)
+            up = mine if mine in known else where.get(original, original)
+            if up != node:
+                parent[node] = up
     root = {}
 
     def find(name):
@@ -159,7 +170,7 @@ def groups_of(filenames, originals):
             root[n] = end
         return end
 
-    return [find(name) for name in filenames]
+    return [find(node) for node in nodes]
 
 
 def build(pickle_path, folder, log=print):
@@ -247,11 +258,12 @@ def _index(table, unpickler, path):
                  else audio_row >= 0)
     filenames = table['filename'].astype(str).to_numpy()
     originals = table['original'].to_numpy(object) if 'original' in table.columns else [None] * n
+    folders = table['folder'].astype(str).to_numpy() if 'folder' in table.columns else np.full(n, '', object)
     index = pd.DataFrame({
         'filename': filenames,
         'label': _labels(table, path),
-        'group': groups_of(filenames, originals),
-        'folder': table['folder'].astype(str).to_numpy() if 'folder' in table.columns else '',
+        'group': groups_of(filenames, originals, folders),
+        'folder': folders,
         'has_audio': has_audio,
         'face_start': face_start,
         'n_faces': n_faces,
@@ -285,6 +297,8 @@ class EmbeddingTable:
         self.labels = index['label'].to_numpy(np.int8)
         self.groups = index['group'].to_numpy(object)
         self.folders = index['folder'].to_numpy(object)
+        # a video's identity is its folder and name: two DFDC parts may hold the same name
+        self.keys = np.array([stage.key(d, n) for d, n in zip(self.folders, self.filenames)], object)
         self.has_audio = index['has_audio'].to_numpy(bool)
         self.face_start = index['face_start'].to_numpy(np.int64)
         self.n_faces = index['n_faces'].to_numpy(np.int64)

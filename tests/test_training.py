@@ -217,9 +217,10 @@ def test_a_chain_of_originals_is_one_group_on_one_side(tmp_path):
     with open_table(str(path), log=lambda *_: None) as cached:
         groups = cached.groups
     group = dict(zip(table.filename, groups))
-    assert group['g0.mp4'] == group['f0.mp4'] == group['r0.mp4'] == 'r0.mp4'      # the chain's root
-    assert {group[n] for n in ('c1.mp4', 'c2.mp4', 'c3.mp4', 'd.mp4')} == {'c1.mp4'}  # the cycle's smallest
-    assert group['y.mp4'] == group['x.mp4'] == 'absent.mp4'                       # the last known name
+    part = table.folder[0] + '/'  # a group is named after a video: its folder and name
+    assert group['g0.mp4'] == group['f0.mp4'] == group['r0.mp4'] == part + 'r0.mp4'      # the chain's root
+    assert {group[n] for n in ('c1.mp4', 'c2.mp4', 'c3.mp4', 'd.mp4')} == {part + 'c1.mp4'}  # the cycle's smallest
+    assert group['y.mp4'] == group['x.mp4'] == 'absent.mp4'                              # the last known name
     assert len(set(groups)) == 32
     for seed in range(6):
         train, val = split_indices(table.label, groups, val_fraction=0.3, seed=seed)
@@ -239,6 +240,27 @@ def test_groups_of_follows_chains_and_cycles():
     originals = ['b', 'c', None, 'q', 'p', 's', 'gone']  # a -> b -> c; p <-> q; s its own; u -> gone
     assert groups_of(names, originals) == ['c', 'c', 'c', 'p', 'p', 's', 'gone']
     assert groups_of(['q', 'p'], ['p', 'q']) == ['p', 'p']  # the same group whichever comes first
+
+
+def test_the_same_names_in_two_folders_are_two_videos_for_the_split_groups_and_scoring(tmp_path):
+    """Two parts holding the same file names (other datasets' trees; DFDC's names are unique): a fake's
+    original is the video of that name in its own folder, and test.py's held-out set is the held-out
+    folder's videos, not every video of the same name."""
+    one = synthetic_table(60, faces=6, video_dim=8, audio_dim=2, seed=3)
+    table = pd.concat([one.assign(folder='part_a'), one.assign(folder='part_b')], ignore_index=True)
+    with_folders = groups_of(table.filename.tolist(), table.original.tolist(), table.folder.tolist())
+    assert len(set(with_folders)) == 2 * len(set(groups_of(one.filename.tolist(), one.original.tolist())))
+    assert all(g.startswith(f + '/') for g, f in zip(with_folders, table.folder))
+    path = tmp_path / 'twice.pkl'
+    table.to_pickle(path)
+    training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), split='folder',
+                                   val_folders='part_b', crop=4, project=8, hidden=8, fc=8, max_epochs=1, **QUIET),
+                 log=lambda *_: None)
+    report = scoring.run(scoring.settings(dataset=str(path), checkpoint=str(tmp_path / 'run' / 'best.pt'),
+                                          report=str(tmp_path / 'r.json'), subset='val'), log=lambda *_: None)
+    assert report['n_videos'] == len(one)
+    back = pd.read_csv(tmp_path / 'r_predictions.csv', keep_default_na=False)
+    assert set(back.folder) == {'part_b'} and sorted(back.filename) == sorted(one.filename)
 
 
 # ----------------------------------------------------------------------------- corrupt inputs, outputs
@@ -323,7 +345,7 @@ def test_the_predictions_csv_survives_commas_quotes_and_newlines_in_names(tmp_pa
     scoring.run(scoring.settings(dataset=str(tmp_path / 'odd.pkl'), checkpoint=str(fast_checkpoint(tmp_path / 'c.pt')),
                                  report=str(tmp_path / 'r.json')), log=lambda *_: None)
     back = pd.read_csv(tmp_path / 'r_predictions.csv', keep_default_na=False)
-    assert back.columns.tolist() == ['filename', 'label', 'p_fake', 'logit', 'no_face']
+    assert back.columns.tolist() == ['filename', 'folder', 'label', 'p_fake', 'logit', 'no_face']
     assert back.filename.tolist() == names and back.label.tolist() == table.label.tolist()
     assert ((back.p_fake > 0) & (back.p_fake < 1)).all()
 
