@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
+from common.stage import key
 from common.lazytable import TableError, open_table
 from model import synthetic_table, window_starts
 from network import NetworkConfig, build
@@ -81,7 +82,8 @@ def test_cache_holds_exactly_the_table(tmp_path):
             assert np.array_equal(t.read_faces(i), row.video_embedding)
             assert np.array_equal(audio[i], row.audio_embedding if row.has_audio else np.zeros(5))
             assert t.labels[i] == row.label and t.has_audio[i] == row.has_audio
-            assert t.groups[i] == (row.original if isinstance(row.original, str) else row.filename)
+            # a group is named after the video its chain starts from: its folder and name
+            assert t.groups[i] == key(row.folder, row.original if isinstance(row.original, str) else row.filename)
         assert np.array_equal(t.read_faces(6, 2, 3), table.video_embedding[6][2:5])
 
 
