@@ -43,7 +43,7 @@ def _one_of(*choices):
 RANGES = {
     # sizes and counts
     **{name: _at_least(1) for name in (
-        'batch_size', 'eval_batch_size', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'face_size',
+        'batch_size', 'eval_batch_size', 'chunk', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'face_size',
         'procs', 'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
