@@ -19,11 +19,11 @@ the face, the frame index, the box, and a 512-d embedding.
   starts or ends there) MTCNN also runs on the frame halfway, recursively, down to adjacent frames.
   Still heads cost a few detections; moving ones get as many as they need. A face MTCNN misses on a
   frame or two (dark clips) is carried across the miss when the boxes on both sides agree.
-- Detections are linked into tracks by overlap (within a chunk); a track must be found on at least MIN_TRACK_FRACTION
-  of the frames MTCNN ran on (false positives rarely are). By default the largest track is kept (by
-  total face size over the video, so a brief close-up of a passer-by does not win); KEEP_ALL_TRACKS
-  keeps every track. Frames where the track has no face are left out, not filled: the `frames` of a
-  track say which frames had one.
+- Within a chunk, detections are linked into tracks by overlap; a track must be found on at least
+  MIN_TRACK_FRACTION of the frames MTCNN ran on (false positives rarely are). By default the largest
+  track is kept (by total face size over the video, so a brief close-up of a passer-by does not win);
+  KEEP_ALL_TRACKS keeps every track. Frames where the track has no face are left out, not filled: the
+  `frames` of a track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
   InceptionResnetV1 (VGGFace2 weights) in batches. The embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
@@ -171,6 +171,7 @@ class DetectionPipeline:
             for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet, self.embedder):
                 net.to(memory_format=torch.channels_last)
         self.embedder_name = describe(cfg['face_weights'])
+        _large_blocks_back_to_the_system()
 
     # ---- stages -------------------------------------------------------------
     def _detect(self, frames, positions, small_cache, scale):
@@ -404,6 +405,9 @@ class DetectionPipeline:
             last = index
             if rgb is None:
                 continue
+            if frames and rgb.shape != frames[0].shape:  # MTCNN's batches need one size
+                raise VideoError(f'frame size changes from {frames[0].shape[1]}x{frames[0].shape[0]} to '
+                                 f'{rgb.shape[1]}x{rgb.shape[0]} at frame {index}')
             if len(frames) == size:
                 yield np.asarray(indices, np.int32), frames, None
                 indices, frames = [], []
@@ -473,6 +477,25 @@ class DetectionPipeline:
             return self.process(loaded)
         except VideoError as err:
             return err
+
+
+def _large_blocks_back_to_the_system(threshold=1 << 20):
+    """Make glibc's malloc serve every block of `threshold` bytes or more by mmap, so that it is given
+    back to the system when freed, and stop it from raising that threshold by itself.
+
+    Why: once a large block (a 6 MB 1080p frame) has been freed, glibc raises its mmap threshold above
+    it and carves the next ones out of its heap, where the frames, downscaled copies and MTCNN tensors of
+    successive chunks leave holes that no later block fits: the peak grew with every chunk (a 3-minute
+    clip 1.6x a 10 s one, all frames freed). Whole frames are few (one in FRAME_STEP), so the cost of
+    mapping each is small. A no-op where the C library is not glibc.
+    """
+    import ctypes
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    M_MMAP_THRESHOLD = -3  # malloc.h
+    mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def _square(frame, origin, size):

@@ -53,11 +53,19 @@ def peak(path):
     return float(mb), float(seconds), int(n_frames), int(tracks), int(faces)
 
 
+def cpu_model():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
+
+
 def main():
     config.configure(globals())
     if not os.path.exists(CLIP):
         config.fail(f'{CLIP} is absent (../shared/testdata, see its README)')
-    print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}')
+    print(f'{cpu_model()}, {os.cpu_count()} cores, python {platform.python_version()}')
     with tempfile.TemporaryDirectory() as tmp:
         long_clip = os.path.join(tmp, 'long.mp4')
         remux(CLIP, long_clip, times=REPEAT)
@@ -65,7 +73,8 @@ def main():
         for name, path in (('10s', CLIP), ('3min', long_clip)):
             mb, seconds, n_frames, tracks, faces = peak(path)
             figures[name] = mb
-            print(f'{name}: {n_frames} frames, {tracks} track(s), {faces} faces, peak {mb:.0f} MB, {seconds:.1f} s')
+            print(f'{name}: {n_frames} frames, {tracks} track(s), {faces} faces, peak {mb:.0f} MB, '
+                  f'{seconds:.1f} s')
     print(f'peak_mb_10s={figures["10s"]:.0f} peak_mb_3min={figures["3min"]:.0f} '
           f'ratio={figures["3min"] / figures["10s"]:.2f}')
 

@@ -286,3 +286,18 @@ def test_dfdc_clip_is_one_chunk_and_small_chunks_find_the_same_face(pipeline):
     assert small.tracks[0].frames.tolist() == one.tracks[0].frames.tolist() == list(range(0, 300, 6))
     overlap = [dp.iou(a, b)[0, 0] for a, b in zip(small.tracks[0].boxes, one.tracks[0].boxes)]
     assert np.median(overlap) > 0.9 and min(overlap) > 0.7
+
+
+def test_long_clip_cut_short_after_its_first_chunk_is_a_video_error_in_the_stream(pipeline, tmp_path):
+    """The truncation of a clip of several chunks is found while process() decodes its later chunks:
+    stream() yields it as the video's VideoError, like one found by load()."""
+    whole = tmp_path / 'whole.mp4'
+    video.remux(testdata('talking_heads', '5.mp4'), whole, times=4, faststart=True)  # 488 frames
+    data = whole.read_bytes()
+    cut = tmp_path / 'cut.mp4'
+    cut.write_bytes(data[:len(data) * 9 // 10])
+    loaded = pipeline.load(str(cut))  # the first chunk (360 frames) decodes
+    assert len(loaded.first[1]) == 60 and loaded.first[2] is None
+    [(path, result)] = list(pipeline.stream([str(cut)]))
+    assert path == str(cut) and isinstance(result, VideoError)
+    assert str(result).startswith('truncated: decoded ') and 'of 488 frames' in str(result)
