@@ -82,7 +82,7 @@ class Track:
 class Loaded:
     """A video as load() leaves it, for process(): its first chunk decoded (a DFDC clip: all of it, so
     that decoding is over before process() starts, in prefetch's background thread), and the decoder,
-    paused, for the chunks after it. Each chunk is (indices (n,) int32, frames [(h, w, 3) uint8],
+    paused, for the chunks after it. Each chunk is (indices (n,) int32, frames (n, h, w, 3) uint8,
     n_frames: the clip's decoded frame count on the last chunk, None before it)."""
     first: tuple
     rest: object             # generator of the chunks after the first
@@ -171,7 +171,6 @@ class DetectionPipeline:
             for net in (self.mtcnn.pnet, self.mtcnn.rnet, self.mtcnn.onet, self.embedder):
                 net.to(memory_format=torch.channels_last)
         self.embedder_name = describe(cfg['face_weights'])
-        _large_blocks_back_to_the_system()
 
     # ---- stages -------------------------------------------------------------
     def _detect(self, frames, positions, small_cache, scale):
@@ -394,28 +393,37 @@ class DetectionPipeline:
 
     # ---- the whole thing ----------------------------------------------------
     def chunks(self, path):
-        """Decode: yield (indices (n,) int32, frames [(h, w, 3) uint8], n_frames or None) for every CHUNK
+        """Decode: yield (indices (n,) int32, frames (n, h, w, 3) uint8, n_frames or None) for every CHUNK
         sampled frames, n_frames (the frames decoded) on the last chunk only. A chunk is handed out once
         the next sampled frame is decoded (so one that is not the last is known not to be), and this
         generator keeps no reference to it after."""
         size = self.cfg['chunk']
-        indices, frames = [], []
+        indices, frames = [], None
         last = -1
         for index, rgb in sampled_frames(path, self.cfg['frame_step'], count_all=True):
             last = index
             if rgb is None:
                 continue
-            if frames and rgb.shape != frames[0].shape:  # MTCNN's batches need one size
-                raise VideoError(f'frame size changes from {frames[0].shape[1]}x{frames[0].shape[0]} to '
-                                 f'{rgb.shape[1]}x{rgb.shape[0]} at frame {index}')
-            if len(frames) == size:
+            if len(indices) == size:
                 yield np.asarray(indices, np.int32), frames, None
-                indices, frames = [], []
+                indices, frames = [], None
+            if frames is None:
+                # One array a chunk, not one a frame. Freed 6 MB frames fragment glibc's heap (once one is
+                # freed it carves the next ones, and MTCNN's tensors, out of the heap instead of mmap), and
+                # the peak grew with every chunk: a 3-minute clip 1.6x a 10 s one. An array this large is
+                # always mmap'd and given back whole; its pages cost nothing until written (the end of a
+                # short clip's chunk).
+                frames = np.empty((min(size, 64), *rgb.shape), np.uint8)
+            elif len(indices) == len(frames):  # a CHUNK above 64: room for twice as many
+                frames = np.concatenate([frames, np.empty_like(frames)])
+            if rgb.shape != frames.shape[1:]:  # MTCNN's batches need one size
+                raise VideoError(f'frame size changes from {frames.shape[2]}x{frames.shape[1]} to '
+                                 f'{rgb.shape[1]}x{rgb.shape[0]} at frame {index}')
+            frames[len(indices)] = rgb
             indices.append(index)
-            frames.append(rgb)
-        if not frames:
+        if not indices:
             raise VideoError('no frame could be decoded')
-        yield np.asarray(indices, np.int32), frames, last + 1
+        yield np.asarray(indices, np.int32), frames[:len(indices)], last + 1
 
     def load(self, path):
         """Decode the first chunk (a DFDC clip: all of it) and pause: a Loaded for process().
@@ -477,25 +485,6 @@ class DetectionPipeline:
             return self.process(loaded)
         except VideoError as err:
             return err
-
-
-def _large_blocks_back_to_the_system(threshold=1 << 20):
-    """Make glibc's malloc serve every block of `threshold` bytes or more by mmap, so that it is given
-    back to the system when freed, and stop it from raising that threshold by itself.
-
-    Why: once a large block (a 6 MB 1080p frame) has been freed, glibc raises its mmap threshold above
-    it and carves the next ones out of its heap, where the frames, downscaled copies and MTCNN tensors of
-    successive chunks leave holes that no later block fits: the peak grew with every chunk (a 3-minute
-    clip 1.6x a 10 s one, all frames freed). Whole frames are few (one in FRAME_STEP), so the cost of
-    mapping each is small. A no-op where the C library is not glibc.
-    """
-    import ctypes
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return
-    M_MMAP_THRESHOLD = -3  # malloc.h
-    mallopt(M_MMAP_THRESHOLD, threshold)
 
 
 def _square(frame, origin, size):

@@ -16,6 +16,7 @@ import numpy as np
 
 TRUNCATED_SLACK = 3         # frames a clip may fall short of its header's count (headers are approximate) ...
 TRUNCATED_SHARE = 0.02      # ... or this share of it, whichever is more
+TRUNCATED_SECONDS = 1.0     # ... or this, where only the whole file's duration is known (audio may be longer)
 
 
 class VideoError(Exception):
@@ -75,26 +76,30 @@ def upright(rgb, rotation):
 
 
 def expected_frames(container, stream):
-    """(frame count, how the container says it) or (None, '') where it says nothing: the header's count,
-    else the stream's (or the container's) duration times the frame rate."""
+    """(frame count, frames it may fall short by, how the container says it), or (None, 0, '') where it
+    says nothing: the header's count, else the stream's (or the whole file's) duration times the rate."""
     if stream.frames:
-        return int(stream.frames), f'{stream.frames} frames'
+        n = int(stream.frames)
+        return n, max(TRUNCATED_SLACK, math.ceil(TRUNCATED_SHARE * n)), f'{n} frames'
     rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        return None, 0, ''
+    rate, extra = float(rate), 0.0
     if stream.duration and stream.time_base:
         seconds = float(stream.duration * stream.time_base)
     elif container.duration:
-        seconds = container.duration / av.time_base
+        seconds, extra = container.duration / av.time_base, TRUNCATED_SECONDS
     else:
-        return None, ''
-    if not rate:
-        return None, ''
-    return round(seconds * rate), f'{seconds:.2f} s at {float(rate):.2f} fps'
+        return None, 0, ''
+    n = round(seconds * rate)
+    slack = max(TRUNCATED_SLACK, math.ceil(TRUNCATED_SHARE * n), math.ceil(extra * rate))
+    return n, slack, f'{seconds:.2f} s at {rate:.2f} fps'
 
 
 def truncation(decoded, container, stream):
     """The reason a clip of `decoded` frames is cut short of what its container says, or ''."""
-    expected, says = expected_frames(container, stream)
-    if expected is None or decoded >= expected - max(TRUNCATED_SLACK, math.ceil(TRUNCATED_SHARE * expected)):
+    expected, slack, says = expected_frames(container, stream)
+    if expected is None or decoded >= expected - slack:
         return ''
     return f'truncated: decoded {decoded} of {expected} frames (container says {says})'
 

@@ -214,6 +214,14 @@ def test_clip_cut_short_is_truncated_and_intact_clips_are_not(tmp_path):
         with pytest.raises(VideoError, match=r'^truncated: decoded \d+ of 300 frames \(container says 300'):
             for _ in sampled_frames(str(tmp_path / name), 6):
                 pass
+    # Matroska has no frame count: its duration (of the whole file) says how long the clip is
+    mkv = tmp_path / 'whole.mkv'
+    video.remux(testdata('talking_heads', '5.mp4'), mkv)  # 122 frames, 4.88 s
+    (tmp_path / 'half.mkv').write_bytes(mkv.read_bytes()[:mkv.stat().st_size // 2])
+    with pytest.raises(VideoError, match=r'^truncated: decoded \d+ of 122 frames \(container says 4.88 s'):
+        for _ in sampled_frames(str(tmp_path / 'half.mkv'), 6):
+            pass
+    assert len(list(sampled_frames(str(mkv), 6))) == 21
     pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
     err = pipeline.load_or_error(str(tmp_path / 'clean.mp4'))
     assert isinstance(err, VideoError) and str(err).startswith('truncated: decoded 15')
@@ -227,30 +235,34 @@ def test_clip_cut_short_is_truncated_and_intact_clips_are_not(tmp_path):
 
 def test_long_clip_is_worked_in_chunks_with_bounded_memory_and_one_track(tmp_path, monkeypatch):
     """A clip of several chunks (a real clip's packets 4 times over, 488 frames: 82 sampled, chunks of 60
-    and 22) gives one continuous track, each embedding that of its own frame's crop, and never holds
-    more than one chunk of frames (+1 decoded ahead)."""
+    and 22) gives one continuous track, each embedding that of its own frame's crop, and holds one chunk
+    of frames at a time (the old code held all 82)."""
     import weakref
     clip = tmp_path / 'long.mp4'
     video.remux(testdata('talking_heads', '5.mp4'), clip, times=4)  # 122 frames, 524x524
-    alive, most = [], [0]
+    decoded, chunks = [], []
     to_rgb = video._to_rgb
 
     def tracked(frame):
         rgb = to_rgb(frame)
-        alive.append(weakref.ref(rgb))
+        decoded.append(weakref.ref(rgb))
         return rgb
     monkeypatch.setattr(video, '_to_rgb', tracked)
     pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
     assert pipeline.cfg['chunk'] == 60
     find_tracks = pipeline.find_tracks
+    held = []  # at each chunk's detection: (chunk arrays alive, decoded frames alive outside them)
 
     def counting(frames):
-        most[0] = max(most[0], sum(r() is not None for r in alive))
+        chunks.append(weakref.ref(frames if frames.base is None else frames.base))
+        held.append((sum(r() is not None for r in chunks), sum(r() is not None for r in decoded)))
         return find_tracks(frames)
     monkeypatch.setattr(pipeline, 'find_tracks', counting)
     faces = pipeline(str(clip))
-    assert faces.n_frames == 488 and len(alive) == 82
-    assert most[0] <= 61  # the old code held all 82
+    assert faces.n_frames == 488 and len(decoded) == 82
+    assert len(chunks) == 2 and all(c() is None for c in chunks)  # freed once the video is done
+    # while a chunk is worked on: it alone, and the next chunk's first frame (decoded to know there is one)
+    assert held == [(1, 1), (1, 0)], held
     assert len(faces.tracks) == 1
     track = faces.tracks[0]
     assert track.frames.tolist() == list(range(0, 488, 6))  # across the chunks' seam, no gap
