@@ -4,7 +4,13 @@ Reads one video; returns (or, run as a script, prints) its face tracks: for each
 the face, the frame index, the box, and a 512-d embedding.
 
 - Frames 0, FRAME_STEP, 2*FRAME_STEP, ... are sampled (DFDC's 300-frame clips give 50); the frames in
-  between are decoded (H.264 needs them) but never converted.
+  between are decoded (H.264 needs them) but never converted. Frames come upright (a phone clip's
+  rotation is applied) and a clip cut short of what its container says is a VideoError (common/video.py).
+- The video is worked through in chunks of CHUNK sampled frames, straight from the decoder: each chunk is
+  detected, tracked, cropped and embedded, then dropped, so memory does not grow with the clip's length
+  (only the boxes and 512-d embeddings are kept). A DFDC clip (50 sampled frames) is one chunk. The
+  tracks of consecutive chunks are joined where the last box of one overlaps the first box of the next
+  (join_chunks), and the largest joined track is kept, as within a chunk.
 - MTCNN (facenet-pytorch, its shipped weights) looks for faces on a copy of the frame whose long side
   is DETECT_SIZE pixels: DFDC's 1080p faces are 100-400 px tall, so a third of the resolution loses
   none of them and costs a ninth of the work. It runs on every DETECT_EVERY-th sampled frame (and the
@@ -13,11 +19,11 @@ the face, the frame index, the box, and a 512-d embedding.
   starts or ends there) MTCNN also runs on the frame halfway, recursively, down to adjacent frames.
   Still heads cost a few detections; moving ones get as many as they need. A face MTCNN misses on a
   frame or two (dark clips) is carried across the miss when the boxes on both sides agree.
-- Detections are linked into tracks by overlap; a track must be found on at least MIN_TRACK_FRACTION
-  of the frames MTCNN ran on (false positives rarely are). By default the largest track is kept (by
-  total face size over the video, so a brief close-up of a passer-by does not win); KEEP_ALL_TRACKS
-  keeps every track. Frames where the track has no face are left out, not filled: the `frames` of a
-  track say which frames had one.
+- Within a chunk, detections are linked into tracks by overlap; a track must be found on at least
+  MIN_TRACK_FRACTION of the frames MTCNN ran on (false positives rarely are). By default the largest
+  track is kept (by total face size over the video, so a brief close-up of a passer-by does not win);
+  KEEP_ALL_TRACKS keeps every track. Frames where the track has no face are left out, not filled: the
+  `frames` of a track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
   InceptionResnetV1 (VGGFace2 weights) in batches. The embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
@@ -59,6 +65,7 @@ FACE_WEIGHTS = 'vggface2'   # 'vggface2' (downloaded once) | path to a local .pt
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1' ...
 AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf16 units (2x; stored as float16)
 BATCH_SIZE = 64             # faces per InceptionResnetV1 batch, frames per MTCNN batch
+CHUNK = 60                  # sampled frames held at once (1080p: 6 MB each); a DFDC clip's 50 are one chunk
 VIDEO = ''                  # as a script: the video to run on
 # -----------------------------------------------------------------------------
 
@@ -69,6 +76,23 @@ class Track:
     boxes: np.ndarray        # (faces, 4) float32 x1, y1, x2, y2 in full-resolution pixels
     detected: np.ndarray     # (faces,) bool: MTCNN ran on this frame (else the box was interpolated)
     embeddings: np.ndarray = None  # (faces, 512) float16
+
+
+@dataclass
+class Loaded:
+    """A video as load() leaves it, for process(): its first chunk decoded (a DFDC clip: all of it, so
+    that decoding is over before process() starts, in prefetch's background thread), and the decoder,
+    paused, for the chunks after it. Each chunk is (indices (n,) int32, frames (n, h, w, 3) uint8,
+    n_frames: the clip's decoded frame count on the last chunk, None before it)."""
+    first: tuple
+    rest: object             # generator of the chunks after the first
+
+    def chunks(self):
+        """The chunks, in order, each once: nothing here keeps one after the caller moves on."""
+        first, self.first = self.first, None
+        yield first
+        del first
+        yield from self.rest
 
 
 @dataclass
@@ -127,6 +151,11 @@ def _area(box):
     return float((box[2] - box[0]) * (box[3] - box[1]))
 
 
+def _size(boxes):
+    """A track's size over time: the sum of sqrt(area) of its boxes."""
+    return sum(np.sqrt(_area(b)) for b in boxes)
+
+
 class DetectionPipeline:
     """Video in, face tracks with embeddings out. Settings default to this module's constants."""
 
@@ -164,6 +193,11 @@ class DetectionPipeline:
         n = len(frames)
         h, w = frames[0].shape[:2]
         scale = min(1.0, self.cfg['detect_size'] / max(h, w))
+        if min(_scaled(w, scale), _scaled(h, scale)) < self.mtcnn.min_face_size:
+            # MTCNN cannot see a face larger than the frame it searches (and raises on one so small that
+            # its image pyramid is empty): a tiny video (16x16) has no face, not an error
+            self.n_detections = 0
+            return []
         small_cache = {}
         every = max(1, self.cfg['detect_every'])
         detections = self._detect(frames, sorted(set(range(0, n, every)) | {n - 1}), small_cache, scale)
@@ -186,7 +220,7 @@ class DetectionPipeline:
         along beats a brief close-up of a passer-by."""
         need = self.cfg['min_track_fraction'] * n_detected
         candidates = [t for t in tracks if len(t) >= need] or tracks
-        candidates = sorted(candidates, key=lambda t: -sum(np.sqrt(_area(b)) for b in t.values()))
+        candidates = sorted(candidates, key=lambda t: -_size(t.values()))
         return candidates if self.cfg['keep_all_tracks'] else candidates[:1]
 
     def _safe(self, track, a, b):
@@ -240,7 +274,9 @@ class DetectionPipeline:
             origins.append(origin)
         found = {}
         saved = self.mtcnn.min_face_size
-        self.mtcnn.min_face_size = size // 4
+        # the region is resized to size x size whatever the box, so MTCNN's pyramid is never empty
+        # (a face of size // 4 fits it), also for a tiny video
+        self.mtcnn.min_face_size = max(1, size // 4)
         try:
             for start in range(0, len(rois), self.cfg['batch_size']):
                 batch = np.stack(rois[start:start + self.cfg['batch_size']])  # (batch, size, size, 3)
@@ -305,28 +341,9 @@ class DetectionPipeline:
                 out.append(self.embedder(x).float().cpu().numpy().astype(np.float16))
         return np.concatenate(out) if out else np.zeros((0, 512), np.float16)
 
-    # ---- the whole thing ----------------------------------------------------
-    def load(self, path):
-        """Decode: (sampled frame indices (n,) int32, frames: list of (h, w, 3) uint8, frames decoded)."""
-        indices, frames = [], []
-        last = -1
-        for index, rgb in sampled_frames(path, self.cfg['frame_step'], count_all=True):
-            last = index
-            if rgb is not None:
-                indices.append(index)
-                frames.append(rgb)
-        if not frames:
-            raise VideoError('no frame could be decoded')
-        return np.asarray(indices, np.int32), frames, last + 1
-
-    def process(self, loaded):
-        """Detect, track, crop and embed the decoded frames of one video."""
-        indices, frames, n_frames = loaded
-        t1 = time.perf_counter()
-        h, w = frames[0].shape[:2]
-        result = VideoFaces(n_frames=n_frames, width=w, height=h)
-        filled = self.find_tracks(frames)
-        t2 = time.perf_counter()
+    def embed_tracks(self, indices, frames, filled):
+        """Crops of the boxes of `filled` (find_tracks) embedded: a Track each (frame indices from
+        `indices`, the sampled frames' numbers)."""
         crops, owners = [], []
         for k, boxes in enumerate(filled):
             for pos, (box, _) in boxes.items():
@@ -334,16 +351,111 @@ class DetectionPipeline:
                 owners.append(k)
         embeddings = self.embed(crops)
         owners = np.asarray(owners)
+        tracks = []
         for k, boxes in enumerate(filled):
             pos = np.fromiter(boxes.keys(), np.int64, len(boxes))
-            result.tracks.append(Track(
+            tracks.append(Track(
                 frames=indices[pos],
                 boxes=np.stack([b for b, _ in boxes.values()]).astype(np.float32),
                 detected=np.fromiter((d for _, d in boxes.values()), bool, len(boxes)),
                 embeddings=embeddings[owners == k]))
-        result.n_detections = self.n_detections
-        result.seconds = {'detect': t2 - t1, 'embed': time.perf_counter() - t2}
-        return result
+        return tracks
+
+    def join_chunks(self, chunks):
+        """One list of tracks from the tracks of consecutive chunks ([[Track]], in chunk order): a chunk's
+        track continues the joined track whose last box it overlaps most (IoU at least 0.2, the bar of
+        link(), which joins detections of one chunk), each at most once; the rest start new ones. The
+        kept ones, largest first, as _choose keeps them within a chunk (one chunk: its tracks as they are)."""
+        joined = []  # each: the Tracks of one face, in frame order
+        for tracks in chunks:
+            ends = [parts[-1] for parts in joined]
+            free = list(range(len(tracks)))
+            if ends and tracks:
+                overlap = iou([t.boxes[0] for t in tracks], [e.boxes[-1] for e in ends])  # (tracks, joined)
+                taken = set()
+                for flat in np.argsort(-overlap, axis=None):
+                    i, j = np.unravel_index(flat, overlap.shape)
+                    if overlap[i, j] < 0.2:
+                        break
+                    if i in free and j not in taken:
+                        joined[j].append(tracks[i])
+                        free.remove(i)
+                        taken.add(j)
+            joined.extend([tracks[i]] for i in free)
+        joined = sorted(joined, key=lambda parts: -sum(_size(t.boxes) for t in parts))
+        if not self.cfg['keep_all_tracks']:
+            joined = joined[:1]
+        return [parts[0] if len(parts) == 1 else Track(
+            frames=np.concatenate([t.frames for t in parts]),
+            boxes=np.concatenate([t.boxes for t in parts]),
+            detected=np.concatenate([t.detected for t in parts]),
+            embeddings=np.concatenate([t.embeddings for t in parts])) for parts in joined]
+
+    # ---- the whole thing ----------------------------------------------------
+    def chunks(self, path):
+        """Decode: yield (indices (n,) int32, frames (n, h, w, 3) uint8, n_frames or None) for every CHUNK
+        sampled frames, n_frames (the frames decoded) on the last chunk only. A chunk is handed out once
+        the next sampled frame is decoded (so one that is not the last is known not to be), and this
+        generator keeps no reference to it after."""
+        size = self.cfg['chunk']
+        indices, frames = [], None
+        last = -1
+        for index, rgb in sampled_frames(path, self.cfg['frame_step'], count_all=True):
+            last = index
+            if rgb is None:
+                continue
+            if len(indices) == size:
+                yield np.asarray(indices, np.int32), frames, None
+                indices, frames = [], None
+            if frames is None:
+                # One array a chunk, not one a frame. Freed 6 MB frames fragment glibc's heap (once one is
+                # freed it carves the next ones, and MTCNN's tensors, out of the heap instead of mmap), and
+                # the peak grew with every chunk: a 3-minute clip 1.6x a 10 s one. An array this large is
+                # always mmap'd and given back whole; its pages cost nothing until written (the end of a
+                # short clip's chunk).
+                frames = np.empty((min(size, 64), *rgb.shape), np.uint8)
+            elif len(indices) == len(frames):  # a CHUNK above 64: room for twice as many
+                frames = np.concatenate([frames, np.empty_like(frames)])
+            if rgb.shape != frames.shape[1:]:  # MTCNN's batches need one size
+                raise VideoError(f'frame size changes from {frames.shape[2]}x{frames.shape[1]} to '
+                                 f'{rgb.shape[1]}x{rgb.shape[0]} at frame {index}')
+            frames[len(indices)] = rgb
+            indices.append(index)
+        if not indices:
+            raise VideoError('no frame could be decoded')
+        yield np.asarray(indices, np.int32), frames[:len(indices)], last + 1
+
+    def load(self, path):
+        """Decode the first chunk (a DFDC clip: all of it) and pause: a Loaded for process().
+        Raises VideoError for a video that cannot be read (or, when it is one chunk, is cut short)."""
+        rest = self.chunks(path)
+        return Loaded(first=next(rest), rest=rest)
+
+    def process(self, loaded):
+        """Detect, track, crop and embed one video, chunk by chunk (a Loaded from load()). Raises
+        VideoError where decoding a later chunk fails (a clip longer than one chunk, broken or cut short)."""
+        seconds = {'decode': 0.0, 'detect': 0.0, 'embed': 0.0}
+        pieces, n_detections = [], 0
+        chunks = loaded.chunks()
+        while True:
+            t0 = time.perf_counter()
+            chunk = next(chunks, None)  # decodes, for every chunk after the first
+            t1 = time.perf_counter()
+            if chunk is None:
+                break
+            indices, frames, n_frames = chunk
+            del chunk
+            h, w = frames[0].shape[:2]
+            filled = self.find_tracks(frames)
+            n_detections += self.n_detections
+            t2 = time.perf_counter()
+            pieces.append(self.embed_tracks(indices, frames, filled))
+            del frames  # before the next chunk is decoded: one chunk of frames at a time
+            seconds['decode'] += t1 - t0
+            seconds['detect'] += t2 - t1
+            seconds['embed'] += time.perf_counter() - t2
+        return VideoFaces(n_frames=n_frames, width=w, height=h, tracks=self.join_chunks(pieces),
+                          n_detections=n_detections, seconds=seconds)
 
     def __call__(self, path):
         """Face tracks of one video. Raises VideoError for an unreadable video (no face is not an error)."""
@@ -351,19 +463,26 @@ class DetectionPipeline:
         loaded = self.load(path)
         decode = time.perf_counter() - t0
         result = self.process(loaded)
-        result.seconds = {'decode': decode, **result.seconds}
+        result.seconds['decode'] += decode
         return result
 
     def stream(self, paths, prefetch=-1):
         """Yield (path, VideoFaces or VideoError) for each path, in order, decoding `prefetch` videos
         ahead in a background thread (-1: common.prefetch.default_ahead for this device)."""
         for path, loaded in prefetched(self.load_or_error, paths, default_ahead(self.device, prefetch)):
-            yield path, (loaded if isinstance(loaded, VideoError) else self.process(loaded))
+            yield path, (loaded if isinstance(loaded, VideoError) else self.process_or_error(loaded))
 
     def load_or_error(self, path):
         """load(path), or the VideoError that says why it cannot be read (for a background thread)."""
         try:
             return self.load(path)
+        except VideoError as err:
+            return err
+
+    def process_or_error(self, loaded):
+        """process(loaded), or the VideoError met decoding its later chunks."""
+        try:
+            return self.process(loaded)
         except VideoError as err:
             return err
 
@@ -381,7 +500,11 @@ def _downscale(frame, scale):
     if scale >= 1.0:
         return frame
     h, w = frame.shape[:2]
-    return cv2.resize(frame, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    return cv2.resize(frame, (_scaled(w, scale), _scaled(h, scale)), interpolation=cv2.INTER_AREA)
+
+
+def _scaled(pixels, scale):
+    return round(pixels * scale) if scale < 1.0 else pixels
 
 
 def main():

@@ -50,7 +50,7 @@ def _at_most(hi):
 RANGES = {
     # sizes and counts
     **{name: _at_least(1) for name in (
-        'batch_size', 'eval_batch_size', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'min_face_size',
+        'batch_size', 'eval_batch_size', 'chunk', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'min_face_size',
         'procs', 'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (

@@ -3,10 +3,20 @@
 Every frame of the clip has to go through the decoder (H.264 predicts frames from each other), but only
 the sampled ones are converted to RGB: conversion of a 1080p frame costs about as much as a tenth of its
 decoding, so converting 1 frame in 6 saves most of it. FFmpeg's own frame threads do the decoding.
+
+Frames come out upright: a phone clip stored sideways with a display matrix (the 'rotate' tag of older
+files) is turned as a player shows it, so its width and height are the displayed ones. A clip that ends
+well before its container says it does (a file cut short) is a VideoError, not a short video.
 """
+import math
 import os
 
 import av
+import numpy as np
+
+TRUNCATED_SLACK = 3         # frames a clip may fall short of its header's count (headers are approximate) ...
+TRUNCATED_SHARE = 0.02      # ... or this share of it, whichever is more
+TRUNCATED_SECONDS = 1.0     # ... or this, where only the whole file's duration is known (audio may be longer)
 
 
 class VideoError(Exception):
@@ -35,11 +45,18 @@ def open_video(path, need_video=True):
 
 
 def probe(path):
-    """Width, height, frame count (from the header, may be 0) and frame rate, without decoding."""
+    """Width and height as displayed (upright), frame count (from the header, may be 0) and frame rate,
+    decoding one frame only (the rotation is on the frames)."""
     with open_video(path) as container:
         stream = container.streams.video[0]
-        return {'width': stream.codec_context.width, 'height': stream.codec_context.height,
-                'n_frames': int(stream.frames or 0),
+        width, height = stream.codec_context.width, stream.codec_context.height
+        try:
+            first = next(container.decode(stream), None)
+        except av.FFmpegError:
+            first = None
+        if first is not None and _quarter_turns(first.rotation) % 2:
+            width, height = height, width
+        return {'width': width, 'height': height, 'n_frames': int(stream.frames or 0),
                 'fps': float(stream.average_rate) if stream.average_rate else 0.0}
 
 
@@ -47,11 +64,53 @@ def _to_rgb(frame):
     return frame.to_ndarray(format='rgb24')
 
 
+def _quarter_turns(rotation):
+    """Counterclockwise quarter turns that show a frame upright, from its display matrix's rotation
+    (PyAV's VideoFrame.rotation: degrees counterclockwise, in [-180, 180]; phones write multiples of 90)."""
+    return round(rotation / 90) % 4
+
+
+def upright(rgb, rotation):
+    """(h, w, 3) as stored -> as displayed: (w, h, 3) for a quarter turn."""
+    turns = _quarter_turns(rotation)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
+
+
+def expected_frames(container, stream):
+    """(frame count, frames it may fall short by, how the container says it), or (None, 0, '') where it
+    says nothing: the header's count, else the stream's (or the whole file's) duration times the rate."""
+    if stream.frames:
+        n = int(stream.frames)
+        return n, max(TRUNCATED_SLACK, math.ceil(TRUNCATED_SHARE * n)), f'{n} frames'
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        return None, 0, ''
+    rate, extra = float(rate), 0.0
+    if stream.duration and stream.time_base:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration:
+        seconds, extra = container.duration / av.time_base, TRUNCATED_SECONDS
+    else:
+        return None, 0, ''
+    n = round(seconds * rate)
+    slack = max(TRUNCATED_SLACK, math.ceil(TRUNCATED_SHARE * n), math.ceil(extra * rate))
+    return n, slack, f'{seconds:.2f} s at {rate:.2f} fps'
+
+
+def truncation(decoded, container, stream):
+    """The reason a clip of `decoded` frames is cut short of what its container says, or ''."""
+    expected, slack, says = expected_frames(container, stream)
+    if expected is None or decoded >= expected - slack:
+        return ''
+    return f'truncated: decoded {decoded} of {expected} frames (container says {says})'
+
+
 def sampled_frames(path, step, threads=0, convert=True, count_all=False):
-    """Yield (frame_index, rgb) for frames 0, step, 2*step, ...: rgb is (height, width, 3) uint8.
+    """Yield (frame_index, rgb) for frames 0, step, 2*step, ...: rgb is (height, width, 3) uint8, upright.
 
     Frame indices count decoded frames from the start, which is what DFDC's 300-frame clips mean by
-    a frame number. A stream that breaks part-way raises VideoError after the frames read so far.
+    a frame number. A stream that breaks part-way, or ends well short of the frame count its container
+    gives (a file cut short), raises VideoError after the frames read so far.
     `convert=False` decodes without converting (the decoding floor the benchmarks compare against);
     `count_all=True` also yields (index, None) for the frames between samples, so the caller knows the
     clip's length.
@@ -63,16 +122,22 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False):
         if threads:
             stream.codec_context.thread_count = threads
         index = -1
+        failed = None
         try:
             for index, frame in enumerate(container.decode(stream)):
                 if index % step == 0:
-                    yield index, (_to_rgb(frame) if convert else None)
+                    yield index, (upright(_to_rgb(frame), frame.rotation) if convert else None)
                 elif count_all:
                     yield index, None
         except av.FFmpegError as err:
-            raise VideoError(f'decoding failed after {index + 1} frames: {err}') from None
+            failed = err
         if index < 0:
-            raise VideoError('no frame could be decoded')
+            raise VideoError('no frame could be decoded' + (f': {failed}' if failed else ''))
+        cut = truncation(index + 1, container, stream)
+        if cut:
+            raise VideoError(cut + (f'; decoding failed: {failed}' if failed else ''))
+        if failed:
+            raise VideoError(f'decoding failed after {index + 1} frames: {failed}')
     finally:
         container.close()
 
@@ -84,3 +149,22 @@ def count_frames(path):
         pass
     return n
 
+
+
+def remux(src, dst, times=1, faststart=False):
+    """Write dst: the video packets of src, `times` over one after the other (timestamps shifted by one
+    copy's duration each time), without re-encoding: a longer clip of the same bytes. faststart puts the
+    index (moov) before the data, as streaming sites do, so that a file cut short still opens."""
+    options = {'movflags': 'faststart'} if faststart else {}
+    with av.open(str(src)) as inp, av.open(str(dst), 'w', options=options) as out:
+        ist = inp.streams.video[0]
+        ost = out.add_stream_from_template(ist)
+        packets = [p for p in inp.demux(ist) if p.dts is not None]  # the last, empty one has none
+        span = max(p.pts + (p.duration or 0) for p in packets) - min(p.pts for p in packets)
+        for k in range(times):
+            for p in packets:
+                copy = av.Packet(bytes(p))
+                copy.pts, copy.dts = p.pts + k * span, p.dts + k * span
+                copy.duration, copy.is_keyframe, copy.time_base = p.duration, p.is_keyframe, p.time_base
+                copy.stream = ost
+                out.mux(copy)

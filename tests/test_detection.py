@@ -134,3 +134,182 @@ def test_weights_that_cannot_be_had_are_one_clear_line(tmp_path, monkeypatch):
         face_embedder(str(tmp_path / 'junk.pt'))
     with pytest.raises(WeightsUnavailable, match='not a file'):
         face_embedder('imagenet')
+
+
+def _encode(path, frames, fps=25, rotation=0):
+    """An H.264 mp4 of the RGB frames; `rotation` (degrees counterclockwise) goes into its display
+    matrix, as a phone writes one for a clip it stored sideways."""
+    import av
+    h, w = frames[0].shape[:2]
+    with av.open(str(path), 'w') as out:
+        stream = out.add_stream('libx264', rate=fps, options={'crf': '18'})
+        stream.width, stream.height, stream.pix_fmt = w, h, 'yuv420p'
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for rgb in frames:
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format='rgb24')))
+        out.mux(stream.encode())
+    return str(path)
+
+
+@pytest.mark.parametrize('width,height', [(16, 16), (40, 30), (30, 600), (2000, 48)])
+def test_tiny_video_has_no_face_and_never_raises(pipeline, tmp_path, width, height):
+    """Frames whose short side is under MIN_FACE_SIZE once downscaled (16x16; 2000x48 is 640x15 for
+    MTCNN) made MTCNN raise (`torch.cat(): expected a non-empty list`): such a frame has no face."""
+    import cv2
+    import make_sample_dataset as sample
+    face = cv2.resize(sample.photo('astronaut'), (width, height), interpolation=cv2.INTER_AREA)
+    path = _encode(tmp_path / f'{width}x{height}.mp4', [face] * 30)
+    faces = pipeline(path)
+    assert (faces.n_frames, faces.width, faces.height) == (30, width, height)
+    if min(width, height) * min(1.0, dp.DETECT_SIZE / max(width, height)) < dp.MIN_FACE_SIZE:
+        assert faces.tracks == [] and faces.n_detections == 0
+    # the re-detection around a box resizes its region to ROI_SIZE: a box in a tiny frame is no crash
+    frame = np.ascontiguousarray(face)
+    assert pipeline._roi_detect([frame], {0: np.array([2, 2, 6, 6], np.float32)}) == {0: None}
+
+
+def _boxes(faces):
+    return dict(zip(faces.tracks[0].frames.tolist(), faces.tracks[0].boxes))
+
+
+@pytest.mark.parametrize('rotation', [90, -90, 180])
+def test_rotated_phone_clip_is_decoded_upright(pipeline, tmp_path, rotation):
+    """A clip stored sideways with a display matrix: its frames, width, height and faces are the upright
+    clip's (it was embedded sideways, width and height unrotated)."""
+    import cv2
+    clip = testdata('dfdc_sample', 'lynaeydofd.mp4')  # 1920x1080
+    frames = [cv2.resize(rgb, (640, 360), interpolation=cv2.INTER_AREA)
+              for _, rgb in zip(range(36), (rgb for _, rgb in sampled_frames(clip, 1)))]
+    upright = _encode(tmp_path / 'upright.mp4', frames)
+    # stored turned the other way, so that the display matrix's turn puts it upright
+    stored = [np.rot90(rgb, -rotation // 90) for rgb in frames]
+    assert stored[0].shape[:2] == ((640, 360) if rotation % 180 else (360, 640))
+    rotated = _encode(tmp_path / 'rotated.mp4', stored, rotation=rotation)
+    assert video.probe(rotated)[('width')] == 640 and video.probe(rotated)['height'] == 360
+    a = dict(sampled_frames(upright, 6))
+    b = dict(sampled_frames(rotated, 6))
+    assert a.keys() == b.keys() and all(b[i].shape == (360, 640, 3) for i in b)
+    assert max(np.abs(a[i].astype(int) - b[i]).mean() for i in a) < 3  # the same pictures (re-encoded)
+    faces_a, faces_b = pipeline(upright), pipeline(rotated)
+    assert (faces_b.width, faces_b.height) == (640, 360)
+    box_a, box_b = _boxes(faces_a), _boxes(faces_b)
+    assert box_a.keys() == box_b.keys() and len(box_a) == 6
+    assert min(dp.iou(box_a[f], box_b[f])[0, 0] for f in box_a) > 0.8
+
+
+def test_clip_cut_short_is_truncated_and_intact_clips_are_not(tmp_path):
+    """An mp4 with its index first (faststart) cut in half still opens and decodes its first half: it
+    is recorded as truncated, not taken as a complete short video. Every intact clip passes."""
+    import av
+    clip = testdata('dfdc_sample', 'lynaeydofd.mp4')
+    whole = tmp_path / 'whole.mp4'
+    video.remux(clip, whole, faststart=True)
+    data = whole.read_bytes()
+    with av.open(str(whole)) as container:  # where the 150th packet ends: a cut the decoder cannot see
+        ends = sorted(p.pos + p.size for p in container.demux(video=0) if p.pos is not None and p.size)
+    cuts = {'half.mp4': len(data) // 2, 'clean.mp4': ends[150]}
+    for name, size in cuts.items():
+        (tmp_path / name).write_bytes(data[:size])
+        with pytest.raises(VideoError, match=r'^truncated: decoded \d+ of 300 frames \(container says 300'):
+            for _ in sampled_frames(str(tmp_path / name), 6):
+                pass
+    # Matroska has no frame count: its duration (of the whole file) says how long the clip is
+    mkv = tmp_path / 'whole.mkv'
+    video.remux(testdata('talking_heads', '5.mp4'), mkv)  # 122 frames, 4.88 s
+    (tmp_path / 'half.mkv').write_bytes(mkv.read_bytes()[:mkv.stat().st_size // 2])
+    with pytest.raises(VideoError, match=r'^truncated: decoded \d+ of 122 frames \(container says 4.88 s'):
+        for _ in sampled_frames(str(tmp_path / 'half.mkv'), 6):
+            pass
+    assert len(list(sampled_frames(str(mkv), 6))) == 21
+    pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
+    err = pipeline.load_or_error(str(tmp_path / 'clean.mp4'))
+    assert isinstance(err, VideoError) and str(err).startswith('truncated: decoded 15')
+    import glob
+    intact = [str(whole)] + sorted(glob.glob(testdata('') + '/**/*.mp4', recursive=True))
+    assert len(intact) >= 11
+    for path in intact:
+        n = sum(1 for _ in sampled_frames(path, 6, convert=False, count_all=True))
+        assert n == video.probe(path)['n_frames'], path
+
+
+def test_long_clip_is_worked_in_chunks_with_bounded_memory_and_one_track(tmp_path, monkeypatch):
+    """A clip of several chunks (a real clip's packets 4 times over, 488 frames: 82 sampled, chunks of 60
+    and 22) gives one continuous track, each embedding that of its own frame's crop, and holds one chunk
+    of frames at a time (the old code held all 82)."""
+    import weakref
+    clip = tmp_path / 'long.mp4'
+    video.remux(testdata('talking_heads', '5.mp4'), clip, times=4)  # 122 frames, 524x524
+    decoded, chunks = [], []
+    to_rgb = video._to_rgb
+
+    def tracked(frame):
+        rgb = to_rgb(frame)
+        decoded.append(weakref.ref(rgb))
+        return rgb
+    monkeypatch.setattr(video, '_to_rgb', tracked)
+    pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
+    assert pipeline.cfg['chunk'] == 60
+    find_tracks = pipeline.find_tracks
+    held = []  # at each chunk's detection: (chunk arrays alive, decoded frames alive outside them)
+
+    def counting(frames):
+        chunks.append(weakref.ref(frames if frames.base is None else frames.base))
+        held.append((sum(r() is not None for r in chunks), sum(r() is not None for r in decoded)))
+        return find_tracks(frames)
+    monkeypatch.setattr(pipeline, 'find_tracks', counting)
+    faces = pipeline(str(clip))
+    assert faces.n_frames == 488 and len(decoded) == 82
+    assert len(chunks) == 2 and all(c() is None for c in chunks)  # freed once the video is done
+    # while a chunk is worked on: it alone, and the next chunk's first frame (decoded to know there is one)
+    assert held == [(1, 1), (1, 0)], held
+    assert len(faces.tracks) == 1
+    track = faces.tracks[0]
+    assert track.frames.tolist() == list(range(0, 488, 6))  # across the chunks' seam, no gap
+    # each embedding is its frame's crop's (chunks kept frames, boxes and embeddings in step)
+    frames = dict(sampled_frames(str(clip), 6))
+    for k in (0, 59, 60, 81):
+        crop = pipeline.crop(frames[int(track.frames[k])], track.boxes[k])
+        np.testing.assert_allclose(pipeline.embed([crop])[0].astype(np.float32),
+                                   track.embeddings[k].astype(np.float32), atol=2e-2)
+    # the seam: the last box of chunk 0 and the first of chunk 1 are one face
+    assert dp.iou(track.boxes[59], track.boxes[60])[0, 0] > 0.5
+
+
+def test_dfdc_clip_is_one_chunk_and_small_chunks_find_the_same_face(pipeline):
+    """A DFDC clip (50 sampled frames) is one chunk: the result of the whole clip at once. Cut into
+    chunks of 8, the joined track covers the same frames with the same boxes (MTCNN runs per chunk, so
+    boxes may move a little)."""
+    clip = testdata('dfdc_sample', 'lynaeydofd.mp4')
+    one = pipeline(clip)
+    whole = dp.DetectionPipeline(face_weights='none', device='cpu', chunk=10 ** 6)(clip)
+    for a, b in zip(one.tracks, whole.tracks):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.boxes, b.boxes)
+        np.testing.assert_array_equal(a.embeddings, b.embeddings)
+    # the boxes the code gave before chunks (its output was bit for bit today's on the 4 DFDC clips),
+    # within 2 pixels (MTCNN's float sums differ a little between CPUs)
+    expected = {0: [857.35, 248.49, 1045.43, 496.56], 150: [879.1, 251.74, 1063.68, 490.95],
+                294: [840.45, 255.64, 1025.6, 496.84]}
+    for frame, box in expected.items():
+        np.testing.assert_allclose(_boxes(one)[frame], box, atol=2.0)
+    small = dp.DetectionPipeline(face_weights='none', device='cpu', chunk=8)(clip)
+    assert len(small.tracks) == 1
+    assert small.tracks[0].frames.tolist() == one.tracks[0].frames.tolist() == list(range(0, 300, 6))
+    overlap = [dp.iou(a, b)[0, 0] for a, b in zip(small.tracks[0].boxes, one.tracks[0].boxes)]
+    assert np.median(overlap) > 0.9 and min(overlap) > 0.7
+
+
+def test_long_clip_cut_short_after_its_first_chunk_is_a_video_error_in_the_stream(pipeline, tmp_path):
+    """The truncation of a clip of several chunks is found while process() decodes its later chunks:
+    stream() yields it as the video's VideoError, like one found by load()."""
+    whole = tmp_path / 'whole.mp4'
+    video.remux(testdata('talking_heads', '5.mp4'), whole, times=4, faststart=True)  # 488 frames
+    data = whole.read_bytes()
+    cut = tmp_path / 'cut.mp4'
+    cut.write_bytes(data[:len(data) * 9 // 10])
+    loaded = pipeline.load(str(cut))  # the first chunk (360 frames) decodes
+    assert len(loaded.first[1]) == 60 and loaded.first[2] is None
+    [(path, result)] = list(pipeline.stream([str(cut)]))
+    assert path == str(cut) and isinstance(result, VideoError)
+    assert str(result).startswith('truncated: decoded ') and 'of 488 frames' in str(result)
