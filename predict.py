@@ -153,7 +153,9 @@ class Predictor:
                 return self._fallback(embedding, has_audio, f'unreadable video: {frames}')
             if isinstance(frames, Exception):
                 raise frames
-            faces = self.pipeline.process(frames)
+            faces = self.pipeline.process_or_error(frames)  # a long clip's later chunks decode here
+            if isinstance(faces, VideoError):
+                return self._fallback(embedding, has_audio, f'unreadable video: {faces}')
             if not faces.tracks:
                 return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
             table = OneVideo(faces.tracks[0].embeddings, embedding, has_audio)
