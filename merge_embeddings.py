@@ -153,6 +153,12 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
 def main():
     config.configure(globals())
     config.writable_file(OUTPUT, '--output')  # before any work
+    inputs = [p for p in (VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv')
+              if os.path.exists(p)]
+    if os.path.exists(OUTPUT) and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs):
+        # as make does: rewriting it would make training see another table (its resume checks the file)
+        print(f'{OUTPUT} is up to date: newer than {VIDEO_TABLE} and {AUDIO_TABLE}; nothing to merge')
+        return
     video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
     audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
     table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),

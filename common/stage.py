@@ -342,11 +342,17 @@ class Journal:
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
         """Write OUTPUT = previous OUTPUT + the rows of every part (rows_of(record) -> list of dicts),
         and the failures file; then remove the parts. Returns (table, failures).
-        columns: the table's columns, which a table without rows keeps (a rerun reads them)."""
-        previous = self.previous_table()
+        columns: the table's columns, which a table without rows keeps (a rerun reads them).
+        A run that added nothing (no part) leaves OUTPUT and its failures file as they are, so that what
+        is made from them (the merge, training's resume) sees them unchanged."""
+        for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
+            sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
+        previous, records = self.previous_table(), self.part_records()
+        if previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records:
+            shutil.rmtree(self.parts, ignore_errors=True)
+            return previous, self.failures(records)
         if previous is not None and not len(previous):
             previous = None  # nothing in it (and, written before columns were kept, maybe no columns)
-        records = self.part_records()
         # a run killed between writing OUTPUT and removing the parts must not count those videos twice
         known = keys_of(previous)
         rows = [row for rec in records
@@ -359,8 +365,6 @@ class Journal:
             table.attrs.update(attrs)
         succeeded = keys_of(table)  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
-        for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
-            sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:

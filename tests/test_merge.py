@@ -132,10 +132,11 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     # 1080p clips would take a minute of this test for nothing the merge looks at.
     targets = {name: label_of({'label': label}) for name, label in labels.items()}
     write_pickle(video_table(targets), tmp_path / 'video.pkl')
-    for script, args in [('extract_audio.py', [f'--data_dir={data}', f'--audio_dir={audio_dir}']),
-                         ('create_audio_embedding.py', [f'--audio_dir={audio_dir}', f'--output={audio}']),
-                         ('merge_embeddings.py', [f'--video_table={tmp_path / "video.pkl"}',
-                                                  f'--audio_table={audio}', f'--output={merged}'])]:
+    runs = [('extract_audio.py', [f'--data_dir={data}', f'--audio_dir={audio_dir}']),
+            ('create_audio_embedding.py', [f'--audio_dir={audio_dir}', f'--output={audio}']),
+            ('merge_embeddings.py', [f'--video_table={tmp_path / "video.pkl"}', f'--audio_table={audio}',
+                                     f'--output={merged}'])]
+    for script, args in runs:
         r = run_script(script, *args)
         assert r.returncode == 0, (script, r.stderr)
     assert '5 videos' in r.stdout and '5 matched' in r.stdout and 'stripped.mp4: no track' in r.stdout
@@ -150,6 +151,14 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     assert table.loc['stripped.mp4', 'has_audio'] == False  # noqa: E712 - a numpy bool
     assert not table.loc['stripped.mp4', 'audio_embedding'].any()
     assert table.loc['stripped.mp4', 'label'] == 1
+    # a rerun of the three, with nothing new, rewrites nothing: training resumes on the same table
+    made = {p: os.stat(p).st_mtime_ns for p in (audio_dir / 'index.pkl', audio, merged)}
+    for script, args in runs:
+        assert run_script(script, *args).returncode == 0
+    assert made == {p: os.stat(p).st_mtime_ns for p in made}
+    os.utime(tmp_path / 'video.pkl')  # a video table made again: the merge is redone
+    r = run_script(runs[-1][0], *runs[-1][1])
+    assert r.returncode == 0 and 'up to date' not in r.stdout and os.stat(merged).st_mtime_ns > made[merged]
 
 
 def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
