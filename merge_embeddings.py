@@ -155,7 +155,9 @@ def main():
     config.writable_file(OUTPUT, '--output')  # before any work
     inputs = [p for p in (VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv')
               if os.path.exists(p)]
-    if os.path.exists(OUTPUT) and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs):
+    up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
+                  and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs))
+    if up_to_date:  # a missing table is still read_table's one-line error, output or not
         # as make does: rewriting it would make training see another table (its resume checks the file)
         print(f'{OUTPUT} is up to date: newer than {VIDEO_TABLE} and {AUDIO_TABLE}; nothing to merge')
         return

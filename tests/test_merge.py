@@ -159,6 +159,10 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     os.utime(tmp_path / 'video.pkl')  # a video table made again: the merge is redone
     r = run_script(runs[-1][0], *runs[-1][1])
     assert r.returncode == 0 and 'up to date' not in r.stdout and os.stat(merged).st_mtime_ns > made[merged]
+    # an output in place does not hide a table that is gone
+    r = run_script('merge_embeddings.py', f'--video_table={tmp_path / "gone.pkl"}', f'--audio_table={audio}',
+                   f'--output={merged}')
+    assert r.returncode == 2 and 'gone.pkl' in r.stderr, r.stdout
 
 
 def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
