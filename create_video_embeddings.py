@@ -42,14 +42,13 @@ import DetectionPipeline as dp
 from common import config
 from common.device import share_cpu
 from common.launch import run_processes
-from common.stage import StageRun, claim, ends_the_run, label_of, plan, print_failures
+from common.stage import StageRun, claim, label_of, plan, print_failures
 from common.video import VideoError, check_file
 from common.weights import WeightsUnavailable, import_libraries
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
 OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.parts/ beside it
-PREFETCH = -1                   # videos decoded ahead in a thread while the networks run (-1: 2 on a GPU, 0 on a CPU)
 RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
 PROCS = 1                       # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
@@ -67,22 +66,6 @@ def main():
     claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
     videos = plan(DATA_DIR)
     run_processes(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
-
-
-def each_video(pipeline, paths):
-    """pipeline.stream's (path, VideoFaces or VideoError), with an unexpected error on one video as that
-    video's result: a generator that raised is over, so the stream starts again from the next video."""
-    start = 0
-    while start < len(paths):
-        try:
-            for path, result in pipeline.stream(paths[start:], prefetch=PREFETCH):
-                start += 1
-                yield path, result
-        except Exception as err:  # the stream raises in order: it is the video after the last one given
-            if ends_the_run(err):
-                raise
-            yield paths[start], err
-            start += 1
 
 
 def embed(todo, bad, skipped):
@@ -109,8 +92,8 @@ def embed(todo, bad, skipped):
                 check_file(path)
                 by_path[path] = (rel, name, entry)
                 paths.append(path)
-        bar = tqdm(each_video(pipeline, paths), total=len(paths), unit='video', desc=f'{who}video embeddings')
-        for path, result in bar:
+        bar = tqdm(pipeline.stream(paths), total=len(paths), unit='video', desc=f'{who}video embeddings')
+        for path, result, _ in bar:
             rel, name, entry = by_path[path]
             with run.video(name, rel):
                 if isinstance(result, Exception):

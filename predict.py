@@ -21,8 +21,8 @@ A single video prints its probability. Killed, a rerun resumes (OUTPUT.pkl.parts
 where the checkpoint (its bytes), PRIOR and the face and audio settings are those that made them; else
 it says so in one line, discards them and predicts every video again.
 
-On a GPU, decoding (video and audio) runs in a background thread, PREFETCH videos ahead, while the
-networks work (on a CPU both would compete for the same cores);
+On a GPU, DetectionPipeline's decoding workers (--workers, one a core by default) decode the videos and
+their audio tracks while this process runs the networks on batches of many videos (faces/workers.py);
 weights load once; the GPU is used where there is one; pretrained weights can come from local files.
 
 Example:
@@ -45,7 +45,6 @@ import create_audio_embedding as cae
 import extract_audio as ea
 from common import config
 from common.device import pick_device
-from common.prefetch import default_ahead, prefetched
 from common.config import UserError
 from common.stage import Journal, atomic_path, is_video
 from common.video import VideoError
@@ -56,7 +55,6 @@ INPUT = ''                  # a folder of videos, or one video file
 CHECKPOINT = ''             # training.py's best.pt
 OUTPUT = 'submission.csv'   # filename,label (the probability of FAKE), one row per video
 PRIOR = 0.5                 # share of fakes expected in INPUT (DFDC's test sets: 0.5), as test.py's --prior
-PREFETCH = -1               # videos decoded ahead in a background thread (-1: 2 on a GPU, 0 on a CPU)
 BATCH_SIZE = 512            # windows per network batch
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
 # -----------------------------------------------------------------------------
@@ -97,14 +95,6 @@ class Prediction(NamedTuple):
     unexpected: bool    # the fallback is for an unexpected error (a bug to report), not a bad input
 
 
-def attempt(function, *args, **kwargs):
-    """function(*args, **kwargs), or the exception it raised."""
-    try:
-        return function(*args, **kwargs)
-    except Exception as err:  # noqa: BLE001 - handed to Predictor.predict, which records it
-        return err
-
-
 class Predictor:
     """Video path in, a Prediction (probability of FAKE, fallback reason or '', ...) out; every network
     loads once."""
@@ -129,16 +119,11 @@ class Predictor:
                 raise CheckpointError(f'the checkpoint was trained on {key} {trained[key]!r}, this run has '
                                       f'{value!r}: give the same weights settings as the training data')
 
-    def load(self, path):
-        """Decoding, for the background thread: (frames or the exception, audio track or None or the
-        exception). An exception is returned, not raised: raised here it would end the whole run."""
-        return (attempt(self.pipeline.load, path),
-                attempt(ea.decode_audio, path, need_video=False))  # an audio-only file has a voice to judge
-
-    def predict(self, loaded):
-        """A Prediction for one video: the network's, else a fallback with its reason. Any exception but a
-        VideoError (an unreadable file, expected) is unexpected: the fallback records its type and message."""
-        frames, track = loaded
+    def predict(self, faces, track):
+        """A Prediction for one video from its faces (a VideoFaces) and audio track (an AudioTrack or None),
+        each possibly the exception met making it: the network's, else a fallback with its reason. Any
+        exception but a VideoError (an unreadable file, expected) is unexpected: the fallback records its
+        type and message."""
         embedding, has_audio = np.zeros(self.audio.dim, np.float32), False
         try:
             if isinstance(track, Exception) and not isinstance(track, VideoError):
@@ -149,13 +134,10 @@ class Predictor:
                     has_audio = status in cae.HAS_AUDIO
                 except VideoError:  # a non-finite embedding: as a track that cannot be decoded
                     embedding = np.zeros(self.audio.dim, np.float32)
-            if isinstance(frames, VideoError):
-                return self._fallback(embedding, has_audio, f'unreadable video: {frames}')
-            if isinstance(frames, Exception):
-                raise frames
-            faces = self.pipeline.process_or_error(frames)  # a long clip's later chunks decode here
             if isinstance(faces, VideoError):
                 return self._fallback(embedding, has_audio, f'unreadable video: {faces}')
+            if isinstance(faces, Exception):
+                raise faces
             if not faces.tracks:
                 return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
             table = OneVideo(faces.tracks[0].embeddings, embedding, has_audio)
@@ -166,11 +148,11 @@ class Predictor:
             message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
 
-    def run(self, paths, prefetch=PREFETCH):
-        """Yield (path, Prediction) for each path, in order, decoding `prefetch` videos ahead in a
-        background thread (-1: 2 on a GPU, 0 on a CPU)."""
-        for path, loaded in prefetched(self.load, paths, default_ahead(self.device, prefetch)):
-            yield path, self.predict(loaded)
+    def run(self, paths):
+        """Yield (path, Prediction) for each path, as the videos finish: decoding, faces and the audio track
+        in DetectionPipeline's decoding workers where it has them (faces/workers.py)."""
+        for path, faces, track in self.pipeline.stream(paths, also=decode_audio):
+            yield path, self.predict(faces, track)
 
     def fingerprint(self):
         """What the probabilities depend on, as {what: value}: a resumed run must have made its parts
@@ -195,6 +177,11 @@ class Predictor:
 
     def _clip(self, p):
         return float(np.clip(p, *self.clip))
+
+
+def decode_audio(path):
+    """The audio track of a video, or of a file with only an audio track (its voice is still judged)."""
+    return ea.decode_audio(path, need_video=False)
 
 
 def list_inputs(path):
@@ -246,7 +233,7 @@ def main():
     done = resumable(journal, fingerprint, len(paths))
     todo = [p for p in paths if os.path.basename(p) not in done]
     start = time.perf_counter()
-    bar = tqdm(predictor.run(todo, PREFETCH), total=len(todo), unit='video', desc='predict',
+    bar = tqdm(predictor.run(todo), total=len(todo), unit='video', desc='predict',
                disable=len(paths) == 1)
     for path, result in bar:
         name = os.path.basename(path)

@@ -1,4 +1,5 @@
-"""Decode ahead: the one place where loading the next items overlaps the work on the current one."""
+"""Read ahead: the one place where loading the next items overlaps the work on the current one (training's
+batches; videos are decoded ahead by faces/workers.py's processes)."""
 from concurrent.futures import ThreadPoolExecutor
 
 
@@ -18,16 +19,3 @@ def read_ahead(iterable, ahead):
                 return
             pending.append(pool.submit(next, iterator, end))
             yield item
-
-
-def prefetched(load, items, ahead):
-    """Yield (item, load(item)) in order, loading up to `ahead` items ahead (read_ahead)."""
-    return read_ahead(((item, load(item)) for item in items), ahead)
-
-
-def default_ahead(device, ahead=-1):
-    """-1 ('auto'): 2 on a GPU, whose work the CPU's decoding then overlaps; 0 on a CPU, where decoding
-    and the networks would compete for the same cores (measured on 2 cores: 10% slower overlapped)."""
-    if ahead >= 0:
-        return ahead
-    return 2 if device.type == 'cuda' else 0

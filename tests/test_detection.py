@@ -7,6 +7,8 @@ import DetectionPipeline as dp
 from common import video
 from common.video import VideoError, sampled_frames
 from common.weights import WeightsUnavailable, face_embedder
+from faces import images
+from faces import pipeline as fp
 from conftest import testdata
 
 
@@ -166,7 +168,8 @@ def test_tiny_video_has_no_face_and_never_raises(pipeline, tmp_path, width, heig
         assert faces.tracks == [] and faces.n_detections == 0
     # the re-detection around a box resizes its region to ROI_SIZE: a box in a tiny frame is no crash
     frame = np.ascontiguousarray(face)
-    assert pipeline._roi_detect([frame], {0: np.array([2, 2, 6, 6], np.float32)}) == {0: None}
+    box = np.array([2, 2, 6, 6], np.float32)
+    assert fp.roi_detect([frame], [(0, box)], dp.ROI_SIZE, pipeline.nets.detect) == [None]
 
 
 def _boxes(faces):
@@ -225,8 +228,8 @@ def test_clip_cut_short_is_truncated_and_intact_clips_are_not(tmp_path):
             pass
     assert len(list(sampled_frames(str(mkv), 6))) == 21
     pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
-    err = pipeline.load_or_error(str(tmp_path / 'clean.mp4'))
-    assert isinstance(err, VideoError) and str(err).startswith('truncated: decoded 15')
+    with pytest.raises(VideoError, match='^truncated: decoded 15'):
+        pipeline(str(tmp_path / 'clean.mp4'))
     import glob
     intact = [str(whole)] + sorted(glob.glob(testdata('') + '/**/*.mp4', recursive=True))
     assert len(intact) >= 11
@@ -252,14 +255,14 @@ def test_long_clip_is_worked_in_chunks_with_bounded_memory_and_one_track(tmp_pat
     monkeypatch.setattr(video, '_to_rgb', tracked)
     pipeline = dp.DetectionPipeline(face_weights='none', device='cpu')
     assert pipeline.cfg['chunk'] == 60
-    find_tracks = pipeline.find_tracks
+    find_tracks = fp.find_tracks
     held = []  # at each chunk's detection: (chunk arrays alive, decoded frames alive outside them)
 
-    def counting(frames):
+    def counting(frames, *args):
         chunks.append(weakref.ref(frames if frames.base is None else frames.base))
         held.append((sum(r() is not None for r in chunks), sum(r() is not None for r in decoded)))
-        return find_tracks(frames)
-    monkeypatch.setattr(pipeline, 'find_tracks', counting)
+        return find_tracks(frames, *args)
+    monkeypatch.setattr(fp, 'find_tracks', counting)
     faces = pipeline(str(clip))
     assert faces.n_frames == 488 and len(decoded) == 82
     assert len(chunks) == 2 and all(c() is None for c in chunks)  # freed once the video is done
@@ -271,8 +274,8 @@ def test_long_clip_is_worked_in_chunks_with_bounded_memory_and_one_track(tmp_pat
     # each embedding is its frame's crop's (chunks kept frames, boxes and embeddings in step)
     frames = dict(sampled_frames(str(clip), 6))
     for k in (0, 59, 60, 81):
-        crop = pipeline.crop(frames[int(track.frames[k])], track.boxes[k])
-        np.testing.assert_allclose(pipeline.embed([crop])[0].astype(np.float32),
+        crop = images.crop(frames[int(track.frames[k])], track.boxes[k], dp.MARGIN, dp.FACE_SIZE)
+        np.testing.assert_allclose(pipeline.nets.embed(crop[None])[0].astype(np.float32),
                                    track.embeddings[k].astype(np.float32), atol=2e-2)
     # the seam: the last box of chunk 0 and the first of chunk 1 are one face
     assert dp.iou(track.boxes[59], track.boxes[60])[0, 0] > 0.5
@@ -303,15 +306,15 @@ def test_dfdc_clip_is_one_chunk_and_small_chunks_find_the_same_face(pipeline):
 
 
 def test_long_clip_cut_short_after_its_first_chunk_is_a_video_error_in_the_stream(pipeline, tmp_path):
-    """The truncation of a clip of several chunks is found while process() decodes its later chunks:
-    stream() yields it as the video's VideoError, like one found by load()."""
+    """The truncation of a clip of several chunks is found while its later chunks decode, after the first
+    was worked on: stream() yields it as the video's VideoError, like one found at once."""
     whole = tmp_path / 'whole.mp4'
     video.remux(testdata('talking_heads', '5.mp4'), whole, times=4, faststart=True)  # 488 frames
     data = whole.read_bytes()
     cut = tmp_path / 'cut.mp4'
     cut.write_bytes(data[:len(data) * 9 // 10])
-    loaded = pipeline.load(str(cut))  # the first chunk (360 frames) decodes
-    assert len(loaded.first[1]) == 60 and loaded.first[2] is None
-    [(path, result)] = list(pipeline.stream([str(cut)]))
+    first = next(fp.chunks(str(cut), dp.FRAME_STEP, dp.CHUNK))  # the first chunk (360 frames) decodes
+    assert len(first[1]) == 60 and first[2] is None
+    [(path, result, _)] = list(pipeline.stream([str(cut)]))
     assert path == str(cut) and isinstance(result, VideoError)
     assert str(result).startswith('truncated: decoded ') and 'of 488 frames' in str(result)

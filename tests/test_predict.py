@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import DetectionPipeline as dp
+from faces import pipeline as fp
 import create_audio_embedding as cae
 import extract_audio as ea
 import make_sample_dataset as sample
@@ -205,9 +206,10 @@ def small_input(tmp_path_factory):
 FAST = ['--face_weights=none', '--frame_step=30', '--device=cpu']  # 6 frames of a head: enough for a face
 
 
+@pytest.mark.parametrize('workers', [2, 0])
 def test_an_unexpected_error_on_one_video_is_its_fallback_row_and_the_run_goes_on(
-        chain, small_input, tmp_path, monkeypatch, capsys):
-    """Any exception but an unreadable video, in the decoding thread or in the networks, becomes that
+        chain, small_input, tmp_path, monkeypatch, capsys, workers):
+    """Any exception but an unreadable video, in decoding or in detection, becomes that
     video's fallback, with the exception's type and message, counted apart; the others are unchanged."""
     folder = tmp_path / 'in'
     folder.mkdir()
@@ -215,24 +217,29 @@ def test_an_unexpected_error_on_one_video_is_its_fallback_row_and_the_run_goes_o
         os.symlink(os.path.realpath(small_input / name), folder / name)
     for name in ('boom_load.mp4', 'boom_process.mp4'):  # the voice of noface.mp4, so the same fallback
         os.symlink(os.path.realpath(small_input / 'noface.mp4'), folder / name)
-    load, process = dp.DetectionPipeline.load, dp.DetectionPipeline.process
+    chunks, find_tracks = fp.chunks, fp.find_tracks
 
-    def broken_load(self, path):
-        if os.path.basename(path) == 'boom_load.mp4':
+    class Marked(np.ndarray):
+        """boom_process.mp4's frames: detection fails on them."""
+
+    def broken_chunks(path, *args):
+        name = os.path.basename(path)
+        if name == 'boom_load.mp4':
             raise KeyError('the loader broke')
-        return 'boom' if os.path.basename(path) == 'boom_process.mp4' else load(self, path)
+        for indices, frames, n in chunks(path, *args):
+            yield indices, (frames.view(Marked) if name == 'boom_process.mp4' else frames), n
 
-    def broken_process(self, loaded):
-        if isinstance(loaded, str):
+    def broken_find_tracks(frames, *args):
+        if isinstance(frames, Marked):
             raise RuntimeError('torch.cat(): expected a non-empty list of Tensors')
-        return process(self, loaded)
+        return find_tracks(frames, *args)
 
-    monkeypatch.setattr(dp.DetectionPipeline, 'load', broken_load)
-    monkeypatch.setattr(dp.DetectionPipeline, 'process', broken_process)
+    monkeypatch.setattr(fp, 'chunks', broken_chunks)
+    monkeypatch.setattr(fp, 'find_tracks', broken_find_tracks)
     out = tmp_path / 'sub.csv'
-    # decoding in the background thread, where an exception used to end the run through its future
+    # in two decoding workers (forked: the broken functions are theirs too), and in this process
     run_main(monkeypatch, f'--input={folder}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
-             '--prefetch=2', *FAST)
+             f'--workers={workers}', *FAST)
     stdout = capsys.readouterr().out
     rows, fallbacks = labels(out), fallbacks_of(out)
     assert sorted(rows) == ['boom_load.mp4', 'boom_process.mp4', 'head.mp4', 'noface.mp4']
@@ -272,8 +279,8 @@ def test_a_rerun_resumes_only_what_the_same_checkpoint_and_settings_made(
     out = tmp_path / 'sub.csv'
     common = [f'--input={small_input}', f'--output={out}', *FAST]
     calls = []
-    process = dp.DetectionPipeline.process
-    monkeypatch.setattr(dp.DetectionPipeline, 'process', lambda self, x: calls.append(1) or process(self, x))
+    faces_of = dp.faces_of
+    monkeypatch.setattr(dp, 'faces_of', lambda *args: calls.append(1) or faces_of(*args))
 
     run_main(monkeypatch, f'--checkpoint={ckpt}', *common)
     first, said = labels(out), [capsys.readouterr().out]

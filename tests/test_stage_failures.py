@@ -18,6 +18,7 @@ import pytest
 import create_audio_embedding as cae
 import create_video_embeddings as cve
 import DetectionPipeline as dp
+from faces import pipeline as fp
 import extract_audio as ea
 from audio_clips import dfdc_part, run_script
 from common import config
@@ -80,28 +81,32 @@ def test_a_tiny_video_beside_a_good_one_fails_alone_and_the_rerun_goes_on(tmp_pa
     assert pd.read_pickle(out).filename.tolist() == [good] and list(failures_csv(out)) == ['part/tiny.mp4']
 
 
+@pytest.mark.parametrize('workers', [0, 2])
 def test_unexpected_errors_in_decoding_and_detection_are_recorded_counted_and_the_rest_embedded(
-        tmp_path, monkeypatch, capsys):
+        tmp_path, monkeypatch, capsys, workers):
     """Independent of what the pipeline raises today: a decoder that raises a RuntimeError for one video
-    (in the stream, which then starts again after it) and a detector that raises an IndexError for
-    another; the third video gets its row."""
+    and a detector that raises an IndexError for another, in this process or in decoding workers; the
+    third video gets its row."""
     data = tmp_path / 'data'
     dfdc_part(str(data / 'p'), {'a.mp4': head(1), 'b.mp4': head(1), 'c.mp4': head(1)})
-    load, process = dp.DetectionPipeline.load, dp.DetectionPipeline.process
-    processed = []
+    chunks, find_tracks = fp.chunks, fp.find_tracks
 
-    def load_a_fails(self, path):
+    class Marked(np.ndarray):
+        """b.mp4's frames: detection fails on them."""
+
+    def a_fails(path, *args):
         if path.endswith('a.mp4'):
             raise RuntimeError('boom in decoding')
-        return load(self, path)
+        for indices, frames, n in chunks(path, *args):
+            yield indices, (frames.view(Marked) if path.endswith('b.mp4') else frames), n
 
-    def first_process_fails(self, loaded):  # b.mp4's: a.mp4 never reaches it
-        processed.append(1)
-        if len(processed) == 1:
+    def b_fails(frames, *args):
+        if isinstance(frames, Marked):
             raise IndexError('boom in detection')
-        return process(self, loaded)
-    monkeypatch.setattr(dp.DetectionPipeline, 'load', load_a_fails)
-    monkeypatch.setattr(dp.DetectionPipeline, 'process', first_process_fails)
+        return find_tracks(frames, *args)
+    monkeypatch.setattr(fp, 'chunks', a_fails)
+    monkeypatch.setattr(fp, 'find_tracks', b_fails)
+    monkeypatch.setattr(dp, 'WORKERS', workers)  # forked workers: the broken functions are theirs too
     monkeypatch.setattr(dp, 'FACE_WEIGHTS', 'none')
     monkeypatch.setattr(cve, 'OUTPUT', str(tmp_path / 'video.pkl'))
     monkeypatch.setattr(cve, 'DATA_DIR', str(data))

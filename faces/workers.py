@@ -1,0 +1,139 @@
+"""Decoding workers feeding one process's networks: how a GPU machine is used whole.
+
+Each worker process takes a video at a time, decodes it and does all the CPU work of faces/pipeline.py
+(downscaling, regions, crops); where it needs a network it sends the small images to this process and
+waits for the boxes or embeddings. This process owns the networks (one GPU, or the CPU) and answers every
+request that has arrived, from all the workers, in one batch per image size: batches hold frames of
+several videos, and only ~10 MB a 1080p clip crosses between processes (a DataLoader that shipped the
+decoded frames would move 300 MB a clip). Workers are forked, as DataLoader's are: they never touch CUDA.
+
+A worker that dies (a decoder crash, the kernel's OOM killer) costs its video only: the video is a
+VideoError with the exit code, and a new worker takes the next video.
+"""
+import multiprocessing as mp
+import pickle
+import queue
+import time
+
+import numpy as np
+
+from common.video import VideoError
+from faces.pipeline import faces_of
+
+CHECK_EVERY = 1.0   # seconds between looks at whether a busy worker died
+
+
+class Remote:
+    """A worker's networks: each call is a request to the process that owns them, answered in order."""
+
+    def __init__(self, wid, requests, inbox):
+        self.wid, self.requests, self.inbox = wid, requests, inbox
+
+    def detect(self, images, min_face_size):
+        self.requests.put(('detect', self.wid, (images, min_face_size)))
+        return self.inbox.get()
+
+    def embed(self, crops):
+        self.requests.put(('embed', self.wid, (crops,)))
+        return self.inbox.get()
+
+
+def attempt(function, *args):
+    """function(*args), or the exception it raised (a result to hand on, never raised here)."""
+    try:
+        return function(*args)
+    except Exception as err:  # noqa: BLE001 - the caller records it as the video's failure
+        return err
+
+
+def _sendable(value):
+    """value, or, for an exception that cannot be pickled, a RuntimeError that says what it was."""
+    if isinstance(value, Exception):
+        try:
+            pickle.dumps(value)
+        except Exception:  # noqa: BLE001 - whatever its reduction raises
+            return RuntimeError(f'{type(value).__name__}: {value}')
+    return value
+
+
+def _work(wid, cfg, threads, also, requests, inbox):
+    nets = Remote(wid, requests, inbox)
+    for path in iter(inbox.get, None):
+        faces = attempt(faces_of, path, cfg, nets, threads)
+        extra = attempt(also, path) if also else None
+        requests.put(('done', wid, (path, _sendable(faces), _sendable(extra))))
+
+
+def stream(paths, cfg, nets, workers, also=None, threads=1):
+    """Yield (path, VideoFaces or the exception, also(path) or its exception, or None) for every path, in
+    the order they finish, with `workers` processes decoding (FFmpeg on `threads` threads each) and
+    `nets` (faces/nets.py) answering their requests in batches."""
+    ctx = mp.get_context('fork')
+    requests = ctx.Queue()
+    inboxes, procs, doing = {}, {}, {}
+    todo = list(reversed(paths))
+    ids = iter(range(10 ** 9))
+
+    def give(wid):
+        if todo:
+            doing[wid] = todo.pop()
+            inboxes[wid].put(doing[wid])
+        else:
+            inboxes[wid].put(None)
+
+    def start():
+        wid = next(ids)
+        inboxes[wid] = ctx.Queue()
+        procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, also, requests, inboxes[wid]),
+                                 name=f'decode-{wid}', daemon=True)
+        procs[wid].start()
+        give(wid)
+
+    try:
+        for _ in range(min(workers, len(paths))):
+            start()
+        checked = time.monotonic()
+        while doing:
+            try:
+                messages = [requests.get(timeout=CHECK_EVERY)]
+            except queue.Empty:
+                messages = []
+            while True:  # everything that has arrived: one batch for the networks
+                try:
+                    messages.append(requests.get_nowait())
+                except queue.Empty:
+                    break
+            messages = [m for m in messages if m[1] in doing]  # not from a worker given up as dead
+            _answer([m for m in messages if m[0] != 'done'], nets, inboxes)
+            for _, wid, (path, faces, extra) in (m for m in messages if m[0] == 'done'):
+                del doing[wid]
+                give(wid)
+                yield path, faces, extra
+            if time.monotonic() - checked > CHECK_EVERY:
+                checked = time.monotonic()
+                for wid in [w for w in doing if procs[w].exitcode is not None]:
+                    path = doing.pop(wid)
+                    yield path, VideoError(f'the decoding worker died on it (exit code {procs[wid].exitcode})'), None
+                    start()
+    finally:
+        for wid, proc in procs.items():
+            proc.join(timeout=0.1 if proc.exitcode is not None or wid in doing else 5)
+            if proc.is_alive():
+                proc.kill()
+            inboxes[wid].cancel_join_thread()
+
+
+def _answer(messages, nets, inboxes):
+    """Run the networks on every request of `messages`, grouped (detection by image size and face size,
+    embedding all together), and put each worker's answer in its inbox."""
+    groups = {}
+    for kind, wid, args in messages:
+        key = (kind, args[0].shape[1:], args[1]) if kind == 'detect' else (kind,)
+        groups.setdefault(key, []).append((wid, args))
+    for key, group in groups.items():
+        batch = np.concatenate([args[0] for _, args in group])
+        out = nets.detect(batch, key[2]) if key[0] == 'detect' else nets.embed(batch)
+        start = 0
+        for wid, args in group:
+            inboxes[wid].put(out[start:start + len(args[0])])
+            start += len(args[0])

@@ -1,0 +1,76 @@
+"""Decoding workers (faces/workers.py) on the CPU: the same faces as in one process, every video's result
+or its error, a worker's crash costing its video only."""
+import os
+
+import numpy as np
+import pytest
+
+import DetectionPipeline as dp
+from common.video import VideoError
+from faces import pipeline as fp
+from conftest import testdata
+
+
+@pytest.fixture(scope='module')
+def pipeline():
+    return dp.DetectionPipeline(face_weights='none', device='cpu', frame_step=15, workers=2)
+
+
+def inputs(tmp_path):
+    bad = tmp_path / 'text.mp4'
+    bad.write_text('not a video')
+    return [testdata('talking_heads', '5.mp4'), str(bad), testdata('dfdc_sample', 'yhffcuhhjy.mp4'),
+            testdata('talking_heads', '3.mp4'), str(tmp_path / 'missing.mp4')]
+
+
+def test_two_workers_give_what_one_process_gives(pipeline, tmp_path):
+    """Every path once, with its faces (frames the same, boxes and float16 embeddings within rounding:
+    the networks' batches mix videos) or its VideoError, and what `also` made of it."""
+    paths = inputs(tmp_path)
+    assert pipeline.workers(len(paths)) == 2
+    got = {path: (faces, extra) for path, faces, extra in pipeline.stream(paths, also=os.path.getsize)}
+    assert sorted(got) == sorted(paths)
+    for path in paths:
+        faces, extra = got[path]
+        if path.endswith(('text.mp4', 'missing.mp4')):
+            assert isinstance(faces, VideoError)
+            expected = 'file is missing' if 'missing' in path else 'not a readable video'
+            assert str(faces).startswith(expected)
+            assert isinstance(extra, FileNotFoundError) if 'missing' in path else extra == 11
+            continue
+        assert extra == os.path.getsize(path)
+        alone = pipeline(path)
+        assert len(faces.tracks) == len(alone.tracks) == 1
+        assert (faces.n_frames, faces.width, faces.height) == (alone.n_frames, alone.width, alone.height)
+        a, b = faces.tracks[0], alone.tracks[0]
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
+        np.testing.assert_allclose(a.embeddings.astype(np.float32), b.embeddings.astype(np.float32), atol=2e-2)
+
+
+def test_a_worker_that_dies_costs_its_video_only(pipeline, tmp_path, monkeypatch):
+    """A decoder that kills its process (as a crash in FFmpeg or the OOM killer would): that video is a
+    VideoError with the exit code; a new worker takes the videos after it."""
+    chunks = fp.chunks
+
+    def crashing(path, *args):
+        if path.endswith('3.mp4'):
+            os._exit(3)
+        return chunks(path, *args)
+    monkeypatch.setattr(fp, 'chunks', crashing)  # the workers are forked: theirs too
+    paths = inputs(tmp_path)
+    got = {path: faces for path, faces, _ in pipeline.stream(paths)}
+    assert sorted(got) == sorted(paths)
+    died = got[testdata('talking_heads', '3.mp4')]
+    assert isinstance(died, VideoError) and str(died) == 'the decoding worker died on it (exit code 3)'
+    assert len(got[testdata('talking_heads', '5.mp4')].tracks) == 1
+    assert len(got[testdata('dfdc_sample', 'yhffcuhhjy.mp4')].tracks) == 1
+
+
+def test_how_many_workers():
+    """--workers, never more than the videos and none for one; -1 on a CPU: none (the networks need the
+    cores)."""
+    four = dp.DetectionPipeline(face_weights='none', device='cpu', workers=4)
+    assert [four.workers(n) for n in (1, 2, 3, 10)] == [0, 2, 3, 4]
+    auto = dp.DetectionPipeline(face_weights='none', device='cpu')
+    assert auto.cfg['workers'] == -1 and auto.workers(100) == 0
