@@ -30,6 +30,7 @@ Example:
         --output=submission.csv --face_weights=none
 """
 import csv
+import functools
 import hashlib
 import os
 import shutil
@@ -119,21 +120,15 @@ class Predictor:
                 raise CheckpointError(f'the checkpoint was trained on {key} {trained[key]!r}, this run has '
                                       f'{value!r}: give the same weights settings as the training data')
 
-    def predict(self, faces, track):
-        """A Prediction for one video from its faces (a VideoFaces) and audio track (an AudioTrack or None),
-        each possibly the exception met making it: the network's, else a fallback with its reason. Any
-        exception but a VideoError (an unreadable file, expected) is unexpected: the fallback records its
-        type and message."""
+    def predict(self, faces, voice):
+        """A Prediction for one video from its faces (a VideoFaces) and its voice (voice()), each possibly the
+        exception met making it: the network's, else a fallback with its reason. Any exception but a
+        VideoError (an unreadable file, expected) is unexpected: the fallback records its type and message."""
         embedding, has_audio = np.zeros(self.audio.dim, np.float32), False
         try:
-            if isinstance(track, Exception) and not isinstance(track, VideoError):
-                raise track
-            if track is not None and not isinstance(track, VideoError):
-                try:
-                    embedding, status = self.audio(ea.pcm_to_float(track.pcm))
-                    has_audio = status in cae.HAS_AUDIO
-                except VideoError:  # a non-finite embedding: as a track that cannot be decoded
-                    embedding = np.zeros(self.audio.dim, np.float32)
+            if isinstance(voice, Exception):
+                raise voice
+            embedding, has_audio = voice
             if isinstance(faces, VideoError):
                 return self._fallback(embedding, has_audio, f'unreadable video: {faces}')
             if isinstance(faces, Exception):
@@ -149,10 +144,15 @@ class Predictor:
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
 
     def run(self, paths):
-        """Yield (path, Prediction) for each path, as the videos finish: decoding, faces and the audio track
-        in DetectionPipeline's decoding workers where it has them (faces/workers.py)."""
-        for path, faces, track in self.pipeline.stream(paths, also=decode_audio):
-            yield path, self.predict(faces, track)
+        """Yield (path, Prediction) for each path, as the videos finish. With DetectionPipeline's decoding
+        workers (faces/workers.py) each worker also decodes and embeds the video's voice, on its CPU: in this
+        process, which feeds the GPU for all of them, it would cost every video its turn."""
+        audio = self.audio
+        if self.pipeline.workers(len(paths)) and audio.device.type != 'cpu':
+            self.cpu_audio = getattr(self, 'cpu_audio', None) or cae.AudioEmbedder(device='cpu')
+            audio = self.cpu_audio
+        for path, faces, voice in self.pipeline.stream(paths, also=functools.partial(voice_of, audio)):
+            yield path, self.predict(faces, voice)
 
     def fingerprint(self):
         """What the probabilities depend on, as {what: value}: a resumed run must have made its parts
@@ -179,9 +179,18 @@ class Predictor:
         return float(np.clip(p, *self.clip))
 
 
-def decode_audio(path):
-    """The audio track of a video, or of a file with only an audio track (its voice is still judged)."""
-    return ea.decode_audio(path, need_video=False)
+def voice_of(audio, path):
+    """(embedding (D,) float32, has_audio) of the audio track of a video, or of a file with only an audio
+    track (its voice is still judged): zeros and False where it has none, or one that cannot be decoded or
+    embedded (a non-finite embedding). Any other error is raised: the video's unexpected fallback."""
+    try:
+        track = ea.decode_audio(path, need_video=False)
+        if track is not None:
+            embedding, status = audio(ea.pcm_to_float(track.pcm))
+            return embedding, status in cae.HAS_AUDIO
+    except VideoError:
+        pass
+    return np.zeros(audio.dim, np.float32), False
 
 
 def list_inputs(path):

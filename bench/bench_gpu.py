@@ -50,6 +50,7 @@ NAMES = 96                  # at least this many names in the part: ceil(NAMES /
 FACE_WEIGHTS = 'none'       # the embedder's weights do not change its speed
 REPEAT = 3                  # timed DetectionPipeline calls on each clip, after one warm-up call each
 EXTRA = ''                  # more --name=value settings for both subprocesses, space separated: '--procs=2'
+OTHER_WORKERS = ''          # also time the stage alone with these --workers, comma separated: '8,20'
 # -----------------------------------------------------------------------------
 
 WORK_LINE = re.compile(r'(?:rank \d+/\d+: )?(\d+) videos in ([\d.]+) s of video work')
@@ -172,6 +173,12 @@ def main():
         stage = n / seconds
         print(f'stage: {n} videos in {seconds:.2f} s of video work: {stage:.2f} clips/s; wall {wall:.2f} s '
               f'({n / wall:.2f} clips/s, start-up included)')
+
+        for n_workers in filter(None, OTHER_WORKERS.split(',')):
+            _, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/w{n_workers}.pkl',
+                             f'--face_weights={FACE_WEIGHTS}', f'--workers={n_workers}')
+            n_other, s_other = (sum(v) for v in zip(*((int(a), float(b)) for a, b in WORK_LINE.findall(out))))
+            print(f'stage with --workers={n_workers}: {n_other / s_other:.2f} clips/s')
 
         sys.path.insert(0, os.path.join(ROOT, 'bench'))
         from bench_predict import checkpoint

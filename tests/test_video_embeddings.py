@@ -17,8 +17,9 @@ SCRIPT = os.path.join(ROOT, 'create_video_embeddings.py')
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, SCRIPT, *args], cwd=ROOT, capture_output=True, text=True,
-                          env=env, timeout=600)
+    """The stage on the CPU (on a GPU its batches mix videos: README, reproducibility)."""
+    return subprocess.run([sys.executable, SCRIPT, '--device=cpu', *args], cwd=ROOT, capture_output=True,
+                          text=True, env=env, timeout=600)
 
 
 def failures(output):
@@ -108,7 +109,7 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, sample):
     reference = tmp_path / 'ref.pkl'
     assert run(f'--data_dir={sample}', f'--output={reference}', '--face_weights=none').returncode == 0
     out = tmp_path / 'OUT.pkl'
-    proc = subprocess.Popen([sys.executable, SCRIPT, f'--data_dir={sample}', f'--output={out}',
+    proc = subprocess.Popen([sys.executable, SCRIPT, '--device=cpu', f'--data_dir={sample}', f'--output={out}',
                              '--face_weights=none'], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     parts = str(out) + '.parts'
