@@ -11,9 +11,9 @@ the face, the frame index, the box, and a 512-d embedding.
   (only the boxes and 512-d embeddings are kept). A DFDC clip (50 sampled frames) is one chunk. The
   tracks of consecutive chunks are joined where the last box of one overlaps the first box of the next
   (join_chunks), and the largest joined track is kept, as within a chunk.
-- MTCNN (facenet-pytorch, its shipped weights) looks for faces on a copy of the frame whose long side
-  is DETECT_SIZE pixels: DFDC's 1080p faces are 100-400 px tall, so a third of the resolution loses
-  none of them and costs a ninth of the work. It runs on every DETECT_EVERY-th sampled frame (and the
+- MTCNN (facenet-pytorch's networks and shipped weights, batched on the device: faces/mtcnn.py) looks
+  for faces on a copy of the frame whose long side is DETECT_SIZE pixels: DFDC's 1080p faces are
+  100-400 px tall, so a third of the resolution loses none of them and costs a ninth of the work. It runs on every DETECT_EVERY-th sampled frame (and the
   last one); a face's box is carried to the frames in between by linear interpolation, and wherever
   that is not safe (the face moved so that its two boxes overlap less than LINK_IOU, or the track
   starts or ends there) MTCNN also runs on the frame halfway, recursively, down to adjacent frames.
@@ -31,6 +31,11 @@ the face, the frame index, the box, and a 512-d embedding.
   the whole DFDC) and no richer for a sequence model. Not after the normalisation: the norm it
   divides away carries how face-like and how sharp the crop is, which is what blending leaves behind.
 - Embeddings are stored as float16.
+
+The parts are in faces/: mtcnn.py and nets.py (detection and embedding networks), tracking.py (pure
+functions of boxes), images.py (cropping), pipeline.py (one video, joining them), workers.py (decoding
+processes feeding this process's networks with many videos at once: stream() with WORKERS, the default
+on a GPU).
 
 Example:
     python DetectionPipeline.py --video=../shared/testdata/dfdc_sample/lynaeydofd.mp4 --face_weights=none

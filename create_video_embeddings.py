@@ -24,8 +24,10 @@ Killed and rerun, it resumes: each finished video is saved at once (OUTPUT.parts
 only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a grown dataset, it adds the
 new videos to OUTPUT.
 
+On a GPU, one process uses the whole machine: DetectionPipeline.py's --workers decoding processes (one a
+core by default) feed this process's networks with batches of many videos (faces/workers.py).
 Several processes split the work (each its share, merged once all are done; see common/stage.py):
-    python create_video_embeddings.py --procs=4 ...             (one machine; common/launch.py)
+    python create_video_embeddings.py --procs=4 ...             (one machine, e.g. 4 GPUs; common/launch.py)
     torchrun --nproc_per_node=4 create_video_embeddings.py ...   (also across machines: README)
 A SLURM array (sbatch --array=0-63) works the same way, without torchrun.
 
