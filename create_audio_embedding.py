@@ -40,7 +40,6 @@ Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_cnn.pkl --audio_encoder=cnn
 """
-import contextlib
 import os
 import sys
 from importlib.metadata import version
@@ -50,7 +49,7 @@ import torch
 from tqdm import tqdm
 
 from common import config
-from common.device import autocast, pick_device, share_cpu
+from common.device import autocast, pick_device, share_cpu, torch_threads
 from common.launch import run_processes
 from common.stage import (StageError, StageRun, claim, filename_of, print_failures, read_failures,
                           read_pickle)
@@ -97,19 +96,6 @@ HAS_AUDIO = (Status.OK, Status.NO_SPEECH)  # the statuses with a real embedding
 # ImageNet's per-channel mean and std, which the torchvision CNNs were trained on
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-@contextlib.contextmanager
-def torch_threads(n):
-    """torch's intra-op CPU threads set to n for the block (0: left as they are), then restored."""
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if n:
-            torch.set_num_threads(before)
 
 
 class AudioEmbedder:

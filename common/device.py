@@ -1,4 +1,5 @@
 """Pick the device once, for every script."""
+import contextlib
 import os
 
 import torch
@@ -50,3 +51,16 @@ def usable_cores():
     if hasattr(os, 'sched_getaffinity'):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """torch's intra-op CPU threads set to n for the block (0: left as they are), then restored."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n:
+            torch.set_num_threads(before)
