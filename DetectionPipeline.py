@@ -40,11 +40,10 @@ on a GPU).
 Example:
     python DetectionPipeline.py --video=../shared/testdata/dfdc_sample/lynaeydofd.mp4 --face_weights=none
 """
-import os
 import sys
 
 from common import config
-from common.device import pick_device, torch_threads, usable_cores
+from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError
 from faces import workers
@@ -96,8 +95,7 @@ class DetectionPipeline:
         one video."""
         n = self.cfg['workers']
         if n < 0:
-            local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
-            n = max(1, usable_cores() // local) if self.device.type == 'cuda' else 0
+            n = my_cores() if self.device.type == 'cuda' else 0
         return 0 if n_videos < 2 else min(n, n_videos)
 
     def stream(self, paths, also=None):
@@ -109,7 +107,7 @@ class DetectionPipeline:
             # This process's own CPU work is small (its networks are on the GPU), and the workers keep every
             # core busy: torch's thread pool would spin against them (on 2 shared cores, 10-25x slower).
             with torch_threads(1 if self.device.type == 'cuda' else 0):
-                yield from workers.stream(paths, self.cfg, self.nets, n, also, max(1, usable_cores() // n))
+                yield from workers.stream(paths, self.cfg, self.nets, n, also, max(1, my_cores() // n))
             return
         for path in paths:
             faces = workers.attempt(self, path)

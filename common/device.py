@@ -41,9 +41,14 @@ def cpu_has_bf16():
 def share_cpu():
     """Under torchrun, give each local process its share of the cores: N processes of N threads each on
     N cores spend their time waiting for each other (PyTorch's thread pools spin)."""
-    local = int(os.environ.get('LOCAL_WORLD_SIZE', '1'))
-    if local > 1:
-        torch.set_num_threads(max(1, usable_cores() // local))
+    if int(os.environ.get('LOCAL_WORLD_SIZE', '1')) > 1:
+        torch.set_num_threads(my_cores())
+
+
+def my_cores():
+    """This process's share of the cores it may run on: all of them, or under torchrun (and --procs) a
+    local process's share."""
+    return max(1, usable_cores() // int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
 
 
 def usable_cores():

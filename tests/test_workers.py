@@ -67,10 +67,18 @@ def test_a_worker_that_dies_costs_its_video_only(pipeline, tmp_path, monkeypatch
     assert len(got[testdata('dfdc_sample', 'yhffcuhhjy.mp4')].tracks) == 1
 
 
-def test_how_many_workers():
+def test_how_many_workers(monkeypatch):
     """--workers, never more than the videos and none for one; -1 on a CPU: none (the networks need the
-    cores)."""
+    cores). FFmpeg's threads per worker: this process's share of the cores (under torchrun, a local
+    rank's), over the workers."""
     four = dp.DetectionPipeline(face_weights='none', device='cpu', workers=4)
     assert [four.workers(n) for n in (1, 2, 3, 10)] == [0, 2, 3, 4]
     auto = dp.DetectionPipeline(face_weights='none', device='cpu')
     assert auto.cfg['workers'] == -1 and auto.workers(100) == 0
+    from common import device
+    from faces import workers
+    monkeypatch.setattr(device, 'usable_cores', lambda: 16)
+    monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')  # two ranks on this machine: 8 cores each
+    given = []
+    monkeypatch.setattr(workers, 'stream', lambda *args: given.append(args[-1]) or iter(()))
+    assert list(four.stream(['a.mp4'] * 10)) == [] and given == [2]
