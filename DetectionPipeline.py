@@ -73,7 +73,6 @@ VIDEO = ''                  # as a script: the video to run on
 # -----------------------------------------------------------------------------
 
 
-
 class DetectionPipeline:
     """Video in, face tracks with embeddings out. Settings default to this module's constants."""
 
@@ -121,8 +120,7 @@ class DetectionPipeline:
 def main():
     config.configure(globals())
     if not VIDEO:
-        print('error: give a video: --video=PATH', file=sys.stderr)
-        raise SystemExit(2)
+        raise config.UserError('give a video: --video=PATH')
     pipeline = DetectionPipeline()
     try:
         faces = pipeline(VIDEO)

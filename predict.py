@@ -109,6 +109,7 @@ class Predictor:
         self.batch_size = batch_size
         self.pipeline = dp.DetectionPipeline(device=str(self.device))
         self.audio = cae.AudioEmbedder(device=str(self.device))
+        self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (run())
         self._check_embedders()
 
     def _check_embedders(self):
@@ -149,7 +150,8 @@ class Predictor:
         process, which feeds the GPU for all of them, it would cost every video its turn."""
         audio = self.audio
         if self.pipeline.workers(len(paths)) and audio.device.type != 'cpu':
-            self.cpu_audio = getattr(self, 'cpu_audio', None) or cae.AudioEmbedder(device='cpu')
+            if self.cpu_audio is None:  # built once, in this process: the forked workers share it
+                self.cpu_audio = cae.AudioEmbedder(device='cpu')
             audio = self.cpu_audio
         for path, faces, voice in self.pipeline.stream(paths, also=functools.partial(voice_of, audio)):
             yield path, self.predict(faces, voice)

@@ -97,6 +97,14 @@ def command(*args):
     return wall, done.stdout
 
 
+def video_work(out):
+    """(videos, seconds) of the stage's `N videos in S s of video work` lines: several processes' videos
+    add up, over the slowest one's seconds."""
+    work = [(int(n), float(s)) for n, s in WORK_LINE.findall(out)]
+    assert work, f'no "N videos in S s of video work" line in:\n{out}'
+    return sum(n for n, _ in work), max(s for _, s in work)
+
+
 def cpu_model():
     if os.path.exists('/proc/cpuinfo'):
         with open('/proc/cpuinfo') as f:
@@ -161,9 +169,7 @@ def main():
 
         wall, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/v.pkl',
                             f'--face_weights={FACE_WEIGHTS}')
-        work = [(int(n), float(s)) for n, s in WORK_LINE.findall(out)]
-        assert work, f'no "N videos in S s of video work" line in:\n{out}'
-        n, seconds = sum(n for n, _ in work), max(s for _, s in work)
+        n, seconds = video_work(out)
         embedded = pandas.read_pickle(f'{tmp}/v.pkl')['filename'].nunique()
         if embedded != len(names):  # failed videos are quick: their rate would be no figure
             with open(f'{tmp}/v.pkl.failures.csv') as f:
@@ -177,7 +183,7 @@ def main():
         for n_workers in filter(None, OTHER_WORKERS.split(',')):
             _, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/w{n_workers}.pkl',
                              f'--face_weights={FACE_WEIGHTS}', f'--workers={n_workers}')
-            n_other, s_other = (sum(v) for v in zip(*((int(a), float(b)) for a, b in WORK_LINE.findall(out))))
+            n_other, s_other = video_work(out)
             print(f'stage with --workers={n_workers}: {n_other / s_other:.2f} clips/s')
 
         sys.path.insert(0, os.path.join(ROOT, 'bench'))

@@ -150,7 +150,6 @@ def count_frames(path):
     return n
 
 
-
 def remux(src, dst, times=1, faststart=False):
     """Write dst: the video packets of src, `times` over one after the other (timestamps shifted by one
     copy's duration each time), without re-encoding: a longer clip of the same bytes. faststart puts the

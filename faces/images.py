@@ -29,12 +29,12 @@ def square(frame, origin, size):
                           borderMode=cv2.BORDER_CONSTANT)
 
 
-def roi_origin(box):
-    """The region re-detection searches around a box: a square twice its size, centred on it, as
-    (x0, y0, side)."""
+def roi_origin(box, size):
+    """The region re-detection searches around a box, as `square` takes it: a square twice the box's size,
+    centred on it, shown at size x size pixels: (x0, y0, pixel scale)."""
     x1, y1, x2, y2 = box
     side = 2.0 * max(x2 - x1, y2 - y1)
-    return (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2, side
+    return (x1 + x2) / 2 - side / 2, (y1 + y2) / 2 - side / 2, side / size
 
 
 def crop(frame, box, margin, size):

@@ -138,7 +138,7 @@ class MTCNN(torch.nn.Module):
             regs.append(reg.flatten(2))
             shapes.append(prob.shape[2:])
         probs, regs = torch.cat(probs, 1), torch.cat(regs, 2)  # (n, cells), (n, 4, cells)
-        image, cell = (probs >= self.thresholds[0]).nonzero(as_tuple=True)  # the one host sync of stage 1
+        image, cell = (probs >= self.thresholds[0]).nonzero(as_tuple=True)  # one sync for every scale
         sizes = torch.tensor([hs * ws for hs, ws in shapes], device=imgs.device)
         starts = torch.cumsum(sizes, 0) - sizes
         level = torch.searchsorted(starts, cell, right=True) - 1

@@ -101,7 +101,7 @@ def roi_detect(frames, wanted, size, detect):
     """
     if not wanted:
         return []
-    origins = [(x0, y0, side / size) for x0, y0, side in (images.roi_origin(box) for _, box in wanted)]
+    origins = [images.roi_origin(box, size) for _, box in wanted]
     rois = np.stack([images.square(frames[pos], o, size) for (pos, _), o in zip(wanted, origins)])
     hits = []
     for (pos, box), (ox, oy, s), boxes in zip(wanted, origins, detect(rois, max(1, size // 4))):

@@ -62,8 +62,8 @@ def test_boxes_are_the_librarys_on_real_frames():
     photo = cv2.cvtColor(cv2.imread(testdata('faces', 'multiface.jpg')), cv2.COLOR_BGR2RGB)
     cases.append((photo[None], dp.MIN_FACE_SIZE))
     frame = next(sampled_frames(testdata('dfdc_sample', 'lynaeydofd.mp4'), 6))[1]
-    rois = np.stack([images.square(frame, (x0, y0, side / dp.ROI_SIZE), dp.ROI_SIZE) for x0, y0, side in
-                     (images.roi_origin(b) for b in ([857, 248, 1045, 496], [880, 260, 1040, 480], [0, 0, 90, 90]))])
+    rois = np.stack([images.square(frame, images.roi_origin(b, dp.ROI_SIZE), dp.ROI_SIZE)
+                     for b in ([857, 248, 1045, 496], [880, 260, 1040, 480], [0, 0, 90, 90])])
     cases.append((rois, dp.ROI_SIZE // 4))
     found = 0
     for frames, min_face in cases:
