@@ -16,6 +16,8 @@ import queue
 import time
 
 import numpy as np
+import threadpoolctl
+import torch
 
 from common.video import VideoError
 from faces.pipeline import faces_of
@@ -57,6 +59,11 @@ def _sendable(value):
 
 
 def _work(wid, cfg, threads, also, requests, inbox):
+    # A fork keeps the parent's pool sizes: OpenBLAS (numpy, scipy, OpenCV) and OpenMP at one thread a core.
+    # librosa's mel spectrogram (predict.py's voice) then woke a pool of every core in every worker, and
+    # its spinning threads took the cores the decoders needed (BENCHMARKS.md, issue 11).
+    threadpoolctl.threadpool_limits(threads)
+    torch.set_num_threads(threads)
     nets = Remote(wid, requests, inbox)
     for path in iter(inbox.get, None):
         faces = attempt(faces_of, path, cfg, nets, threads)

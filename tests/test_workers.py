@@ -82,3 +82,21 @@ def test_how_many_workers(monkeypatch):
     given = []
     monkeypatch.setattr(workers, 'stream', lambda *args: given.append(args[-1]) or iter(()))
     assert list(four.stream(['a.mp4'] * 10)) == [] and given == [2]
+
+
+def _pools(path):
+    """The thread count of every BLAS and OpenMP pool of this process, and torch's."""
+    import threadpoolctl
+    import torch
+    return sorted({pool['num_threads'] for pool in threadpoolctl.threadpool_info()}), torch.get_num_threads()
+
+
+def test_a_worker_sizes_its_thread_pools_to_its_share(pipeline, tmp_path):
+    """A forked worker inherits pools of one thread a core (OpenBLAS for numpy, scipy and OpenCV; OpenMP for
+    torch): every worker waking all of them (predict.py's voice, librosa's mel spectrogram) would spin
+    against the decoders. Each worker's pools have its share of the cores, as FFmpeg's threads do."""
+    from common.device import my_cores
+    share = max(1, my_cores() // 2)
+    paths = [str(tmp_path / f'{k}.mp4') for k in range(2)]  # missing: only `also` matters here
+    pools = [extra for _, _, extra in pipeline.stream(paths, also=_pools)]
+    assert pools == [([share], share)] * 2
