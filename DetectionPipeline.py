@@ -40,9 +40,11 @@ on a GPU).
 Example:
     python DetectionPipeline.py --video=../shared/testdata/dfdc_sample/lynaeydofd.mp4 --face_weights=none
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import sys
 
-from common import config
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError
@@ -69,7 +71,9 @@ AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf
 BATCH_SIZE = 64             # faces per InceptionResnetV1 batch, frames per MTCNN batch
 WORKERS = -1                # decoding processes feeding the networks (-1: every core on a GPU, none on a CPU)
 CHUNK = 60                  # sampled frames held at once (1080p: 6 MB each); a DFDC clip's 50 are one chunk
-VIDEO = ''                  # as a script: the video to run on
+# -----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------- config: this script only
+VIDEO = ''                  # the video to run on
 # -----------------------------------------------------------------------------
 
 

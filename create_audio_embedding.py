@@ -40,6 +40,9 @@ Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_cnn.pkl --audio_encoder=cnn
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import os
 import sys
 from importlib.metadata import version
@@ -48,7 +51,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import config
 from common.device import autocast, pick_device, share_cpu, torch_threads
 from common.launch import run_processes
 from common.stage import (StageError, StageRun, claim, filename_of, print_failures, read_failures,
@@ -57,9 +59,14 @@ from common.video import VideoError
 import extract_audio as ea
 from common.weights import WeightsUnavailable, audio_cnn, import_libraries, voice_encoder
 
-# ----------------------------------------------------------------------------- config
+# ----------------------------------------------------------------------------- config: this script only
 AUDIO_DIR = 'audio'         # extract_audio.py's output: WAVs and index.pkl
 OUTPUT = 'audio_embeddings.pkl'  # the table this writes
+RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
+SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
+PROCS = 1                   # processes on this machine, each a share of the videos (GPUs: one each)
+# -----------------------------------------------------------------------------
+# ----------------------------------------------------------------------------- config
 AUDIO_ENCODER = 'resemblyzer'  # 'resemblyzer' (shipped weights, 256-d) | 'cnn' (torchvision ImageNet CNN)
 VOICE_WEIGHTS = 'resemblyzer'  # 'resemblyzer' (the package's own) | path to a VoiceEncoder checkpoint
 CNN_ARCH = 'resnet18'       # the CNN: resnet18 (512-d) | resnet34 | resnet50 | resnext50_32x4d (2048-d) ...
@@ -71,11 +78,8 @@ TOP_DB = 80.0               # dynamic range of the log-mel image, below the trac
 CNN_WINDOW_SECONDS = 10.0   # longer tracks are embedded in windows of about this length, then averaged
 SILENCE_DBFS = -60.0        # a track whose peak is below this is silent: zero embedding, has_audio False
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' ...
-RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
 THREADS = 1                 # torch CPU threads while embedding (0: torch's default); why 1: see AudioEmbedder
 AMP = False                 # bf16/fp16 for the CNN: saves a fifth of 0.2 s a clip on CPU, costs 2 digits
-SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
-PROCS = 1                   # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)

@@ -35,13 +35,15 @@ Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
         --face_weights=none
 """
+from common import config
+config.help_if_asked(__name__, __file__, 'DetectionPipeline.py')  # -h: answered before the heavy imports
+
 import sys
 import time
 
 from tqdm import tqdm
 
 import DetectionPipeline as dp
-from common import config
 from common.device import share_cpu
 from common.launch import run_processes
 from common.stage import StageRun, claim, label_of, plan, print_failures

@@ -29,6 +29,9 @@ common/launch.py and common/stage.py).
 Example:
     python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import os
 import sys
 from dataclasses import dataclass
@@ -38,7 +41,6 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common import config
 from common.launch import run_processes
 from common.stage import (StageRun, atomic_path, claim, key, plan, print_failures, read_pickle,
                           sweep_temporaries)

@@ -14,6 +14,9 @@ FFmpeg versions). It writes nothing when the four clips and the metadata are alr
 Example:
     python make_sample_dataset.py --output_dir=data/sample
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import json
 import os
 
@@ -21,7 +24,6 @@ import av
 import cv2
 import numpy as np
 
-from common import config
 from common.stage import atomic_path, write_text
 
 # ----------------------------------------------------------------------------- config

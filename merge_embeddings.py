@@ -24,12 +24,14 @@ Example:
     python merge_embeddings.py --video_table=out/video_embeddings.pkl \\
         --audio_table=out/audio_embeddings.pkl --output=out/merged.pkl
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import glob
 import os
 
 import numpy as np
 
-from common import config
 from common.stage import StageError, key, read_failures, read_pickle, sweep_temporaries, write_pickle
 
 # ----------------------------------------------------------------------------- config

@@ -24,6 +24,9 @@ in both, so only the sequence tells them apart.
 
     python model.py --output=/tmp/synthetic.pkl --videos=1000
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import ctypes
 import math
 import os
@@ -34,7 +37,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common import config
 from common.device import autocast
 from common.prefetch import read_ahead
 from common.stage import atomic_path, write_pickle

@@ -26,15 +26,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from common import config  # noqa: E402
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import torch  # noqa: E402
 
-from common import config  # noqa: E402
 from common.video import count_frames, probe  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
 CLIPS = '../shared/testdata/dfdc_sample/*.mp4'  # glob of clips; only those >= MIN_HEIGHT are used
 MIN_HEIGHT = 1080           # the 1080p clips (landscape or portrait: the short side)
-WARMUP = '../shared/testdata/talking_heads/1.mp4'
+WARMUP = '../shared/testdata/talking_heads/1.mp4'  # a short clip run once first (weights, kernels), not timed
 FACE_WEIGHTS = 'none'       # the embedder's weights do not change its speed
 # -----------------------------------------------------------------------------
 

@@ -47,15 +47,17 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from common import config  # noqa: E402
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import pandas as pd  # noqa: E402
 
-from common import config  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
 CLIPS = ('../shared/testdata/talking_heads/1.mp4,../shared/testdata/talking_heads/2.mp4,'
          '../shared/testdata/talking_heads/3.mp4,../shared/testdata/talking_heads/4.mp4,'
          '../shared/testdata/dfdc_sample/abofeumbvv.mp4,../shared/testdata/dfdc_sample/brtujopkby.mp4,'
-         '../shared/testdata/dfdc_sample/lynaeydofd.mp4,../shared/testdata/dfdc_sample/yhffcuhhjy.mp4')
+         '../shared/testdata/dfdc_sample/lynaeydofd.mp4,../shared/testdata/dfdc_sample/yhffcuhhjy.mp4')  # comma separated
 CORES = 2                   # cores both runs are pinned to (the first CORES of this process's own)
 REPEAT = 2                  # rounds of (1 process, 2 processes); the best round of each counts
 COPIES = 1                  # each clip linked under this many names (more videos: the fixed costs spread)

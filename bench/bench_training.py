@@ -27,6 +27,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from common import config  # noqa: E402
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 
 # ----------------------------------------------------------------------------- config
 SIZES = '2000,20000'        # videos per table, comma-separated (the first and last are compared)

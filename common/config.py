@@ -10,10 +10,17 @@ Every user error of the project (bad settings, bad input, an unusable checkpoint
 cli() turns it, or an OSError on a named file (a full disk, a folder where a file should be), into one
 line `error: ...` and exit code 2.
 """
+import ast
+import difflib
+import functools
+import io
 import math
 import os
+import re
 import sys
 import tempfile
+import tokenize
+from typing import NamedTuple
 
 _TYPES = (bool, int, float, str)
 
@@ -111,11 +118,104 @@ def writable_folder(folder, setting='--out_dir'):
                         f'give another {setting}') from None
 
 
-def constants(namespace):
-    """The configurable constants of a module or a globals() dict, as {NAME: value}."""
+_START = re.compile(r'# -{20,} config(: this script only)?\s*$')
+_END = re.compile(r'# -{20,}\s*$')
+
+
+class Setting(NamedTuple):
+    """One line of a config block."""
+    name: str
+    default: str    # as written in the file
+    comment: str
+    shared: bool    # False in a block of `this script only`
+
+
+@functools.lru_cache(maxsize=None)
+def declared(path):
+    """The settings a file declares in its fenced config blocks, in order. A block opened by
+    `# ---- config: this script only` holds the script's own settings (its files, its processes), which a
+    script exposing this module's settings does not take. Read from the source: no import."""
+    with open(path, encoding='utf-8') as f:
+        source = f.read()
+    comments = {tok.start[0]: tok.string.lstrip('#').strip()
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    lines, blocks, shared = source.splitlines(), [], None
+    for number, line in enumerate(lines, 1):
+        start = _START.match(line)
+        if start:
+            shared = not start.group(1)
+        elif shared is not None and _END.match(line):
+            shared = None
+        elif shared is not None:
+            blocks.append((number, shared))
+    inside = dict(blocks)
+    out = []
+    for node in ast.parse(source).body:
+        if isinstance(node, ast.Assign) and node.lineno in inside and len(node.targets) == 1 \
+                and isinstance(node.targets[0], ast.Name):
+            out.append(Setting(node.targets[0].id, ast.get_source_segment(source, node.value),
+                               next((comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments), ''),
+                               inside[node.lineno]))
+    return tuple(out)
+
+
+def constants(namespace, shared_only=False):
+    """The configurable constants of a module or a globals() dict, as {NAME: value}: those of its config
+    blocks (shared_only: not those of `this script only`) where its file has any, else its UPPER_CASE
+    globals of plain types (a dict made in a test)."""
     ns = namespace if isinstance(namespace, dict) else vars(namespace)
+    path = ns.get('__file__')
+    names = None
+    if path and path.endswith('.py') and os.path.exists(path):
+        names = {s.name for s in declared(os.path.abspath(path)) if s.shared or not shared_only} or None
     return {k: v for k, v in ns.items()
-            if k.isupper() and not k.startswith('_') and type(v) in _TYPES}
+            if (k in names if names is not None else k.isupper() and not k.startswith('_')) and type(v) in _TYPES}
+
+
+def help_if_asked(name, path, *also):
+    """Where this file runs as a script with -h or --help: print its docstring and every setting (its own,
+    then the shared ones of the scripts `also`, paths beside it) with its default and comment, exit 0.
+    Called before the heavy imports, so that the answer takes no time; `also` must name the modules whose
+    constants configure() is given after this script's."""
+    folder = os.path.dirname(os.path.abspath(path))
+    _ALSO[os.path.abspath(path)] = tuple(os.path.abspath(os.path.join(folder, a)) for a in also)
+    if name != '__main__' or not {'-h', '--help'} & set(sys.argv[1:]):
+        return
+    with open(path, encoding='utf-8') as f:
+        source = f.read()
+    first = ast.parse(source).body[0]  # the docstring as written (its example's line breaks kept)
+    doc = ast.get_source_segment(source, first.value).strip('"\'') if ast.get_docstring(ast.parse(source)) else ''
+    script = os.path.basename(path)
+    print(doc.strip() + '\n')
+    print(f'settings (python {script} --name=value or --name value; a true/false one alone is true):')
+    seen = set()
+    for where in (path, *_ALSO[os.path.abspath(path)]):
+        rows = [s for s in declared(os.path.abspath(where))
+                if (s.shared or where == path) and s.name not in seen]  # a script's own name hides another's
+        seen.update(s.name for s in rows)
+        if where != path:
+            print(f'\nfrom {os.path.basename(where)}:')
+        shown = [f'--{s.name.lower()}={_shown(s.default)}' for s in rows]
+        width = min(max(map(len, shown), default=0), 40) + 2
+        for text, s in zip(shown, rows):
+            if len(text) + 2 > width:  # a long default: its comment on the next line
+                text = f'{text}\n  {"":<{width}}'
+            print(f'  {text:<{width}}{s.comment}'.rstrip())
+    raise SystemExit(0)
+
+
+def _shown(default):
+    """A default as one would type it: data/sample, true, 0.5, '' (empty)."""
+    try:
+        value = ast.literal_eval(f'({default})')  # parenthesised: a value written over several lines
+    except (ValueError, SyntaxError):
+        return ' '.join(default.split())
+    if isinstance(value, bool):
+        return str(value).lower()
+    return value if isinstance(value, str) and value else repr(value)
+
+
+_ALSO = {}  # script path: the module files whose shared settings it takes (help_if_asked's `also`)
 
 
 def _parse(text, like, name):
@@ -140,29 +240,50 @@ def _parse(text, like, name):
     return text
 
 
+def _pairs(argv, known):
+    """(name as given, value text) of each argument: --name=value, --name value, or a bool's --name."""
+    args = list(argv)
+    while args:
+        arg = args.pop(0)
+        if not arg.startswith('--') or arg == '--':
+            raise UserError(f'arguments are --name=value or --name value, got {arg!r}')
+        if '=' in arg:
+            yield tuple(arg[2:].split('=', 1))
+        elif args and not args[0].startswith('--'):
+            yield arg[2:], args.pop(0)
+        elif type(known.get(arg[2:].upper())) is bool:
+            yield arg[2:], 'true'
+        else:
+            yield arg[2:], None
+
+
 def apply(argv, *namespaces, quiet=False):
-    """Apply `--name=value` arguments to the first namespace (globals() dict or module) that has NAME.
+    """Apply `--name=value` (or `--name value`) arguments to the first namespace (globals() dict or
+    module) that has NAME: the first namespace's constants, then the shared ones of the others.
 
     Returns {NAME: new value} for what was overridden. Raises UserError with a one-line message on an
-    unknown name, a malformed argument, a value of the wrong type or out of its range (RANGES).
+    unknown name (with the closest known one), a malformed argument, a value of the wrong type or out of
+    its range (RANGES).
     """
-    targets = [ns if isinstance(ns, dict) else vars(ns) for ns in namespaces]
+    targets = [(ns if isinstance(ns, dict) else vars(ns), k > 0) for k, ns in enumerate(namespaces)]
+    known = {}
+    for ns, borrowed in targets:
+        for name, value in constants(ns, shared_only=borrowed).items():
+            known.setdefault(name, value)
     changed = {}
-    for arg in argv:
-        if not arg.startswith('--') or '=' not in arg:
-            raise UserError(f'arguments are --name=value, got {arg!r}')
-        key, text = arg[2:].split('=', 1)
+    for key, text in _pairs(argv, known):
         name = key.upper()
-        for ns in targets:
-            if name in constants(ns):
-                value = _parse(text, ns[name], key)
-                check(key, value)
-                ns[name] = value
-                changed[name] = value
-                break
-        else:
-            known = sorted(k.lower() for ns in targets for k in constants(ns))
-            raise UserError(f'unknown setting --{key}; known: {", ".join(known)}')
+        if name not in known:
+            close = difflib.get_close_matches(key.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
+            hint = f'did you mean --{close[0]}? ' if close else ''
+            raise UserError(f'unknown setting --{key}; {hint}-h lists the settings')
+        if text is None:
+            raise UserError(f'--{key} needs a value: --{key}=VALUE')
+        ns = next(ns for ns, borrowed in targets if name in constants(ns, shared_only=borrowed))
+        value = _parse(text, ns[name], key)
+        check(key, value)
+        ns[name] = value
+        changed[name] = value
     if not quiet:
         for name, value in changed.items():
             print(f'override: {name} = {value!r}')
@@ -170,7 +291,13 @@ def apply(argv, *namespaces, quiet=False):
 
 
 def configure(*namespaces, argv=None):
-    """The scripts' entry point: apply sys.argv's overrides, or print the problem and exit 2."""
+    """The scripts' entry point: apply sys.argv's overrides, or print the problem and exit 2. The modules
+    after the script's globals() must be those its help_if_asked() named (so that -h tells the truth)."""
+    own = namespaces[0] if isinstance(namespaces[0], dict) else vars(namespaces[0])
+    path = os.path.abspath(own.get('__file__') or '')
+    if path in _ALSO:
+        given = tuple(os.path.abspath(ns.__file__) for ns in namespaces[1:])
+        assert given == _ALSO[path], f'{path}: help_if_asked names {_ALSO[path]}, configure gets {given}'
     try:
         return apply(sys.argv[1:] if argv is None else argv, *namespaces)
     except UserError as err:

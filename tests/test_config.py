@@ -66,7 +66,7 @@ BAD = ('--batch_size=0', '--batch_size=-1', '--frame_step=0', '--crop=0', '--lr=
 
 def script_module(name):
     """The script as a module (test.py under another name: the standard library has a `test`)."""
-    spec = importlib.util.spec_from_file_location(f'script_{name}', os.path.join(ROOT, f'{name}.py'))
+    spec = importlib.util.spec_from_file_location(f'script_{name}'.replace('/', '_'), os.path.join(ROOT, f'{name}.py'))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -124,3 +124,72 @@ def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_pat
         config.writable_file(str(tmp_path / 'file' / 'sub' / 'r.json'), '--report')
     config.writable_file(str(tmp_path / 'new' / 'r.json'))  # a new folder is made
     assert os.listdir(tmp_path / 'new') == []               # and the probe is gone
+
+
+# ----------------------------------------------------------------------------- the command line people expect
+def test_name_space_value_a_bare_true_false_and_did_you_mean():
+    ns = namespace()
+    changed = config.apply(['--steps', '7', '--flag', '--rate=-2', '--data_dir', '-x'], ns, quiet=True)
+    assert changed == {'STEPS': 7, 'FLAG': True, 'RATE': -2.0, 'DATA_DIR': '-x'}
+    with pytest.raises(config.UserError, match='^--steps needs a value: --steps=VALUE$'):
+        config.apply(['--steps', '--flag'], namespace())
+    with pytest.raises(config.UserError, match=r'^unknown setting --step; did you mean --steps\? -h lists'):
+        config.apply(['--step=2'], namespace())
+    with pytest.raises(config.UserError, match=r'^unknown setting --zzz; -h lists the settings$'):
+        config.apply(['--zzz=2'], namespace())
+
+
+def test_only_a_config_block_holds_settings_and_a_borrowed_module_lends_only_its_shared_ones(tmp_path):
+    """A constant imported by a script (training.py imported model.EVALUATION, which was then accepted
+    and ignored) is not a setting; `config: this script only` settings are not lent to other scripts."""
+    path = tmp_path / 'lender.py'
+    path.write_text('"""doc"""\nOTHER = 1\n'
+                    '# ' + '-' * 30 + ' config: this script only\nOUTPUT = "o.pkl"  # where\n# ' + '-' * 30 + '\n'
+                    '# ' + '-' * 30 + ' config\nSTEP = 6  # a step\nNAME = "x"\n# ' + '-' * 30 + '\n')
+    lender = types.ModuleType('lender')
+    lender.__file__ = str(path)
+    exec(compile(path.read_text(), str(path), 'exec'), vars(lender))
+    assert [(s.name, s.default, s.comment, s.shared) for s in config.declared(str(path))] == [
+        ('OUTPUT', '"o.pkl"', 'where', False), ('STEP', '6', 'a step', True), ('NAME', '"x"', '', True)]
+    assert config.constants(lender) == {'OUTPUT': 'o.pkl', 'STEP': 6, 'NAME': 'x'}
+    assert config.constants(lender, shared_only=True) == {'STEP': 6, 'NAME': 'x'}
+    ns = namespace()
+    config.apply(['--step=3', '--steps=4'], ns, lender, quiet=True)
+    assert lender.STEP == 3 and ns['STEPS'] == 4
+    for name in ('output', 'other'):
+        with pytest.raises(config.UserError, match=f'unknown setting --{name};'):
+            config.apply([f'--{name}=1'], ns, lender)
+
+
+ALL_SCRIPTS = SCRIPTS + tuple(f'bench/{n}' for n in ('bench_video', 'bench_audio', 'bench_gpu', 'bench_memory',
+                                                     'bench_predict', 'bench_scale', 'bench_training'))
+NOT_SETTINGS = {'training': ['--evaluation=x'], 'predict': ['--procs=2', '--video=x', '--audio_dir=x'],
+                'create_video_embeddings': ['--video=x'], 'model': ['--format=x']}
+
+
+def help_of(name):
+    """`name.py -h` with torch, numpy and pandas unimportable: answered before the heavy imports."""
+    code = ("import runpy, sys\nfor m in ('torch', 'numpy', 'pandas', 'cv2', 'av'): sys.modules[m] = None\n"
+            f"sys.argv = ['{name}.py', '-h']\nsys.path.insert(0, '.')\nrunpy.run_path('{name}.py', run_name='__main__')")
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
+
+
+@pytest.mark.parametrize('name', ALL_SCRIPTS)
+def test_help_before_the_heavy_imports_lists_exactly_the_settings_the_script_takes(name, monkeypatch, capsys):
+    """-h: the docstring, then each setting with its default and comment; every name listed is accepted
+    by the script's main() (it gets past the settings to the unknown --zz_stop), and names it does not
+    take are refused."""
+    run = help_of(name)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith(open(os.path.join(ROOT, f'{name}.py')).read().split('\n')[0].strip('"'))
+    listed = [line.split()[0] for line in run.stdout.splitlines() if line.startswith('  --')]
+    assert listed and all('=' in arg for arg in listed)
+    assert len(set(listed)) == len(listed)
+    module = script_module(name)
+    for arg in listed + NOT_SETTINGS.get(name, []):
+        monkeypatch.setattr(sys, 'argv', [f'{name}.py', arg, '--zz_stop=1'])
+        with pytest.raises(SystemExit) as exit_:
+            module.main()
+        err = capsys.readouterr().err
+        stopped_at = 'zz_stop' if arg in listed else arg[2:].split('=')[0]
+        assert exit_.value.code == 2 and err.startswith(f'error: unknown setting --{stopped_at};'), (arg, err)
