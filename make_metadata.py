@@ -1,0 +1,229 @@
+"""DFDC-style metadata.json files for a FaceForensics++ or a Celeb-DF-v2 tree, which the stages then read.
+
+Reads the names under DATA_DIR (never the videos):
+  ff++     original_sequences/{youtube,actors}/C/videos/ REAL, manipulated_sequences/METHOD/C/videos/ FAKE,
+           C one compression (raw, c23, c40). NNN_MMM.mp4 is target video NNN with MMM's face: original NNN.mp4;
+           DeepFakeDetection's 01_02__scene__HASH.mp4 is actor 01's 01__scene.mp4 with 02's face. No split
+           in the tree: every video 'train'.
+  celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
+           face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
+Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos. `original` is
+a bare file name, as in DFDC: common.lazytable.groups_of finds it in the one other folder that holds that
+name, so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
+compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
+Refuses (exit 2) a tree of neither layout, and an existing metadata.json unless OVERWRITE. Prints each
+folder's real and fake counts and the fakes whose original is absent or unknown.
+
+Example:
+    python make_metadata.py --data_dir=/data/FaceForensics++ --compression=c23
+"""
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the imports
+
+import json
+import os
+import re
+
+from common.stage import is_video, write_text
+
+# ----------------------------------------------------------------------------- config
+DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)
+LAYOUT = 'auto'                    # 'auto' | 'ff++' | 'celebdf'
+COMPRESSION = ''                   # FF++: 'raw' | 'c23' | 'c40'; '' = the one the tree holds
+OVERWRITE = False                  # replace existing metadata.json files
+# -----------------------------------------------------------------------------
+
+LAYOUTS = ('auto', 'ff++', 'celebdf')
+FF_COMPRESSIONS = ('raw', 'c23', 'c40')  # FF++'s other folders beside them (masks/) hold no face videos
+FF_TOPS = {'original_sequences': 'REAL', 'manipulated_sequences': 'FAKE'}
+FF_PAIR = re.compile(r'(\d+)_\d+(\.\w+)')                         # 000_003.mp4 -> 000.mp4, in youtube/
+FF_DFD = re.compile(r'(\d+)_\d+__(.+)__[A-Za-z0-9]+(\.\w+)')      # 01_02__scene__HASH.mp4 -> 01__scene.mp4
+CELEB_FOLDERS = {'celeb-real': 'REAL', 'youtube-real': 'REAL', 'celeb-synthesis': 'FAKE'}  # lower case
+CELEB_FAKE = re.compile(r'(id\d+)_id\d+_(\d+)(\.\w+)')             # id0_id1_0000.mp4 -> id0_0000.mp4
+CELEB_TEST_LIST = 'List_of_testing_videos.txt'
+CELEB_TEST_LABELS = {'1': 'REAL', '0': 'FAKE'}  # the list's own convention: 1 = real, 0 = fake
+LOOKS = {'ff++': 'original_sequences/, manipulated_sequences/',
+         'celebdf': 'Celeb-real/, Celeb-synthesis/, YouTube-real/'}  # the folders that tell a layout
+
+
+def videos_in(folder):
+    return sorted(n for n in os.listdir(folder) if is_video(n) and os.path.isfile(os.path.join(folder, n)))
+
+
+def layout_of(root, wanted):
+    """'ff++' or 'celebdf': `wanted` where the tree has its folders, else the one layout whose folders are at
+    the tree's root ('auto'); UserError where that is none, or both."""
+    names = set(os.listdir(root))
+    present = {'ff++'} if set(FF_TOPS) & names else set()
+    present |= {'celebdf'} if any(n.lower() in CELEB_FOLDERS for n in names) else set()
+    if wanted != 'auto':
+        if wanted not in present:
+            raise config.UserError(f'{root} is not a {wanted} tree: none of {LOOKS[wanted]} in it')
+        return wanted
+    if not present:
+        raise config.UserError(f'{root} is neither a FaceForensics++ tree ({LOOKS["ff++"]}) nor a Celeb-DF-v2 '
+                               f'one ({LOOKS["celebdf"]})')
+    if len(present) > 1:
+        raise config.UserError(f'{root} holds both a FaceForensics++ and a Celeb-DF-v2 tree: give --layout')
+    return present.pop()
+
+
+class Part:
+    """One folder that gets a metadata.json: its entries, and where each fake's original should be."""
+
+    def __init__(self, folder):
+        self.folder = folder
+        self.meta = {}
+        self.original_home = {}  # fake's name: the folder its original should be in (None: name unknown)
+
+    def add(self, name, label, split='train', original=None, home=None):
+        self.meta[name] = {'label': label, 'split': split, 'original': original}
+        if label == 'FAKE':
+            self.original_home[name] = home
+
+
+def ff_parts(root, compression):
+    """FF++: the Parts of one compression, and the folders of the others that hold a metadata.json."""
+    found = {}  # compression: [(folder, label)]
+    for top, label in FF_TOPS.items():
+        base = os.path.join(root, top)
+        for source in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+            for comp in FF_COMPRESSIONS:
+                folder = os.path.join(base, source, comp, 'videos')
+                if os.path.isdir(folder) and videos_in(folder):
+                    found.setdefault(comp, []).append((folder, label))
+    if not found:
+        raise config.UserError(f'{root}: no videos in original_sequences/*/C/videos/ or '
+                               f'manipulated_sequences/*/C/videos/ (C: {", ".join(FF_COMPRESSIONS)})')
+    if not compression:
+        if len(found) > 1:
+            raise config.UserError(f'{root} holds FF++ videos in {len(found)} compressions '
+                                   f'({", ".join(sorted(found))}): pick one with --compression (each repeats '
+                                   f'every file name, and a fake finds its original by name)')
+        compression = next(iter(found))
+    if compression not in found:
+        raise config.UserError(f'{root}: no FF++ videos in compression {compression} '
+                               f'(there are: {", ".join(sorted(found))})')
+    others = [os.path.join(folder, 'metadata.json') for comp, rows in sorted(found.items()) if comp != compression
+              for folder, _ in rows if os.path.exists(os.path.join(folder, 'metadata.json'))]
+    homes = {s: os.path.join(root, 'original_sequences', s, compression, 'videos') for s in ('youtube', 'actors')}
+    parts = []
+    for folder, label in found[compression]:
+        part = Part(folder)
+        for name in videos_in(folder):
+            if label == 'REAL':
+                part.add(name, 'REAL')
+            elif m := FF_DFD.fullmatch(name):
+                part.add(name, 'FAKE', original=f'{m[1]}__{m[2]}{m[3]}', home=homes['actors'])
+            elif m := FF_PAIR.fullmatch(name):
+                part.add(name, 'FAKE', original=f'{m[1]}{m[2]}', home=homes['youtube'])
+            else:
+                part.add(name, 'FAKE')
+        parts.append(part)
+    return parts, others
+
+
+def celebdf_parts(root):
+    """Celeb-DF-v2: the Parts of its three folders, with the official test list as split 'test'."""
+    folders = {n.lower(): n for n in os.listdir(root) if os.path.isdir(os.path.join(root, n))}
+    real_home = os.path.join(root, folders.get('celeb-real', 'Celeb-real'))
+    test = read_test_list(os.path.join(root, CELEB_TEST_LIST))
+    parts = []
+    for low, label in CELEB_FOLDERS.items():
+        if low not in folders or not videos_in(os.path.join(root, folders[low])):
+            continue
+        part = Part(os.path.join(root, folders[low]))
+        for name in videos_in(part.folder):
+            listed, _ = test.pop((low, name), (None, None))
+            if listed is not None and listed != label:
+                raise config.UserError(f'{CELEB_TEST_LIST} says {folders[low]}/{name} is {listed}, but it is in '
+                                       f'{folders[low]}/ ({label})')
+            split = 'train' if listed is None else 'test'
+            if label == 'REAL':
+                part.add(name, 'REAL', split)
+            elif m := CELEB_FAKE.fullmatch(name):
+                part.add(name, 'FAKE', split, original=f'{m[1]}_{m[2]}{m[3]}', home=real_home)
+            else:
+                part.add(name, 'FAKE', split)
+        parts.append(part)
+    absent = sorted(path for _, path in test.values())
+    return parts, absent
+
+
+def read_test_list(path):
+    """{(folder in lower case, name): ('REAL' | 'FAKE', the path as listed)} of Celeb-DF-v2's test list (some
+    copies spell YouTube-real Youtube-real); {} where it is absent."""
+    if not os.path.exists(path):
+        return {}
+    out = {}
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 2 or fields[0] not in CELEB_TEST_LABELS or fields[1].count('/') != 1:
+                raise config.UserError(f'{path} line {n}: expected "1 folder/video.mp4" (1 real, 0 fake), '
+                                       f'got {line.strip()!r}')
+            folder, name = fields[1].split('/')
+            out[(folder.lower(), name)] = (CELEB_TEST_LABELS[fields[0]], fields[1])
+    return out
+
+
+def main():
+    config.configure(globals())
+    if LAYOUT not in LAYOUTS:
+        raise config.UserError(f'--layout must be one of {", ".join(LAYOUTS)}, not {LAYOUT!r}')
+    if COMPRESSION not in ('', *FF_COMPRESSIONS):
+        raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
+                               f'not {COMPRESSION!r}')
+    if not os.path.isdir(DATA_DIR):
+        raise config.UserError(f'data folder {DATA_DIR} does not exist')
+    layout = layout_of(DATA_DIR, LAYOUT)
+    if layout == 'ff++':
+        parts, others = ff_parts(DATA_DIR, COMPRESSION)
+        if others:
+            raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
+                                   f'stages would read both, and group fakes with the wrong original; remove them')
+        untested = []
+    else:
+        parts, untested = celebdf_parts(DATA_DIR)
+        if not parts:
+            raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
+    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
+                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
+    if existing and not OVERWRITE:
+        raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
+                               f'replaces them')
+    for part in parts:
+        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
+    summarise(layout, parts, untested)
+
+
+def summarise(layout, parts, untested, show=5):
+    total = {'REAL': 0, 'FAKE': 0}
+    for part in parts:
+        labels = [e['label'] for e in part.meta.values()]
+        tests = sum(e['split'] == 'test' for e in part.meta.values())
+        unknown = sorted(n for n, home in part.original_home.items() if home is None)
+        absent = sorted(n for n, home in part.original_home.items() if home is not None
+                        and not os.path.isfile(os.path.join(home, part.meta[n]['original'])))
+        for label in total:
+            total[label] += labels.count(label)
+        line = (f'{os.path.relpath(part.folder, DATA_DIR)}: {labels.count("REAL")} real, '
+                f'{labels.count("FAKE")} fake' + (f', {tests} in the test list' if tests else ''))
+        if absent:
+            line += f'; {len(absent)} fakes whose original is absent (e.g. {", ".join(absent[:show])})'
+        if unknown:
+            line += (f'; {len(unknown)} fakes named unlike {layout}\'s fakes, original unknown '
+                     f'(e.g. {", ".join(unknown[:show])})')
+        print(line)
+    if untested:
+        print(f'{CELEB_TEST_LIST}: {len(untested)} listed videos absent (e.g. {", ".join(untested[:show])})')
+    if layout == 'celebdf' and not os.path.exists(os.path.join(DATA_DIR, CELEB_TEST_LIST)):
+        print(f'no {CELEB_TEST_LIST} in {DATA_DIR}: every video has split \'train\'')
+    print(f'{DATA_DIR} ({layout}): metadata.json written in {len(parts)} folders: '
+          f'{total["REAL"]} real, {total["FAKE"]} fake videos')
+
+
+if __name__ == '__main__':
+    config.cli(main)
