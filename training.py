@@ -6,8 +6,13 @@ however many videos there are). Writes, in OUT_DIR:
   best.pt        the checkpoint of the epoch with the lowest validation loss (what test.py reads)
   last.pt        the latest epoch, with the optimizer's state: a killed run resumes from it (RESUME)
   history.json   one entry per epoch: losses, validation figures, seconds, videos per second
-  curves.png     the training curves
-Every file is written atomically, after every epoch.
+  history.csv    the same entries, one row per epoch
+  curves.png     the training curves, the best epoch marked
+  config.json    how the run was made: every setting, the versions of python and the libraries, the git
+                 commit of the code (and whether its tree had changes), the start time; written when the
+                 training starts (a resumed run rewrites it, with the first epoch it trains)
+Every file is written atomically, the epoch's ones after every epoch. Epochs are numbered from 1 in all of
+them and in the log: `epoch` is the number of epochs trained when the entry or checkpoint was written.
 
 How it trains (the reasons are in model.py's docstring):
 - split grouped by `original` (SPLIT='original'), or by DFDC folder (SPLIT='folder'); no group on both
@@ -38,10 +43,16 @@ would die with 'Duplicate GPU detected'); --device=cpu trains them on the CPU (g
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
     torchrun --nproc_per_node=4 training.py --dataset=MERGED.pkl --out_dir=runs/lstm
 """
+import csv
 import functools
+import io
 import json
 import os
+import platform
+import subprocess
 import time
+from datetime import datetime, timezone
+from importlib import metadata
 
 import numpy as np
 import torch
@@ -91,7 +102,9 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
                             # more, and spinning pools lose 13x on a busy 2-core machine (bench/bench_training.py)
 # -----------------------------------------------------------------------------
 
-OUT_FILES = ('best.pt', 'last.pt', 'history.json', 'curves.png')  # what a run writes in OUT_DIR
+OUT_FILES = ('best.pt', 'last.pt', 'history.json', 'history.csv', 'curves.png', 'config.json')  # what a run writes
+HERE = os.path.dirname(os.path.abspath(__file__))  # the code's folder: its git commit goes into config.json
+VERSIONS = ('torch', 'facenet-pytorch', 'numpy')  # the libraries whose versions config.json records, beside python's
 # settings a resumed run must share with the run it continues
 _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
@@ -109,6 +122,7 @@ def settings(**overrides):
 def run(cfg, log=print):
     """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts).
     Under torchrun, every process calls it; only rank 0 logs and writes files."""
+    started = datetime.now(timezone.utc).isoformat(timespec='seconds')
     _check(cfg)
     torch.manual_seed(cfg['seed'])
     steady_malloc()
@@ -123,7 +137,7 @@ def run(cfg, log=print):
             log, cfg = _quiet, {**cfg, 'progress': False}
         table = _open_table(cfg, ranks, log)
         with table:
-            return _train(cfg, table, device, amp, log, ranks)
+            return _train(cfg, table, device, amp, log, ranks, started)
 
 
 def _check(cfg):
@@ -161,7 +175,7 @@ def _open_table(cfg, ranks, log):
     return table if ranks.main else open_table(cfg['dataset'], cfg['cache_dir'], log=log)
 
 
-def _train(cfg, table, device, amp, log, ranks):
+def _train(cfg, table, device, amp, log, ranks, started):
     labels = table.labels
     if (labels < 0).any():
         raise TrainingError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
@@ -175,6 +189,7 @@ def _train(cfg, table, device, amp, log, ranks):
         raise TrainingError(f'cannot split {cfg["dataset"]}: {err}') from None
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
         raise TrainingError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
+    _warn_missing_originals(log, table)
     no_faces = table.n_faces == 0
     if no_faces.any():
         log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')
@@ -201,13 +216,17 @@ def _train(cfg, table, device, amp, log, ranks):
     dataset_key = {**table.meta['key'], 'n_videos': len(table)}
     fixed = {k: cfg[k] for k in _SAME_FOR_RESUME}
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
-    start = 0
+    done = 0  # epochs trained
     if cfg['resume'] and os.path.exists(last_path):
-        start = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
+        done = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
     if state['finished']:
-        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"] + 1}); '
+        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"]}); '
             f'--resume=false starts over')
         return state['history']
+    if ranks.main:
+        record = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
+                  'first_epoch': done + 1, 'processes': ranks.world, 'device': str(device)}
+        write_text(json.dumps(record, indent=1), os.path.join(out_dir, 'config.json'))
     model = net
     if ranks.distributed:
         # after the resume: DDP starts every process from rank 0's weights (all loaded the same file)
@@ -227,7 +246,7 @@ def _train(cfg, table, device, amp, log, ranks):
         # predict.py's fallback for videos where no face is found
         'audio_only': fit_audio_only(table, train, cfg['seed']),
     }
-    for epoch in range(start, cfg['max_epochs']):
+    for epoch in range(done + 1, cfg['max_epochs'] + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks)
         seconds = time.perf_counter() - t0
@@ -256,15 +275,15 @@ def _train(cfg, table, device, amp, log, ranks):
                 save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
             save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
                             scaler=scaler.state_dict(), state=state, **rng, **common)
-            write_text(json.dumps(state['history'], indent=1), os.path.join(out_dir, 'history.json'))
-            _plot(state['history'], os.path.join(out_dir, 'curves.png'))
+            _write_history(state['history'], out_dir)
+            _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
         log(_epoch_line(entry, cfg['max_epochs']))
         if state['bad_epochs'] >= cfg['patience']:
             log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
             break
     if state['best_epoch'] is None:
         raise TrainingError(f'no epoch was trained (--max_epochs={cfg["max_epochs"]})')
-    log(f'best checkpoint: {best_path} (epoch {state["best_epoch"] + 1}, '
+    log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
 
@@ -285,9 +304,12 @@ def _describe_split(log, labels, groups, train, val):
 
 
 def _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks):
-    """One epoch over the training side; returns the mean weighted loss (over every process's videos)."""
+    """Epoch `epoch` (from 1) over the training side; returns the mean weighted loss (over every process's
+    videos)."""
     model.train()
-    rng = np.random.default_rng([cfg['seed'], epoch])  # the epoch's order and windows, same on a resume
+    # the epoch's order and windows, the same on a resume; the first epoch's seed is 0, as when epochs were
+    # numbered from 0, so that a last.pt of that time resumes into the same run
+    rng = np.random.default_rng([cfg['seed'], epoch - 1])
     # several processes: the same order and windows, each reading its rows of every batch (train_batches)
     batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng, ranks.rank, ranks.world))
     bar = _progress(cfg)(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}')
@@ -368,13 +390,71 @@ def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
         log(f'{path} was written by {len(rngs)} process(es), this run has {ranks.world}: dropout draws '
             f'other masks than an uninterrupted run would')
     state.update(ckpt['state'])
+    done = ckpt['epoch']
+    if state['history'][0]['epoch'] == 0:  # written when epochs were numbered from 0: the same run, renumbered
+        state['history'] = [{**e, 'epoch': e['epoch'] + 1} for e in state['history']]
+        state['best_epoch'] += 1
+        done += 1
+        log(f'{path} numbers its epochs from 0 (an older training.py): they are numbered from 1 from now on')
     if not state['finished']:
-        log(f'resuming from {path}: epoch {ckpt["epoch"] + 1} done, best epoch {state["best_epoch"] + 1}')
-    return ckpt['epoch'] + 1
+        log(f'resuming from {path}: epoch {done} done, best epoch {state["best_epoch"]}')
+    return done
+
+
+def _warn_missing_originals(log, table):
+    """Say how many videos lead to an original that is not in the table. groups_of (common/lazytable.py)
+    makes the last name of such a chain of originals its group: the only groups that are not a video of
+    the table."""
+    present = set(table.keys)
+    outside = np.array([g not in present for g in table.groups], bool)  # (videos,)
+    if outside.any():
+        missing = sorted(set(table.groups[outside]))
+        log(f'warning: {int(outside.sum())} videos name an original that is not in the table, directly or '
+            f'through a chain of fakes ({len(missing)} missing originals, e.g. {missing[0]}); the videos of each '
+            f'missing original are one group (they cannot leak through it)')
+
+
+def _versions():
+    """{name: version} of python and VERSIONS; 'absent' for a library that is not installed."""
+    versions = {'python': platform.python_version()}
+    for name in VERSIONS:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = 'absent'
+    return versions
+
+
+def git_state(folder):
+    """{'commit': HEAD of the git checkout that holds folder, 'dirty': whether its tree has uncommitted
+    changes (untracked files that git does not ignore included), 'why': None}; commit and dirty None and
+    'why' the reason where git or the checkout is absent."""
+    def git(*args):
+        out = subprocess.run(['git', *args], cwd=folder, capture_output=True, text=True, timeout=60)
+        if out.returncode != 0:
+            lines = out.stderr.strip().splitlines() or [f'exit code {out.returncode}']
+            raise OSError(f'git {" ".join(args)} in {folder}: {lines[0]}')
+        return out.stdout
+    try:
+        commit = git('rev-parse', 'HEAD').strip()
+        dirty = bool(git('status', '--porcelain').strip())
+    except (OSError, subprocess.TimeoutExpired) as err:  # no git (FileNotFoundError), no checkout, a stuck git
+        return {'commit': None, 'dirty': None, 'why': str(err)}
+    return {'commit': commit, 'dirty': dirty, 'why': None}
+
+
+def _write_history(history, out_dir):
+    """history.json and history.csv: the same entries (a CSV's float is Python's repr: the same number)."""
+    write_text(json.dumps(history, indent=1), os.path.join(out_dir, 'history.json'))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for e in history for k in e)), lineterminator='\n')
+    writer.writeheader()
+    writer.writerows(history)  # None (an undefined ROC AUC) is an empty cell
+    write_text(text.getvalue(), os.path.join(out_dir, 'history.csv'))
 
 
 def _epoch_line(e, max_epochs):
-    parts = [f'epoch {e["epoch"] + 1}/{max_epochs}', f'train_loss {e["train_loss"]:.4f}']
+    parts = [f'epoch {e["epoch"]}/{max_epochs}', f'train_loss {e["train_loss"]:.4f}']
     for k in ('val_loss', 'val_balanced_log_loss', 'val_roc_auc', 'val_accuracy'):
         if k in e:
             parts.append(f'{k} ' + ('n/a' if e[k] is None else f'{e[k]:.4f}'))
@@ -382,11 +462,11 @@ def _epoch_line(e, max_epochs):
     return ', '.join(parts) + (' *' if e['best'] else '')
 
 
-def _plot(history, path):
+def _plot(history, best_epoch, path):
     import matplotlib
     matplotlib.use('Agg')
     from matplotlib import pyplot as plt
-    epochs = [e['epoch'] + 1 for e in history]
+    epochs = [e['epoch'] for e in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     ax1.plot(epochs, [e['train_loss'] for e in history], 'o-', label='training (weighted BCE, one window)')
     if any('val_loss' in e for e in history):
@@ -394,6 +474,8 @@ def _plot(history, path):
         auc = [np.nan if e.get('val_roc_auc') is None else e['val_roc_auc'] for e in history]
         ax2.plot(epochs, auc, 'o-', label='validation ROC AUC')
         ax2.plot(epochs, [e.get('val_accuracy') for e in history], 'o-', label='validation accuracy')
+    for ax in (ax1, ax2):
+        ax.axvline(best_epoch, color='grey', linestyle='--', label=f'best epoch {best_epoch}')
     ax1.set(xlabel='epoch', ylabel='loss', title='loss')
     ax2.set(xlabel='epoch', ylim=(0, 1.02), title='validation')
     ax1.legend()

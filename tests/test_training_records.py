@@ -1,0 +1,180 @@
+"""What a training run records in its folder agrees with itself and with the log: epochs numbered from 1
+everywhere (log, history.json, history.csv, best.pt and last.pt, curves.png, the early-stop line),
+config.json says how the run was made, and fakes whose original is absent from the table are announced."""
+import csv
+import json
+import shutil
+import subprocess
+from datetime import datetime
+from importlib import metadata
+
+import pytest
+import torch
+from conftest import ROOT
+
+import training
+from common import metrics
+from model import load_checkpoint, synthetic_table
+
+torch.set_num_threads(1)  # steadier on a shared 2-core machine (training.py's THREADS)
+TINY = dict(crop=4, project=8, hidden=8, fc=0, batch_size=16, progress=False)
+EXACT = dict(rel=1e-15, abs=0)  # a CSV cell is Python's repr of the float: the same number
+
+
+def tiny_table(tmp_path, absent=0, name='tiny'):
+    """60 videos of 6 faces; the first `absent` fakes (each of another original) name originals that
+    are not in the table. (path of the pickle, the table)."""
+    table = synthetic_table(60, faces=6, video_dim=8, audio_dim=2, seed=11)
+    fakes = table[table.label == 1].drop_duplicates('original').index[:absent]
+    assert len(fakes) == absent
+    table.loc[fakes, 'original'] = [f'gone{i}.mp4' for i in range(absent)]
+    path = tmp_path / f'{name}.pkl'
+    table.to_pickle(path)
+    return path, table
+
+
+def read_csv(path):
+    with open(path, newline='', encoding='utf-8') as f:
+        return list(csv.DictReader(f))
+
+
+def same_entries(rows, history):
+    """The CSV's rows hold history.json's entries: the same keys, the same numbers."""
+    assert len(rows) == len(history)
+    for row, entry in zip(rows, history):
+        assert list(row) == list(entry)
+        for key, value in entry.items():
+            if isinstance(value, bool):
+                assert row[key] == str(value), key
+            elif value is None:
+                assert row[key] == '', key
+            else:
+                assert float(row[key]) == pytest.approx(value, **EXACT), key
+
+
+def test_a_run_records_one_epoch_numbering_and_how_it_was_made(tmp_path, monkeypatch):
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    legends = []  # per figure saved, its two axes' legends
+
+    def save_figure(fig, where):  # the real file, and what its legends say
+        legends.append([[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes])
+        save(fig, where)
+    save = metrics.save_figure
+    monkeypatch.setattr(metrics, 'save_figure', save_figure)
+    # no improvement counts after the first epoch: epochs 1-3 run, epoch 1 is the best, 3 stops the run
+    cfg = training.settings(dataset=str(path), out_dir=str(out), max_epochs=10, patience=2, min_delta=100.0, **TINY)
+    lines = []
+    history = training.run(cfg, log=lines.append)
+
+    assert [e['epoch'] for e in history] == [1, 2, 3] and [e['best'] for e in history] == [True, False, False]
+    assert json.loads((out / 'history.json').read_text()) == history
+    same_entries(read_csv(out / 'history.csv'), history)
+    _, best = load_checkpoint(out / 'best.pt')
+    _, last = load_checkpoint(out / 'last.pt')
+    assert best['epoch'] == 1 and last['epoch'] == 3 == len(history)
+    assert [line for line in lines if line.startswith('best checkpoint')] == [
+        f'best checkpoint: {out / "best.pt"} (epoch 1, validation loss {history[0]["val_loss"]:.4f})']
+    assert [line.split(',')[0] for line in lines if line.startswith('epoch ')] == ['epoch 1/10', 'epoch 2/10',
+                                                                                    'epoch 3/10']
+    assert (out / 'curves.png').stat().st_size > 0
+    assert len(legends) == 3 and all(['best epoch 1' in axis for axis in figure] == [True, True]
+                                     for figure in legends)
+    # the finished run, asked again, names the same best epoch
+    lines = []
+    training.run(cfg, log=lines.append)
+    assert any('stopped early (best epoch 1)' in line for line in lines), lines
+
+    record = json.loads((out / 'config.json').read_text())
+    assert record['settings'] == cfg
+    versions = record['versions']
+    assert set(versions) == {'python', 'torch', 'facenet-pytorch', 'numpy'}
+    assert versions['torch'] == metadata.version('torch') and versions['numpy'] == metadata.version('numpy')
+    assert versions['python'].count('.') == 2
+    datetime.fromisoformat(record['started'])
+    assert record['first_epoch'] == 1 and record['processes'] == 1
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=ROOT, capture_output=True, text=True)
+    if head.returncode == 0:  # a git checkout: its commit, whether its tree has changes
+        assert record['git']['commit'] == head.stdout.strip() and isinstance(record['git']['dirty'], bool)
+        assert record['git']['why'] is None
+    else:
+        assert record['git']['commit'] is None and record['git']['why']
+
+
+def test_the_best_epoch_agrees_everywhere_when_it_is_not_the_first(tmp_path):
+    # a learning rate that makes the validation loss fall over the first epochs
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    lines = []
+    history = training.run(training.settings(dataset=str(path), out_dir=str(out), max_epochs=4, patience=10,
+                                             lr=1e-2, **TINY), log=lines.append)
+    best = [e['epoch'] for e in history if e['best']][-1]
+    assert best > 1, history
+    rows = read_csv(out / 'history.csv')
+    assert [int(r['epoch']) for r in rows if r['best'] == 'True'][-1] == best
+    _, ckpt = load_checkpoint(out / 'best.pt')
+    assert ckpt['epoch'] == best and ckpt['val_loss'] == pytest.approx(history[best - 1]['val_loss'], **EXACT)
+    assert sum(f'(epoch {best}, validation loss' in line for line in lines) == 1, lines
+
+
+def test_a_resumed_run_goes_on_numbering_and_renumbers_a_run_numbered_from_0(tmp_path):
+    path, _ = tiny_table(tmp_path)
+    settings = dict(dataset=str(path), patience=10, **TINY)
+    straight = training.run(training.settings(out_dir=str(tmp_path / 'a'), max_epochs=3, **settings),
+                            log=lambda *_: None)
+    training.run(training.settings(out_dir=str(tmp_path / 'b'), max_epochs=2, **settings), log=lambda *_: None)
+    shutil.copytree(tmp_path / 'b', tmp_path / 'old')
+    lines = []
+    resumed = training.run(training.settings(out_dir=str(tmp_path / 'b'), max_epochs=3, **settings),
+                           log=lines.append)
+    assert any(line.startswith(f'resuming from {tmp_path / "b" / "last.pt"}: epoch 2 done') for line in lines)
+    keys = ('epoch', 'train_loss', 'val_loss', 'best')
+    assert [[e[k] for k in keys] for e in resumed] == [[e[k] for k in keys] for e in straight]
+    assert [e['epoch'] for e in resumed] == [1, 2, 3]
+    assert load_checkpoint(tmp_path / 'b' / 'last.pt')[1]['epoch'] == 3
+    same_entries(read_csv(tmp_path / 'b' / 'history.csv'), resumed)
+    assert json.loads((tmp_path / 'b' / 'config.json').read_text())['first_epoch'] == 3
+
+    # a last.pt written when epochs were numbered from 0 resumes into the same run, numbered from 1
+    last = tmp_path / 'old' / 'last.pt'
+    ckpt = torch.load(last, weights_only=True)
+    ckpt['epoch'] -= 1
+    ckpt['state']['best_epoch'] -= 1
+    ckpt['state']['history'] = [{**e, 'epoch': e['epoch'] - 1} for e in ckpt['state']['history']]
+    torch.save(ckpt, last)
+    lines = []
+    renumbered = training.run(training.settings(out_dir=str(tmp_path / 'old'), max_epochs=3, **settings),
+                              log=lines.append)
+    assert any('numbers its epochs from 0' in line for line in lines)
+    assert [[e[k] for k in keys] for e in renumbered] == [[e[k] for k in keys] for e in straight]
+
+
+def test_fakes_whose_original_is_absent_are_counted_once(tmp_path):
+    path, table = tiny_table(tmp_path, absent=3)
+    # a fake made from the first of them: its chain of originals ends at the same missing name
+    gone0 = table.filename[table.original == 'gone0.mp4'].iloc[0]
+    other = table[(table.label == 1) & table.original.str.startswith('o')].index[-1]
+    table.loc[other, 'original'] = gone0
+    table.to_pickle(path)
+    lines = []
+    training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=1, **TINY),
+                 log=lines.append)
+    warnings = [line for line in lines if 'not in the table' in line]
+    assert warnings == ['warning: 4 videos name an original that is not in the table, directly or through a '
+                        'chain of fakes (3 missing originals, e.g. gone0.mp4); the videos of each missing '
+                        'original are one group (they cannot leak through it)']
+    # a complete table says nothing
+    path, _ = tiny_table(tmp_path, name='full')
+    lines = []
+    training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'full'), max_epochs=1, **TINY),
+                 log=lines.append)
+    assert not any('not in the table' in line for line in lines)
+
+
+def test_git_state_says_why_where_there_is_no_checkout_or_no_git(tmp_path, monkeypatch):
+    monkeypatch.setenv('GIT_CEILING_DIRECTORIES', str(tmp_path.parent))  # no checkout above tmp_path either
+    state = training.git_state(str(tmp_path))
+    assert state['commit'] is None and state['dirty'] is None and 'not a git repository' in state['why'].lower()
+    monkeypatch.setenv('PATH', str(tmp_path))  # no git on it
+    state = training.git_state(ROOT)
+    assert state['commit'] is None and state['why'] and 'git' in state['why']
