@@ -43,6 +43,9 @@ would die with 'Duplicate GPU detected'); --device=cpu trains them on the CPU (g
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
     torchrun --nproc_per_node=4 training.py --dataset=MERGED.pkl --out_dir=runs/lstm
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import csv
 import functools
 import io
@@ -60,7 +63,7 @@ from torch.nn import functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from common import config, metrics
+from common import metrics
 from common.ddp import Ranks, rank_prefix
 from common.device import autocast, pick_device, share_cpu
 from common.lazytable import TableError, open_table
@@ -93,7 +96,7 @@ MAX_EPOCHS = 30             # at most this many epochs
 PATIENCE = 5                # stop after this many epochs without a better validation loss
 MIN_DELTA = 1e-4            # an improvement smaller than this does not count
 CLIP_LO = 0.01              # predictions are clipped to [CLIP_LO, CLIP_HI] in the reported log losses
-CLIP_HI = 0.99
+CLIP_HI = 0.99              # (the checkpoint carries them to test.py and predict.py)
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
 AMP = True                  # mixed precision (float16) on CUDA; the CPU trains in float32
 RESUME = True               # continue from OUT_DIR/last.pt when it is a run of the same table and settings

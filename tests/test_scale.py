@@ -322,9 +322,9 @@ def test_two_training_processes_train_the_one_process_model(table_path, tmp_path
     r = torchrun_training(table_path, tmp_path / 'two', max_epochs=3, dropout=0.0)
     assert '2 processes (gloo)' in r.stdout and r.stdout.count('epoch 3/3') == 1  # rank 0 alone logs
     # one writer: the files of one run, no other
-    assert sorted(os.listdir(tmp_path / 'two')) == ['best.pt', 'curves.png', 'history.json', 'last.pt']
+    assert sorted(os.listdir(tmp_path / 'two')) == ['best.pt', 'config.json', 'curves.png', 'history.csv', 'history.json', 'last.pt']
     two = json.loads((tmp_path / 'two' / 'history.json').read_text())
-    assert [h['epoch'] for h in two] == [h['epoch'] for h in one] == [0, 1, 2]
+    assert [h['epoch'] for h in two] == [h['epoch'] for h in one] == [1, 2, 3]
     assert [h['best'] for h in two] == [h['best'] for h in one]
     for key in ('train_loss', 'val_loss', 'val_log_loss', 'val_balanced_log_loss', 'val_roc_auc', 'val_accuracy'):
         np.testing.assert_allclose([h[key] for h in two], [h[key] for h in one], rtol=0, atol=TOL, err_msg=key)
@@ -356,5 +356,5 @@ def test_a_resumed_two_process_run_is_the_run_it_continues(table_path, tmp_path)
     lines = []
     history = training.run(training.settings(dataset=str(table_path), out_dir=str(tmp_path / 'resumed'), max_epochs=4,
                                              dropout=0.3, progress=False, **SMALL), log=lines.append)
-    assert [h['epoch'] for h in history] == [0, 1, 2, 3] and history[:3] == resumed
+    assert [h['epoch'] for h in history] == [1, 2, 3, 4] and history[:3] == resumed
     assert any('written by 2 process(es), this run has 1' in line for line in lines)
