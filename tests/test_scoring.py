@@ -1,0 +1,122 @@
+"""test.py's subset (by default the videos the checkpoint held out) and its calibration plot, on a real
+checkpoint that training.py trained on a small table."""
+import importlib.util
+import json
+import os
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT
+
+import training
+from common import config, store
+from model import synthetic_table
+
+torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine (training.py's THREADS)
+
+
+def _load_test_script():
+    # the repository's test.py, not the standard library's `test` package
+    spec = importlib.util.spec_from_file_location('test_script_scoring', os.path.join(ROOT, 'test.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+scoring = _load_test_script()
+QUIET = dict(log=lambda *_: None)
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+    """A table, a checkpoint trained on it (its split recorded), and another table it never saw; each
+    table with its training store, as merge_embeddings.py writes them."""
+    tmp = tmp_path_factory.mktemp('scoring')
+    store.save(synthetic_table(120, faces=10, video_dim=16, audio_dim=4, seed=3), str(tmp / 'merged.pkl'))
+    other = synthetic_table(30, faces=10, video_dim=16, audio_dim=4, seed=4)
+    other['folder'] = 'other_part'  # no key of the training table: folder/filename
+    store.save(other, str(tmp / 'other.pkl'))
+    training.run(training.settings(dataset=str(tmp / 'merged.pkl'), out_dir=str(tmp / 'run'), crop=6, project=8,
+                                   hidden=8, fc=0, max_epochs=1, progress=False), **QUIET)
+    return tmp
+
+
+def score(run, out, log=lambda *_: None, dataset='merged.pkl', checkpoint='run/best.pt', **kw):
+    return scoring.run(scoring.settings(dataset=str(run / dataset), checkpoint=str(run / checkpoint),
+                                        report=str(run / out / 'r.json'), **kw), log=log)
+
+
+def test_the_default_scores_the_videos_the_checkpoint_held_out(run):
+    split = torch.load(run / 'run' / 'best.pt', weights_only=True)['split']
+    lines = []
+    rep = score(run, 'default', log=lines.append)
+    assert rep['n_videos'] == split['n_val'] == len(split['val_keys']) < 120
+    assert rep['subset'] == 'val' and 'held out' in rep['subset_note']
+    assert f'scoring the {split["n_val"]} videos the checkpoint held out (--subset=all scores every video)' in lines
+    back = pd.read_csv(run / 'default' / 'r_predictions.csv', keep_default_na=False)
+    assert sorted(back.folder + '/' + back.filename) == sorted(split['val_keys'])
+    assert json.loads((run / 'default' / 'r.json').read_text())['subset'] == 'val'
+    # --subset=all scores every video, training videos included
+    rep = score(run, 'all', subset='all')
+    assert rep['n_videos'] == 120 and rep['subset'] == 'all'
+
+
+def test_the_report_has_the_new_figures_and_the_calibration_plot(run, monkeypatch):
+    titles = []
+    for name in ('save_roc_png', 'save_calibration_png'):
+        real = getattr(scoring.metrics, name)
+        monkeypatch.setattr(scoring.metrics, name,
+                            lambda y, p, path, title, real=real: titles.append(title) or real(y, p, path, title))
+    lines = []
+    rep = score(run, 'figures', log=lines.append)
+    for key in ('average_precision', 'eer', 'ece'):
+        assert 0 <= rep[key] <= 1 and f'{key} {rep[key]:.4f}' in lines[-2], (key, lines)
+    assert rep['calibration_bins'] == scoring.metrics.CALIBRATION_BINS
+    png = run / 'figures' / 'r_calibration.png'
+    assert rep['calibration_png'] == str(png) and png.read_bytes()[:8] == b'\x89PNG\r\n\x1a\n'
+    assert len(titles) == 2 and all(f'subset=val ({rep["n_videos"]} videos)' in t for t in titles), titles
+
+
+def test_a_table_the_checkpoint_never_saw_is_scored_whole_unless_val_is_asked_for(run, monkeypatch, capsys):
+    lines = []
+    rep = score(run, 'other', log=lines.append, dataset='other.pkl')
+    assert rep['n_videos'] == 30 and rep['subset'] == 'all' and 'held none of them out' in rep['subset_note']
+    assert sum('scoring all 30 videos' in line for line in lines) == 1
+    with pytest.raises(config.UserError, match="no video of the table is on that side of the checkpoint's split"):
+        score(run, 'other_val', dataset='other.pkl', subset='val')
+    # the command line tells a given --subset=val from the default too
+    base = ['test.py', f'--dataset={run / "other.pkl"}', f'--checkpoint={run / "run" / "best.pt"}',
+            f'--report={run / "cli" / "r.json"}']
+    monkeypatch.setattr(scoring, 'SUBSET', scoring.SUBSET)  # main() sets the script's globals: restored after
+    monkeypatch.setattr(sys, 'argv', base)
+    scoring.main()
+    assert 'scoring all 30 videos: the checkpoint held none of them out' in capsys.readouterr().out
+    monkeypatch.setattr(sys, 'argv', [*base, '--subset=val'])
+    with pytest.raises(config.UserError, match='no video of the table is on that side'):
+        scoring.main()
+
+
+def test_a_checkpoint_without_a_split_is_scored_whole_by_default(run):
+    ckpt = torch.load(run / 'run' / 'best.pt', weights_only=True)
+    del ckpt['split']
+    torch.save(ckpt, run / 'nosplit.pt')
+    rep = score(run, 'nosplit', checkpoint='nosplit.pt')
+    assert rep['n_videos'] == 120 and rep['subset'] == 'all' and 'recorded no split' in rep['subset_note']
+    for subset in ('val', 'train'):
+        with pytest.raises(config.UserError, match=f'--subset={subset}: the checkpoint recorded no split'):
+            score(run, 'nosplit', checkpoint='nosplit.pt', subset=subset)
+
+
+def test_a_single_class_leaves_ap_and_eer_undefined_with_the_reason(run):
+    table = pd.read_pickle(run / 'merged.pkl')
+    store.save(table[table.label == 1].reset_index(drop=True), str(run / 'fakes.pkl'))
+    lines = []
+    rep = score(run, 'fakes', log=lines.append, dataset='fakes.pkl', subset='all')
+    for key in ('roc_auc', 'average_precision', 'eer'):
+        assert rep[key] is None and rep[key + '_note'] == 'undefined: the set has only fake videos'
+    assert 0 <= rep['ece'] <= 1 and (run / 'fakes' / 'r_calibration.png').exists()
+    assert not (run / 'fakes' / 'r_roc.png').exists()
+    assert 'eer n/a' in lines[-2] and lines[-2].endswith('(n/a: undefined: the set has only fake videos)')
+    assert rep['n_fake'] == rep['n_videos'] == (table.label == 1).sum()
