@@ -1,24 +1,17 @@
-"""The one table that training reads: the video table and the audio table joined on the video's folder and
+"""The one table that training reads: the video table and the audio table joined on each video's folder and
 file name (two DFDC-style parts may hold the same file name).
 
-Reads VIDEO_TABLE (create_video_embeddings.py's pickle: filename, video_embedding (faces, D) float16, label,
-original, folder, frames, n_frames, embedder, ...) and AUDIO_TABLE (create_audio_embedding.py's pickle:
-filename, folder, audio_embedding (A,) float32, has_audio, audio_status, audio_encoder, audio_dim, ...), and the
-failures files beside them, to say why a video has no match.
-Writes OUTPUT, a pandas pickle: every row of the video table, with all its columns, and
-  audio_embedding   (A,) float32; zeros where the video has no audio
-  has_audio         False where the video has no audio track, an empty or a silent one, or no audio row
-                    (its audio failed): the zero embedding is then not a sound, and the network can tell
-  audio_status      why: 'ok', 'no speech', 'silent', 'empty', 'no track', or, for a video the audio table
-                    does not have, 'audio failed: <reason>' / 'not in the audio table'
-  audio_seconds, audio_encoder, audio_dim
-and in its attrs: video_embedder, video_dim, audio_encoder, audio_dim.
-Prints how many videos matched an audio row, and which did not (or have no audio) and why; audio rows
-without a video are counted and listed too, with the video step's reason where it has one.
-
-Tables that mix embedders or dimensions (a resumed run with other settings, shards of two runs) are refused
-with one line and exit code 2, as is a missing, unreadable or empty table: a model trained on mixed
-embeddings would learn noise. A merge killed while writing leaves a temporary file; the next one removes it.
+Reads VIDEO_TABLE (create_video_embeddings.py's pickle), AUDIO_TABLE (create_audio_embedding.py's), and
+the failures files beside them, to say why a video has no match. Writes
+  OUTPUT        a pandas pickle: every row of the video table with all its columns, plus audio_embedding
+                (A,) float32 (zeros without audio), has_audio, audio_status ('ok', 'no speech', 'silent',
+                'empty', 'no track', 'audio failed: <reason>', 'not in the audio table'), audio_seconds,
+                audio_encoder, audio_dim; attrs: video_embedder, video_dim, audio_encoder, audio_dim
+  OUTPUT.store/ the training store that training.py, test.py and predict.py read (common/store.py)
+Prints how many videos matched an audio row, and which did not (or have no audio) and why, and the audio
+rows without a video. Tables that mix embedders or dimensions, and a missing, unreadable or empty table,
+are refused in one line (exit code 2): a model trained on mixed embeddings would learn noise. Rerun with
+its inputs unchanged and the store in place, it does nothing.
 
 Example:
     python merge_embeddings.py --video_table=out/video_embeddings.pkl \\
@@ -27,12 +20,12 @@ Example:
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
-import glob
 import os
 
 import numpy as np
 
-from common.stage import StageError, key, read_failures, read_pickle, sweep_temporaries, write_pickle
+from common import store
+from common.stage import key, read_failures, read_pickle
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -49,7 +42,7 @@ ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 def read_table(path, what, script):
     if not os.path.exists(path):
-        raise StageError(f'{what} {path} does not exist')
+        raise config.UserError(f'{what} {path} does not exist')
     return read_pickle(path, f'make it again with {script} (delete it and rerun that)')
 
 
@@ -58,24 +51,24 @@ def keys(table):
 
 
 def _one(values, what, path):
-    """The single value of `values`, or StageError naming them all."""
+    """The single value of `values`, or config.UserError naming them all."""
     values = sorted(set(values))  # all str or all int: the callers convert
     if len(values) != 1:
-        raise StageError(f'{path} mixes {what}: {", ".join(map(str, values))}; '
+        raise config.UserError(f'{path} mixes {what}: {", ".join(map(str, values))}; '
                          f'make it again with one setting')
     return values[0]
 
 
 def check_video(video, path='the video table'):
-    """(embedder, D) of a video table; StageError where columns lack or it mixes embedders or D."""
+    """(embedder, D) of a video table; config.UserError where columns lack or it mixes embedders or D."""
     missing = [c for c in VIDEO_COLUMNS if c not in video.columns]
     if missing:
-        raise StageError(f'{path} has no column {", ".join(missing)}: not a create_video_embeddings.py table')
+        raise config.UserError(f'{path} has no column {", ".join(missing)}: not a create_video_embeddings.py table')
     if not len(video):
-        raise StageError(f'{path} has no rows: no video was embedded (its .failures.csv says why)')
+        raise config.UserError(f'{path} has no rows: no video was embedded (its .failures.csv says why)')
     flat = [name for name, e in zip(video['filename'], video['video_embedding']) if np.ndim(e) != 2]
     if flat:
-        raise StageError(f'{path}: the video_embedding of {flat[0]} is not (faces, D)')
+        raise config.UserError(f'{path}: the video_embedding of {flat[0]} is not (faces, D)')
     dim = _one([int(np.shape(e)[1]) for e in video['video_embedding']], 'face embedding sizes', path)
     embedder = (_one(video['embedder'].astype(str), 'face embedders', path) if 'embedder' in video
                 else 'unknown')
@@ -83,25 +76,25 @@ def check_video(video, path='the video table'):
 
 
 def check_audio(audio, path='the audio table'):
-    """(encoder, A) of an audio table; StageError where columns lack, it mixes encoders or A, or it has
+    """(encoder, A) of an audio table; config.UserError where columns lack, it mixes encoders or A, or it has
     a file name twice."""
     missing = [c for c in AUDIO_COLUMNS if c not in audio.columns]
     if missing:
-        raise StageError(f'{path} has no column {", ".join(missing)}: not a create_audio_embedding.py table')
+        raise config.UserError(f'{path} has no column {", ".join(missing)}: not a create_audio_embedding.py table')
     if not len(audio):
-        raise StageError(f'{path} has no rows: no audio was embedded (its .failures.csv says why)')
+        raise config.UserError(f'{path} has no rows: no audio was embedded (its .failures.csv says why)')
     encoder = _one(audio['audio_encoder'].astype(str), 'audio encoders', path)
     dim = _one([int(d) for d in audio['audio_dim']] + [int(np.size(e)) for e in audio['audio_embedding']],
                'audio embedding sizes', path)
     twice = audio[audio.duplicated(ON)]
     if len(twice):
-        raise StageError(f'{path} has {len(twice)} videos twice, e.g. {keys(twice)[0]}')
+        raise config.UserError(f'{path} has {len(twice)} videos twice, e.g. {keys(twice)[0]}')
     return encoder, int(dim)
 
 
 def merge(video, audio, audio_failures=None, video_failures=None, video_path='the video table',
           audio_path='the audio table'):
-    """(merged table, report lines). Raises StageError for tables that cannot be merged.
+    """(merged table, report lines). Raises config.UserError for tables that cannot be merged.
 
     audio_failures / video_failures: {key: (folder, reason)} of the stages' failures files (read_failures)."""
     embedder, video_dim = check_video(video, video_path)
@@ -158,7 +151,8 @@ def main():
     inputs = [p for p in (VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv')
               if os.path.exists(p)]
     up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
-                  and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs))
+                  and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs)
+                  and store.is_current(OUTPUT))
     if up_to_date:  # a missing table is still read_table's one-line error, output or not
         # as make does: rewriting it would make training see another table (its resume checks the file)
         print(f'{OUTPUT} is up to date: newer than {VIDEO_TABLE} and {AUDIO_TABLE}; nothing to merge')
@@ -168,11 +162,9 @@ def main():
     table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
                          read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
     print('\n'.join(lines))
-    # what a merge killed while writing left (atomic_path's temporary, as large as the table)
-    sweep_temporaries(os.path.join(os.path.dirname(OUTPUT), glob.escape(os.path.basename(OUTPUT))))
-    write_pickle(table, OUTPUT)
+    store.save(table, OUTPUT)  # the pickle, and the store that training, test.py and predict.py read
     n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
-    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio')
+    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
 
 
 if __name__ == '__main__':

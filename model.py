@@ -3,7 +3,7 @@ windows the network reads, the evaluation choice, the checkpoint, and synthetic 
 
 - Split (split_indices): grouped, so that a fake and its original are always on the same side: a
   video's group is the root of its chain of originals (a real video is its own; a fake made from a fake
-  goes with the video the chain starts from; common/lazytable.py groups_of computes them). By
+  goes with the video the chain starts from; common/store.py groups_of computes them). By
   default groups go to the validation side at random (seeded) until it holds VAL_FRACTION of the reals
   and of the fakes; `how='folder'` moves whole DFDC parts instead (as the winning solution held out
   parts). Either way assert_no_leak checks that no group is on both sides.
@@ -17,7 +17,7 @@ windows the network reads, the evaluation choice, the checkpoint, and synthetic 
 - Checkpoints (save_checkpoint / load_checkpoint): the network's config and weights, the prior, the
   evaluation choice, the clip range and the split: enough to rebuild and use the model from the file alone.
 
-As a script, writes a synthetic merged table (the columns of merge_embeddings.py's output) whose fakes
+As a script, writes a synthetic merged table and its training store (the columns of merge_embeddings.py's output) whose fakes
 carry a planted temporal signal: consecutive faces of a real video are strongly correlated (a head that
 moves slowly), those of a fake jitter from frame to frame; every single face has the same distribution
 in both, so only the sequence tells them apart.
@@ -39,7 +39,8 @@ import torch
 
 from common.device import autocast
 from common.prefetch import read_ahead
-from common.stage import atomic_path, write_pickle
+from common import store
+from common.stage import atomic_path
 from network import build
 
 # ----------------------------------------------------------------------------- config
@@ -59,9 +60,6 @@ ZIP_MAGIC = b'PK\x03\x04'  # torch.save writes a zip file
 EVALUATION = 'mean_logit_over_windows'
 REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
 
-
-class CheckpointError(config.UserError):
-    """A checkpoint that cannot be used: one clear line."""
 
 
 # ----------------------------------------------------------------------------- split
@@ -158,8 +156,6 @@ class Batch:
     has_audio: np.ndarray    # (batch,) bool
     labels: np.ndarray       # (batch,) float32 (-1 where unknown)
     owner: np.ndarray        # (batch,) int64: the video (position in `indices`) each row belongs to
-    of: int = 0              # training: rows of the whole batch, over all processes (train_batches)
-    stand_in: bool = False   # training: this process has no row of the batch; the row is a stand-in
 
     def to(self, device):
         """(faces float32, lengths, audio, has_audio, labels) as tensors on device."""
@@ -179,30 +175,18 @@ def window_starts(n, crop, stride):
     return starts
 
 
-def train_batches(table, indices, crop, batch_size, rng, rank=0, world=1):
-    """One epoch: the videos in a random order, one random window of each (a new one every epoch).
-
-    Several processes (`rank` of `world`, training.py under torchrun) each draw the same order and
-    windows from the same rng, and read rows rank, rank + world, ... of every batch: together they read
-    exactly the batches of one process, each a disjoint share. Where the last batch has fewer rows than
-    processes, a process left without one reads the batch's first row as a stand-in (Batch.stand_in),
-    so that every process takes every step; its loss must count zero."""
+def train_batches(table, indices, crop, batch_size, rng):
+    """One epoch: the videos in a random order, one random window of each (a new one every epoch)."""
     order = np.asarray(indices)[rng.permutation(len(indices))]
     for b in range(0, len(order), batch_size):
         videos = order[b:b + batch_size]
         lengths = np.minimum(table.n_faces[videos], crop)
         starts = rng.integers(0, table.n_faces[videos] - lengths + 1)
-        mine = np.arange(rank, len(videos), world)  # all of them for one process
-        stand_in = len(mine) == 0
-        if stand_in:
-            mine = np.arange(1)
-        of = len(videos)
-        videos, lengths, starts = videos[mine], lengths[mine], starts[mine]
         faces = np.zeros((len(videos), lengths.max(), table.video_dim), np.float16)  # (batch, time, D)
         for k, (v, s, length) in enumerate(zip(videos, starts, lengths)):
             table.read_faces(v, s, length, out=faces[k])
         yield Batch(faces, lengths.astype(np.int64), table.read_audio(videos), table.has_audio[videos],
-                    table.labels[videos].astype(np.float32), b + mine, of, stand_in)
+                    table.labels[videos].astype(np.float32), b + np.arange(len(videos)))
 
 
 def eval_batches(table, indices, crop, stride, batch_size):
@@ -319,27 +303,27 @@ def save_checkpoint(path, net, **fields):
 
 
 def load_checkpoint(path, device='cpu'):
-    """(network on device in eval mode, the checkpoint dict); CheckpointError with the reason."""
+    """(network on device in eval mode, the checkpoint dict); config.UserError with the reason."""
     if not os.path.isfile(path):
-        raise CheckpointError(f'{path}: no such checkpoint')
+        raise config.UserError(f'{path}: no such checkpoint')
     with open(path, 'rb') as f:
         if f.read(4) != ZIP_MAGIC:  # text, garbage, an empty file: torch.load's errors would not say so
-            raise CheckpointError(f"{path}: not a checkpoint (not a file torch.save wrote); give training.py's "
+            raise config.UserError(f"{path}: not a checkpoint (not a file torch.save wrote); give training.py's "
                                   f"best.pt")
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         reason = str(err).strip().splitlines()[0].split('. ')[0]
-        raise CheckpointError(f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); give "
+        raise config.UserError(f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); give "
                               f"training.py's best.pt, or train again") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
-        raise CheckpointError(f'{path}: not a checkpoint of this detector (format {FORMAT})')
+        raise config.UserError(f'{path}: not a checkpoint of this detector (format {FORMAT})')
     try:
         net = build(ckpt['network'])
         net.load_state_dict(ckpt['state_dict'])
     except (KeyError, TypeError, RuntimeError) as err:  # a field missing, weights of another shape
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f'{path}: an incomplete checkpoint ({reason}); train again') from None
+        raise config.UserError(f'{path}: an incomplete checkpoint ({reason}); train again') from None
     return net.to(device).eval(), ckpt
 
 
@@ -412,7 +396,7 @@ def main():
         raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
     config.writable_file(OUTPUT)
     table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
-    write_pickle(table, OUTPUT)
+    store.save(table, OUTPUT)  # and its training store, as merge_embeddings.py writes it
     print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
 
 

@@ -1,20 +1,23 @@
 """Score a trained checkpoint on a merged embedding table.
 
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
-table, through its embedding cache, as training.py reads it). Writes:
-  REPORT                       JSON: log_loss, balanced_log_loss, roc_auc, accuracy, n_videos, per-class
-                               figures, the confusion matrix, and what was scored how (common/metrics.py)
+table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
+or held none of this table out, every video (SUBSET='auto'), said in one line. Writes:
+  REPORT                                 JSON: common/metrics.py's figures (log losses, ROC AUC, average
+                                         precision, EER, ECE, accuracy, per class) and what was scored how
   REPORT minus .json + _roc.png          the ROC curve (absent where the set has a single class)
-  REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face for every video (CSV,
-                                         quoted where a file name holds a comma, a quote or a newline)
+  REPORT minus .json + _calibration.png  the reliability plot, with its expected calibration error (ECE)
+  REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face of every video scored
 Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
 shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
-A video without any face embedding cannot be scored by the network: it gets p = 0.5 and is counted.
-Settings that do not fit together (the clip range) and a REPORT that cannot be written are refused before
-any work, in one line.
+A video without any face embedding gets p = 0.5 and is counted. Settings that do not fit together and a
+REPORT that cannot be written are refused before any work, in one line.
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """
+from common import config
+config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
+
 import csv
 import json
 import os
@@ -23,9 +26,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import config, metrics
+from common import metrics
 from common.device import pick_device
-from common.lazytable import open_table
+from common.store import open_store
 from common.stage import atomic_path, write_text
 from model import load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
 
@@ -33,8 +36,8 @@ from model import load_checkpoint, predict_logits, prior_shift, sigmoid, steady_
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
 CHECKPOINT = ''             # training.py's best.pt
 REPORT = ''                 # the JSON report to write ('': CHECKPOINT's folder/report.json)
-CACHE_DIR = ''              # where the embedding cache goes ('': beside DATASET, as DATASET.cache/)
-SUBSET = 'all'              # 'all' videos | 'val': those the checkpoint held out | 'train': the others
+SUBSET = 'auto'             # 'auto': 'val' where the checkpoint held videos of the table out, else 'all' |
+                            # 'val': those it held out | 'train': the others | 'all'
 PRIOR = 0.5                 # share of fakes expected in the scored set: logits shift by logit(PRIOR)
 CLIP_LO = -1.0              # clip range of the log losses (< 0: the checkpoint's, [0.01, 0.99] by default)
 CLIP_HI = -1.0
@@ -44,10 +47,6 @@ DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cu
 AMP = True                  # mixed precision (float16) on CUDA
 THREADS = 1                 # CPU threads of torch (0: its default, one per core); why 1: see training.py
 # -----------------------------------------------------------------------------
-
-
-class ScoringError(config.UserError):
-    """Bad input: one clear line, exit code 2."""
 
 
 def settings(**overrides):
@@ -64,12 +63,13 @@ def run(cfg, log=print):
     device = pick_device(cfg['device'])
     net, ckpt = load_checkpoint(cfg['checkpoint'], device)
     lo, hi = ckpt['clip'] if cfg['clip_lo'] < 0 else (cfg['clip_lo'], cfg['clip_hi'])
-    with open_table(cfg['dataset'], cfg['cache_dir'], log=log) as table:
+    with open_store(cfg['dataset']) as table:
         _check_compatible(ckpt, table, cfg['dataset'])
-        indices = _subset(cfg['subset'], ckpt, table)
+        indices, subset, scored = _subset(cfg, ckpt, table)
+        log(scored)
         labels = table.labels[indices]
         if (labels < 0).any():
-            raise ScoringError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
+            raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
                             f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
         ev = ckpt['evaluation']
         bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
@@ -85,7 +85,8 @@ def run(cfg, log=print):
             'n_no_face': int(no_face.sum()),
             'no_face_note': 'videos without a face embedding are predicted 0.5',
             'dataset': os.path.abspath(cfg['dataset']),
-            'subset': cfg['subset'],
+            'subset': subset,
+            'subset_note': scored,
             'checkpoint': os.path.abspath(cfg['checkpoint']),
             'checkpoint_epoch': ckpt.get('epoch'),
             'evaluation': ev,
@@ -94,14 +95,14 @@ def run(cfg, log=print):
             'embedder': table.attrs,
         })
         write_text(json.dumps(rep, indent=1), report_path)
-        roc_path = stem + '_roc.png'
-        if metrics.save_roc_png(labels, p, roc_path, title=f'ROC: {os.path.basename(cfg["dataset"])}'):
-            rep['roc_png'] = roc_path
+        what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
+        if metrics.save_roc_png(labels, p, stem + '_roc.png', title=f'ROC: {what}'):
+            rep['roc_png'] = stem + '_roc.png'
+        if metrics.save_calibration_png(labels, p, stem + '_calibration.png', title=f'calibration: {what}'):
+            rep['calibration_png'] = stem + '_calibration.png'
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
-    auc = 'n/a (' + rep['roc_auc_note'] + ')' if rep['roc_auc'] is None else f'{rep["roc_auc"]:.4f}'
-    log(f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {rep["log_loss"]:.4f}, '
-        f'balanced_log_loss {rep["balanced_log_loss"]:.4f}, roc_auc {auc}, accuracy {rep["accuracy"]:.4f}')
+    log(_summary(rep))
     log(f'report: {report_path}')
     return rep
 
@@ -110,14 +111,14 @@ def _check(cfg):
     """Before any work: what the ranges of single settings cannot say, and whether the report's files
     can be written (else the scoring is lost at the end). Returns (report path, stem of its companions)."""
     if not cfg['dataset'] or not cfg['checkpoint']:
-        raise ScoringError('give the table and the checkpoint: --dataset=MERGED.pkl --checkpoint=best.pt')
+        raise config.UserError('give the table and the checkpoint: --dataset=MERGED.pkl --checkpoint=best.pt')
     lo, hi = cfg['clip_lo'], cfg['clip_hi']
     if (lo < 0) != (hi < 0) or lo >= 0 and not lo < hi:
-        raise ScoringError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1 (or both be '
+        raise config.UserError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1 (or both be '
                            f'below 0: the checkpoint\'s range), not {lo} and {hi}')
     report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(cfg['checkpoint'])), 'report.json')
     stem = report_path[:-5] if report_path.endswith('.json') else report_path
-    for path in (report_path, stem + '_roc.png', stem + '_predictions.csv'):
+    for path in (report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'):
         config.writable_file(path, '--report')
     return report_path, stem
 
@@ -125,27 +126,53 @@ def _check(cfg):
 def _check_compatible(ckpt, table, path):
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):
-        raise ScoringError(f'{path}: embeddings of {table.video_dim} (video) and {table.audio_dim} (audio) values, '
+        raise config.UserError(f'{path}: embeddings of {table.video_dim} (video) and {table.audio_dim} (audio) values, '
                         f'the checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
     trained = ckpt.get('dataset', {}).get('attrs', {})
     for key in ('embedder', 'audio_encoder'):
         if key in trained and key in table.attrs and trained[key] != table.attrs[key]:
-            raise ScoringError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with {trained[key]!r}')
+            raise config.UserError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with {trained[key]!r}')
 
 
-def _subset(subset, ckpt, table):
-    everything = np.arange(len(table))
+def _subset(cfg, ckpt, table):
+    """(indices of the videos to score, the subset scored, one line saying which and why).
+
+    'auto' scores every video where the checkpoint recorded no split or held none of this table out (a
+    test set it never saw), and is 'val' otherwise; --subset=val or train there is an error."""
+    given, n = cfg['subset'] != 'auto', len(table)
+    subset = 'val' if cfg['subset'] == 'auto' else cfg['subset']
+    everything = np.arange(n)
     if subset == 'all':
-        return everything
-    if subset not in ('val', 'train'):
-        raise ScoringError(f"--subset takes 'all', 'val' or 'train', not {subset!r}")
-    split = ckpt['split']
-    held_out = (np.isin(table.keys.astype(str), split['val_keys']) if 'val_keys' in split  # folder/filename
-                else np.isin(table.filenames.astype(str), split['val_filenames']))  # older checkpoints
+        return everything, 'all', f'scoring all {n} videos of the table (--subset=all)'
+    split = ckpt.get('split') or {}
+    if 'val_keys' in split:  # folder/filename
+        held_out = np.isin(table.keys.astype(str), split['val_keys'])
+    elif 'val_filenames' in split:  # older checkpoints
+        held_out = np.isin(table.filenames.astype(str), split['val_filenames'])
+    elif given:
+        raise config.UserError(f'--subset={subset}: the checkpoint recorded no split; give --subset=all')
+    else:
+        return everything, 'all', f'scoring all {n} videos: the checkpoint recorded no split (--subset=all)'
+    if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
+        return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
     chosen = everything[held_out] if subset == 'val' else everything[~held_out]
     if len(chosen) == 0:
-        raise ScoringError(f'--subset={subset}: no video of the table is on that side of the checkpoint\'s split')
-    return chosen
+        raise config.UserError(f'--subset={subset}: no video of the table is on that side of the checkpoint\'s split')
+    if subset == 'val':
+        return chosen, 'val', (f'scoring the {len(chosen)} videos the checkpoint held out '
+                               f'(--subset=all scores every video)')
+    return chosen, 'train', f'scoring the {len(chosen)} videos the checkpoint did not hold out (--subset=train)'
+
+
+def _summary(rep):
+    """The report's figures in one line; a figure a single class leaves undefined is n/a, with the reason."""
+    def figure(key):
+        return 'n/a' if rep[key] is None else f'{rep[key]:.4f}'
+    reasons = sorted({rep[k + '_note'] for k in ('roc_auc', 'average_precision', 'eer', 'ece') if k + '_note' in rep})
+    return (f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
+            f'balanced_log_loss {figure("balanced_log_loss")}, roc_auc {figure("roc_auc")}, average_precision '
+            f'{figure("average_precision")}, eer {figure("eer")}, ece {figure("ece")} ({rep["calibration_bins"]} '
+            f'bins), accuracy {figure("accuracy")}' + ''.join(f' (n/a: {why})' for why in reasons))
 
 
 def _write_predictions(path, filenames, folders, labels, p, logits, no_face):

@@ -1,47 +1,19 @@
 """Train the detector (network.py) on a merged embedding table.
 
-Reads DATASET, the merged table of merge_embeddings.py (a pandas pickle, one row per video), through its
-embedding cache (common/lazytable.py: built once beside the pickle, read lazily, so memory stays flat
-however many videos there are). Writes, in OUT_DIR:
-  best.pt        the checkpoint of the epoch with the lowest validation loss (what test.py reads)
-  last.pt        the latest epoch, with the optimizer's state: a killed run resumes from it (RESUME)
-  history.json   one entry per epoch: losses, validation figures, seconds, videos per second
-  history.csv    the same entries, one row per epoch
-  curves.png     the training curves, the best epoch marked
-  config.json    how the run was made: every setting, the versions of python and the libraries, the git
-                 commit of the code (and whether its tree had changes), the start time; written when the
-                 training starts (a resumed run rewrites it, with the first epoch it trains)
-Every file is written atomically, the epoch's ones after every epoch. Epochs are numbered from 1 in all of
-them and in the log: `epoch` is the number of epochs trained when the entry or checkpoint was written.
-
-How it trains (the reasons are in model.py's docstring):
-- split grouped by `original` (SPLIT='original'), or by DFDC folder (SPLIT='folder'); no group on both
-  sides, asserted;
-- the loss is BCEWithLogitsLoss weighted per video by N / (2 N_class): reals and fakes weigh half each;
-- one new random window of CROP faces per video every epoch; validation scores every window at
-  EVAL_STRIDE and averages the logits of a video (the evaluation choice stored in the checkpoint);
-- early stopping on the validation loss (the balanced, unclipped BCE of those mean logits): PATIENCE
-  epochs without an improvement of MIN_DELTA stop the run;
-- seeded (SEED): the split, the initial weights, the order and the windows of every epoch;
-- CUDA with mixed precision (float16, a gradient scaler) where present, else the CPU in float32.
-
-Several processes (torchrun; DistributedDataParallel, gloo on the CPU, NCCL on CUDA, one GPU per process)
-train the same model as one process: every process draws the epoch's order and windows from the shared
-seed, and reads its share of every batch (rows rank, rank + world, ... : BATCH_SIZE stays the videos of
-one optimizer step, whatever the number of processes); its loss is the sum over its rows times
-world / BATCH_SIZE, so that DDP's average of the gradients is the one process's batch mean, weights
-included. Validation is split the same way and the logits summed across processes, so every process
-takes the same early-stopping decision. What differs from one process: the order of floating-point sums
-(gradients summed over two half batches, validation windows batched with other videos), and dropout's
-masks, which each process draws from its own stream (rank 0's is the single process's). Rank 0 builds
-the embedding cache before the others open it, logs, and writes the checkpoints, history and curves;
-last.pt holds every process's random state, so a resumed run with as many processes is the same run.
-OUT_DIR and the cache must be on a file system all processes see. On CUDA each process takes its own GPU:
-more processes on a machine than it has GPUs is refused in one line before the group is joined (NCCL
-would die with 'Duplicate GPU detected'); --device=cpu trains them on the CPU (gloo).
+Reads DATASET, merge_embeddings.py's table, through the training store beside it (common/store.py: faces
+read on demand, so memory stays flat however many videos there are). Writes, in OUT_DIR, atomically:
+  best.pt       the epoch with the lowest validation loss (what test.py and predict.py read)
+  last.pt       the latest epoch with the optimizer's state: a killed run resumes from it (RESUME)
+  history.json  one entry per epoch (losses, validation figures, videos per second); history.csv the same
+  curves.png    the training curves, the best epoch marked
+  config.json   every setting, the versions of python and the libraries, the git commit, the start time
+Epochs are numbered from 1 everywhere. How it trains (the reasons are in model.py's docstring): a split
+grouped by `original` (or by DFDC folder), asserted leak-free; BCEWithLogitsLoss weighted N / (2 N_class)
+per video; one random window of CROP faces per video per epoch; validation averages the logits of every
+window at EVAL_STRIDE; early stopping on the validation loss; seeded; CUDA in float16 where present.
+One process: all of DFDC is seconds an epoch (BENCHMARKS.md), so several would only add machinery.
 
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
-    torchrun --nproc_per_node=4 training.py --dataset=MERGED.pkl --out_dir=runs/lstm
 """
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
@@ -56,26 +28,23 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from importlib import metadata
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from common import metrics
-from common.ddp import Ranks, rank_prefix
-from common.device import autocast, pick_device, share_cpu
-from common.lazytable import TableError, open_table
+from common.device import autocast, pick_device
 from common.stage import write_text
-from model import (CheckpointError, EVALUATION, LeakError, class_weights, load_checkpoint, predict_logits,
-                   prefetch, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches, fit_audio_only)
+from common.store import open_store
+from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits, prefetch, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table (pandas pickle of merge_embeddings.py)
 OUT_DIR = 'runs/lstm'       # checkpoints, history, curves
-CACHE_DIR = ''              # where the embedding cache goes ('': beside DATASET, as DATASET.cache/)
 SPLIT = 'original'          # 'original': fakes with their original | 'folder': whole DFDC parts
 VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none)
 VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random)
@@ -113,179 +82,151 @@ _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eva
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
 
 
-class TrainingError(config.UserError):
-    """A problem with the input or the out_dir: one clear line, exit code 2."""
-
-
 def settings(**overrides):
     """This script's constants as lower-case settings, with overrides (what tests and benches call)."""
     return config.settings(globals(), **overrides)
 
 
+class Fit(NamedTuple):
+    """What every epoch of one run works with."""
+    cfg: dict
+    table: object       # common.store.Store
+    train: np.ndarray   # (videos,) indices of the training side
+    val: np.ndarray     # (videos,) of the validation side (may be empty)
+    weights: torch.Tensor  # (2,) loss weight of a real and of a fake video
+    device: torch.device
+    amp: bool
+    net: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    log: object
+
+
 def run(cfg, log=print):
-    """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts).
-    Under torchrun, every process calls it; only rank 0 logs and writes files."""
+    """Train with the settings dict cfg (see settings()); returns the history (a list of epoch dicts)."""
     started = datetime.now(timezone.utc).isoformat(timespec='seconds')
     _check(cfg)
     torch.manual_seed(cfg['seed'])
     steady_malloc()
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
-    else:
-        share_cpu()  # under torchrun: the cores shared between the local processes (else torch's default)
     device = pick_device(cfg['device'])
-    amp = cfg['amp'] and device.type == 'cuda'
-    with Ranks.start(device) as ranks:
-        if not ranks.main:
-            log, cfg = _quiet, {**cfg, 'progress': False}
-        table = _open_table(cfg, ranks, log)
-        with table:
-            return _train(cfg, table, device, amp, log, ranks, started)
+    with open_store(cfg['dataset']) as table:
+        train, val = _split(cfg, table, log)
+        w_real, w_fake = class_weights(table.labels[train])
+        log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior '
+            f'{table.labels[train].mean():.3f} fake)')
+        net = build(NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
+                                  layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
+                                  project=cfg['project'], deltas=cfg['deltas'])).to(device)
+        amp = cfg['amp'] and device.type == 'cuda'
+        fit = Fit(cfg, table, train, val, torch.tensor([w_real, w_fake], dtype=torch.float32, device=device),
+                  device, amp, net, torch.optim.AdamW(net.parameters(), lr=cfg['lr'], weight_decay=cfg['weight_decay']),
+                  torch.amp.GradScaler(device.type, enabled=amp), log)
+        return _epochs(fit, started)
 
 
 def _check(cfg):
     """Before any work: what the ranges of single settings cannot say, and whether OUT_DIR's files can
     be written (else an epoch's work is lost on its first checkpoint)."""
+    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+        raise config.UserError('training runs in one process (all of DFDC is seconds an epoch): start it with '
+                               'python, not torchrun')
     if not cfg['dataset']:
-        raise TrainingError('give the merged table: --dataset=MERGED.pkl')
+        raise config.UserError('give the merged table: --dataset=MERGED.pkl')
     if not 0 <= cfg['clip_lo'] < cfg['clip_hi'] <= 1:
-        raise TrainingError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1, '
-                            f'not {cfg["clip_lo"]} and {cfg["clip_hi"]}')
+        raise config.UserError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1, '
+                               f'not {cfg["clip_lo"]} and {cfg["clip_hi"]}')
     for name in OUT_FILES:
         config.writable_file(os.path.join(cfg['out_dir'], name), '--out_dir')
 
 
-def _quiet(*_):
-    pass
-
-
-def _open_table(cfg, ranks, log):
-    """The table through its cache. open_table builds a missing or stale cache in place, which several
-    processes must not do at once (each build first removes the meta file, maybe the one another build
-    just wrote, and one would then find the cache invalid): rank 0 opens it first, building it where
-    needed, and says how that went; the others then open the built cache."""
-    if not ranks.distributed:
-        return open_table(cfg['dataset'], cfg['cache_dir'], log=log)
-    table, error = None, None
-    if ranks.main:
-        try:
-            table = open_table(cfg['dataset'], cfg['cache_dir'], log=log)
-        except TableError as err:
-            error = str(err)
-    error = ranks.broadcast(error)
-    if error is not None:
-        raise TableError(error)
-    return table if ranks.main else open_table(cfg['dataset'], cfg['cache_dir'], log=log)
-
-
-def _train(cfg, table, device, amp, log, ranks, started):
+def _split(cfg, table, log):
+    """(train, val) indices: grouped, leak-free, without the videos that have no face."""
     labels = table.labels
     if (labels < 0).any():
-        raise TrainingError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
-                            f'training needs a label for every video')
+        raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
+                               f'training needs a label for every video')
     if table.video_dim == 0:
-        raise TrainingError(f'{cfg["dataset"]}: no face embeddings in the table')
+        raise config.UserError(f'{cfg["dataset"]}: no face embeddings in the table')
     try:
         train, val = split_indices(labels, table.groups, table.folders, cfg['split'], cfg['val_fraction'],
                                    cfg['seed'], cfg['val_folders'])
     except ValueError as err:
-        raise TrainingError(f'cannot split {cfg["dataset"]}: {err}') from None
+        raise config.UserError(f'cannot split {cfg["dataset"]}: {err}') from None
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
-        raise TrainingError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
+        raise config.UserError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
     _warn_missing_originals(log, table)
     no_faces = table.n_faces == 0
     if no_faces.any():
         log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')
         train, val = train[~no_faces[train]], val[~no_faces[val]]
     if len(train) == 0:
-        raise TrainingError('no video with faces to train on')
+        raise config.UserError('no video with faces to train on')
     _describe_split(log, labels, table.groups, train, val)
-    w_real, w_fake = class_weights(labels[train])
-    weights = torch.tensor([w_real, w_fake], dtype=torch.float32, device=device)
-    prior = float(labels[train].mean())
-    log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior {prior:.3f} fake)')
+    return train, val
 
-    net_config = NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
-                               layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
-                               project=cfg['project'], deltas=cfg['deltas'])
-    net = build(net_config).to(device)
-    if ranks.rank > 0:  # dropout's own draws in each process (rank 0 keeps the single process's stream)
-        torch.manual_seed(int(np.random.SeedSequence([cfg['seed'], ranks.rank]).generate_state(1)[0]))
-    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg['lr'], weight_decay=cfg['weight_decay'])
-    scaler = torch.amp.GradScaler(device.type, enabled=amp)
-    out_dir = cfg['out_dir']
-    os.makedirs(out_dir, exist_ok=True)
-    last_path, best_path = os.path.join(out_dir, 'last.pt'), os.path.join(out_dir, 'best.pt')
-    dataset_key = {**table.meta['key'], 'n_videos': len(table)}
+
+def _epochs(fit, started):
+    """The epochs, from the last one of a resumed run; writes the run folder; returns the history."""
+    cfg, table, log = fit.cfg, fit.table, fit.log
+    last_path, best_path = os.path.join(cfg['out_dir'], 'last.pt'), os.path.join(cfg['out_dir'], 'best.pt')
     fixed = {k: cfg[k] for k in _SAME_FOR_RESUME}
+    dataset_key = {**table.meta['key'], 'n_videos': len(table)}
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
-    done = 0  # epochs trained
     if cfg['resume'] and os.path.exists(last_path):
-        done = _resume(last_path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks)
+        _resume(fit, last_path, state, dataset_key, fixed)
     if state['finished']:
-        log(f'{out_dir} holds a run that stopped early (best epoch {state["best_epoch"]}); '
+        log(f'{cfg["out_dir"]} holds a run that stopped early (best epoch {state["best_epoch"]}); '
             f'--resume=false starts over')
         return state['history']
-    if ranks.main:
-        record = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
-                  'first_epoch': done + 1, 'processes': ranks.world, 'device': str(device)}
-        write_text(json.dumps(record, indent=1), os.path.join(out_dir, 'config.json'))
-    model = net
-    if ranks.distributed:
-        # after the resume: DDP starts every process from rank 0's weights (all loaded the same file)
-        model = DistributedDataParallel(net, device_ids=[device.index] if device.type == 'cuda' else None)
-        log(f'{ranks.world} processes ({torch.distributed.get_backend()}): each reads its share of every '
-            f'batch of {cfg["batch_size"]} videos and of the validation videos')
-    common = None if not ranks.main else {  # what every checkpoint carries, beside the weights
-        'prior': prior, 'clip': [cfg['clip_lo'], cfg['clip_hi']],
+    done = len(state['history'])  # epochs trained
+    record = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
+              'first_epoch': done + 1, 'device': str(fit.device)}
+    write_text(json.dumps(record, indent=1), os.path.join(cfg['out_dir'], 'config.json'))
+    train, val = fit.train, fit.val
+    common = {  # what every checkpoint carries, beside the weights
+        'prior': float(table.labels[train].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
         'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
-        'loss_weights': {'real': w_real, 'fake': w_fake, 'how': 'N / (2 N_class) per video'},
+        'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]), 'how': 'N / (2 N_class) per video'},
         'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
                   'n_train': int(len(train)), 'n_val': int(len(val)),
                   'val_filenames': [str(f) for f in table.filenames[val]],
                   'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
         'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
         'settings': fixed,
-        # predict.py's fallback for videos where no face is found
-        'audio_only': fit_audio_only(table, train, cfg['seed']),
+        'audio_only': fit_audio_only(table, train, cfg['seed']),  # predict.py's fallback where no face is found
     }
     for epoch in range(done + 1, cfg['max_epochs'] + 1):
         t0 = time.perf_counter()
-        train_loss = _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks)
+        train_loss = _train_epoch(fit, epoch)
         seconds = time.perf_counter() - t0
         entry = {'epoch': epoch, 'train_loss': train_loss, 'train_seconds': round(seconds, 3),
                  'videos_per_second': round(len(train) / seconds, 1)}
         if len(val):
-            entry.update(_validate(cfg, net, table, val, device, amp, ranks))
-            score = entry['val_loss']
-        else:
-            score = train_loss  # no validation side: the last epoch is the best
-        improved = state['best_loss'] is None or score < state['best_loss'] - cfg['min_delta'] or not len(val)
-        if improved:
-            state.update(best_loss=score, best_epoch=epoch, bad_epochs=0)
-        else:
-            state['bad_epochs'] += 1
-        entry['best'] = improved
+            entry.update(_validate(fit))
+        score = entry['val_loss'] if len(val) else train_loss  # no validation side: the last epoch is the best
+        entry['best'] = improved = (state['best_loss'] is None or score < state['best_loss'] - cfg['min_delta']
+                                    or not len(val))
+        state.update(best_loss=score, best_epoch=epoch, bad_epochs=0) if improved else state.update(
+            bad_epochs=state['bad_epochs'] + 1)
         state['history'].append(entry)
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
         rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
-        if device.type == 'cuda':
-            rng['cuda_rng'] = torch.cuda.get_rng_state(device)
-        if ranks.distributed:  # every process's draws (a collective step: all of them take it)
-            rng['rank_rngs'] = ranks.gather(dict(rng))
-        if ranks.main:  # every process holds the same weights, state and history; one writes them
-            if improved:
-                save_checkpoint(best_path, net, epoch=epoch, val_loss=score, **common)
-            save_checkpoint(last_path, net, epoch=epoch, optimizer=optimizer.state_dict(),
-                            scaler=scaler.state_dict(), state=state, **rng, **common)
-            _write_history(state['history'], out_dir)
-            _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
+        if fit.device.type == 'cuda':
+            rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
+        if improved:
+            save_checkpoint(best_path, fit.net, epoch=epoch, val_loss=score, **common)
+        save_checkpoint(last_path, fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
+                        scaler=fit.scaler.state_dict(), state=state, **rng, **common)
+        _write_history(state['history'], cfg['out_dir'])
+        _plot(state['history'], state['best_epoch'], os.path.join(cfg['out_dir'], 'curves.png'))
         log(_epoch_line(entry, cfg['max_epochs']))
-        if state['bad_epochs'] >= cfg['patience']:
+        if state['finished']:
             log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
             break
     if state['best_epoch'] is None:
-        raise TrainingError(f'no epoch was trained (--max_epochs={cfg["max_epochs"]})')
+        raise config.UserError(f'no epoch was trained (--max_epochs={cfg["max_epochs"]})')
     log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
@@ -306,42 +247,26 @@ def _describe_split(log, labels, groups, train, val):
         log('no validation side (--val_fraction=0): every epoch is kept as the best, no early stopping')
 
 
-def _train_epoch(cfg, model, optimizer, scaler, table, train, weights, device, amp, epoch, ranks):
-    """Epoch `epoch` (from 1) over the training side; returns the mean weighted loss (over every process's
-    videos)."""
-    model.train()
-    # the epoch's order and windows, the same on a resume; the first epoch's seed is 0, as when epochs were
-    # numbered from 0, so that a last.pt of that time resumes into the same run
-    rng = np.random.default_rng([cfg['seed'], epoch - 1])
-    # several processes: the same order and windows, each reading its rows of every batch (train_batches)
-    batches = prefetch(train_batches(table, train, cfg['crop'], cfg['batch_size'], rng, ranks.rank, ranks.world))
-    bar = _progress(cfg)(batches, total=-(-len(train) // cfg['batch_size']), desc=f'epoch {epoch}')
+def _train_epoch(fit, epoch):
+    """Epoch `epoch` (from 1) over the training side; returns the mean weighted loss."""
+    fit.net.train()
+    rng = np.random.default_rng([fit.cfg['seed'], epoch - 1])  # the epoch's order and windows, the same on a resume
+    batches = prefetch(train_batches(fit.table, fit.train, fit.cfg['crop'], fit.cfg['batch_size'], rng))
+    bar = _progress(fit.cfg)(batches, total=-(-len(fit.train) // fit.cfg['batch_size']), desc=f'epoch {epoch}')
     total, n = 0.0, 0
     for batch in bar:
-        faces, lengths, audio, has_audio, y = batch.to(device)
-        with autocast(device, amp):
-            logits = model(faces, lengths, audio, has_audio)
-        weighted = F.binary_cross_entropy_with_logits(logits.float(), y, reduction='none') * weights[y.long()]
-        if not ranks.distributed:
-            # mean over the batch of weight(class) * BCE: each batch is an unbiased estimate of the balanced loss
-            loss = weighted.mean()
-        else:
-            # DDP averages the processes' gradients; each process's sum over its rows, times world / rows of
-            # the whole batch, averages to the whole batch's mean: the single process's loss and gradient
-            loss = weighted.sum() * (0.0 if batch.stand_in else ranks.world / batch.of)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        if not ranks.distributed:
-            total += loss.item() * len(y)
-            n += len(y)
-        elif not batch.stand_in:
-            total += weighted.sum().item()
-            n += len(y)
+        faces, lengths, audio, has_audio, y = batch.to(fit.device)
+        with autocast(fit.device, fit.amp):
+            logits = fit.net(faces, lengths, audio, has_audio)  # (batch,)
+        # mean over the batch of weight(class) * BCE: each batch is an unbiased estimate of the balanced loss
+        loss = (F.binary_cross_entropy_with_logits(logits.float(), y, reduction='none') * fit.weights[y.long()]).mean()
+        fit.optimizer.zero_grad(set_to_none=True)
+        fit.scaler.scale(loss).backward()
+        fit.scaler.step(fit.optimizer)
+        fit.scaler.update()
+        total += loss.item() * len(y)
+        n += len(y)
         bar.set_postfix(loss=f'{total / n:.4f}', refresh=False)
-    if ranks.distributed:
-        total, n = ranks.all_sum([total, n])
     return float(total / n)  # a Python float: the checkpoint's history loads with weights_only
 
 
@@ -351,18 +276,12 @@ def _progress(cfg):
                              disable=None if cfg['progress'] else True)
 
 
-def _validate(cfg, net, table, val, device, amp, ranks):
-    # several processes: each scores videos rank, rank + world, ... and the sum over the processes puts
-    # every video's logit (computed by one process, zeros elsewhere) in every process, bit for bit, so that
-    # they all take the same early-stopping decision
-    logits = predict_logits(net, table, val[ranks.rank::ranks.world], device, cfg['crop'], cfg['eval_stride'],
-                            cfg['eval_batch_size'], amp,
+def _validate(fit):
+    cfg = fit.cfg
+    logits = predict_logits(fit.net, fit.table, fit.val, fit.device, cfg['crop'], cfg['eval_stride'],
+                            cfg['eval_batch_size'], fit.amp,
                             progress=lambda batches: _progress(cfg)(batches, desc='validation'))
-    if ranks.distributed:
-        full = np.zeros(len(val))  # (videos,)
-        full[ranks.rank::ranks.world] = logits
-        logits = ranks.all_sum(full)
-    y = table.labels[val].astype(np.float32)
+    y = fit.table.labels[fit.val].astype(np.float32)
     bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(y),
                                              reduction='none').numpy()
     # balanced: the mean of the real and the fake mean BCE (of the classes present), like the training loss
@@ -372,42 +291,28 @@ def _validate(cfg, net, table, val, device, amp, ranks):
             'val_roc_auc': rep['roc_auc'], 'val_accuracy': rep['accuracy']}
 
 
-def _resume(path, net, optimizer, scaler, state, dataset_key, fixed, log, ranks):
+def _resume(fit, path, state, dataset_key, fixed):
     try:
         _, ckpt = load_checkpoint(path)
-    except CheckpointError as err:
-        raise TrainingError(f'{err}; remove it or give --resume=false') from None
-    if ckpt['dataset']['key'] != dataset_key or ckpt['settings'] != fixed or ckpt['network'] != net.config_dict():
-        raise TrainingError(f'{path} is a run of another table or other settings; '
-                            f'give another --out_dir, or --resume=false to overwrite it')
-    net.load_state_dict(ckpt['state_dict'])
-    optimizer.load_state_dict(ckpt['optimizer'])
-    scaler.load_state_dict(ckpt['scaler'])
-    rngs = ckpt.get('rank_rngs', [ckpt])  # one per process of the run that wrote it
-    if len(rngs) == ranks.world or ranks.main:
-        rng = rngs[ranks.rank] if len(rngs) == ranks.world else ckpt
-        torch.set_rng_state(rng['torch_rng'])
-        if 'cuda_rng' in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng['cuda_rng'], next(net.parameters()).device)
-    if len(rngs) != ranks.world:  # the same computation, but other dropout masks than an uninterrupted run
-        log(f'{path} was written by {len(rngs)} process(es), this run has {ranks.world}: dropout draws '
-            f'other masks than an uninterrupted run would')
+    except config.UserError as err:
+        raise config.UserError(f'{err}; remove it or give --resume=false') from None
+    if ckpt['dataset']['key'] != dataset_key or ckpt['settings'] != fixed or ckpt['network'] != fit.net.config_dict():
+        raise config.UserError(f'{path} is a run of another table or other settings; '
+                               f'give another --out_dir, or --resume=false to overwrite it')
+    fit.net.load_state_dict(ckpt['state_dict'])
+    fit.optimizer.load_state_dict(ckpt['optimizer'])
+    fit.scaler.load_state_dict(ckpt['scaler'])
+    torch.set_rng_state(ckpt['torch_rng'])
+    if 'cuda_rng' in ckpt and fit.device.type == 'cuda':
+        torch.cuda.set_rng_state(ckpt['cuda_rng'], fit.device)
     state.update(ckpt['state'])
-    done = ckpt['epoch']
-    if state['history'][0]['epoch'] == 0:  # written when epochs were numbered from 0: the same run, renumbered
-        state['history'] = [{**e, 'epoch': e['epoch'] + 1} for e in state['history']]
-        state['best_epoch'] += 1
-        done += 1
-        log(f'{path} numbers its epochs from 0 (an older training.py): they are numbered from 1 from now on')
     if not state['finished']:
-        log(f'resuming from {path}: epoch {done} done, best epoch {state["best_epoch"]}')
-    return done
+        fit.log(f'resuming from {path}: epoch {ckpt["epoch"]} done, best epoch {state["best_epoch"]}')
 
 
 def _warn_missing_originals(log, table):
-    """Say how many videos lead to an original that is not in the table. groups_of (common/lazytable.py)
-    makes the last name of such a chain of originals its group: the only groups that are not a video of
-    the table."""
+    """Say how many videos lead to an original that is not in the table: groups_of makes the last name of
+    such a chain its group, the only groups that are not a video of the table."""
     present = set(table.keys)
     outside = np.array([g not in present for g in table.groups], bool)  # (videos,)
     if outside.any():
@@ -488,10 +393,7 @@ def _plot(history, best_epoch, path):
 
 def main():
     config.configure(globals())
-    try:
-        run(settings())
-    except config.UserError as err:  # each process's line says which process it is
-        config.fail(f'{rank_prefix()}{err}')
+    run(settings())
 
 
 if __name__ == '__main__':

@@ -1,5 +1,5 @@
 """make_metadata.py: DFDC-style metadata.json for FaceForensics++ and Celeb-DF-v2 trees, read by the stages
-(common.stage.plan) unchanged, with each fake grouped with its original (common.lazytable.groups_of)."""
+(common.stage.plan) unchanged, with each fake grouped with its original (common.store.groups_of)."""
 import json
 import os
 import subprocess
@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from common.lazytable import groups_of
+from common.store import groups_of
 from common.stage import key, label_of, plan
 from conftest import ROOT, testdata
 from model import assert_no_leak, split_indices
