@@ -33,8 +33,8 @@ The encoders, on mel spectrograms made with librosa:
   the embeddings averaged, so any length works.
 
 Resumable: one part file per video (common.stage.Journal); a killed run restarts where it stopped.
-Several processes split the work as the video step's do (--procs=N on one machine, torchrun
---nproc_per_node=N create_audio_embedding.py ..., or a SLURM array; see common/launch.py, common/stage.py).
+Several processes split the work as the video step's do (torchrun --nproc_per_node=N
+create_audio_embedding.py ..., or a SLURM array; see common/stage.py).
 
 Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
@@ -44,7 +44,6 @@ from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import os
-import sys
 from importlib.metadata import version
 
 import numpy as np
@@ -52,19 +51,16 @@ import torch
 from tqdm import tqdm
 
 from common.device import autocast, pick_device, share_cpu, torch_threads
-from common.launch import run_processes
-from common.stage import (StageError, StageRun, claim, filename_of, print_failures, read_failures,
-                          read_pickle)
+from common.stage import StageRun, claim, filename_of, print_failures, read_failures, read_pickle
 from common.video import VideoError
 import extract_audio as ea
-from common.weights import WeightsUnavailable, audio_cnn, import_libraries, voice_encoder
+from common.weights import audio_cnn, voice_encoder
 
 # ----------------------------------------------------------------------------- config: this script only
 AUDIO_DIR = 'audio'         # extract_audio.py's output: WAVs and index.pkl
 OUTPUT = 'audio_embeddings.pkl'  # the table this writes
 RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
 SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
-PROCS = 1                   # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 # ----------------------------------------------------------------------------- config
 AUDIO_ENCODER = 'resemblyzer'  # 'resemblyzer' (shipped weights, 256-d) | 'cnn' (torchvision ImageNet CNN)
@@ -129,7 +125,7 @@ class AudioEmbedder:
             self.dim = self.net.embedding_dim
             self.name = f'cnn:{CNN_ARCH}:{self.net.weights_name}:logmel{N_MELS}x{N_FFT}/{HOP}:{TOP_DB:g}dB'
         else:
-            raise WeightsUnavailable(f'--audio_encoder={self.encoder!r}: not one of resemblyzer, cnn')
+            raise config.UserError(f'--audio_encoder={self.encoder!r}: not one of resemblyzer, cnn')
 
     def __call__(self, wav):
         """wav: (samples,) float32 at 16 kHz, any length."""
@@ -197,15 +193,15 @@ def embed_row(embedder, entry, audio_dir):
 
 def read_index(audio_dir):
     """extract_audio.py's index and failures: (DataFrame, {key: (folder, reason)}).
-    Raises StageError where there is no finished index."""
+    Raises config.UserError where there is no finished index."""
     path = os.path.join(audio_dir, ea.INDEX)
     if not os.path.exists(path):
-        raise StageError(f'{path} does not exist: run extract_audio.py --audio_dir={audio_dir} first')
+        raise config.UserError(f'{path} does not exist: run extract_audio.py --audio_dir={audio_dir} first')
     if os.path.isdir(path + '.parts') and os.listdir(path + '.parts'):
-        raise StageError(f'{path}.parts exists: extract_audio.py did not finish; run it again first')
+        raise config.UserError(f'{path}.parts exists: extract_audio.py did not finish; run it again first')
     index = read_pickle(path, f'delete it and rerun extract_audio.py --audio_dir={audio_dir}')
     if index.attrs.get('sample_rate') != _RATE:
-        raise StageError(f'{audio_dir} holds WAVs at {index.attrs.get("sample_rate")} Hz; the encoders take '
+        raise config.UserError(f'{audio_dir} holds WAVs at {index.attrs.get("sample_rate")} Hz; the encoders take '
                          f'{_RATE}: run extract_audio.py --sample_rate={_RATE} into another --audio_dir')
     return index, read_failures(path + '.failures.csv')
 
@@ -221,17 +217,12 @@ def main():
     config.configure(globals())
     claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
     index, extract_failures = read_index(AUDIO_DIR)
-    run_processes(lambda: embed_all(index, extract_failures), PROCS,
-             preload=lambda: import_libraries(AUDIO_ENCODER))
+    embed_all(index, extract_failures)
 
 
 def embed_all(index, extract_failures):
     """One process's share of the index; the last process to finish writes OUTPUT."""
-    try:  # here, not before the workers fork: it picks the device, and a forked worker cannot use CUDA
-        embedder = AudioEmbedder()  # that its parent initialised
-    except WeightsUnavailable as err:
-        print(f'error: {err}', file=sys.stderr)
-        raise SystemExit(2) from None
+    embedder = AudioEmbedder()
     share_cpu()
     run = StageRun(OUTPUT, RETRY_FAILED)
     journal, who = run.journal, run.who
@@ -241,9 +232,8 @@ def embed_all(index, extract_failures):
                                                      for row in rec.get('rows', [])}
     if found - {ours}:
         theirs = ', '.join(f'{n} ({d}-d)' for n, d in sorted(found - {ours}))
-        print(f'error: {OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
-              f'use another --output, or the same encoder settings', file=sys.stderr)
-        raise SystemExit(2)
+        raise config.UserError(f'{OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
+                               f'use another --output, or the same encoder settings')
     run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
                 for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')

@@ -27,9 +27,8 @@ new videos to OUTPUT.
 On a GPU, one process uses the whole machine: DetectionPipeline.py's --workers decoding processes (one a
 core by default) feed this process's networks with batches of many videos (faces/workers.py).
 Several processes split the work (each its share, merged once all are done; see common/stage.py):
-    python create_video_embeddings.py --procs=4 ...             (one machine, e.g. 4 GPUs; common/launch.py)
-    torchrun --nproc_per_node=4 create_video_embeddings.py ...   (also across machines: README)
-A SLURM array (sbatch --array=0-63) works the same way, without torchrun.
+`torchrun --standalone --nproc_per_node=4 create_video_embeddings.py ...` (one per GPU; machines: README)
+or a SLURM array (sbatch --array=0-63).
 
 Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
@@ -38,23 +37,19 @@ Example:
 from common import config
 config.help_if_asked(__name__, __file__, 'DetectionPipeline.py')  # -h: answered before the heavy imports
 
-import sys
 import time
 
 from tqdm import tqdm
 
 import DetectionPipeline as dp
 from common.device import share_cpu
-from common.launch import run_processes
 from common.stage import StageRun, claim, label_of, plan, print_failures
 from common.video import VideoError, check_file
-from common.weights import WeightsUnavailable, import_libraries
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
 OUTPUT = 'video_embeddings.pkl'  # the table; OUTPUT.failures.csv and OUTPUT.parts/ beside it
 RETRY_FAILED = False            # a rerun tries the failed videos again (else they stay failed)
-PROCS = 1                       # processes on this machine, each a share of the videos (GPUs: one each)
 # -----------------------------------------------------------------------------
 
 COLUMNS = ('filename', 'video_embedding', 'label', 'original', 'folder', 'frames', 'n_frames', 'boxes', 'track',
@@ -69,7 +64,7 @@ def main():
     config.configure(globals(), dp)
     claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
     videos = plan(DATA_DIR)
-    run_processes(lambda: embed(*videos), PROCS, preload=lambda: import_libraries('face'))
+    embed(*videos)
 
 
 def embed(todo, bad, skipped):
@@ -82,11 +77,7 @@ def embed(todo, bad, skipped):
     print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
-        try:
-            pipeline = dp.DetectionPipeline()
-        except WeightsUnavailable as err:
-            print(f'error: {err}', file=sys.stderr)
-            raise SystemExit(2) from None
+        pipeline = dp.DetectionPipeline()
         embedder = pipeline.embedder_name
         t0 = time.perf_counter()  # the video work starts (bench/bench_scale.py reads the line it ends with)
         by_path = {}

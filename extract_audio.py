@@ -23,8 +23,7 @@ at a third of 48 kHz's size. A 10 s DFDC clip takes about 0.04 s.
 Resumable: each WAV and then its index record are written atomically (common.stage.Journal), so a killed
 run restarts after the last video recorded, never duplicating or dropping one; a WAV written just before
 a kill, without its record, is written again. Several processes split the work as the video step's do
-(--procs=N on one machine, torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see
-common/launch.py and common/stage.py).
+(torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see common/stage.py).
 
 Example:
     python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
@@ -33,7 +32,6 @@ from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import os
-import sys
 from dataclasses import dataclass
 
 import av
@@ -41,7 +39,6 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common.launch import run_processes
 from common.stage import (StageRun, atomic_path, claim, key, plan, print_failures, read_pickle,
                           sweep_temporaries)
 from common.video import VideoError, open_video
@@ -53,7 +50,6 @@ SAMPLE_RATE = 16000         # Hz of the WAVs: Resemblyzer's rate; speech lives b
 RETRY_FAILED = False        # a rerun tries the failed videos again (else they stay failed)
 INDEX = 'index.pkl'         # the index's name in AUDIO_DIR (its failures file is INDEX + '.failures.csv')
 SHOW = 20                   # failures listed at the end of a run (all of them are in the failures file)
-PROCS = 1                   # processes on this machine, each a share of the videos
 # -----------------------------------------------------------------------------
 
 COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
@@ -149,10 +145,9 @@ def main():
     found = (read_pickle(index, 'delete it and rerun: the videos are extracted again').attrs.get('sample_rate')
              if os.path.exists(index) else SAMPLE_RATE)
     if found != SAMPLE_RATE:
-        print(f'error: {AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
-              f'use another --audio_dir', file=sys.stderr)
-        raise SystemExit(2)
-    run_processes(lambda: extract_all(videos, problems, skipped, index), PROCS)
+        raise config.UserError(f'{AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
+                               f'use another --audio_dir')
+    extract_all(videos, problems, skipped, index)
 
 
 def extract_all(videos, problems, skipped, index):

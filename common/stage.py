@@ -39,9 +39,6 @@ from common.video import VideoError
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
 
 
-class StageError(UserError):
-    """A problem with the input as a whole (missing data folder, ...): one line, exit code 2."""
-
 
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
 
@@ -64,14 +61,14 @@ UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, Attribute
 
 
 def read_pickle(path, todo, table=True):
-    """The object pickled at `path` (a pandas table where `table`); StageError naming the file and `todo`
+    """The object pickled at `path` (a pandas table where `table`); UserError naming the file and `todo`
     (what the user should do) where it is truncated, garbage, or not a table."""
     try:
         obj = pd.read_pickle(path)
     except UNREADABLE as err:
-        raise StageError(f'{path}: not a readable pickle ({type(err).__name__}: {err}); {todo}') from None
+        raise UserError(f'{path}: not a readable pickle ({type(err).__name__}: {err}); {todo}') from None
     if table and not isinstance(obj, pd.DataFrame):
-        raise StageError(f'{path}: a {type(obj).__name__}, not a pandas table; {todo}')
+        raise UserError(f'{path}: a {type(obj).__name__}, not a pandas table; {todo}')
     return obj
 
 
@@ -130,7 +127,7 @@ def is_video(name):
 def find_parts(data_dir):
     """Every folder under data_dir (itself included) that holds a metadata.json, sorted."""
     if not os.path.isdir(data_dir):
-        raise StageError(f'data folder {data_dir} does not exist')
+        raise UserError(f'data folder {data_dir} does not exist')
     found = []
     for root, dirs, files in os.walk(data_dir, followlinks=True):
         dirs.sort()
@@ -140,15 +137,15 @@ def find_parts(data_dir):
 
 
 def read_metadata(folder):
-    """The folder's metadata.json as {filename: entry}; raises StageError with the reason."""
+    """The folder's metadata.json as {filename: entry}; raises UserError with the reason."""
     path = os.path.join(folder, 'metadata.json')
     try:
         with open(path, encoding='utf-8') as f:
             meta = json.load(f)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise StageError(f'{path}: not readable JSON ({err})') from None
+        raise UserError(f'{path}: not readable JSON ({err})') from None
     if not isinstance(meta, dict):
-        raise StageError(f'{path}: expected an object of file names, got {type(meta).__name__}')
+        raise UserError(f'{path}: expected an object of file names, got {type(meta).__name__}')
     return meta
 
 
@@ -159,12 +156,12 @@ def plan(data_dir):
     todo, failures, skipped = [], [], 0
     parts = find_parts(data_dir)
     if not parts:
-        raise StageError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
+        raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
     for folder in parts:
         rel = os.path.relpath(folder, data_dir)
         try:
             meta = read_metadata(folder)
-        except StageError as err:
+        except UserError as err:
             failures.append(('metadata.json', rel, str(err)))
             continue
         on_disk = {name for name in os.listdir(folder) if is_video(name)}
@@ -211,7 +208,7 @@ def read_failures(path):
         with open(path, newline='', encoding='utf-8') as f:
             for row in csv.DictReader(f):
                 if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
-                    raise StageError(f'{path}: not a failures file (filename, folder, reason); delete it and '
+                    raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and '
                                      f'rerun: its videos are tried again')
                 out[key(row['folder'], row['filename'])] = (row['folder'], row['reason'])
     return out
@@ -230,7 +227,7 @@ _CLAIMED = {}  # absolute output path: the lock file this process (or the parent
 
 def claim(output):
     """Check that OUTPUT can be written, and hold it for this run for the rest of the process's life;
-    StageError where another run is writing it. Two runs on one output would remove each other's parts.
+    UserError where another run is writing it. Two runs on one output would remove each other's parts.
 
     Every process of one run (torchrun's ranks, a SLURM array's tasks: shard()'s run id; --procs's workers
     are forked after the parent claimed, and inherit its claim) holds a shared flock on OUTPUT.lock, which
@@ -252,7 +249,7 @@ def claim(output):
             holder = lock.read()
             if holder != run:
                 lock.close()
-                raise StageError(f'{output} is being written by another run ({holder}): wait until it ends, '
+                raise UserError(f'{output} is being written by another run ({holder}): wait until it ends, '
                                  f'or use another output') from None
         else:  # nobody: the run is ours
             lock.truncate()

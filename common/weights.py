@@ -20,9 +20,6 @@ from common.config import UserError
 UNTRAINED_SEED = 0
 
 
-class WeightsUnavailable(UserError):
-    """Published weights could not be had (offline, blocked); the message says what to do."""
-
 
 def describe(weights):
     """What a table records as the embedder: the weights' name, a file name, or the untrained seed."""
@@ -38,7 +35,7 @@ def _load_file(path):
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - a corrupt file makes torch.load raise whatever its unpickler hits
         first = (str(err).strip().splitlines() or [''])[0]  # torch's unpickling errors run to 10 lines
-        raise WeightsUnavailable(f'cannot read weights file {path}: {type(err).__name__} {first}') from None
+        raise UserError(f'cannot read weights file {path}: {type(err).__name__} {first}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
     return state
@@ -61,19 +58,19 @@ def face_embedder(weights='vggface2'):
             model.load_state_dict(state)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0]
-            raise WeightsUnavailable(f'{weights} is not an InceptionResnetV1 state dict: {first}') from None
+            raise UserError(f'{weights} is not an InceptionResnetV1 state dict: {first}') from None
     elif weights in ('vggface2', 'casia-webface'):
         try:
             model = InceptionResnetV1(pretrained=weights)
         except (OSError, RuntimeError) as err:  # URLError is an OSError
             from facenet_pytorch.models.inception_resnet_v1 import get_torch_home
             cache = os.path.join(get_torch_home(), 'checkpoints')
-            raise WeightsUnavailable(
+            raise UserError(
                 f'cannot download the {weights} weights ({type(err).__name__}: {str(err)[:80]}); '
                 f'put 20180402-114759-vggface2.pt in {cache} or pass --face_weights=/path/to/it.pt '
                 f'(or --face_weights=none for an untrained embedder)') from None
     else:
-        raise WeightsUnavailable(f'--face_weights={weights!r}: not a file, and not one of vggface2, '
+        raise UserError(f'--face_weights={weights!r}: not a file, and not one of vggface2, '
                                  f'casia-webface, none')
     # The 512-d output of last_bn, before F.normalize: the classifier head becomes the identity.
     model.classify = True
@@ -96,7 +93,7 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
     """
     import torchvision
     if arch not in AUDIO_CNN_ARCHS:
-        raise WeightsUnavailable(f'--cnn_arch={arch!r}: not one of {", ".join(AUDIO_CNN_ARCHS)}')
+        raise UserError(f'--cnn_arch={arch!r}: not one of {", ".join(AUDIO_CNN_ARCHS)}')
     state = None
     if weights == 'none':
         torch.manual_seed(UNTRAINED_SEED)
@@ -108,14 +105,14 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
         enum = torchvision.models.get_model_weights(arch)
         names = [w.name for w in enum]
         if weights != 'imagenet' and weights not in names:
-            raise WeightsUnavailable(f'--cnn_weights={weights!r}: not a file, and not one of imagenet, '
+            raise UserError(f'--cnn_weights={weights!r}: not a file, and not one of imagenet, '
                                      f'{", ".join(names)}, none')
         chosen = enum.DEFAULT if weights == 'imagenet' else enum[weights]
         try:
             model = torchvision.models.get_model(arch, weights=chosen)
         except (OSError, RuntimeError) as err:  # URLError is an OSError; a bad hash is a RuntimeError
             cache = os.path.join(torch.hub.get_dir(), 'checkpoints')
-            raise WeightsUnavailable(
+            raise UserError(
                 f'cannot download the {arch} {chosen.name} weights ({type(err).__name__}: {str(err)[:80]}); '
                 f'put {os.path.basename(chosen.url)} in {cache} or pass --cnn_weights=/path/to/it.pth '
                 f'(or --cnn_weights=none for an untrained CNN)') from None
@@ -128,7 +125,7 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
             model.load_state_dict(state)
         except RuntimeError as err:
             first = str(err).strip().splitlines()[0]
-            raise WeightsUnavailable(f'{weights} is not a {arch} state dict: {first}') from None
+            raise UserError(f'{weights} is not a {arch} state dict: {first}') from None
     return model.eval()
 
 
@@ -143,17 +140,6 @@ def _resemblyzer():
     return resemblyzer
 
 
-def import_libraries(kind):
-    """Import, without loading any weights, the library behind face_embedder ('face'), audio_cnn ('cnn')
-    or voice_encoder ('resemblyzer'): done before forking workers (common/launch.py), it is done once."""
-    if kind == 'face':
-        import facenet_pytorch  # noqa: F401
-    elif kind == 'cnn':
-        import torchvision  # noqa: F401
-    elif kind == 'resemblyzer':
-        _resemblyzer()
-
-
 def voice_encoder(weights='resemblyzer', device='cpu'):
     """Resemblyzer's VoiceEncoder: (batch, frames, 40) mel -> (batch, 256) L2-normalised; eval mode.
 
@@ -164,10 +150,10 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
     path = (os.path.join(os.path.dirname(resemblyzer.__file__), 'pretrained.pt')
             if weights == 'resemblyzer' else weights)
     if not os.path.isfile(path):
-        raise WeightsUnavailable(f'no voice encoder weights at {path} (reinstall Resemblyzer==0.1.4, '
+        raise UserError(f'no voice encoder weights at {path} (reinstall Resemblyzer==0.1.4, '
                                  f'or pass a checkpoint path)')
     if 'model_state' not in _load_file(path):  # read once here so that a bad file is one line
-        raise WeightsUnavailable(f'{path} is not a Resemblyzer checkpoint (no model_state)')
+        raise UserError(f'{path} is not a Resemblyzer checkpoint (no model_state)')
     return resemblyzer.VoiceEncoder(device, verbose=False, weights_fpath=path).eval()
 
 
@@ -182,7 +168,7 @@ def _main(argv):
     weights = argv[1] if len(argv) > 1 else default
     try:
         loader(weights)
-    except WeightsUnavailable as err:
+    except UserError as err:
         print(f'weights unavailable: {err}', file=sys.stderr)
         return 3
     print(f'{kind} weights {weights}: available')

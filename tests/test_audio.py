@@ -15,8 +15,9 @@ import torch
 import create_audio_embedding as cae
 import extract_audio as ea
 from audio_clips import dfdc_part, remux, run_script
+from common import config
 from common.video import VideoError
-from common.weights import WeightsUnavailable, audio_cnn
+from common.weights import audio_cnn
 from common.stage import Journal
 from conftest import ROOT, testdata
 
@@ -276,14 +277,14 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
     for weights, arch, message in [(str(tmp_path / 'bad.pth'), 'resnet18', 'cannot read weights file'),
                                    ('IMAGENET1K_V9', 'resnet18', 'not one of imagenet'),
                                    ('none', 'vgg16', 'not one of resnet18')]:
-        with pytest.raises(WeightsUnavailable, match=message) as err:
+        with pytest.raises(config.UserError, match=message) as err:
             audio_cnn(weights, arch)
         assert '\n' not in str(err.value)
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError('Name or service not known')
     monkeypatch.setattr(torchvision.models._api, 'load_state_dict_from_url', offline)
-    with pytest.raises(WeightsUnavailable) as err:
+    with pytest.raises(config.UserError) as err:
         audio_cnn('imagenet', 'resnet18')
     assert 'resnet18-f37072fd.pth' in str(err.value) and '--cnn_weights=' in str(err.value)
     assert '\n' not in str(err.value)

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 import DetectionPipeline as dp
+from common import config
 from common import video
 from common.video import VideoError, sampled_frames
-from common.weights import WeightsUnavailable, face_embedder
+from common.weights import face_embedder
 from faces import images
 from faces import pipeline as fp
 from conftest import testdata
@@ -127,14 +128,14 @@ def test_weights_that_cannot_be_had_are_one_clear_line(tmp_path, monkeypatch):
         raise URLError('Name or service not known')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path))
     monkeypatch.setattr(irv1, 'download_url_to_file', offline)
-    with pytest.raises(WeightsUnavailable) as err:
+    with pytest.raises(config.UserError) as err:
         face_embedder('vggface2')
     message = str(err.value)
     assert '\n' not in message and '--face_weights=' in message and str(tmp_path) in message
     (tmp_path / 'junk.pt').write_text('junk')
-    with pytest.raises(WeightsUnavailable, match='cannot read weights file'):
+    with pytest.raises(config.UserError, match='cannot read weights file'):
         face_embedder(str(tmp_path / 'junk.pt'))
-    with pytest.raises(WeightsUnavailable, match='not a file'):
+    with pytest.raises(config.UserError, match='not a file'):
         face_embedder('imagenet')
 
 

@@ -10,7 +10,8 @@ import pytest
 
 import merge_embeddings as me
 from audio_clips import dfdc_part, remux, run_script
-from common.stage import StageError, label_of, write_pickle
+from common import config
+from common.stage import label_of, write_pickle
 from conftest import testdata
 
 ENCODER = 'resemblyzer-0.1.4'
@@ -99,7 +100,7 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     (video_table({'a.mp4': 1}).drop(columns='label'), audio_table({'a.mp4': 'ok'}), 'no column label'),
 ])
 def test_tables_that_cannot_be_merged_are_refused_in_one_line(video, audio, message):
-    with pytest.raises(StageError, match=re.escape(message)) as err:
+    with pytest.raises(config.UserError, match=re.escape(message)) as err:
         me.merge(video, audio)
     assert '\n' not in str(err.value)
 
