@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# The main job, from a fresh clone: a virtual environment with requirements.txt, the embedded sample
-# dataset, and every stage of the pipeline on it, through training, test.py's report and predict.py's
-# submission. Outputs go to out/. Rerunning it resumes (every stage does) and redoes nothing.
+# The main job, from a fresh clone: a virtual environment with requirements.txt (and
+# requirements-nodeps.txt, installed without dependencies: see it), the embedded sample dataset, and
+# every stage of the pipeline on it, through training, test.py's report and predict.py's submission.
+# Outputs go to out/. Rerunning it resumes (every stage does) and redoes nothing.
 set -euo pipefail
 cd "$(dirname "$0")"
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -r requirements.txt
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps -r requirements-nodeps.txt
 PY=.venv/bin/python
 DATA=data/sample
 OUT=out
