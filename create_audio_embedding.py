@@ -111,25 +111,27 @@ class AudioEmbedder:
     used by more processes (torchrun), not more threads.
     """
 
-    def __init__(self, encoder=None, device=None):
-        self.encoder = encoder or AUDIO_ENCODER
-        self.device = pick_device(device or DEVICE)
+    def __init__(self, **settings):
+        """settings: this module's shared settings, lower-case (audio_encoder='cnn', device='cpu', ...);
+        the others are its constants."""
+        self.cfg = c = config.settings(globals(), **settings)
+        self.encoder = c['audio_encoder']
+        self.device = pick_device(c['device'])
         if self.encoder == 'resemblyzer':
-            self.net = voice_encoder(VOICE_WEIGHTS, self.device)
+            self.net = voice_encoder(c['voice_weights'], self.device)
             self.dim = self.net.linear.out_features
             self.name = f'resemblyzer-{version("Resemblyzer")}'
-            if VOICE_WEIGHTS != 'resemblyzer':
-                self.name += f'(file:{os.path.basename(VOICE_WEIGHTS)})'
-        elif self.encoder == 'cnn':
-            self.net = audio_cnn(CNN_WEIGHTS, CNN_ARCH).to(self.device)
-            self.dim = self.net.embedding_dim
-            self.name = f'cnn:{CNN_ARCH}:{self.net.weights_name}:logmel{N_MELS}x{N_FFT}/{HOP}:{TOP_DB:g}dB'
+            if c['voice_weights'] != 'resemblyzer':
+                self.name += f'(file:{os.path.basename(c["voice_weights"])})'
         else:
-            raise config.UserError(f'--audio_encoder={self.encoder!r}: not one of resemblyzer, cnn')
+            self.net = audio_cnn(c['cnn_weights'], c['cnn_arch']).to(self.device)
+            self.dim = self.net.embedding_dim
+            self.name = (f'cnn:{c["cnn_arch"]}:{self.net.weights_name}:logmel{c["n_mels"]}x{c["n_fft"]}/{c["hop"]}:'
+                         f'{c["top_db"]:g}dB')
 
     def __call__(self, wav):
         """wav: (samples,) float32 at 16 kHz, any length."""
-        with torch_threads(THREADS if self.device.type == 'cpu' else 0):
+        with torch_threads(self.cfg['threads'] if self.device.type == 'cpu' else 0):
             return self._embed(wav)
 
     def _embed(self, wav):
@@ -137,7 +139,7 @@ class AudioEmbedder:
             return np.zeros(self.dim, np.float32), Status.EMPTY
         peak = float(np.abs(wav).max())
         # peak, not RMS: a track with any sound above the bar (one word in ten seconds) is not silent
-        if peak <= 0 or 20 * np.log10(peak) < SILENCE_DBFS:
+        if peak <= 0 or 20 * np.log10(peak) < self.cfg['silence_dbfs']:
             return np.zeros(self.dim, np.float32), Status.SILENT
         embedding, status = (self._voice(wav) if self.encoder == 'resemblyzer' else self._cnn(wav))
         if not np.isfinite(embedding).all():
@@ -155,24 +157,26 @@ class AudioEmbedder:
     def log_mel(self, wav):
         """(N_MELS, columns) float32 log-mel in dB, in [-TOP_DB, 0], row 0 the lowest band."""
         import librosa
-        if wav.size < N_FFT:  # a few milliseconds: zero-padded to one window, which is defined
-            wav = np.pad(wav, (0, N_FFT - wav.size))
-        mel = librosa.feature.melspectrogram(y=wav, sr=_RATE, n_fft=N_FFT, hop_length=HOP,
-                                             n_mels=N_MELS)
-        return librosa.power_to_db(mel, ref=np.max, top_db=TOP_DB).astype(np.float32)
+        c = self.cfg
+        if wav.size < c['n_fft']:  # a few milliseconds: zero-padded to one window, which is defined
+            wav = np.pad(wav, (0, c['n_fft'] - wav.size))
+        mel = librosa.feature.melspectrogram(y=wav, sr=_RATE, n_fft=c['n_fft'], hop_length=c['hop'],
+                                             n_mels=c['n_mels'])
+        return librosa.power_to_db(mel, ref=np.max, top_db=c['top_db']).astype(np.float32)
 
     def _cnn(self, wav):
         db = self.log_mel(wav)  # (N_MELS, T)
+        top_db = self.cfg['top_db']
         # Low frequencies at the bottom, as in the plotted spectrograms the notebook fed its CNN
-        image = (db[::-1] + TOP_DB) / TOP_DB  # (N_MELS, T) in [0, 1]
-        n_windows = max(1, round(wav.size / _RATE / CNN_WINDOW_SECONDS))
+        image = (db[::-1] + top_db) / top_db  # (N_MELS, T) in [0, 1]
+        n_windows = max(1, round(wav.size / _RATE / self.cfg['cnn_window_seconds']))
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         embeddings = []
         for piece in np.array_split(image, n_windows, axis=1):  # (N_MELS, ~T / n_windows) each
             x = torch.from_numpy(np.ascontiguousarray(piece)).expand(3, -1, -1)  # (3, N_MELS, t) grey
             x = ((x - mean) / std).unsqueeze(0).to(self.device)  # (1, 3, N_MELS, t)
-            with torch.inference_mode(), autocast(self.device, AMP):
+            with torch.inference_mode(), autocast(self.device, self.cfg['amp']):
                 embeddings.append(self.net(x).float().cpu())  # (1, D)
         return torch.cat(embeddings).mean(0).numpy(), Status.OK  # (D,)
 
@@ -222,7 +226,7 @@ def main():
 
 def embed_all(index, extract_failures):
     """One process's share of the index; the last process to finish writes OUTPUT."""
-    embedder = AudioEmbedder()
+    embedder = AudioEmbedder()  # this script's settings are its module's constants
     share_cpu()
     run = StageRun(OUTPUT, RETRY_FAILED)
     journal, who = run.journal, run.who

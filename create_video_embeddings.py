@@ -61,14 +61,15 @@ def rows_of(record):
 
 
 def main():
-    config.configure(globals(), dp)
+    face, = config.configure(globals(), dp)  # DetectionPipeline.py's settings given here
     claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
     videos = plan(DATA_DIR)
-    embed(*videos)
+    embed(*videos, face)
 
 
-def embed(todo, bad, skipped):
-    """One process's share of plan()'s videos; the last process to finish writes OUTPUT."""
+def embed(todo, bad, skipped, face):
+    """One process's share of plan()'s videos, with the pipeline's settings `face` (a dict of overrides);
+    the last process to finish writes OUTPUT."""
     share_cpu()
     run = StageRun(OUTPUT, RETRY_FAILED)
     journal, who = run.journal, run.who
@@ -77,7 +78,7 @@ def embed(todo, bad, skipped):
     print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
-        pipeline = dp.DetectionPipeline()
+        pipeline = dp.DetectionPipeline(**face)
         embedder = pipeline.embedder_name
         t0 = time.perf_counter()  # the video work starts (bench/bench_scale.py reads the line it ends with)
         by_path = {}

@@ -44,15 +44,14 @@ def timed(fn):
 
 
 def main():
-    config.configure(globals(), cae)  # the embedding's settings too: --threads=2, --amp=true
-    cae.CNN_WEIGHTS = CNN_WEIGHTS
+    audio, = config.configure(globals(), cae)  # the embedding's settings too: --threads=2, --amp=true
     clips = sorted(glob.glob(CLIPS))
     if not clips or not os.path.exists(WARMUP):
-        print(f'error: no clip under {CLIPS} or no {WARMUP} (../shared/testdata absent?)', file=sys.stderr)
-        raise SystemExit(2)
-    embedders = {name: cae.AudioEmbedder(name) for name in ('resemblyzer', 'cnn')}
+        raise config.UserError(f'no clip under {CLIPS} or no {WARMUP} (../shared/testdata absent?)')
+    embedders = {name: cae.AudioEmbedder(**{**audio, 'audio_encoder': name, 'cnn_weights': CNN_WEIGHTS})
+                 for name in ('resemblyzer', 'cnn')}
     print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
-          f'THREADS={cae.THREADS}, AMP={cae.AMP}, device {embedders["cnn"].device}; '
+          f'THREADS={embedders["cnn"].cfg["threads"]}, AMP={embedders["cnn"].cfg["amp"]}, device {embedders["cnn"].device}; '
           f'{embedders["resemblyzer"].name}; {embedders["cnn"].name}')
     with tempfile.TemporaryDirectory() as audio_dir:
         for embedder in embedders.values():
@@ -74,4 +73,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -156,8 +156,7 @@ def main():
     clips = sorted(os.path.abspath(p) for p in glob.glob(pattern)
                    if min(probe(p)['width'], probe(p)['height']) >= MIN_HEIGHT)
     if not clips:
-        print(f'error: no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)', file=sys.stderr)
-        raise SystemExit(2)
+        raise config.UserError(f'no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)')
     copies = math.ceil(NAMES / len(clips))
     cores = usable_cores()
     gpu = f', GPU {torch.cuda.get_device_name()}' if torch.cuda.is_available() else ', no GPU'
@@ -222,4 +221,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

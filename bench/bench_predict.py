@@ -70,8 +70,7 @@ def main():
     clips = sorted(os.path.abspath(p) for p in glob.glob(CLIPS)
                    if min(probe(p)['width'], probe(p)['height']) >= MIN_HEIGHT)
     if not clips:
-        print(f'error: no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)', file=sys.stderr)
-        raise SystemExit(2)
+        raise config.UserError(f'no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)')
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoint(tmp)
         dp.FACE_WEIGHTS = FACE_WEIGHTS
@@ -120,4 +119,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -81,14 +81,13 @@ def agreement(ours, theirs, bar):
 
 
 def main():
-    config.configure(globals(), dp)  # the pipeline's settings too: --detect_every=10
+    face, = config.configure(globals(), dp)  # the pipeline's settings too: --detect_every=10
     from facenet_pytorch import MTCNN
     from common.weights import face_embedder
     clips = sorted(p for p in glob.glob(CLIPS) if min(probe(p)['width'], probe(p)['height']) >= MIN_HEIGHT)
     if not clips:
-        print(f'error: no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)', file=sys.stderr)
-        raise SystemExit(2)
-    pipeline = dp.DetectionPipeline(face_weights=FACE_WEIGHTS)
+        raise config.UserError(f'no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)')
+    pipeline = dp.DetectionPipeline(**{'face_weights': FACE_WEIGHTS, **face})
     mtcnn = MTCNN(device=pipeline.device)  # facenet-pytorch's defaults: select_largest, thresholds, min face 20
     resnet = face_embedder(FACE_WEIGHTS).to(pipeline.device)
     for fn in (lambda: count_frames(WARMUP), lambda: pipeline(WARMUP),
@@ -96,8 +95,8 @@ def main():
         fn()
     print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch '
           f'{torch.__version__} ({torch.get_num_threads()} threads), device {pipeline.device}, '
-          f'{pipeline.workers(len(clips))} decoding workers, DETECT_EVERY={dp.DETECT_EVERY}, '
-          f'DETECT_SIZE={dp.DETECT_SIZE}, AMP={dp.AMP}')
+          f'{pipeline.workers(len(clips))} decoding workers, DETECT_EVERY={pipeline.cfg["detect_every"]}, '
+          f'DETECT_SIZE={pipeline.cfg["detect_size"]}, AMP={pipeline.cfg["amp"]}')
     totals = {'floor': 0.0, 'ours': 0.0, 'naive': 0.0}
     agree = seen = 0
     for path in clips:
@@ -147,4 +146,4 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    config.cli(main)

@@ -1,9 +1,10 @@
 """The one settings helper: `--name=value` on the command line replaces a script's constant NAME.
 
 Like nanoGPT's configurator, but a function, and strict: an unknown name, a value of the wrong type or
-one out of its range is one clear line and exit code 2, before any work. The configurable constants of a
-module are its UPPER_CASE globals whose value is a bool, int, float or str; a script may also expose the
-constants of modules it imports (create_video_embeddings.py takes DetectionPipeline.py's `--face_weights`).
+one out of its range is one clear line and exit code 2, before any work. A script's settings are the
+constants of its fenced config blocks; it may also take the shared settings of a module it imports
+(create_video_embeddings.py takes DetectionPipeline.py's `--face_weights`), which reach that module's
+component as arguments (apply()). -h lists them all, read from the source before any heavy import.
 
 Ranges live in RANGES below, by setting name: a name means the same thing in every script that has it.
 Every user error of the project (bad settings, bad input, an unusable checkpoint) is a UserError, and
@@ -257,20 +258,24 @@ def _pairs(argv, known):
             yield arg[2:], None
 
 
-def apply(argv, *namespaces, quiet=False):
-    """Apply `--name=value` (or `--name value`) arguments to the first namespace (globals() dict or
-    module) that has NAME: the first namespace's constants, then the shared ones of the others.
+def apply(argv, namespace, *borrowed, quiet=False):
+    """Apply `--name=value` (or `--name value`) arguments: a name of `namespace` (a script's globals(), or a
+    dict) sets that constant, as nanoGPT's configurator does; else a shared setting of a module of
+    `borrowed` (create_video_embeddings.py takes DetectionPipeline.py's) goes into that module's dict of
+    overrides, lower-case, which its component takes as arguments: no module's globals change but the
+    script's own.
 
-    Returns {NAME: new value} for what was overridden. Raises UserError with a one-line message on an
-    unknown name (with the closest known one), a malformed argument, a value of the wrong type or out of
-    its range (RANGES).
+    Returns ({NAME: value} of every override, [one dict of overrides per module of `borrowed`]). Raises
+    UserError in one line on an unknown name (with the closest known one), a malformed argument, a value of
+    the wrong type or out of its range (RANGES).
     """
-    targets = [(ns if isinstance(ns, dict) else vars(ns), k > 0) for k, ns in enumerate(namespaces)]
+    own = namespace if isinstance(namespace, dict) else vars(namespace)
+    lent = [constants(module, shared_only=True) for module in borrowed]
     known = {}
-    for ns, borrowed in targets:
-        for name, value in constants(ns, shared_only=borrowed).items():
+    for table in (constants(own), *lent):
+        for name, value in table.items():
             known.setdefault(name, value)
-    changed = {}
+    changed, overrides = {}, [{} for _ in borrowed]
     for key, text in _pairs(argv, known):
         name = key.upper()
         if name not in known:
@@ -279,28 +284,30 @@ def apply(argv, *namespaces, quiet=False):
             raise UserError(f'unknown setting --{key}; {hint}-h lists the settings')
         if text is None:
             raise UserError(f'--{key} needs a value: --{key}=VALUE')
-        ns = next(ns for ns, borrowed in targets if name in constants(ns, shared_only=borrowed))
-        value = _parse(text, ns[name], key)
+        value = _parse(text, known[name], key)
         check(key, value)
-        ns[name] = value
         changed[name] = value
+        if name in constants(own):
+            own[name] = value
+        else:
+            overrides[next(k for k, table in enumerate(lent) if name in table)][name.lower()] = value
     if not quiet:
         for name, value in changed.items():
             print(f'override: {name} = {value!r}')
-    return changed
+    return changed, overrides
 
 
-def configure(*namespaces, argv=None):
-    """The scripts' entry point: apply sys.argv's overrides, or print the problem and exit 2. The modules
-    after the script's globals() must be those its help_if_asked() named (so that -h tells the truth)."""
-    own = namespaces[0] if isinstance(namespaces[0], dict) else vars(namespaces[0])
-    path = os.path.abspath(own.get('__file__') or '')
+def configure(namespace, *borrowed, argv=None):
+    """The scripts' entry point: apply sys.argv's overrides (apply()); returns the overrides of each module
+    of `borrowed` as a dict, for its component. `borrowed` must be the modules its help_if_asked() named
+    (so that -h tells the truth)."""
+    path = os.path.abspath(namespace.get('__file__') or '')
     if path in _ALSO:
-        given = tuple(os.path.abspath(ns.__file__) for ns in namespaces[1:])
+        given = tuple(os.path.abspath(module.__file__) for module in borrowed)
         assert given == _ALSO[path], f'{path}: help_if_asked names {_ALSO[path]}, configure gets {given}'
     try:
-        return apply(sys.argv[1:] if argv is None else argv, *namespaces)
-    except UserError as err:
+        return apply(sys.argv[1:] if argv is None else argv, namespace, *borrowed)[1]
+    except UserError as err:  # before any work, whoever calls main()
         fail(err)
 
 

@@ -63,14 +63,13 @@ def extracted(part, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def voice():
-    return cae.AudioEmbedder('resemblyzer', 'cpu')
+    return cae.AudioEmbedder(audio_encoder='resemblyzer', device='cpu')
 
 
 @pytest.fixture(scope='module')
 def cnn():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(cae, 'CNN_WEIGHTS', 'none')  # ImageNet weights cannot be had offline; the code is the same
-        return cae.AudioEmbedder('cnn', 'cpu')
+    # ImageNet weights cannot be had offline; the code is the same
+    return cae.AudioEmbedder(audio_encoder='cnn', cnn_weights='none', device='cpu')
 
 
 def index_and_failures(audio_dir):
@@ -204,7 +203,7 @@ def test_missing_data_dir_and_other_sample_rate_are_one_line_and_exit_2(extracte
 def test_resemblyzer_tells_the_speakers_apart():
     """The pretrained voice encoder: the two halves of one speaker's clip are closer to each other than to
     any half of another speaker's."""
-    embedder = cae.AudioEmbedder('resemblyzer', 'cpu')
+    embedder = cae.AudioEmbedder(audio_encoder='resemblyzer', device='cpu')
     halves = []
     for i in range(1, 6):
         wav = ea.pcm_to_float(ea.decode_audio(testdata('talking_heads', f'{i}.mp4')).pcm)
@@ -250,10 +249,9 @@ def test_empty_and_silent_audio_give_zeros_and_a_flag(which, request):
     assert status == (cae.Status.NO_SPEECH if which == 'voice' else cae.Status.OK)
 
 
-def test_cnn_embeds_real_clips_deterministically(cnn, monkeypatch):
+def test_cnn_embeds_real_clips_deterministically(cnn):
     """Untrained but seeded: a second model gives the same numbers; different clips, different numbers."""
-    monkeypatch.setattr(cae, 'CNN_WEIGHTS', 'none')
-    other = cae.AudioEmbedder('cnn', 'cpu')
+    other = cae.AudioEmbedder(audio_encoder='cnn', cnn_weights='none', device='cpu')
     a = ea.pcm_to_float(ea.decode_audio(testdata('dfdc_sample', DFDC[0])).pcm)
     b = ea.pcm_to_float(ea.decode_audio(testdata('dfdc_sample', DFDC[1])).pcm)
     np.testing.assert_array_equal(cnn(a)[0], other(a)[0])

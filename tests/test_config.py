@@ -17,10 +17,10 @@ def namespace():
 
 def test_overrides_each_type_and_reports_them(capsys):
     ns = namespace()
-    changed = config.apply(['--data_dir=/x', '--steps=7', '--rate=2', '--flag=true'], ns)
+    changed, lent = config.apply(['--data_dir=/x', '--steps=7', '--rate=2', '--flag=true'], ns)
     assert ns['DATA_DIR'] == '/x' and ns['STEPS'] == 7 and ns['RATE'] == 2.0 and ns['FLAG'] is True
     assert isinstance(ns['RATE'], float)
-    assert changed == {'DATA_DIR': '/x', 'STEPS': 7, 'RATE': 2.0, 'FLAG': True}
+    assert changed == {'DATA_DIR': '/x', 'STEPS': 7, 'RATE': 2.0, 'FLAG': True} and lent == []
     out = capsys.readouterr().out
     assert "override: STEPS = 7" in out and "override: DATA_DIR = '/x'" in out
 
@@ -39,12 +39,13 @@ def test_rejects_unknown_names_and_wrong_types(arg, message):
         config.apply([arg], namespace())
 
 
-def test_first_namespace_with_the_name_wins_and_modules_work():
+def test_the_script_wins_and_a_borrowed_module_gets_its_overrides_as_arguments_unchanged():
     mod = types.ModuleType('m')
     mod.STEPS, mod.DEPTH = 1, 2
     ns = namespace()
-    config.apply(['--steps=5', '--depth=9'], ns, mod, quiet=True)
-    assert ns['STEPS'] == 5 and mod.STEPS == 1 and mod.DEPTH == 9
+    changed, (lent,) = config.apply(['--steps=5', '--depth=9'], ns, mod, quiet=True)
+    assert ns['STEPS'] == 5 and (mod.STEPS, mod.DEPTH) == (1, 2) and lent == {'depth': 9}
+    assert changed == {'STEPS': 5, 'DEPTH': 9}
 
 
 def test_script_exits_2_with_one_line_on_a_bad_setting():
@@ -129,7 +130,7 @@ def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_pat
 # ----------------------------------------------------------------------------- the command line people expect
 def test_name_space_value_a_bare_true_false_and_did_you_mean():
     ns = namespace()
-    changed = config.apply(['--steps', '7', '--flag', '--rate=-2', '--data_dir', '-x'], ns, quiet=True)
+    changed, _ = config.apply(['--steps', '7', '--flag', '--rate=-2', '--data_dir', '-x'], ns, quiet=True)
     assert changed == {'STEPS': 7, 'FLAG': True, 'RATE': -2.0, 'DATA_DIR': '-x'}
     with pytest.raises(config.UserError, match='^--steps needs a value: --steps=VALUE$'):
         config.apply(['--steps', '--flag'], namespace())
@@ -154,8 +155,8 @@ def test_only_a_config_block_holds_settings_and_a_borrowed_module_lends_only_its
     assert config.constants(lender) == {'OUTPUT': 'o.pkl', 'STEP': 6, 'NAME': 'x'}
     assert config.constants(lender, shared_only=True) == {'STEP': 6, 'NAME': 'x'}
     ns = namespace()
-    config.apply(['--step=3', '--steps=4'], ns, lender, quiet=True)
-    assert lender.STEP == 3 and ns['STEPS'] == 4
+    _, (lent,) = config.apply(['--step=3', '--steps=4'], ns, lender, quiet=True)
+    assert lent == {'step': 3} and lender.STEP == 6 and ns['STEPS'] == 4
     for name in ('output', 'other'):
         with pytest.raises(config.UserError, match=f'unknown setting --{name};'):
             config.apply([f'--{name}=1'], ns, lender)
