@@ -3,10 +3,8 @@ the machinery around the videos cost?
 
 Reads CLIPS (default: 4 talking heads and the 4 DFDC sample clips of ../shared/testdata), links them into a
 DFDC part (a metadata.json and symbolic links) in a temporary folder, and runs create_video_embeddings.py
-on it from an empty output, with --face_weights=none (the weights do not change the speed), three ways:
-  1 process           `python create_video_embeddings.py ...`, torch on CORES threads (OMP_NUM_THREADS)
-  2 processes, procs  `python create_video_embeddings.py ... --procs=2`: PyTorch's elastic agent forks the
-                      two workers after the imports (common/launch.py)
+on it from an empty output, with --face_weights=none (the weights do not change the speed), two ways:
+  1 process            `python create_video_embeddings.py ...`, torch on CORES threads (OMP_NUM_THREADS)
   2 processes, torchrun `python -m torch.distributed.run --standalone --nproc_per_node=2 create_video_...`
 The workers run CORES / 2 torch threads each (common.device.share_cpu; OMP_NUM_THREADS for torchrun's).
 Every command is pinned to the same CORES cores (CPU affinity, inherited by the workers), so that they
@@ -32,7 +30,7 @@ imbalance of a tiny set, not the cost of the machinery (on DFDC's 119,154 clips 
 --copies=4 links each clip under four names (32 videos) to show how the fixed costs spread.
 
     python bench/bench_scale.py
-Last lines: torchrun's figures, then --procs=2's: speedup_2proc=X overhead_fraction=Y
+Last line: speedup_2proc=X overhead_fraction=Y
 """
 import json
 import os
@@ -64,8 +62,7 @@ COPIES = 1                  # each clip linked under this many names (more video
 WORK_DIR = ''               # where the data and tables go ('': a temporary folder, removed at the end)
 # -----------------------------------------------------------------------------
 
-RUNS = {'one': '1 process x {cores} threads', 'procs': '2 processes x {half} thread(s), --procs=2',
-        'torchrun': '2 processes x {half} thread(s), torchrun'}
+RUNS = {'one': '1 process x {cores} threads', 'torchrun': '2 processes x {half} thread(s), torchrun'}
 WORK_LINE = re.compile(r'(?:rank (\d+)/\d+: )?(\d+) videos in ([\d.]+) s of video work')
 
 
@@ -83,7 +80,7 @@ def make_part(folder, clips, copies=1):
         for clip in clips:
             name = os.path.basename(clip) if copies == 1 else f'c{copy}_{os.path.basename(clip)}'
             if name in meta:
-                raise SystemExit(f'error: two clips named {name}')
+                raise config.UserError(f'two clips named {name}')
             os.symlink(os.path.abspath(clip), os.path.join(part, name))
             meta[name] = {'label': 'REAL', 'split': 'train', 'original': None}
     with open(os.path.join(part, 'metadata.json'), 'w', encoding='utf-8') as f:
@@ -103,7 +100,7 @@ def timed(args, cores, threads, output):
                           preexec_fn=lambda: os.sched_setaffinity(0, cores))
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f'error: {" ".join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
+        raise config.UserError(f'{" ".join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}')
     work = {int(m.group(1) or 0): float(m.group(3)) for m in WORK_LINE.finditer(proc.stdout)}
     return wall, work, pd.read_pickle(output)
 
@@ -113,10 +110,10 @@ def main():
     clips = [c.strip() for c in CLIPS.split(',') if c.strip()]
     missing = [c for c in clips if not os.path.exists(os.path.join(ROOT, c))]
     if missing:
-        raise SystemExit(f'error: clips not found: {", ".join(missing)} (the real clips live in ../shared/testdata)')
+        raise config.UserError(f'clips not found: {", ".join(missing)} (the real clips live in ../shared/testdata)')
     mine = sorted(os.sched_getaffinity(0))
     if len(mine) < CORES or CORES < 2 or CORES % 2:
-        raise SystemExit(f'error: --cores={CORES}: needs an even number, at most the {len(mine)} this process has')
+        raise config.UserError(f'--cores={CORES}: needs an even number, at most the {len(mine)} this process has')
     cores = set(mine[:CORES])
     work_dir = WORK_DIR or tempfile.mkdtemp(prefix='bench_scale_')
     os.makedirs(work_dir, exist_ok=True)
@@ -126,7 +123,6 @@ def main():
         out = {k: os.path.join(work_dir, f'{k}.pkl') for k in RUNS}
         commands = {
             'one': ([sys.executable, *common, f'--output={out["one"]}'], CORES),
-            'procs': ([sys.executable, *common, f'--output={out["procs"]}', '--procs=2'], CORES // 2),
             'torchrun': ([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
                           *common, f'--output={out["torchrun"]}'], CORES // 2),
         }
@@ -137,7 +133,7 @@ def main():
                 wall, work, table = timed(args, cores, threads, out[k])
                 n_procs = 1 if k == 'one' else 2
                 if sorted(work) != list(range(n_procs)):
-                    raise SystemExit(f'error: expected the video-work line of {n_procs} process(es), got {work}')
+                    raise config.UserError(f'expected the video-work line of {n_procs} process(es), got {work}')
                 print(f'round {r + 1}: {label(k)}: wall {wall:.2f} s, video work '
                       + ' / '.join(f'{work[p]:.2f}' for p in sorted(work)) + ' s', flush=True)
                 runs[k].append((wall, work, table))
@@ -148,7 +144,7 @@ def main():
     n = len(clips) * COPIES
     names = best['one'][2].filename.tolist()
     if len(names) != n or any(best[k][2].filename.tolist() != names for k in RUNS):
-        raise SystemExit('error: the runs embedded other videos: '
+        raise config.UserError('the runs embedded other videos: '
                          + ' / '.join(str(best[k][2].filename.tolist()) for k in RUNS))
     print(f'machine: {platform.processor() or platform.machine()}, {CORES} of {os.cpu_count()} cores, '
           f'python {platform.python_version()}, {platform.platform()}')
@@ -157,17 +153,14 @@ def main():
     outside1 = wall1 - work1[0]
     print(f'{label("one")}: wall {wall1:.2f} s, video work {work1[0]:.2f} s ({work1[0] / n:.2f} s a video), '
           f'outside video work {outside1:.2f} s ({outside1 / wall1:.1%})')
-    lines = []
-    for k in ('torchrun', 'procs'):
+    for k in ('torchrun',):
         wall, work, _ = best[k]
         slowest = max(work.values())
         outside = wall - slowest
         print(f'{label(k)}: wall {wall:.2f} s, video work ' + ' / '.join(f'{work[p]:.2f}' for p in sorted(work))
               + f' s (rank 0 / 1), imbalance {slowest - min(work.values()):.2f} s, outside video work '
               f'{outside:.2f} s ({outside / wall:.1%}), of which the machinery {outside - outside1:.2f} s')
-        lines.append(f'speedup_2proc={wall1 / wall:.2f} overhead_fraction={(outside - outside1) / wall:.3f}')
-    print(f'torchrun: {lines[0]}')
-    print(lines[1])
+        print(f'speedup_2proc={wall1 / wall:.2f} overhead_fraction={(outside - outside1) / wall:.3f}')
 
 
 if __name__ == '__main__':

@@ -1,15 +1,12 @@
 """Memory and speed of training as the table grows: peak resident memory must stay flat.
 
-Writes synthetic merged tables (model.synthetic_table: FACES x VIDEO_DIM float16 faces and an AUDIO_DIM
-audio embedding per video, DFDC's share of fakes) of each size in SIZES to WORK_DIR, then measures, each in
-a separate process whose peak RSS (ru_maxrss, from os.wait4) is its own:
+Writes synthetic merged tables and their training stores (`model.py --output`: FACES x VIDEO_DIM float16
+faces and an AUDIO_DIM audio embedding per video, DFDC's share of fakes) of each size in SIZES to WORK_DIR,
+then measures, each in a separate process whose peak RSS (ru_maxrss, from os.wait4) is its own:
   pickle     pandas.read_pickle of the table: what loading the table whole would cost (for contrast)
-  cache      `python -m common.lazytable TABLE`: the one-time streaming build of the embedding cache
-  training   `training.py --max_epochs=1` with the cache built: one epoch and its validation
-The tables are written by child processes too, not measured. Throughput is the training epoch's
-(history.json: training videos / seconds of the epoch, validation excluded) on the largest table.
-rss_ratio is the training process's ratio of peak RSS, largest table / smallest (the issue's target:
-<= 1.3); the one-time cache build's ratio is printed on the line before it, with the absolute growth.
+  training   `training.py --max_epochs=1`: one epoch and its validation, through the store
+Throughput is the training epoch's (training videos / seconds of the epoch) on the largest table.
+rss_ratio is the training process's peak RSS, largest table / smallest (target: <= 1.1).
 
     python bench/bench_training.py
 Last line: rss_ratio=X videos_per_second=Y
@@ -74,27 +71,25 @@ def main():
             size_mb = os.path.getsize(table) / 2**20
             print(f'{n} videos: table {size_mb:.0f} MiB written in {time.perf_counter() - t0:.1f} s')
             pickle_rss, pickle_s, _ = measured([py, '-c', f'import pandas; pandas.read_pickle({table!r})'])
-            cache_rss, cache_s, _ = measured([py, '-m', 'common.lazytable', table])
             run_dir = os.path.join(work, f'run_{n}')
             train_rss, train_s, out = measured([
                 py, 'training.py', f'--dataset={table}', f'--out_dir={run_dir}', '--max_epochs=1',
                 '--resume=false', '--progress=false', f'--threads={THREADS}', f'--seed={SEED}'])
             with open(os.path.join(run_dir, 'history.json'), encoding='utf-8') as f:
                 epoch = json.load(f)[0]
-            rows[n] = dict(pickle=pickle_rss, cache=cache_rss, training=train_rss, vps=epoch['videos_per_second'])
+            rows[n] = dict(pickle=pickle_rss, training=train_rss, vps=epoch['videos_per_second'])
             print(f'{n} videos: peak RSS pandas.read_pickle {pickle_rss:.0f} MiB ({pickle_s:.1f} s), '
-                  f'cache build {cache_rss:.0f} MiB ({cache_s:.1f} s), training one epoch {train_rss:.0f} MiB '
+                  f'training one epoch {train_rss:.0f} MiB '
                   f'({train_s:.1f} s in all; epoch {epoch["train_seconds"]:.1f} s, '
                   f'{epoch["videos_per_second"]:.0f} videos/s)')
     finally:
         if not WORK_DIR:
             shutil.rmtree(work, ignore_errors=True)
     small, large = rows[sizes[0]], rows[sizes[-1]]
-    ratios = {k: large[k] / small[k] for k in ('pickle', 'cache', 'training')}
+    ratios = {k: large[k] / small[k] for k in ('pickle', 'training')}
     grown = {k: (large[k] - small[k]) * 1024 / (sizes[-1] - sizes[0]) for k in ratios}  # KiB per added video
     print(f'peak RSS ratio {sizes[-1]} / {sizes[0]} videos (growth per added video): pandas.read_pickle '
-          f'{ratios["pickle"]:.2f} ({grown["pickle"]:.1f} KiB, for contrast), cache build {ratios["cache"]:.2f} '
-          f'({grown["cache"]:.1f} KiB, once per table), training {ratios["training"]:.2f} '
+          f'{ratios["pickle"]:.2f} ({grown["pickle"]:.1f} KiB, for contrast), training {ratios["training"]:.2f} '
           f'({grown["training"]:.1f} KiB)')
     print(f'rss_ratio={ratios["training"]:.2f} videos_per_second={large["vps"]:.0f}')
 
