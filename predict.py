@@ -1,38 +1,31 @@
-"""Raw videos in, submission.csv out, in one continuous pass: the DFDC submission.
+"""Raw videos in, submission.csv out, in one pass: the DFDC submission.
 
-Reads INPUT, a folder of videos (no metadata needed) or one video file, and CHECKPOINT, a file training.py
-wrote. For each video: decode, sample frames, detect and embed the faces (DetectionPipeline.py), decode
-and embed the audio track (extract_audio.py's decoder, create_audio_embedding.py's encoder), and run the
-network the way test.py scores a table (model.predict_logits: the mean logit over all windows, moved to
-PRIOR, the share of fakes expected: DFDC's test sets are 50/50). The same functions as the stage scripts,
-imported, so this pass and `create_video_embeddings.py -> extract_audio.py -> create_audio_embedding.py ->
-merge_embeddings.py -> test.py` give the same probability for the same video.
-
-Writes OUTPUT, a CSV `filename,label` with one row per input video, sorted by file name, label the
-probability that the video is FAKE, clipped to the checkpoint's range (test.py's, [0.01, 0.99] by
-default). Every input gets a row: a video that cannot be read, or in which no face is found, gets a
-fallback, the audio-only model's prediction where there is audio (a logistic regression on the audio
-embeddings that training.py fits and stores in the checkpoint), else the training set's share of fakes.
-Every file in INPUT named like a video gets a row, a dangling link included ('file is missing'); an
-audio-only file gets the audio-only model. An unexpected error on one video (a bug, a decoder's crash) is
-that video's fallback, with the exception as its reason, counted apart in the summary; the run goes on.
-Fallbacks are counted, printed, and listed with their reasons in OUTPUT's .fallbacks.csv.
-A single video prints its probability. Killed, a rerun resumes (OUTPUT.pkl.parts/ holds finished videos)
-where the checkpoint (its bytes), PRIOR and the face and audio settings are those that made them; else
-it says so in one line, discards them and predicts every video again.
-
-On a GPU, DetectionPipeline's decoding workers (--workers, one a core by default) decode the videos and
-their audio tracks while this process runs the networks on batches of many videos (faces/workers.py);
-weights load once; the GPU is used where there is one; pretrained weights can come from local files.
+Reads INPUT (a folder of videos, its subfolders too, or one video) and CHECKPOINT (training.py's best.pt).
+For each video: its faces (DetectionPipeline.py) and voice (extract_audio.py's decoder,
+create_audio_embedding.py's encoder) with the embedders the checkpoint's training table was made with,
+then the network as test.py scores a table (the mean logit of all windows, moved to PRIOR), so this pass
+and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row
+for every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the
+probability of FAKE; a video that cannot be read or has no face gets a fallback (the audio-only model
+where it has audio, else the training prior), listed with its reason in OUTPUT's .fallbacks.csv. One
+video prints its probability and writes nothing unless --output is given. EXPLAIN, a folder, gets a PNG a
+video (explain.py). Killed, a rerun resumes where the checkpoint and settings are the same (README).
 
 Example:
     python predict.py --input=../shared/testdata/dfdc_sample --checkpoint=runs/lstm/best.pt \
-        --output=submission.csv --face_weights=none
+        --output=submission.csv
+    python predict.py --input=../shared/testdata/dfdc_sample/abofeumbvv.mp4 --checkpoint=runs/lstm/best.pt \
+        --explain=figures
 """
+from common import config
+# -h: answered before the heavy imports
+config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_embedding.py')
+
 import csv
 import functools
 import hashlib
 import os
+import re
 import shutil
 import time
 from typing import NamedTuple
@@ -43,50 +36,106 @@ from tqdm import tqdm
 
 import DetectionPipeline as dp
 import create_audio_embedding as cae
+import explain
 import extract_audio as ea
-from common import config
-from common.device import pick_device
 from common.config import UserError
-from common.stage import Journal, atomic_path, is_video
+from common.dataset import is_video
+from common.device import pick_device
+from common.stage import Journal, atomic_path, key, keys_of, record_key
+from common.store import Store
 from common.video import VideoError
-from model import CheckpointError, audio_only_logit, load_checkpoint, predict_logits, prior_shift, sigmoid
+from common.weights import describe
+from model import audio_only_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, window_starts
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
 CHECKPOINT = ''             # training.py's best.pt
-OUTPUT = 'submission.csv'   # filename,label (the probability of FAKE), one row per video
+OUTPUT = ''                 # the CSV filename,label (p of FAKE), a row a video; '': submission.csv (one video: none)
 PRIOR = 0.5                 # share of fakes expected in INPUT (DFDC's test sets: 0.5), as test.py's --prior
 BATCH_SIZE = 512            # windows per network batch
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
+EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and face crops ('': none)
 # -----------------------------------------------------------------------------
-
-
-class OneVideo:
-    """One video's embeddings, read the way model.predict_logits reads common.lazytable's tables."""
-
-    def __init__(self, faces, audio, has_audio):
-        self.faces = faces                                  # (faces, video_dim) float16
-        self.n_faces = np.array([len(faces)], np.int64)
-        self.video_dim = faces.shape[1]
-        self.has_audio = np.array([has_audio])
-        self.audio = np.where(has_audio, audio, 0).astype(np.float32)[None]  # (1, audio_dim)
-        self.labels = np.array([-1], np.int8)
-
-    def read_faces(self, i, start=0, length=None, out=None):
-        length = len(self.faces) - start if length is None else length
-        if out is None:
-            return self.faces[start:start + length]
-        out[:length] = self.faces[start:start + length]
-        return out[:length]
-
-    def read_audio(self, indices):
-        return self.audio[np.zeros(len(indices), np.int64)]
 
 
 # the settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers (where
 # files go, how many threads or processes, which device): every other one is part of the fingerprint
-_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'VIDEO', 'AUDIO_DIR', 'OUTPUT', 'RETRY_FAILED', 'THREADS', 'SHOW',
-                   'PROCS'}
+_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'VIDEO', 'AUDIO_DIR', 'OUTPUT', 'RETRY_FAILED', 'THREADS', 'SHOW'}
+
+
+class ByPathOnly(NamedTuple):
+    """A weights file a name records by its file name only (common.weights.describe): the user must give
+    its path."""
+    file: str
+
+
+def face_settings(name):
+    """{DetectionPipeline setting: value} that gives face embeddings named `name` (describe()'s:
+    'vggface2', 'file:NAME', 'untrained(seed=0)'). UserError where no --face_weights gives it."""
+    if name == describe('none'):
+        return {'face_weights': 'none'}
+    if name in ('vggface2', 'casia-webface'):
+        return {'face_weights': name}
+    if name.startswith('file:'):
+        return {'face_weights': ByPathOnly(name[len('file:'):])}
+    raise UserError(f'the checkpoint was trained on face embeddings of {name!r}, which no --face_weights '
+                    f'gives; train on embeddings of vggface2, casia-webface, a weights file or none')
+
+
+def audio_settings(name):
+    """{AudioEmbedder setting: value} that gives audio embeddings named `name` (AudioEmbedder.name:
+    'resemblyzer-VERSION', 'resemblyzer-VERSION(file:NAME)', 'cnn:ARCH:WEIGHTS:logmelMxF/H:DdB'). UserError
+    where no setting gives it. The Resemblyzer version is the installed one's: the check after says so."""
+    voice = re.fullmatch(r'resemblyzer-[^(]+(?:\(file:(.+)\))?', name)
+    if voice:
+        return {'audio_encoder': 'resemblyzer', 'voice_weights': ByPathOnly(voice[1]) if voice[1] else 'resemblyzer'}
+    cnn = re.fullmatch(r'cnn:([^:]+):(.+):logmel(\d+)x(\d+)/(\d+):(-?[\d.e+]+)dB', name)
+    if not cnn:
+        raise UserError(f'the checkpoint was trained on audio embeddings of {name!r}, which no --audio_encoder '
+                        f'gives: give the audio settings that made them')
+    arch, weights, n_mels, n_fft, hop, top_db = cnn.groups()
+    if weights == describe('none'):
+        weights = 'none'
+    elif weights.startswith('file:'):
+        weights = ByPathOnly(weights[len('file:'):])
+    else:  # torchvision's weights by their enum's name: 'ResNet18_Weights.IMAGENET1K_V1' -> 'IMAGENET1K_V1'
+        weights = weights.rsplit('.', 1)[-1]
+    return {'audio_encoder': 'cnn', 'cnn_arch': arch, 'cnn_weights': weights, 'n_mels': int(n_mels),
+            'n_fft': int(n_fft), 'hop': int(hop), 'top_db': float(top_db)}
+
+
+def trained_embedders(ckpt):
+    """(face embedder, audio encoder) names of the table the checkpoint was trained on; None where unknown."""
+    attrs = ckpt.get('dataset', {}).get('attrs', {})
+    return attrs.get('video_embedder', attrs.get('embedder')), attrs.get('audio_encoder')
+
+
+def settings_from(ckpt, face, audio):
+    """The settings of DetectionPipeline and of AudioEmbedder, lower-case as they take them: the user's
+    (`face`, `audio`: config.configure()'s overrides), and for the others that the name of an embedder
+    records, those the checkpoint's training table was made with. UserError, naming the flag to give, where
+    a weights file is recorded by its name only, or a name no setting gives and the user gave none."""
+    found = []
+    for what, name, parse, main, given in zip(('face', 'audio'), trained_embedders(ckpt),
+                                              (face_settings, audio_settings), ('face_weights', 'audio_encoder'),
+                                              (face, audio)):
+        settings = {}
+        if name is not None:  # else a table that did not record it (a synthetic one): the settings as they are
+            try:
+                settings = parse(name)
+            except UserError:
+                if main not in given:
+                    raise
+                # the user's own embedder: the name check after says whether it is the checkpoint's
+        if main in given and given[main] != settings.get(main):
+            settings = {}  # another embedder than the checkpoint's: the name check after says so
+        for setting, value in settings.items():
+            if isinstance(value, ByPathOnly) and setting not in given:
+                raise UserError(f'the checkpoint was trained on {what} embeddings {name!r}, made with the weights '
+                                f'file {value.file}, known by its name only: give --{setting}=/path/to/'
+                                f'{value.file}')
+        found.append({**settings, **given})
+    return found
 
 
 class Prediction(NamedTuple):
@@ -98,28 +147,34 @@ class Prediction(NamedTuple):
 
 class Predictor:
     """Video path in, a Prediction (probability of FAKE, fallback reason or '', ...) out; every network
-    loads once."""
+    loads once.
 
-    def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE):
+    The face and audio embedders are those the checkpoint's training table was made with (its attrs), but
+    for the settings in `face` and `audio` (DetectionPipeline's and AudioEmbedder's, lower-case: the
+    user's, config.configure()'s overrides), which must give the same embedder."""
+
+    def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE, face=None, audio=None):
         self.device = pick_device(device)
         self.net, self.ckpt = load_checkpoint(checkpoint, self.device)
         self.evaluation = self.ckpt['evaluation']
         self.clip = tuple(self.ckpt['clip'])
         self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
         self.batch_size = batch_size
-        self.pipeline = dp.DetectionPipeline(device=str(self.device))
-        self.audio = cae.AudioEmbedder(device=str(self.device))
+        face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
+        face_weights = face.get('face_weights', dp.FACE_WEIGHTS)
+        self._check_embedder('face', describe(face_weights), '--face_weights')  # before loading any weights
+        self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
+        self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (run())
-        self._check_embedders()
+        self._check_embedder('audio', self.audio.name, '--audio_encoder and its settings')
 
-    def _check_embedders(self):
+    def _check_embedder(self, what, ours, flags):
         """The checkpoint's network only means something on the embeddings it was trained on."""
-        trained = self.ckpt.get('dataset', {}).get('attrs', {})
-        ours = {'video_embedder': self.pipeline.embedder_name, 'audio_encoder': self.audio.name}
-        for key, value in ours.items():
-            if trained.get(key) not in (None, value):
-                raise CheckpointError(f'the checkpoint was trained on {key} {trained[key]!r}, this run has '
-                                      f'{value!r}: give the same weights settings as the training data')
+        trained = trained_embedders(self.ckpt)[what == 'audio']
+        if trained not in (None, ours):
+            raise UserError(f'the checkpoint was trained on {what} embeddings {trained!r}, this run has '
+                            f'{ours!r}: give the {flags} of the training data, or leave them out to take '
+                            f"the checkpoint's")
 
     def predict(self, faces, voice):
         """A Prediction for one video from its faces (a VideoFaces) and its voice (voice()), each possibly the
@@ -136,7 +191,7 @@ class Predictor:
                 raise faces
             if not faces.tracks:
                 return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
-            table = OneVideo(faces.tracks[0].embeddings, embedding, has_audio)
+            table = Store.one(faces.tracks[0].embeddings, embedding, has_audio)
             logit = predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
                                    self.evaluation['stride'], self.batch_size)[0]
             return Prediction(self._clip(sigmoid(logit + self.shift)), '', has_audio, False)
@@ -145,16 +200,40 @@ class Predictor:
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
 
     def run(self, paths):
-        """Yield (path, Prediction) for each path, as the videos finish. With DetectionPipeline's decoding
-        workers (faces/workers.py) each worker also decodes and embeds the video's voice, on its CPU: in this
-        process, which feeds the GPU for all of them, it would cost every video its turn."""
+        """Yield (path, Prediction) for each path, as the videos finish."""
+        for path, _, _, result in self.stream(paths):
+            yield path, result
+
+    def stream(self, paths):
+        """Yield (path, faces, voice, Prediction) for each path, as the videos finish: faces and voice as
+        predict() takes them. With DetectionPipeline's decoding workers (faces/workers.py) each worker also
+        decodes and embeds the video's voice, on its CPU: in this process, which feeds the GPU for all of
+        them, it would cost every video its turn."""
         audio = self.audio
         if self.pipeline.workers(len(paths)) and audio.device.type != 'cpu':
             if self.cpu_audio is None:  # built once, in this process: the forked workers share it
-                self.cpu_audio = cae.AudioEmbedder(device='cpu')
+                self.cpu_audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': 'cpu'})
             audio = self.cpu_audio
         for path, faces, voice in self.pipeline.stream(paths, also=functools.partial(voice_of, audio)):
-            yield path, self.predict(faces, voice)
+            yield path, faces, voice, self.predict(faces, voice)
+
+    def window_logits(self, faces, voice):
+        """(starts (windows,) int64, logits (windows,) float64): the network's logit of every window it reads
+        of the video (predict_logits's windows, each read as a video of its own: their mean is the video's
+        logit), before the shift to PRIOR. Only for a video predict() gave the network's prediction."""
+        faces, (embedding, has_audio), crop = faces.tracks[0].embeddings, voice, self.evaluation['crop']
+        starts = np.asarray(window_starts(len(faces), crop, self.evaluation['stride']), np.int64)  # (windows,)
+        table = Store.one(faces, embedding, has_audio, starts, np.minimum(len(faces) - starts, crop))
+        return starts, predict_logits(self.net, table, np.arange(len(starts)), self.device, crop,
+                                      self.evaluation['stride'], self.batch_size)
+
+    def explain(self, png, path, name, faces, voice, result):
+        """explain.py's figure of one video (what stream() yielded for it) in `png`."""
+        read = not isinstance(faces, Exception)
+        explain.draw(png, path, name, result, faces.n_frames if read else None, self.pipeline.cfg,
+                     faces.tracks[0] if read and faces.tracks else None,
+                     None if result.fallback else self.window_logits(faces, voice), self.evaluation['crop'],
+                     self.shift)
 
     def fingerprint(self):
         """What the probabilities depend on, as {what: value}: a resumed run must have made its parts
@@ -164,7 +243,7 @@ class Predictor:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
         faces = {f'--{k}': v for k, v in self.pipeline.cfg.items() if k.upper() not in _NOT_IN_NUMBERS}
-        audio = {f'--{k.lower()}': v for k, v in config.constants(cae).items() if k not in _NOT_IN_NUMBERS}
+        audio = {f'--{k}': v for k, v in self.audio.cfg.items() if k.upper() not in _NOT_IN_NUMBERS}
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
                 'audio embedder': self.audio.name, **faces, **audio}
 
@@ -196,16 +275,27 @@ def voice_of(audio, path):
 
 
 def list_inputs(path):
-    """INPUT's videos: the file itself, or every entry of the folder named like a video, sorted (a
-    dangling link too: it gets its row, 'file is missing')."""
+    """INPUT's videos as (path, folder, filename): the file itself (folder ''), or every file in the folder
+    and its subfolders named like a video (a dangling link too: it gets its row, 'file is missing'), with
+    `folder` its subfolder relative to INPUT ('' at the top, '/' between names), sorted by that relative
+    path. Links to folders are followed, each folder once."""
     if not os.path.isdir(path):
-        return [path]
-    return [os.path.join(path, n) for n in sorted(os.listdir(path)) if is_video(n)]
+        return [(path, '', os.path.basename(path))]
+    found, seen = [], set()
+    for top, subfolders, files in os.walk(path, followlinks=True):
+        if os.path.realpath(top) in seen:  # a link back up the tree, or a second link to one folder
+            subfolders[:] = []
+            continue
+        seen.add(os.path.realpath(top))
+        rel = os.path.relpath(top, path)
+        folder = '' if rel == '.' else rel.replace(os.sep, '/')
+        found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
+    return sorted(found, key=lambda video: key(video[1], video[2]))
 
 
 def resumable(journal, fingerprint, n_videos):
-    """{filename} done by an earlier run with the same fingerprint. Where the earlier results were made with
-    another checkpoint or settings they are discarded (said in one line) and nothing is done."""
+    """{key (common.stage.key)} done by an earlier run with the same fingerprint. Where the earlier results were
+    made with another checkpoint or settings they are discarded (said in one line) and nothing is done."""
     records, previous = journal.part_records(), journal.previous_table()
     made = [rec.get('fingerprint') for rec in records]
     if previous is not None:
@@ -223,56 +313,76 @@ def resumable(journal, fingerprint, n_videos):
         shutil.rmtree(journal.parts)
         os.makedirs(journal.parts)
         return set()
-    done = {rec['filename'] for rec in records}
-    if previous is not None and len(previous):
-        done |= set(previous['filename'])
-    return done
+    return {record_key(rec) for rec in records} | keys_of(previous)
 
 
 def main():
-    config.configure(globals(), dp, cae)
+    face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
     for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
         if not value or not os.path.exists(value):
             raise UserError(f'{what}={value!r} does not exist')
-    config.writable_file(OUTPUT, '--output')
-    paths = list_inputs(INPUT)
-    if not paths:
-        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT}')
-    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE)
+    # one video prints its probability: files only where --output asks for them
+    writes = os.path.isdir(INPUT) or OUTPUT != ''
+    output = OUTPUT or 'submission.csv'
+    if writes:
+        config.writable_file(output, '--output')
+    if EXPLAIN:
+        config.writable_folder(EXPLAIN, '--explain')
+    videos = list_inputs(INPUT)
+    if not videos:
+        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
+    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
+    if not writes:
+        [(path, _, name)] = videos
+        [(_, faces, voice, result)] = predictor.stream([path])
+        if EXPLAIN:
+            predictor.explain(explain.png_path(EXPLAIN, '', name), path, name, faces, voice, result)
+        note = f' (fallback: {result.fallback})' if result.fallback else ''
+        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
+        return
+    where = {path: (folder, name) for path, folder, name in videos}
     fingerprint = predictor.fingerprint()
-    journal = Journal(OUTPUT + '.pkl')
-    done = resumable(journal, fingerprint, len(paths))
-    todo = [p for p in paths if os.path.basename(p) not in done]
+    journal = Journal(output + '.pkl')
+    done = resumable(journal, fingerprint, len(videos))
+    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
+    todo = [path for path, folder, name in videos
+            if key(folder, name) not in done or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
     start = time.perf_counter()
-    bar = tqdm(predictor.run(todo), total=len(todo), unit='video', desc='predict',
-               disable=len(paths) == 1)
-    for path, result in bar:
-        name = os.path.basename(path)
-        journal.add({'filename': name, 'folder': '', 'fingerprint': fingerprint,
-                     'rows': [{'filename': name, 'folder': '', 'label': result.p_fake, 'fallback': result.fallback,
+    bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
+    for path, faces, voice, result in bar:
+        folder, name = where[path]
+        if EXPLAIN:
+            predictor.explain(explain.png_path(EXPLAIN, folder, name), path, key(folder, name), faces, voice, result)
+        journal.add({'filename': name, 'folder': folder, 'fingerprint': fingerprint,
+                     'rows': [{'filename': name, 'folder': folder, 'label': result.p_fake, 'fallback': result.fallback,
                                'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
     seconds = time.perf_counter() - start
-    table, _ = journal.finish(lambda rec: rec['rows'], sort_by=('filename',), attrs={'fingerprint': fingerprint})
-    table = table[table['filename'].isin({os.path.basename(p) for p in paths})]
-    with atomic_path(OUTPUT) as tmp:
+    table, _ = journal.finish(lambda rec: rec['rows'], attrs={'fingerprint': fingerprint})
+    # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
+    table['filename'] = [key(folder, name) for folder, name in zip(table['folder'], table['filename'])]
+    table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
+    table = table.sort_values('filename', kind='stable')
+    with atomic_path(output) as tmp:
         with open(tmp, 'w', newline='', encoding='utf-8') as f:
             writer = csv.writer(f)
             writer.writerow(['filename', 'label'])
             writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
     fallbacks = table[table['fallback'] != '']
-    side = os.path.splitext(OUTPUT)[0] + '.fallbacks.csv'
+    side = os.path.splitext(output)[0] + '.fallbacks.csv'
     with atomic_path(side) as tmp:
         fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False)
-    if len(paths) == 1:
+    if len(videos) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''
-        print(f'{row.filename}: p(FAKE) = {row.label:.4f}{note}')
+        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
     rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
     errors = int(fallbacks['unexpected'].sum())
-    print(f'{OUTPUT}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
+    print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
           f'{errors} of them after an unexpected error (listed in {side})')
     for r in fallbacks.itertuples():
         print(f'  fallback: {r.filename}: {r.fallback}')
+    if EXPLAIN:
+        print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 
 
 if __name__ == '__main__':

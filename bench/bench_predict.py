@@ -45,11 +45,12 @@ def checkpoint(folder):
     """A checkpoint of training.py, trained for one epoch on a small synthetic table."""
     import model
     import training
+    from common import store
     table = model.synthetic_table(200, audio_dim=256, seed=0)
     # it names a 'synthetic' embedder and encoder, which predict.py would rightly refuse
     table = table.drop(columns=['embedder', 'audio_encoder'])
     path = os.path.join(folder, 'synthetic.pkl')
-    table.to_pickle(path)
+    store.save(table, path)
     threads = torch.get_num_threads()  # training.py sets its own; predict.py runs with torch's default
     training.run(training.settings(dataset=path, out_dir=os.path.join(folder, 'run'), max_epochs=1),
                  log=lambda *a: None)
@@ -65,7 +66,6 @@ def command(*args):
 
 def main():
     config.configure(globals())
-    import DetectionPipeline as dp
     import predict
     clips = sorted(os.path.abspath(p) for p in glob.glob(CLIPS)
                    if min(probe(p)['width'], probe(p)['height']) >= MIN_HEIGHT)
@@ -73,8 +73,7 @@ def main():
         raise config.UserError(f'no clip of {MIN_HEIGHT}p under {CLIPS} (../shared/testdata absent?)')
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoint(tmp)
-        dp.FACE_WEIGHTS = FACE_WEIGHTS
-        predictor = predict.Predictor(ckpt, 'auto')
+        predictor = predict.Predictor(ckpt, 'auto', face={'face_weights': FACE_WEIGHTS})
         list(predictor.run([os.path.abspath(WARMUP)]))
         count_frames(WARMUP)
         print(f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} '

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import DetectionPipeline as dp
-from faces import pipeline as fp
+from faces import nets as fp_nets, pipeline as fp
 import create_audio_embedding as cae
 import extract_audio as ea
 import make_sample_dataset as sample
@@ -97,8 +97,9 @@ def chain(tmp_path_factory):
          f'--output={tmp / "merged.pkl"}'),
         ('training.py', f'--dataset={tmp / "merged.pkl"}', f'--out_dir={tmp / "run"}', '--max_epochs=3',
          '--val_fraction=0.4'),
+        # every video, the held-out ones and the others: predict.py's are compared with all of them
         ('test.py', f'--dataset={tmp / "merged.pkl"}', f'--checkpoint={tmp / "run" / "best.pt"}',
-         f'--report={tmp / "report.json"}'),
+         f'--report={tmp / "report.json"}', '--subset=all'),
     ]
     for step in steps:
         r = run_script(*step)
@@ -337,3 +338,213 @@ def test_one_video_prints_its_probability_and_missing_paths_are_one_line(chain, 
                  [f'--input={heads}', f'--checkpoint={tmp_path / "none.pt"}']):
         r = run_script('predict.py', *args, f'--output={tmp_path / "x.csv"}', '--face_weights=none')
         assert r.returncode == 2 and r.stderr.strip().count('\n') == 0 and 'does not exist' in r.stderr
+
+
+# ----------------------------------------------------------------------------- issue 12
+def files_under(folder):
+    """Every path under `folder`, relative to it (links included, not followed)."""
+    return sorted(os.path.relpath(os.path.join(top, name), folder)
+                  for top, dirs, files in os.walk(folder) for name in dirs + files)
+
+
+def test_the_checkpoints_face_weights_are_used_without_the_flag(chain, small_input, tmp_path, monkeypatch, capsys):
+    """A model trained on --face_weights=none predicted only with the flag repeated (else: vggface2's download,
+    then a mismatch). Without it the checkpoint's are used; a rerun with the flag given finds the same
+    settings (it resumes with nothing to do, where other settings would discard the first run's rows)."""
+    out = tmp_path / 'sub.csv'
+    fast = [a for a in FAST if not a.startswith('--face_weights')]
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+             *fast)
+    first = labels(out)
+    assert sorted(first) == ['head.mp4', 'noface.mp4'] and 'head.mp4' not in fallbacks_of(out)
+    assert counts(capsys.readouterr().out) == (2, 1, 0)
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+             *FAST)
+    said = capsys.readouterr().out
+    assert counts(said) == (0, 1, 0) and 'discarding' not in said and labels(out) == first
+
+
+def test_an_explicit_face_weights_flag_that_differs_from_the_checkpoint_is_one_line_before_any_weights(
+        chain, small_input, tmp_path, monkeypatch, capsys):
+    def no_weights(*args, **kwargs):
+        raise AssertionError('face weights were loaded before the check')
+
+    monkeypatch.setattr(fp_nets, 'face_embedder', no_weights)
+    with pytest.raises(SystemExit) as exit_:
+        run_main(monkeypatch, f'--input={small_input / "head.mp4"}', f'--checkpoint={chain / "run" / "best.pt"}',
+                 '--face_weights=vggface2', '--device=cpu')
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count('\n') == 1, err
+    assert "'untrained(seed=0)'" in err and "'vggface2'" in err and '--face_weights' in err, err
+
+
+@pytest.mark.parametrize('attr, name, flag', [
+    ('video_embedder', 'file:my_faces.pt', '--face_weights=/path/to/my_faces.pt'),
+    ('audio_encoder', 'resemblyzer-0.1.4(file:my_voice.pt)', '--voice_weights=/path/to/my_voice.pt'),
+    ('audio_encoder', 'cnn:resnet18:file:my_cnn.pth:logmel128x512/160:80dB', '--cnn_weights=/path/to/my_cnn.pth'),
+])
+def test_a_weights_file_known_by_name_only_is_one_line_that_says_which_flag_to_give(
+        chain, small_input, tmp_path, monkeypatch, capsys, attr, name, flag):
+    state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
+    state['dataset']['attrs'][attr] = name
+    ckpt = tmp_path / 'file.pt'
+    torch.save(state, ckpt)
+    with pytest.raises(SystemExit) as exit_:
+        run_main(monkeypatch, f'--input={small_input / "head.mp4"}', f'--checkpoint={ckpt}', '--device=cpu')
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count('\n') == 1 and flag in err, err
+    assert files_under(tmp_path) == ['file.pt']
+
+
+def test_the_audio_settings_of_a_name_are_those_that_make_it():
+    """AudioEmbedder.name from the settings predict.py reads back from it (no weights loaded: the name's
+    format, as create_audio_embedding.py writes it)."""
+    cnn = predict.audio_settings('cnn:resnet34:ResNet34_Weights.IMAGENET1K_V1:logmel64x1024/320:70dB')
+    assert cnn == {'audio_encoder': 'cnn', 'cnn_arch': 'resnet34', 'cnn_weights': 'IMAGENET1K_V1', 'n_mels': 64,
+                   'n_fft': 1024, 'hop': 320, 'top_db': 70.0}
+    assert predict.audio_settings('cnn:resnet18:untrained(seed=0):logmel128x512/160:80dB')['cnn_weights'] == 'none'
+    assert predict.audio_settings('resemblyzer-0.1.4') == {'audio_encoder': 'resemblyzer',
+                                                           'voice_weights': 'resemblyzer'}
+    assert predict.face_settings('untrained(seed=0)') == {'face_weights': 'none'}
+    with pytest.raises(config.UserError, match='synthetic'):
+        predict.face_settings('synthetic')
+
+
+def test_the_audio_embedder_of_a_cnn_checkpoint_is_rebuilt_from_its_name(chain, tmp_path, monkeypatch):
+    """Settings the user did not give come from the checkpoint, every one the name records: the embedder
+    they make has the checkpoint's name (else Predictor would refuse it); one the user gave is kept."""
+    name = 'cnn:resnet18:untrained(seed=0):logmel64x400/160:70dB'
+    state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
+    state['dataset']['attrs']['audio_encoder'] = name
+    torch.save(state, tmp_path / 'cnn.pt')
+    predictor = predict.Predictor(str(tmp_path / 'cnn.pt'), 'cpu')
+    assert predictor.audio.name == name and predictor.pipeline.embedder_name == 'untrained(seed=0)'
+    assert [predictor.audio.cfg[k] for k in ('audio_encoder', 'n_mels', 'n_fft', 'top_db')] == ['cnn', 64, 400, 70.0]
+    assert predictor.pipeline.cfg['face_weights'] == 'none'
+    # as --n_mels=32 would: another embedder than the checkpoint's
+    with pytest.raises(config.UserError, match=r"logmel32x400/160:70dB.*--audio_encoder"):
+        predict.Predictor(str(tmp_path / 'cnn.pt'), 'cpu', audio={'n_mels': 32})
+
+
+def test_a_tree_with_one_file_name_in_two_folders_gets_two_rows_and_resumes(
+        chain, small_input, tmp_path, monkeypatch, capsys):
+    """INPUT's subfolders are walked; a row's filename is the path relative to INPUT. Killed after the first
+    of the two same-named videos, a rerun predicts only the second (their journal records differ by folder:
+    keyed by the file name alone, the second was taken for done and had no row)."""
+    tree = tmp_path / 'tree'
+    for part, src in (('dfdc_train_part_0', 'head.mp4'), ('dfdc_train_part_1', 'noface.mp4')):
+        (tree / part).mkdir(parents=True)
+        os.symlink(os.path.realpath(small_input / src), tree / part / 'same.mp4')
+    (tree / 'dfdc_train_part_1' / 'metadata.json').write_text('{}')  # not a video: no row
+    out = tmp_path / 'sub.csv'
+    args = [f'--input={tree}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}', *FAST]
+    stream = predict.Predictor.stream
+
+    def killed_after_one(self, paths):
+        for k, item in enumerate(stream(self, paths)):
+            if k == 1:
+                raise KeyboardInterrupt
+            yield item
+
+    monkeypatch.setattr(predict.Predictor, 'stream', killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        run_main(monkeypatch, *args)
+    assert not out.exists()
+    monkeypatch.setattr(predict.Predictor, 'stream', stream)
+    capsys.readouterr()
+    run_main(monkeypatch, *args)
+    assert counts(capsys.readouterr().out) == (1, 1, 0)
+    rows = labels(out)
+    assert list(rows) == ['dfdc_train_part_0/same.mp4', 'dfdc_train_part_1/same.mp4']
+    assert set(fallbacks_of(out)) == {'dfdc_train_part_1/same.mp4'}  # the voiced clip without a face
+    # the same videos as a flat folder: bare names, the same probabilities
+    flat = tmp_path / 'flat.csv'
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={flat}',
+             *FAST)
+    assert abs(labels(flat)['head.mp4'] - rows['dfdc_train_part_0/same.mp4']) < 1e-6
+    assert abs(labels(flat)['noface.mp4'] - rows['dfdc_train_part_1/same.mp4']) < 1e-6
+
+
+def test_one_file_without_output_prints_its_probability_and_writes_nothing(
+        chain, small_input, tmp_path, monkeypatch, capsys):
+    """Before, one video left submission.csv, its .fallbacks.csv, .pkl and .pkl.failures.csv in the working
+    folder."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    os.symlink(os.path.realpath(small_input / 'head.mp4'), folder / 'one.mp4')
+    monkeypatch.chdir(tmp_path)
+    before = files_under(tmp_path)
+    run_main(monkeypatch, f'--input={folder / "one.mp4"}', f'--checkpoint={chain / "run" / "best.pt"}', *FAST)
+    said = capsys.readouterr().out
+    assert re.search(r'^one\.mp4: p\(FAKE\) = 0\.\d{4}$', said, re.M), said
+    assert files_under(tmp_path) == before
+
+
+def png_size(path):
+    """(width, height) of a PNG, from its header; AssertionError where it is not one."""
+    data = open(path, 'rb').read(24)
+    assert data[:8] == b'\x89PNG\r\n\x1a\n' and data[12:16] == b'IHDR', path
+    return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+
+
+def test_explain_draws_every_video_and_the_windows_average_to_its_score(
+        chain, small_input, tmp_path, monkeypatch, capsys):
+    """One PNG a video, in INPUT's tree, the fallbacks' too; the windows drawn are the network's: the mean of
+    their logits, moved to PRIOR and clipped, is the video's probability in the submission."""
+    import explain
+    tree = tmp_path / 'in'
+    (tree / 'sub').mkdir(parents=True)
+    os.symlink(os.path.realpath(small_input / 'head.mp4'), tree / 'head.mp4')
+    os.symlink(os.path.realpath(small_input / 'noface.mp4'), tree / 'sub' / 'noface.mp4')
+    (tree / 'sub' / 'head.mp4').write_text('not a video')
+    drawn = {}
+    draw = explain.draw
+
+    def recorded(png, path, name, result, *args):
+        drawn[name] = (result, args)
+        draw(png, path, name, result, *args)
+
+    monkeypatch.setattr(explain, 'draw', recorded)
+    figures, out = tmp_path / 'figures', tmp_path / 'sub.csv'
+    # every 4th frame: 32 faces of the head, three windows of the checkpoint's 20
+    run_main(monkeypatch, f'--input={tree}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+             f'--explain={figures}', '--frame_step=4', '--device=cpu')
+    assert files_under(figures) == ['head.mp4.png', 'sub', 'sub/head.mp4.png', 'sub/noface.mp4.png']
+    for name in ('head.mp4.png', 'sub/head.mp4.png', 'sub/noface.mp4.png'):
+        width, height = png_size(figures / name)
+        assert width > 300 and height > 150 and os.path.getsize(figures / name) > 5000, name
+    result, (n_frames, cfg, track, windows, crop, shift) = drawn['head.mp4']
+    starts, logits = windows
+    assert list(starts) == [0, 10, 12] and crop == 20 and len(track.frames) == 32
+    assert np.ptp(logits) > 0  # the windows differ
+    p = np.clip(sigmoid(np.mean(logits) + shift), 0.01, 0.99)
+    assert abs(p - result.p_fake) < 1e-9 and abs(labels(out)['head.mp4'] - p) < 1e-6
+    assert drawn['sub/noface.mp4'][1][3] is None and 'no face found' in drawn['sub/noface.mp4'][0].fallback
+    assert drawn['sub/head.mp4'][1][0] is None  # unreadable: no frame count
+    # the crops are the track's faces, decoded again
+    strip = explain.face_strip(str(tree / 'head.mp4'), track, cfg)
+    assert len(strip) == explain.N_CROPS and all(face.shape == (160, 160, 3) for _, face in strip)
+    assert [index for index, _ in strip] == sorted({int(track.frames[k]) for k in
+                                                    np.linspace(0, 31, explain.N_CROPS).round().astype(int)})
+
+
+def test_list_inputs_walks_subfolders_and_links_to_folders_once(tmp_path):
+    """No networks: which files a tree gives, with their folders, in the order of the submission."""
+    root = tmp_path / 'in'
+    (root / 'b' / 'deep').mkdir(parents=True)
+    (root / 'a').mkdir()
+    elsewhere = tmp_path / 'elsewhere'
+    elsewhere.mkdir()
+    for path in (root / 'top.mp4', root / 'a' / 'x.mp4', root / 'b' / 'x.MOV', root / 'b' / 'deep' / 'y.avi',
+                 root / 'a' / 'notes.txt', elsewhere / 'z.mp4'):
+        path.write_bytes(b'')
+    os.symlink(root, root / 'b' / 'loop')          # back up the tree: not walked twice
+    os.symlink(elsewhere, root / 'linked')         # a folder elsewhere: walked
+    os.symlink(tmp_path / 'gone.mp4', root / 'a' / 'dangling.mp4')
+    found = predict.list_inputs(str(root))
+    assert [(folder, name) for _, folder, name in found] == [
+        ('a', 'dangling.mp4'), ('a', 'x.mp4'), ('b/deep', 'y.avi'), ('b', 'x.MOV'), ('linked', 'z.mp4'),
+        ('', 'top.mp4')]  # by the path relative to INPUT: b/deep/y.avi before b/x.MOV
+    assert all(path == os.path.join(root, *folder.split('/'), name) if folder else path == os.path.join(root, name)
+               for path, folder, name in found)
+    assert predict.list_inputs(str(root / 'top.mp4')) == [(str(root / 'top.mp4'), '', 'top.mp4')]
