@@ -1,34 +1,18 @@
 """Face-embedding sequences of every video of a DFDC-style dataset.
 
-Reads DATA_DIR: every folder under it (itself included) that holds a metadata.json is a DFDC part (the
-full set has 50: dfdc_train_part_0..49); its videos are run through DetectionPipeline.py.
+Reads DATA_DIR: every folder under it (itself included) with a metadata.json is a DFDC part; the videos it
+lists are run through DetectionPipeline.py (videos on disk that it does not list are skipped and counted).
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
-    filename         the video's file name; with folder, the key of every stage (two parts may share a name)
-    video_embedding  (faces, 512) float16: one embedding per sampled frame that had the face
-    label            1 = FAKE, 0 = REAL (metadata.json)
-    original         the REAL video a FAKE was made from (metadata.json; None for REAL videos)
-    folder           the part's folder, relative to DATA_DIR
-    frames           (faces,) int32: the frame indices those embeddings come from (multiples of 6)
-    n_frames         frames in the video
-    boxes            (faces, 4) float32: face boxes x1, y1, x2, y2 in pixels
-    track            0 for the largest face track (1, 2, ... for others with --keep_all_tracks)
-    width, height    the frame size
-    embedder         the face weights used: 'vggface2', 'file:NAME', or 'untrained(seed=0)'
-and OUTPUT.failures.csv (filename, folder, reason) for every video that could not be embedded: empty,
-truncated or not a video, no face found, listed in metadata.json but missing, metadata.json unreadable, a
-metadata.json name that is a path, or an unexpected error (its type and message; counted apart at the end).
-Videos on disk that metadata.json does not list are skipped and counted. A run where no video succeeds
-writes a table without rows, with the columns.
-
-Killed and rerun, it resumes: each finished video is saved at once (OUTPUT.parts/), and the rerun does
-only the videos that are neither in OUTPUT, nor saved, nor failed. Rerun on a grown dataset, it adds the
-new videos to OUTPUT.
-
-On a GPU, one process uses the whole machine: DetectionPipeline.py's --workers decoding processes (one a
-core by default) feed this process's networks with batches of many videos (faces/workers.py).
-Several processes split the work (each its share, merged once all are done; see common/stage.py):
-`torchrun --standalone --nproc_per_node=4 create_video_embeddings.py ...` (one per GPU; machines: README)
-or a SLURM array (sbatch --array=0-63).
+filename and folder (together the key of every stage), video_embedding (faces, 512) float16, label (1 =
+FAKE), original (the REAL video a FAKE was made from), frames (faces,) int32, n_frames, boxes (faces, 4)
+float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder (the face weights); no rows where no
+video succeeds. And OUTPUT.failures.csv (filename, folder, reason): unreadable, truncated or missing videos,
+no face found, an unreadable metadata.json, an entry naming a path or without a label, unexpected errors.
+Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does only what is left, and on a
+grown dataset adds the new videos. On a GPU one process uses the whole machine: DetectionPipeline.py's
+--workers decoding processes feed its networks (faces/workers.py). Several processes split the work
+(common/stage.py): `torchrun --standalone --nproc_per_node=4 create_video_embeddings.py ...` (one per GPU;
+machines: README) or a SLURM array (sbatch --array=0-63).
 
 Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
@@ -43,7 +27,8 @@ from tqdm import tqdm
 
 import DetectionPipeline as dp
 from common.device import share_cpu
-from common.stage import StageRun, claim, label_of, plan, print_failures
+from common.dataset import label_of, plan
+from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
 
 # ----------------------------------------------------------------------------- config

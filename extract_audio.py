@@ -1,29 +1,19 @@
 """The audio track of every video, as a 16 kHz mono WAV: the first step of the audio half.
 
-Reads DATA_DIR: a folder tree in which every folder with a metadata.json is a DFDC part; the videos are
-those create_video_embeddings.py reads (its `plan`: listed in metadata.json with a label; files it does not
-list are skipped and counted), under the same keys (folder and file name).
+Reads DATA_DIR: the videos create_video_embeddings.py reads (common.dataset.plan: those a DFDC part's
+metadata.json lists with a label; files it does not list are skipped and counted), under the same keys.
 Writes, in AUDIO_DIR:
-  <folder>/<video file name>.wav   e.g. dfdc_train_part_0/abofeumbvv.mp4.wav (the part's folder relative to
-                           DATA_DIR, mirrored; none for videos in DATA_DIR itself): 16-bit PCM, SAMPLE_RATE Hz,
-                           mono; one per video that has an audio track (an empty track gives an empty WAV).
-                           Named by folder and whole file name, so x.mp4 and x.avi, and one name in two
-                           parts, do not collide.
-  index.pkl                a pandas table, one row per video read: filename, folder (the part, relative
-                           to DATA_DIR), has_track (False: the video has no audio stream, which is recorded,
-                           not a failure), samples, seconds, source_rate, source_channels, codec, wav (the
-                           WAV's name in AUDIO_DIR, or None); attrs: sample_rate.
-  index.pkl.failures.csv   filename, folder, reason: each video that could not be decoded or is listed but
-                           missing, each metadata.json that cannot be read, each unexpected error.
-
-Decoding is PyAV's (FFmpeg inside the wheel, no system binary): libswresample downmixes to mono and
-resamples to 16 kHz as it decodes, which is what Resemblyzer was trained on and holds speech up to 8 kHz
-at a third of 48 kHz's size. A 10 s DFDC clip takes about 0.04 s.
-
-Resumable: each WAV and then its index record are written atomically (common.stage.Journal), so a killed
-run restarts after the last video recorded, never duplicating or dropping one; a WAV written just before
-a kill, without its record, is written again. Several processes split the work as the video step's do
-(torchrun --nproc_per_node=N extract_audio.py ..., or a SLURM array; see common/stage.py).
+  <folder>/<video file name>.wav   16-bit PCM, SAMPLE_RATE Hz, mono, e.g. dfdc_train_part_0/abofeumbvv.mp4.wav
+                           (folder and whole file name: x.mp4 and x.avi, or one name in two parts, do not
+                           collide); one per video with an audio track (an empty track: an empty WAV).
+  index.pkl                one row per video read: filename, folder, has_track (False: no audio stream,
+                           recorded, not a failure), samples, seconds, source_rate, source_channels, codec,
+                           wav (its name in AUDIO_DIR, or None); attrs: sample_rate.
+  index.pkl.failures.csv   filename, folder, reason: undecodable or missing videos, unreadable metadata.json
+                           files, unexpected errors.
+PyAV decodes (FFmpeg in the wheel); libswresample downmixes and resamples to 16 kHz, Resemblyzer's rate, which
+keeps speech (below 8 kHz) at a third of 48 kHz's size. Resumable: each WAV, then its record, written atomically.
+Several processes: torchrun --standalone --nproc_per_node=N extract_audio.py ..., or a SLURM array.
 
 Example:
     python extract_audio.py --data_dir=../shared/testdata/dfdc_sample --audio_dir=out/audio
@@ -39,8 +29,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common.stage import (StageRun, atomic_path, claim, key, plan, print_failures, read_pickle,
-                          sweep_temporaries)
+from common.dataset import plan
+from common.stage import StageRun, atomic_path, claim, key, print_failures, read_pickle, sweep_temporaries
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config

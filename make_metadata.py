@@ -24,7 +24,8 @@ import json
 import os
 import re
 
-from common.stage import is_video, write_text
+from common.dataset import is_video
+from common.stage import write_text
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)

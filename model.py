@@ -1,26 +1,20 @@
-"""What training.py, test.py and predict.py share about the model: the split, the class weights, the
-windows the network reads, the evaluation choice, the checkpoint, and synthetic tables for tests.
+"""What training.py, test.py and predict.py share about the model; as a script, a synthetic table for tests.
 
-- Split (split_indices): grouped, so that a fake and its original are always on the same side: a
-  video's group is the root of its chain of originals (a real video is its own; a fake made from a fake
-  goes with the video the chain starts from; common/store.py groups_of computes them). By
-  default groups go to the validation side at random (seeded) until it holds VAL_FRACTION of the reals
-  and of the fakes; `how='folder'` moves whole DFDC parts instead (as the winning solution held out
-  parts). Either way assert_no_leak checks that no group is on both sides.
-- Class balance (class_weights): each video's loss is weighted by N / (2 * N_its_class), so real and fake
-  videos weigh half each whatever the share of fakes (~84% in DFDC's training set, 50% in its test sets).
-  The logit therefore estimates the log-odds on a 50/50 set; the training set's prior is stored in the
-  checkpoint, and test.py's PRIOR shifts the logits for a set with another share of fakes.
-- Windows: training reads one random window of `crop` consecutive faces per video, a new one every
-  epoch; evaluation (predict_logits) reads every window at `stride` (the last one ending on the last
-  face) and averages their logits: EVALUATION. A video with fewer faces than `crop` is one short window.
+- Split (split_indices): grouped, so that a fake and its original are on the same side: a video's group is
+  the root of its chain of originals (common/store.py groups_of). Groups go to the validation side at random
+  (seeded) until it holds VAL_FRACTION of the reals and of the fakes; how='folder' holds out whole DFDC
+  parts instead. Either way assert_no_leak checks that no group is on both sides.
+- Class weights (class_weights): each video's loss weighs N / (2 * N_its_class), so both classes weigh half
+  whatever the share of fakes: the logit estimates the log-odds on a 50/50 set. The training prior is kept
+  in the checkpoint; prior_shift moves the logits to a set with another share of fakes (test.py's PRIOR).
+- Windows: training reads one random window of `crop` consecutive faces per video, a new one every epoch;
+  evaluation (predict_logits) averages the logits of every window at `stride`, the last one ending on the
+  last face (EVALUATION). A video with fewer faces than `crop` is one short window.
 - Checkpoints (save_checkpoint / load_checkpoint): the network's config and weights, the prior, the
   evaluation choice, the clip range and the split: enough to rebuild and use the model from the file alone.
-
-As a script, writes a synthetic merged table and its training store (the columns of merge_embeddings.py's output) whose fakes
-carry a planted temporal signal: consecutive faces of a real video are strongly correlated (a head that
-moves slowly), those of a fake jitter from frame to frame; every single face has the same distribution
-in both, so only the sequence tells them apart.
+As a script, writes a synthetic merged table and its training store (merge_embeddings.py's columns) whose
+fakes' consecutive faces jitter while a real's are strongly correlated; any single face has the same
+distribution in both, so only the sequence tells them apart.
 
     python model.py --output=/tmp/synthetic.pkl --videos=1000
 """
@@ -38,7 +32,6 @@ import numpy as np
 import torch
 
 from common.device import autocast
-from common.prefetch import read_ahead
 from common import store
 from common.stage import atomic_path
 from network import build
@@ -217,11 +210,6 @@ def _windows_batch(table, rows):
                  table.labels[videos].astype(np.float32), owner)
 
 
-def prefetch(batches, ahead=2):
-    """Read the next batches in a thread while the network works (reads release the GIL)."""
-    return read_ahead(batches, ahead)
-
-
 def predict_logits(net, table, indices, device, crop, stride, batch_size=256, amp=True, progress=None):
     """The EVALUATION choice: for each video of `indices`, the mean of the logits of all its windows.
     (len(indices),) float64; NaN for a video without faces. `progress`: a tqdm-like wrapper or None."""
@@ -229,7 +217,7 @@ def predict_logits(net, table, indices, device, crop, stride, batch_size=256, am
     has_faces = table.n_faces[indices] > 0
     sums = np.zeros(len(indices))
     counts = np.zeros(len(indices))
-    batches = prefetch(eval_batches(table, indices[has_faces], crop, stride, batch_size))
+    batches = eval_batches(table, indices[has_faces], crop, stride, batch_size)
     if progress is not None:
         batches = progress(batches)
     positions = np.flatnonzero(has_faces)

@@ -39,7 +39,8 @@ from common import metrics
 from common.device import autocast, pick_device
 from common.stage import write_text
 from common.store import open_store
-from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits, prefetch, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
+from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits,
+                   save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
@@ -251,7 +252,7 @@ def _train_epoch(fit, epoch):
     """Epoch `epoch` (from 1) over the training side; returns the mean weighted loss."""
     fit.net.train()
     rng = np.random.default_rng([fit.cfg['seed'], epoch - 1])  # the epoch's order and windows, the same on a resume
-    batches = prefetch(train_batches(fit.table, fit.train, fit.cfg['crop'], fit.cfg['batch_size'], rng))
+    batches = train_batches(fit.table, fit.train, fit.cfg['crop'], fit.cfg['batch_size'], rng)
     bar = _progress(fit.cfg)(batches, total=-(-len(fit.train) // fit.cfg['batch_size']), desc=f'epoch {epoch}')
     total, n = 0.0, 0
     for batch in bar:

@@ -1,5 +1,5 @@
 """make_metadata.py: DFDC-style metadata.json for FaceForensics++ and Celeb-DF-v2 trees, read by the stages
-(common.stage.plan) unchanged, with each fake grouped with its original (common.store.groups_of)."""
+(common.dataset.plan) unchanged, with each fake grouped with its original (common.store.groups_of)."""
 import json
 import os
 import subprocess
@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from common.store import groups_of
-from common.stage import key, label_of, plan
+from common.dataset import label_of, plan
+from common.stage import key
 from conftest import ROOT, testdata
 from model import assert_no_leak, split_indices
 

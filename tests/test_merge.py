@@ -11,7 +11,8 @@ import pytest
 import merge_embeddings as me
 from audio_clips import dfdc_part, remux, run_script
 from common import config
-from common.stage import label_of, write_pickle
+from common.dataset import label_of
+from common.stage import write_pickle
 from conftest import testdata
 
 ENCODER = 'resemblyzer-0.1.4'

@@ -22,7 +22,8 @@ from faces import pipeline as fp
 import extract_audio as ea
 from audio_clips import dfdc_part, run_script
 from common import config
-from common.stage import UNEXPECTED, Journal, plan, read_failures
+from common.dataset import plan
+from common.stage import UNEXPECTED, Journal, read_failures
 from conftest import ROOT, testdata
 
 HEADS = [f'{i}.mp4' for i in range(1, 6)]  # talking heads, 500-850 px: the quickest real faces
@@ -106,11 +107,10 @@ def test_unexpected_errors_in_decoding_and_detection_are_recorded_counted_and_th
         return find_tracks(frames, *args)
     monkeypatch.setattr(fp, 'chunks', a_fails)
     monkeypatch.setattr(fp, 'find_tracks', b_fails)
-    monkeypatch.setattr(dp, 'WORKERS', workers)  # forked workers: the broken functions are theirs too
-    monkeypatch.setattr(dp, 'FACE_WEIGHTS', 'none')
     monkeypatch.setattr(cve, 'OUTPUT', str(tmp_path / 'video.pkl'))
     monkeypatch.setattr(cve, 'DATA_DIR', str(data))
-    cve.embed(*plan(str(data)))
+    # forked workers (workers=2): the broken functions are theirs too
+    cve.embed(*plan(str(data)), face={'workers': workers, 'face_weights': 'none', 'device': 'cpu'})
     assert pd.read_pickle(tmp_path / 'video.pkl').filename.tolist() == ['c.mp4']
     assert failures_csv(tmp_path / 'video.pkl') == {
         'p/a.mp4': f'{UNEXPECTED}RuntimeError: boom in decoding',

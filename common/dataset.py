@@ -1,0 +1,57 @@
+"""A DFDC-style dataset: every folder under a data folder that holds a metadata.json is a part, and its
+metadata.json names the part's videos: {"name.mp4": {"label": "FAKE" | "REAL", "original": ...}}.
+make_metadata.py writes such files for FaceForensics++ and Celeb-DF-v2 trees."""
+import json
+import os
+
+from common.config import UserError
+
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
+
+
+def is_video(name):
+    return name.lower().endswith(VIDEO_EXTENSIONS)
+
+
+def label_of(entry):
+    """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
+    label = entry.get('label') if isinstance(entry, dict) else None
+    return {'FAKE': 1, 'REAL': 0}.get(str(label).upper()) if label is not None else None
+
+
+def plan(data_dir):
+    """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
+    [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
+    same file name: both are videos (their keys, folder/filename, differ)."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f'data folder {data_dir} does not exist')
+    parts = []
+    for root, dirs, files in os.walk(data_dir, followlinks=True):
+        dirs.sort()
+        if 'metadata.json' in files:
+            parts.append(root)
+    if not parts:
+        raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
+    todo, failures, skipped = [], [], 0
+    for folder in parts:
+        rel, path = os.path.relpath(folder, data_dir), os.path.join(folder, 'metadata.json')
+        try:
+            with open(path, encoding='utf-8') as f:
+                meta = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            failures.append(('metadata.json', rel, f'{path}: not readable JSON ({err})'))
+            continue
+        if not isinstance(meta, dict):
+            failures.append(('metadata.json', rel, f'{path}: expected an object of file names, got '
+                                                   f'{type(meta).__name__}'))
+            continue
+        skipped += len({n for n in os.listdir(folder) if is_video(n)} - set(meta))
+        for name in sorted(meta):
+            if name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
+                # '../x.mp4' or '/etc/x' would be read outside the part, and its WAV written outside AUDIO_DIR
+                failures.append((name, rel, 'metadata.json names a path, not a file in its folder: refused'))
+            elif label_of(meta[name]) is None:
+                failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {meta[name]!r}'))
+            else:
+                todo.append((rel, name, os.path.join(folder, name), meta[name]))
+    return todo, failures, skipped
