@@ -1,36 +1,10 @@
 """Faces of a video, as a sequence of embeddings: decode, sample, detect, track, crop, embed.
 
 Reads one video; returns (or, run as a script, prints) its face tracks: for each sampled frame that has
-the face, the frame index, the box, and a 512-d embedding.
-
-- Frames 0, FRAME_STEP, 2*FRAME_STEP, ... are sampled (DFDC's 300-frame clips give 50); the frames in
-  between are decoded (H.264 needs them) but never converted. Frames come upright (a phone clip's
-  rotation is applied) and a clip cut short of what its container says is a VideoError (common/video.py).
-- The video is worked through in chunks of CHUNK sampled frames, straight from the decoder: each chunk is
-  detected, tracked, cropped and embedded, then dropped, so memory does not grow with the clip's length
-  (only the boxes and 512-d embeddings are kept). A DFDC clip (50 sampled frames) is one chunk. The
-  tracks of consecutive chunks are joined where the last box of one overlaps the first box of the next
-  (join_chunks), and the largest joined track is kept, as within a chunk.
-- MTCNN (facenet-pytorch's networks and shipped weights, batched on the device: faces/mtcnn.py) looks
-  for faces on a copy of the frame whose long side is DETECT_SIZE pixels: DFDC's 1080p faces are
-  100-400 px tall, so a third of the resolution loses none of them and costs a ninth of the work. It runs on every DETECT_EVERY-th sampled frame (and the
-  last one); a face's box is carried to the frames in between by linear interpolation, and wherever
-  that is not safe (the face moved so that its two boxes overlap less than LINK_IOU, or the track
-  starts or ends there) MTCNN also runs on the frame halfway, recursively, down to adjacent frames.
-  Still heads cost a few detections; moving ones get as many as they need. A face MTCNN misses on a
-  frame or two (dark clips) is carried across the miss when the boxes on both sides agree.
-- Within a chunk, detections are linked into tracks by overlap; a track must be found on at least
-  MIN_TRACK_FRACTION of the frames MTCNN ran on (false positives rarely are). By default the largest
-  track is kept (by total face size over the video, so a brief close-up of a passer-by does not win);
-  KEEP_ALL_TRACKS keeps every track. Frames where the track has no face are left out, not filled: the
-  `frames` of a track say which frames had one.
-- Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
-  InceptionResnetV1 (VGGFace2 weights) in batches. The embedding is its penultimate layer: the 512-d
-  output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
-  input of the layer VGGFace2 trained for identity, 3.5x larger to store (6 GB vs 21 GB in float16 for
-  the whole DFDC) and no richer for a sequence model. Not after the normalisation: the norm it
-  divides away carries how face-like and how sharp the crop is, which is what blending leaves behind.
-- Embeddings are stored as float16.
+the face, the frame index, the box, and a 512-d embedding (float16).
+Writes nothing (create_video_embeddings.py stores what it returns; predict.py uses it directly).
+How and why each step is done (sampling, chunks, MTCNN on a downscaled copy, interpolation, tracks,
+cropping, the 512-d embedding before the L2 normalisation): faces/pipeline.py's docstring.
 
 The parts are in faces/: mtcnn.py and nets.py (detection and embedding networks), tracking.py (pure
 functions of boxes), images.py (cropping), pipeline.py (one video, joining them), workers.py (decoding
@@ -94,7 +68,7 @@ class DetectionPipeline:
     def workers(self, n_videos):
         """Decoding processes for n_videos: WORKERS, or for -1 every core this process may use (its share
         under torchrun) where the networks are on a GPU, and none on a CPU, whose cores the networks need
-        (measured on 2 cores: decoding beside them is 10% slower); never more than the videos, and none for
+        (decoding beside them is slower: BENCHMARKS.md); never more than the videos, and none for
         one video."""
         n = self.cfg['workers']
         if n < 0:

@@ -2,39 +2,16 @@
 
 Reads AUDIO_DIR, which extract_audio.py wrote: index.pkl (one row per video), its failures file, and the
 WAVs (16 kHz mono).
-Writes OUTPUT, a pandas pickle, one row per video of the index:
-  filename, folder
-  audio_embedding   (D,) float32: one vector per video, so precision costs nothing (1 KB a video)
-  has_audio         True where the track had sound to embed; False for no track, an empty or a silent one
-  audio_status      'ok'; 'no speech' (Resemblyzer: the VAD heard no voice, the whole track was embedded);
-                    'silent' (peak below SILENCE_DBFS), 'empty' (no samples), 'no track': these three get
-                    a zero embedding, defined and never NaN, that has_audio = False tells from a real one
-  seconds           length of the track
-  audio_encoder, audio_dim   the encoder's name (with its weights and spectrogram settings) and D; also in
-                    the table's attrs. A rerun with another encoder into the same OUTPUT is refused.
-and OUTPUT.failures.csv (filename, folder, reason): videos whose audio extraction failed (carried over from
-extract_audio.py), whose WAV could not be read, or that met an unexpected error (counted apart at the end).
-A run where no video succeeds writes a table without rows, with the columns.
-
-The encoders, on mel spectrograms made with librosa:
-- AUDIO_ENCODER = 'resemblyzer' (default): Resemblyzer's pretrained voice encoder (a 3-layer LSTM on 40-band
-  mel frames, 256-d, trained for speaker verification), with the weights its package ships, so it works
-  offline. As Resemblyzer does, the volume is normalised and silences longer than ~0.2 s are cut by
-  webrtcvad before embedding; the embedding is the normalised mean over 1.6 s windows. A speaker
-  embedding is what a voice swap changes.
-- AUDIO_ENCODER = 'cnn': the README's "pretrained convolutional network on the spectrogram": a log-mel image
-  (N_MELS bands, 10 ms hop, dB relative to the track's loudest bin, TOP_DB range, low frequencies at the
-  bottom as a plotted spectrogram has them) through an ImageNet CNN from torchvision, whose globally pooled
-  features are the embedding. ResNet-18 by default, not the ResNeXt-50 of the notebook the README cites: its
-  512-d features are as wide as a face embedding instead of 2048-d, which would outweigh the video half in
-  the classifier's concatenation, and it is 2.5x faster (the network alone on a 10 s clip: 0.04 s vs
-  0.11 s on this machine's two idle cores); --cnn_arch=resnext50_32x4d gives the notebook's network.
-  Tracks longer than 1.5 CNN_WINDOW_SECONDS are embedded in near-equal windows of about that length and
-  the embeddings averaged, so any length works.
-
-Resumable: one part file per video (common.stage.Journal); a killed run restarts where it stopped.
-Several processes split the work as the video step's do (torchrun --nproc_per_node=N
-create_audio_embedding.py ..., or a SLURM array; see common/stage.py).
+Writes OUTPUT, a pandas pickle, one row per video of the index: filename, folder; audio_embedding (D,)
+float32; has_audio (False for no track, an empty or a silent one: a zero embedding, never NaN); audio_status
+('ok'; 'no speech': the VAD heard no voice, the whole track was embedded; 'silent': peak below SILENCE_DBFS;
+'empty'; 'no track'); seconds; audio_encoder and audio_dim (also in the attrs: a rerun with another encoder
+into the same OUTPUT is refused). And OUTPUT.failures.csv (filename, folder, reason): failed extractions
+(from extract_audio.py), unreadable WAVs, unexpected errors. No success: a table without rows, with columns.
+AUDIO_ENCODER: 'resemblyzer' (default), Resemblyzer's pretrained 256-d speaker encoder on the voiced
+stretches; or 'cnn', an ImageNet CNN from torchvision (ResNet-18, 512-d) on a log-mel image of the track.
+Why each, and how: the AudioEmbedder class. Resumable (one part file per video); several processes split
+the work: torchrun --standalone --nproc_per_node=N create_audio_embedding.py ..., or a SLURM array.
 
 Example:
     python create_audio_embedding.py --audio_dir=out/audio --output=out/audio_embeddings.pkl
@@ -75,7 +52,7 @@ CNN_WINDOW_SECONDS = 10.0   # longer tracks are embedded in windows of about thi
 SILENCE_DBFS = -60.0        # a track whose peak is below this is silent: zero embedding, has_audio False
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' ...
 THREADS = 1                 # torch CPU threads while embedding (0: torch's default); why 1: see AudioEmbedder
-AMP = False                 # bf16/fp16 for the CNN: saves a fifth of 0.2 s a clip on CPU, costs 2 digits
+AMP = False                 # bf16/fp16 for the CNN: a little faster, 2 digits less exact (BENCHMARKS.md, Audio)
 # -----------------------------------------------------------------------------
 
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
@@ -104,11 +81,26 @@ class AudioEmbedder:
     predict.py uses this object too, on the array extract_audio.decode_audio gives, so that the two paths
     give the same numbers.
 
+    The encoders (AUDIO_ENCODER), on mel spectrograms made with librosa:
+    - 'resemblyzer' (default): Resemblyzer's pretrained voice encoder (a 3-layer LSTM on 40-band mel
+      frames, 256-d, trained for speaker verification), with the weights its package ships, so it works
+      offline. As Resemblyzer does, the volume is normalised and silences longer than ~0.2 s are cut by
+      webrtcvad before embedding; the embedding is the normalised mean over 1.6 s windows. A speaker
+      embedding is what a voice swap changes.
+    - 'cnn': the README's "pretrained convolutional network on the spectrogram": a log-mel image (N_MELS
+      bands, 10 ms hop, dB relative to the track's loudest bin, TOP_DB range, low frequencies at the bottom
+      as a plotted spectrogram has them) through an ImageNet CNN from torchvision, whose globally pooled
+      features are the embedding. ResNet-18 by default, not the ResNeXt-50 of the notebook the README
+      cites: its 512-d features are as wide as a face embedding instead of 2048-d, which would outweigh the
+      video half in the classifier's concatenation, and it is faster (BENCHMARKS.md, Audio);
+      --cnn_arch=resnext50_32x4d gives the notebook's network. Tracks longer than 1.5 CNN_WINDOW_SECONDS
+      are embedded in near-equal windows of about that length and the embeddings averaged, so any length
+      works.
+
     On a CPU it runs on THREADS torch threads (1 by default): Resemblyzer's LSTM is 160 tiny steps per
-    1.6 s window, each a barrier for every thread, and on a 2-core machine that other processes share a
-    descheduled thread stalls each barrier: 0.14 s a clip on one thread against 0.2 to 8 s on two, here.
-    The CNN loses less (0.15 vs 0.4-0.9 s under the same load; 0.045 s on two idle cores). More cores are
-    used by more processes (torchrun), not more threads.
+    1.6 s window, each a barrier for every thread, and on a machine whose cores other processes share a
+    descheduled thread stalls each barrier; the CNN loses less (figures: BENCHMARKS.md, Audio). More cores
+    are used by more processes (torchrun), not more threads.
     """
 
     def __init__(self, **settings):

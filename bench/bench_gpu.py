@@ -1,22 +1,18 @@
 """Throughput of the face stage and of predict.py on DFDC's 1080p clips, against the CPU's decoding ceiling.
 
 Reads the 1080p clips of ../shared/testdata/dfdc_sample (or CLIPS); writes only in a temporary folder: a
-DFDC part `part` of NAMES symbolic links to them (c000_<clip>.mp4, c001_<clip>.mp4, ...) and its
-metadata.json. Runs as it is on a one-GPU machine and on a CPU-only one (each script's default device).
-In one run:
-  decode_ceiling - usable_cores() processes at once, each decoding whole clips of the part one after
-                   another with one PyAV thread (the 50 sampled frames converted to RGB), nothing else
-                   running: names / wall. No pipeline on this CPU can embed clips faster than this;
-  stage          - `create_video_embeddings.py` on the part, as a subprocess with its defaults (and
-                   EXTRA): its `N videos in S s of video work` line(s), N / S (several processes: the
-                   total over the slowest's S), exit 1 unless it embedded every video; and its wall;
-  predict        - `predict.py` on the part with a checkpoint trained like bench_predict.py's: the
-                   `X videos/s` it prints (its wall is printed too);
-  stages         - DetectionPipeline in this process (its default device), a warm-up call on each clip,
-                   then REPEAT calls on each: median seconds of decode, detect and embed per clip;
-                   detect_ms is the median of detect over all calls;
+DFDC part of NAMES symbolic links to them (c000_<clip>.mp4, ...) and its metadata.json. Runs as it is on a
+one-GPU machine and on a CPU-only one (each script's default device). In one run:
+  decode_ceiling - usable_cores() processes at once, each decoding whole clips with one PyAV thread (the 50
+                   sampled frames converted to RGB), nothing else running: names / wall;
+  stage          - create_video_embeddings.py on the part with its defaults (and EXTRA): N / S of its
+                   `N videos in S s of video work` line(s) (several processes: the total over the
+                   slowest's S), exit 1 unless it embedded every video; its wall too;
+  predict        - predict.py on the part, with a checkpoint trained like bench_predict.py's: its `X videos/s`;
+  stages         - DetectionPipeline in this process: a warm-up call on each clip, then REPEAT calls on each:
+                   median decode, detect and embed seconds per clip; detect_ms: the median detect of all;
   host syncs     - on CUDA, the synchronizing CUDA operations of one call on one clip, counted with
-                   torch.cuda.set_sync_debug_mode('warn') (n/a on a CPU).
+                   torch.cuda.set_sync_debug_mode('warn').
 
     python bench/bench_gpu.py
     python bench/bench_gpu.py --extra='--workers=8'
@@ -51,7 +47,7 @@ MIN_HEIGHT = 1080           # the 1080p clips (landscape or portrait: the short 
 NAMES = 96                  # at least this many names in the part: ceil(NAMES / clips) copies of each clip
 FACE_WEIGHTS = 'none'       # the embedder's weights do not change its speed
 REPEAT = 3                  # timed DetectionPipeline calls on each clip, after one warm-up call each
-EXTRA = ''                  # more --name=value settings for both subprocesses, space separated: '--procs=2'
+EXTRA = ''                  # more --name=value settings for both subprocesses, space separated: '--workers=8'
 OTHER_WORKERS = ''          # also time the stage alone with these --workers, comma separated: '8,20'
 # -----------------------------------------------------------------------------
 

@@ -1,33 +1,19 @@
 """Extraction on two processes against one, on the same cores: does splitting the stage pay, and what does
 the machinery around the videos cost?
 
-Reads CLIPS (default: 4 talking heads and the 4 DFDC sample clips of ../shared/testdata), links them into a
-DFDC part (a metadata.json and symbolic links) in a temporary folder, and runs create_video_embeddings.py
-on it from an empty output, with --face_weights=none (the weights do not change the speed), two ways:
-  1 process            `python create_video_embeddings.py ...`, torch on CORES threads (OMP_NUM_THREADS)
-  2 processes, torchrun `python -m torch.distributed.run --standalone --nproc_per_node=2 create_video_...`
-The workers run CORES / 2 torch threads each (common.device.share_cpu; OMP_NUM_THREADS for torchrun's).
-Every command is pinned to the same CORES cores (CPU affinity, inherited by the workers), so that they
-compete for the same hardware. REPEAT rounds, the commands in turn; each figure is its command's best
-round (the fastest wall time). Writes nothing but its report; the temporary folder is removed at the end.
-
-How the figures are made:
-- wall: from just before the command starts to its exit, measured here.
-- video work: each process prints `N videos in S s of video work`, S timed by create_video_embeddings.py
-  itself from just after the networks are built to its last video's result saved (its part file).
-- outside video work = wall - the slowest process's video work. For one process that is Python's start,
-  the imports, building the networks, writing the table and the exit; two processes pay the same, and
-  besides: the launch (torchrun's own start, which imports torch, or the fork), the rendezvous, the
-  markers and the merge of the shards, and any slowdown of the imports when two run at once.
-- overhead_fraction = (outside(2) - outside(1)) / wall(2): the share of the two-process run's time that
-  the machinery of several processes costs (launch, rendezvous, merging shards), over what any run
-  spends outside its videos. The strict share (outside(2) / wall(2)) is printed beside it. The time one
-  process waits for the other (imbalance) counts as video work, and is printed apart.
+Reads CLIPS (default: 4 talking heads and the 4 DFDC sample clips of ../shared/testdata), links each under
+COPIES names into a DFDC part in a temporary folder (removed at the end; it writes nothing but its report)
+and runs create_video_embeddings.py --face_weights=none on it from an empty output, pinned to CORES cores:
+one process on CORES torch threads, and `python -m torch.distributed.run --standalone --nproc_per_node=2`
+on CORES / 2 each. REPEAT rounds, the two in turn; each figure is its command's fastest round. The clips
+are ordered so that each process gets two talking heads and two DFDC clips (imbalance would swamp the overhead).
+- wall: measured here around the command. video work: each process's `N videos in S s of video work`
+  (from its networks built to its last result saved). outside = wall - the slowest process's video work.
+- overhead_fraction = (outside(2) - outside(1)) / wall(2): what the machinery of several processes costs
+  (torchrun's start, the rendezvous, merging the shards) beyond what any run spends outside its videos
+  (Python's start, the imports, the networks' build, the table, the exit). outside(2) / wall(2) is printed
+  too, and the imbalance (one process waiting for the other, counted as video work) apart.
 - speedup_2proc = wall(1 process) / wall(2 processes).
-The clips are ordered so that each of the two processes (which take every other video of the sorted list)
-gets two talking heads and two DFDC clips: with 8 clips one heavy clip more on one side would measure the
-imbalance of a tiny set, not the cost of the machinery (on DFDC's 119,154 clips the shares even out).
---copies=4 links each clip under four names (32 videos) to show how the fixed costs spread.
 
     python bench/bench_scale.py
 Last line: speedup_2proc=X overhead_fraction=Y
