@@ -186,18 +186,7 @@ def _epochs(fit, started):
               'first_epoch': done + 1, 'device': str(fit.device)}
     write_text(json.dumps(record, indent=1), os.path.join(cfg['out_dir'], 'config.json'))
     train, val = fit.train, fit.val
-    common = {  # what every checkpoint carries, beside the weights
-        'prior': float(table.labels[train].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
-        'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
-        'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]), 'how': 'N / (2 N_class) per video'},
-        'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
-                  'n_train': int(len(train)), 'n_val': int(len(val)),
-                  'val_filenames': [str(f) for f in table.filenames[val]],
-                  'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
-        'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
-        'settings': fixed,
-        'audio_only': fit_audio_only(table, train, cfg['seed']),  # predict.py's fallback where no face is found
-    }
+    common = _carried(fit, dataset_key, fixed)
     for epoch in range(done + 1, cfg['max_epochs'] + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(fit, epoch)
@@ -246,6 +235,23 @@ def _describe_split(log, labels, groups, train, val):
                 f'({"its ROC AUC is undefined" if name == "validation" else "nothing to balance"})')
     if len(val) == 0:
         log('no validation side (--val_fraction=0): every epoch is kept as the best, no early stopping')
+
+
+def _carried(fit, dataset_key, fixed):
+    """What every checkpoint carries beside the weights: enough for test.py and predict.py to use it alone."""
+    cfg, table, train, val = fit.cfg, fit.table, fit.train, fit.val
+    return {
+        'prior': float(table.labels[train].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
+        'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
+        'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]), 'how': 'N / (2 N_class) per video'},
+        'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
+                  'n_train': int(len(train)), 'n_val': int(len(val)),
+                  'val_filenames': [str(f) for f in table.filenames[val]],
+                  'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
+        'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
+        'settings': fixed,
+        'audio_only': fit_audio_only(table, train, cfg['seed']),  # predict.py's fallback where no face is found
+    }
 
 
 def _train_epoch(fit, epoch):

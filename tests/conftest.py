@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import sys
 
@@ -15,3 +16,12 @@ def testdata(*parts):
         pytest.skip(f'{path} is absent: the real clips live in ../shared/testdata (see its README)')
     return path
 testdata.__test__ = False  # a helper, not a test, despite its name
+
+
+def script_module(name):
+    """A script of the repository as a new module object (test.py under another name: the standard library
+    has a `test` package)."""
+    spec = importlib.util.spec_from_file_location(f'script_{name}'.replace('/', '_'), os.path.join(ROOT, f'{name}.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

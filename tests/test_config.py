@@ -1,5 +1,4 @@
 """The shared --name=value override helper, and the ranges of every script's settings."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -8,7 +7,7 @@ import types
 import pytest
 
 from common import config
-from conftest import ROOT
+from conftest import ROOT, script_module
 
 
 def namespace():
@@ -63,14 +62,6 @@ BAD = ('--batch_size=0', '--batch_size=-1', '--frame_step=0', '--crop=0', '--lr=
        '--threads=-1', '--prior=0', '--eval_stride=0', '--val_fraction=1.5', '--val_fraction=1.0',
        '--val_fraction=-0.2', '--val_fraction=nan', '--lr=inf', '--face_size=74', '--min_face_size=0',
        '--roi_size=3', '--clip_lo=1.5')
-
-
-def script_module(name):
-    """The script as a module (test.py under another name: the standard library has a `test`)."""
-    spec = importlib.util.spec_from_file_location(f'script_{name}'.replace('/', '_'), os.path.join(ROOT, f'{name}.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope='module')

@@ -1,14 +1,12 @@
 """test.py's subset (by default the videos the checkpoint held out) and its calibration plot, on a real
 checkpoint that training.py trained on a small table."""
-import importlib.util
 import json
-import os
 import sys
 
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT
+from conftest import script_module
 
 import training
 from common import config, store
@@ -17,15 +15,7 @@ from model import synthetic_table
 torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine (training.py's THREADS)
 
 
-def _load_test_script():
-    # the repository's test.py, not the standard library's `test` package
-    spec = importlib.util.spec_from_file_location('test_script_scoring', os.path.join(ROOT, 'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-scoring = _load_test_script()
+scoring = script_module('test')
 QUIET = dict(log=lambda *_: None)
 
 

@@ -17,7 +17,6 @@ import pytest
 
 import create_audio_embedding as cae
 import create_video_embeddings as cve
-import DetectionPipeline as dp
 from faces import pipeline as fp
 import extract_audio as ea
 from audio_clips import dfdc_part, run_script

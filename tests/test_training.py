@@ -1,8 +1,6 @@
 """The split does not leak, the model learns a planted temporal signal and nothing from random labels,
 a run resumes where it stopped, and test.py rebuilds the model from the checkpoint file alone."""
-import importlib.util
 import json
-import os
 import subprocess
 import sys
 
@@ -10,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, testdata
+from conftest import ROOT, script_module, testdata
 
 import model
 import training
@@ -24,15 +22,7 @@ torch.set_num_threads(1)  # steadier than two threads on a shared 2-core machine
 QUIET = dict(progress=False)
 
 
-def _load_test_script():
-    # the repository's test.py, not the standard library's `test` package
-    spec = importlib.util.spec_from_file_location('test_script', os.path.join(ROOT, 'test.py'))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-scoring = _load_test_script()
+scoring = script_module('test')
 
 
 def metadata_table():
