@@ -51,11 +51,16 @@ VIDEO = ''                  # the video to run on
 # -----------------------------------------------------------------------------
 
 
+def settings(**overrides):
+    """This module's constants as lower-case settings, with overrides: what DetectionPipeline runs with."""
+    return config.settings(globals(), **overrides)
+
+
 class DetectionPipeline:
     """Video in, face tracks with embeddings out. Settings default to this module's constants."""
 
-    def __init__(self, **settings):
-        self.cfg = cfg = config.settings(globals(), **settings)
+    def __init__(self, **overrides):
+        self.cfg = cfg = settings(**overrides)
         self.device = pick_device(cfg['device'])
         self.nets = Nets(self.device, cfg['face_weights'], cfg['amp'], cfg['batch_size'])
         self.embedder_name = self.nets.embedder_name

@@ -161,8 +161,7 @@ class Predictor:
         self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
         self.batch_size = batch_size
         face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
-        face_weights = face.get('face_weights', dp.FACE_WEIGHTS)
-        self._check_embedder('face', describe(face_weights), '--face_weights')  # before loading any weights
+        self._check_embedder('face', describe(dp.settings(**face)['face_weights']), '--face_weights')  # before loading weights
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (run())
