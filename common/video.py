@@ -118,7 +118,7 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False):
     container = open_video(path)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'  # frame + slice threads: ~1.6x faster on 2 cores
+        stream.thread_type = 'AUTO'  # frame + slice threads: faster (BENCHMARKS.md, Video notes)
         if threads:
             stream.codec_context.thread_count = threads
         index = -1

@@ -20,7 +20,7 @@ class Nets:
         self.embedder = face_embedder(face_weights).to(device)
         self.embedder_name = describe(face_weights)
         if device.type == 'cpu':
-            # oneDNN's convolutions and max-pooling are 1.3-1.6x faster channels-last
+            # oneDNN's convolutions and max-pooling are faster channels-last (BENCHMARKS.md, Video)
             for net in (self.mtcnn, self.embedder):
                 net.to(memory_format=torch.channels_last)
 
