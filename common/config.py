@@ -166,9 +166,8 @@ def constants(namespace, shared_only=False):
     globals of plain types (a dict made in a test)."""
     ns = namespace if isinstance(namespace, dict) else vars(namespace)
     path = ns.get('__file__')
-    names = None
-    if path and path.endswith('.py') and os.path.exists(path):
-        names = {s.name for s in declared(os.path.abspath(path)) if s.shared or not shared_only} or None
+    block = declared(os.path.abspath(path)) if path and path.endswith('.py') and os.path.exists(path) else ()
+    names = {s.name for s in block if s.shared or not shared_only} if block else None
     return {k: v for k, v in ns.items()
             if (k in names if names is not None else k.isupper() and not k.startswith('_')) and type(v) in _TYPES}
 

@@ -151,6 +151,9 @@ def test_only_a_config_block_holds_settings_and_a_borrowed_module_lends_only_its
     for name in ('output', 'other'):
         with pytest.raises(config.UserError, match=f'unknown setting --{name};'):
             config.apply([f'--{name}=1'], ns, lender)
+    own = tmp_path / 'own.py'  # a file whose only block is its own: it lends nothing
+    own.write_text('OTHER = 1\n# ' + '-' * 30 + ' config: this script only\nOUTPUT = "o"  # where\n# ' + '-' * 30 + '\n')
+    assert config.constants({'__file__': str(own), 'OUTPUT': 'o', 'OTHER': 1}, shared_only=True) == {}
 
 
 ALL_SCRIPTS = SCRIPTS + tuple(f'bench/{n}' for n in ('bench_video', 'bench_audio', 'bench_gpu', 'bench_memory',
