@@ -58,9 +58,10 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 # -----------------------------------------------------------------------------
 
 
-# the settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers (where
-# files go, how many threads or processes, which device): every other one is part of the fingerprint
-_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'VIDEO', 'AUDIO_DIR', 'OUTPUT', 'RETRY_FAILED', 'THREADS', 'SHOW'}
+# the shared settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers
+# (how many threads, which device); every other one is part of the fingerprint (their `this script only`
+# settings, the files a stage writes, are not this pass's)
+_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS'}
 
 
 class ByPathOnly(NamedTuple):
@@ -241,8 +242,10 @@ class Predictor:
         with open(self.checkpoint, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        faces = {f'--{k}': v for k, v in self.pipeline.cfg.items() if k.upper() not in _NOT_IN_NUMBERS}
-        audio = {f'--{k}': v for k, v in self.audio.cfg.items() if k.upper() not in _NOT_IN_NUMBERS}
+        def numbers(cfg, module):
+            shared = config.constants(module, shared_only=True)
+            return {f'--{k}': v for k, v in cfg.items() if k.upper() in shared and k.upper() not in _NOT_IN_NUMBERS}
+        faces, audio = numbers(self.pipeline.cfg, dp), numbers(self.audio.cfg, cae)
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
                 'audio embedder': self.audio.name, **faces, **audio}
 

@@ -173,7 +173,7 @@ def _epochs(fit, started):
     cfg, table, log = fit.cfg, fit.table, fit.log
     last_path, best_path = os.path.join(cfg['out_dir'], 'last.pt'), os.path.join(cfg['out_dir'], 'best.pt')
     fixed = {k: cfg[k] for k in _SAME_FOR_RESUME}
-    dataset_key = {**table.meta['key'], 'n_videos': len(table)}
+    dataset_key = {'pickle': table.meta['pickle'], 'n_videos': len(table)}  # its size and mtime: the table trained on
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
     if cfg['resume'] and os.path.exists(last_path):
         _resume(fit, last_path, state, dataset_key, fixed)

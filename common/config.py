@@ -269,9 +269,9 @@ def apply(argv, namespace, *borrowed, quiet=False):
     the wrong type or out of its range (RANGES).
     """
     own = namespace if isinstance(namespace, dict) else vars(namespace)
-    lent = [constants(module, shared_only=True) for module in borrowed]
+    mine, lent = constants(own), [constants(module, shared_only=True) for module in borrowed]
     known = {}
-    for table in (constants(own), *lent):
+    for table in (mine, *lent):
         for name, value in table.items():
             known.setdefault(name, value)
     changed, overrides = {}, [{} for _ in borrowed]
@@ -286,7 +286,7 @@ def apply(argv, namespace, *borrowed, quiet=False):
         value = _parse(text, known[name], key)
         check(key, value)
         changed[name] = value
-        if name in constants(own):
+        if name in mine:
             own[name] = value
         else:
             overrides[next(k for k, table in enumerate(lent) if name in table)][name.lower()] = value

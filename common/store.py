@@ -85,10 +85,8 @@ def save(table, pickle_path):
     for column in ('embedder', 'audio_encoder'):
         if column in table.columns and len(table):
             attrs.setdefault(column, ', '.join(sorted({str(v) for v in table[column].unique()})))
-    size, mtime = _stamp(pickle_path)
     meta = {'video_dim': int(faces[0].shape[1]) if faces else 0, 'audio_dim': int(audio.shape[1]), 'attrs': attrs,
-            'pickle': [size, mtime], 'faces': _stamp(os.path.join(folder, FACES)),
-            'key': {'size': size, 'mtime_ns': mtime}}  # training's resume: the table it was trained on
+            'pickle': _stamp(pickle_path), 'faces': _stamp(os.path.join(folder, FACES))}
     with atomic_path(os.path.join(folder, INDEX)) as tmp:
         with open(tmp, 'wb') as f:
             np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
