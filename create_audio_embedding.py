@@ -198,7 +198,7 @@ def read_index(audio_dir):
     index = read_pickle(path, f'delete it and rerun extract_audio.py --audio_dir={audio_dir}')
     if index.attrs.get('sample_rate') != _RATE:
         raise config.UserError(f'{audio_dir} holds WAVs at {index.attrs.get("sample_rate")} Hz; the encoders take '
-                         f'{_RATE}: run extract_audio.py --sample_rate={_RATE} into another --audio_dir')
+                               f'{_RATE}: run extract_audio.py --sample_rate={_RATE} into another --audio_dir')
     return index, read_failures(path + '.failures.csv')
 
 

@@ -55,7 +55,7 @@ def _one(values, what, path):
     values = sorted(set(values))  # all str or all int: the callers convert
     if len(values) != 1:
         raise config.UserError(f'{path} mixes {what}: {", ".join(map(str, values))}; '
-                         f'make it again with one setting')
+                               f'make it again with one setting')
     return values[0]
 
 

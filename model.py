@@ -297,13 +297,13 @@ def load_checkpoint(path, device='cpu'):
     with open(path, 'rb') as f:
         if f.read(4) != ZIP_MAGIC:  # text, garbage, an empty file: torch.load's errors would not say so
             raise config.UserError(f"{path}: not a checkpoint (not a file torch.save wrote); give training.py's "
-                                  f"best.pt")
+                                   f"best.pt")
     try:
         ckpt = torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as err:
         reason = str(err).strip().splitlines()[0].split('. ')[0]
         raise config.UserError(f"{path}: not a readable checkpoint, truncated or corrupt ({reason}); give "
-                              f"training.py's best.pt, or train again") from None
+                               f"training.py's best.pt, or train again") from None
     if not isinstance(ckpt, dict) or ckpt.get('format') != FORMAT:
         raise config.UserError(f'{path}: not a checkpoint of this detector (format {FORMAT})')
     try:

@@ -70,7 +70,7 @@ def run(cfg, log=print):
         labels = table.labels[indices]
         if (labels < 0).any():
             raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
-                            f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
+                                   f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
         ev = ckpt['evaluation']
         bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
                                    disable=None)  # None: only where the output is a terminal
@@ -115,7 +115,7 @@ def _check(cfg):
     lo, hi = cfg['clip_lo'], cfg['clip_hi']
     if (lo < 0) != (hi < 0) or lo >= 0 and not lo < hi:
         raise config.UserError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1 (or both be '
-                           f'below 0: the checkpoint\'s range), not {lo} and {hi}')
+                               f'below 0: the checkpoint\'s range), not {lo} and {hi}')
     report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(cfg['checkpoint'])), 'report.json')
     stem = report_path[:-5] if report_path.endswith('.json') else report_path
     for path in (report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'):
@@ -127,11 +127,12 @@ def _check_compatible(ckpt, table, path):
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):
         raise config.UserError(f'{path}: embeddings of {table.video_dim} (video) and {table.audio_dim} (audio) values, '
-                        f'the checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
+                               f'the checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
     trained = ckpt.get('dataset', {}).get('attrs', {})
     for key in ('embedder', 'audio_encoder'):
         if key in trained and key in table.attrs and trained[key] != table.attrs[key]:
-            raise config.UserError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with {trained[key]!r}')
+            raise config.UserError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with '
+                                   f'{trained[key]!r}')
 
 
 def _subset(cfg, ckpt, table):

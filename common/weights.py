@@ -71,7 +71,7 @@ def face_embedder(weights='vggface2'):
                 f'(or --face_weights=none for an untrained embedder)') from None
     else:
         raise UserError(f'--face_weights={weights!r}: not a file, and not one of vggface2, '
-                                 f'casia-webface, none')
+                        f'casia-webface, none')
     # The 512-d output of last_bn, before F.normalize: the classifier head becomes the identity.
     model.classify = True
     model.logits = nn.Identity()
@@ -106,7 +106,7 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
         names = [w.name for w in enum]
         if weights != 'imagenet' and weights not in names:
             raise UserError(f'--cnn_weights={weights!r}: not a file, and not one of imagenet, '
-                                     f'{", ".join(names)}, none')
+                            f'{", ".join(names)}, none')
         chosen = enum.DEFAULT if weights == 'imagenet' else enum[weights]
         try:
             model = torchvision.models.get_model(arch, weights=chosen)
@@ -151,7 +151,7 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
             if weights == 'resemblyzer' else weights)
     if not os.path.isfile(path):
         raise UserError(f'no voice encoder weights at {path} (reinstall Resemblyzer==0.1.4, '
-                                 f'or pass a checkpoint path)')
+                        f'or pass a checkpoint path)')
     if 'model_state' not in _load_file(path):  # read once here so that a bad file is one line
         raise UserError(f'{path} is not a Resemblyzer checkpoint (no model_state)')
     return resemblyzer.VoiceEncoder(device, verbose=False, weights_fpath=path).eval()
