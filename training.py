@@ -198,8 +198,10 @@ def _epochs(fit, started):
         score = entry['val_loss'] if len(val) else train_loss  # no validation side: the last epoch is the best
         entry['best'] = improved = (state['best_loss'] is None or score < state['best_loss'] - cfg['min_delta']
                                     or not len(val))
-        state.update(best_loss=score, best_epoch=epoch, bad_epochs=0) if improved else state.update(
-            bad_epochs=state['bad_epochs'] + 1)
+        if improved:
+            state.update(best_loss=score, best_epoch=epoch, bad_epochs=0)
+        else:
+            state['bad_epochs'] += 1
         state['history'].append(entry)
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
         rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
