@@ -19,9 +19,11 @@ config.help_if_asked(__name__, __file__)  # -h: answered before the heavy import
 
 import sys
 
+from tqdm import tqdm
+
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
-from common.video import VideoError
+from common.video import VideoError, nvdec_error
 from faces import workers
 from faces.nets import Nets
 from faces.pipeline import VideoFaces, faces_of  # noqa: F401 - what the pipeline returns
@@ -45,6 +47,7 @@ AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf
 BATCH_SIZE = 64             # faces per InceptionResnetV1 batch, frames per MTCNN batch
 WORKERS = -1                # decoding processes feeding the networks (-1: every core on a GPU, none on a CPU)
 CHUNK = 60                  # sampled frames held at once (1080p: 6 MB each); a DFDC clip's 50 are one chunk
+DECODER = 'cpu'             # 'cpu' (FFmpeg's decoders) | 'nvdec' (the NVIDIA GPU's video decoder, through PyAV: README)
 # -----------------------------------------------------------------------------
 # ----------------------------------------------------------------------------- config: this script only
 VIDEO = ''                  # the video to run on
@@ -62,13 +65,22 @@ class DetectionPipeline:
     def __init__(self, **overrides):
         self.cfg = cfg = settings(**overrides)
         self.device = pick_device(cfg['device'])
+        self.gpu = None  # the CUDA device whose NVDEC decodes: the networks' one
+        if cfg['decoder'] == 'nvdec':
+            self.gpu = (self.device.index or 0) if self.device.type == 'cuda' else 0
+            reason = nvdec_error(self.gpu)
+            if reason:
+                raise config.UserError(
+                    f"--decoder=nvdec: FFmpeg cannot decode on GPU {self.gpu}'s NVDEC ({reason}): it needs an "
+                    f'NVIDIA GPU and its driver\'s video library, libnvcuvid (in a container: '
+                    f'NVIDIA_DRIVER_CAPABILITIES=compute,utility,video); --decoder=cpu decodes on the CPU')
         self.nets = Nets(self.device, cfg['face_weights'], cfg['amp'], cfg['batch_size'])
         self.embedder_name = self.nets.embedder_name
 
     def __call__(self, path):
         """Face tracks of one video (faces/pipeline.py), in this process. Raises VideoError for an
         unreadable video (no face is not an error)."""
-        return faces_of(path, self.cfg, self.nets)
+        return faces_of(path, self.cfg, self.nets, gpu=self.gpu)
 
     def workers(self, n_videos):
         """Decoding processes for n_videos: WORKERS, or for -1 every core this process may use (its share
@@ -83,13 +95,25 @@ class DetectionPipeline:
     def stream(self, paths, also=None):
         """Yield (path, VideoFaces or the exception met on it, also(path) or its exception (None without
         `also`)) for every path: in order in this process, in the order they finish with workers. A full
-        disk or a signal ends the run (common.stage.ends_the_run); any other error is the video's."""
+        disk or a signal ends the run (common.stage.ends_the_run); any other error is the video's. With
+        NVDEC, the videos it failed on (decoded on the CPU instead) are counted in a line at the end."""
+        on_cpu = []
+        for path, faces, extra in self._stream(paths, also):
+            if self.gpu is not None and isinstance(faces, VideoFaces) and faces.decoder != 'nvdec':
+                on_cpu.append(f'{path}: {faces.decoder}')
+            yield path, faces, extra
+        if on_cpu:
+            tqdm.write(f'--decoder=nvdec: {len(on_cpu)} of {len(paths)} videos decoded on the CPU instead, '
+                       f'e.g. {on_cpu[0]}')
+
+    def _stream(self, paths, also):
         n = self.workers(len(paths))
         if n:
             # This process's own CPU work is small (its networks are on the GPU), and the workers keep every
             # core busy: torch's thread pool would spin against them (on 2 shared cores, 10-25x slower).
             with torch_threads(1 if self.device.type == 'cuda' else 0):
-                yield from workers.stream(paths, self.cfg, self.nets, n, also, max(1, my_cores() // n))
+                yield from workers.stream(paths, self.cfg, self.nets, n, also, max(1, my_cores() // n),
+                                          gpu=self.gpu)
             return
         for path in paths:
             faces = workers.attempt(self, path)
@@ -110,7 +134,7 @@ def main():
     except VideoError as err:
         print(f'error: {VIDEO}: {err}', file=sys.stderr)
         raise SystemExit(1) from None
-    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames, '
+    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
           f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
     for k, track in enumerate(faces.tracks):
         print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '

@@ -59,9 +59,9 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 
 
 # the shared settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers
-# (how many threads, which device); every other one is part of the fingerprint (their `this script only`
-# settings, the files a stage writes, are not this pass's)
-_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS'}
+# (how many threads or processes, which device or decoder); every other one is part of the fingerprint
+# (their `this script only` settings, the files a stage writes, are not this pass's)
+_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS', 'WORKERS', 'DECODER'}
 
 
 class ByPathOnly(NamedTuple):

@@ -12,7 +12,9 @@ one-GPU machine and on a CPU-only one (each script's default device). In one run
   stages         - DetectionPipeline in this process: a warm-up call on each clip, then REPEAT calls on each:
                    median decode, detect and embed seconds per clip; detect_ms: the median detect of all;
   host syncs     - on CUDA, the synchronizing CUDA operations of one call on one clip, counted with
-                   torch.cuda.set_sync_debug_mode('warn').
+                   torch.cuda.set_sync_debug_mode('warn');
+  nvdec          - where GPU 0's NVDEC decodes (common.video.nvdec_error), the decode ceiling, the stage and
+                   predict.py again with --decoder=nvdec (else the reason it cannot, in one line).
 
     python bench/bench_gpu.py
     python bench/bench_gpu.py --extra='--workers=8'
@@ -39,7 +41,7 @@ sys.path.insert(0, ROOT)
 from common import config  # noqa: E402
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
-from common.video import probe, sampled_frames  # noqa: E402
+from common.video import nvdec_error, probe, sampled_frames  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
 CLIPS = '../shared/testdata/dfdc_sample/*.mp4'  # glob of clips (from the repo root); only those >= MIN_HEIGHT
@@ -61,12 +63,12 @@ def one_thread():
     cv2.setNumThreads(1)
 
 
-def decode(path):
-    """Decode one clip as the pipeline does, on one PyAV thread; its sampled frames."""
-    return sum(1 for _ in sampled_frames(path, 6, threads=1))
+def decode(path, gpu=None):
+    """Decode one clip as the pipeline does, on one PyAV thread (or GPU `gpu`'s NVDEC); its sampled frames."""
+    return sum(1 for _ in sampled_frames(path, 6, threads=1, gpu=gpu))
 
 
-def decode_ceiling(paths, procs):
+def decode_ceiling(paths, procs, gpu=None):
     """Clips per second of `procs` processes decoding `paths` at once, each one clip after another."""
     omp = os.environ.get('OMP_NUM_THREADS')
     os.environ['OMP_NUM_THREADS'] = '1'  # read by the libraries as the processes import them
@@ -78,7 +80,7 @@ def decode_ceiling(paths, procs):
     with pool:
         pool.map(time.sleep, [1.0] * procs, chunksize=1)  # every process started before the clock
         t0 = time.perf_counter()
-        frames = pool.map(decode, paths, chunksize=1)
+        frames = pool.starmap(decode, [(path, gpu) for path in paths], chunksize=1)
         wall = time.perf_counter() - t0
     assert min(frames) > 0, 'a clip decoded to no frame'
     return len(paths) / wall
@@ -143,6 +145,24 @@ def host_syncs(pipeline, clip):
     return sum('synchroniz' in str(w.message) for w in caught)
 
 
+def stage_rate(tmp, out_name, *settings):
+    """create_video_embeddings.py on the part: clips per second of video work, and its wall."""
+    wall, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/{out_name}',
+                        f'--face_weights={FACE_WEIGHTS}', *settings)
+    n, seconds = video_work(out)
+    return n / seconds, n, seconds, wall
+
+
+def predict_rate(tmp, ckpt, out_name, *settings):
+    """predict.py on the part: its videos/s, its fallbacks, and its wall."""
+    wall, out = command('predict.py', f'--input={tmp}/part', f'--checkpoint={ckpt}', f'--output={tmp}/{out_name}',
+                        f'--face_weights={FACE_WEIGHTS}', *settings)
+    rate = RATE_LINE.findall(out)
+    fallbacks = re.findall(r'(\d+) fallbacks', out)
+    assert len(rate) == 1 and fallbacks, f'no ", X videos/s; N fallbacks" line in:\n{out}'
+    return float(rate[0]), fallbacks[0], wall
+
+
 def main():
     config.configure(globals())
     import pandas
@@ -164,36 +184,37 @@ def main():
         ceiling = decode_ceiling(names, cores)
         print(f'decode ceiling: {ceiling:.2f} clips/s ({cores} processes, one PyAV thread each)')
 
-        wall, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/v.pkl',
-                            f'--face_weights={FACE_WEIGHTS}')
-        n, seconds = video_work(out)
+        stage, n, seconds, wall = stage_rate(tmp, 'v.pkl')
         embedded = pandas.read_pickle(f'{tmp}/v.pkl')['filename'].nunique()
         if embedded != len(names):  # failed videos are quick: their rate would be no figure
             with open(f'{tmp}/v.pkl.failures.csv') as f:
                 print(f'error: the stage embedded {embedded} of {len(names)} videos:\n{f.read()[-3000:]}',
                       file=sys.stderr)
             raise SystemExit(1)
-        stage = n / seconds
         print(f'stage: {n} videos in {seconds:.2f} s of video work: {stage:.2f} clips/s; wall {wall:.2f} s '
               f'({n / wall:.2f} clips/s, start-up included)')
 
         for n_workers in filter(None, OTHER_WORKERS.split(',')):
-            _, out = command('create_video_embeddings.py', f'--data_dir={tmp}', f'--output={tmp}/w{n_workers}.pkl',
-                             f'--face_weights={FACE_WEIGHTS}', f'--workers={n_workers}')
-            n_other, s_other = video_work(out)
-            print(f'stage with --workers={n_workers}: {n_other / s_other:.2f} clips/s')
+            other = stage_rate(tmp, f'w{n_workers}.pkl', f'--workers={n_workers}')[0]
+            print(f'stage with --workers={n_workers}: {other:.2f} clips/s')
 
         sys.path.insert(0, os.path.join(ROOT, 'bench'))
         from bench_predict import checkpoint
         ckpt = checkpoint(tmp)
-        wall, out = command('predict.py', f'--input={tmp}/part', f'--checkpoint={ckpt}',
-                            f'--output={tmp}/sub.csv', f'--face_weights={FACE_WEIGHTS}')
-        rate = RATE_LINE.findall(out)
-        fallbacks = re.findall(r'(\d+) fallbacks', out)
-        assert len(rate) == 1 and fallbacks, f'no ", X videos/s; N fallbacks" line in:\n{out}'
-        predict_rate = float(rate[0])
-        print(f'predict.py: {predict_rate:.2f} clips/s ({fallbacks[0]} fallbacks); wall {wall:.2f} s '
+        predicted, fallbacks, wall = predict_rate(tmp, ckpt, 'sub.csv')
+        print(f'predict.py: {predicted:.2f} clips/s ({fallbacks} fallbacks); wall {wall:.2f} s '
               f'({len(names) / wall:.2f} clips/s, start-up included)')
+
+        reason = nvdec_error(0)
+        if reason:
+            print(f'nvdec: not measured: NVDEC cannot decode here ({reason})')
+        else:
+            nv_ceiling = decode_ceiling(names, cores, gpu=0)
+            nv_stage = stage_rate(tmp, 'nv.pkl', '--decoder=nvdec')[0]
+            nv_predict = predict_rate(tmp, ckpt, 'nv.csv', '--decoder=nvdec')[0]
+            print(f'nvdec: decode ceiling {nv_ceiling:.2f} clips/s ({cores} processes); stage {nv_stage:.2f} '
+                  f'clips/s; predict.py {nv_predict:.2f} clips/s (against the CPU decoder: {stage:.2f}, '
+                  f'{predicted:.2f})')
 
     import DetectionPipeline as dp
     pipeline = dp.DetectionPipeline(face_weights=FACE_WEIGHTS)
@@ -212,7 +233,7 @@ def main():
     else:
         print('host syncs per clip: n/a (not on CUDA)')
     print(f'stage / decode ceiling: {stage / ceiling:.2f}')
-    print(f'clips_per_second={stage:.2f} predict_clips_per_second={predict_rate:.2f} '
+    print(f'clips_per_second={stage:.2f} predict_clips_per_second={predicted:.2f} '
           f'decode_ceiling={ceiling:.2f} detect_ms={detect_ms:.1f} device={pipeline.device}')
 
 

@@ -80,6 +80,7 @@ RANGES = {
     # choices
     'split': _one_of('original', 'folder'), 'subset': _one_of('auto', 'all', 'val', 'train'),
     'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),
+    'decoder': _one_of('cpu', 'nvdec'),
 }
 
 

@@ -1,5 +1,9 @@
 """The one place that decodes video: PyAV (FFmpeg inside the wheel, no system binary).
 
+On the CPU by default; given a CUDA device index (`gpu`), the NVIDIA GPU's video decoder (NVDEC) decodes
+through the same PyAV (its wheel's FFmpeg is built with it): the frames stay on the GPU, and only the
+sampled ones are copied to memory (NV12) and converted to RGB as on the CPU.
+
 Every frame of the clip has to go through the decoder (H.264 predicts frames from each other), but only
 the sampled ones are converted to RGB: conversion of a 1080p frame costs about as much as a tenth of its
 decoding, so converting 1 frame in 6 saves most of it. FFmpeg's own frame threads do the decoding.
@@ -8,11 +12,13 @@ Frames come out upright: a phone clip stored sideways with a display matrix (the
 files) is turned as a player shows it, so its width and height are the displayed ones. A clip that ends
 well before its container says it does (a file cut short) is a VideoError, not a short video.
 """
+import io
 import math
 import os
 
 import av
 import numpy as np
+from av.codec.hwaccel import HWAccel
 
 TRUNCATED_SLACK = 3         # frames a clip may fall short of its header's count (headers are approximate) ...
 TRUNCATED_SHARE = 0.02      # ... or this share of it, whichever is more
@@ -31,13 +37,41 @@ def check_file(path):
         raise VideoError('file is empty (0 bytes)')
 
 
-def open_video(path, need_video=True):
-    """An open PyAV container; VideoError with the reason (need_video=False also takes an audio-only file)."""
+def nvdec(gpu):
+    """PyAV's settings for decoding on CUDA device `gpu`'s NVDEC: no quiet fallback to the CPU (a stream it
+    cannot decode is an error); frames left on the GPU until converted (to_ndarray copies them over), so
+    the 5 in 6 never sampled never cross; FFmpeg on CUDA's primary context (a video opens no context)."""
+    return HWAccel('cuda', device=str(gpu), allow_software_fallback=False, options={'primary_ctx': '1'},
+                   is_hw_owned=True)
+
+
+def nvdec_error(gpu):
+    """'' where NVDEC decodes H.264 on CUDA device `gpu`, else FFmpeg's reason: tried on a 2-frame clip
+    encoded here (the driver's video library is loaded only when a decoder starts)."""
+    clip = io.BytesIO()
+    with av.open(clip, 'w', format='mp4') as out:
+        stream = out.add_stream('libx264', rate=25)
+        stream.width, stream.height, stream.pix_fmt = 256, 256, 'yuv420p'
+        for k in range(2):
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.full((256, 256, 3), 60 * k, np.uint8), 'rgb24')))
+        out.mux(stream.encode())
+    clip.seek(0)
+    try:
+        with av.open(clip, hwaccel=nvdec(gpu)) as container:
+            n = sum(1 for _ in container.decode(video=0))
+    except av.FFmpegError as err:
+        return str(err)
+    return '' if n == 2 else f'{n} of 2 frames came out'
+
+
+def open_video(path, need_video=True, gpu=None):
+    """An open PyAV container, decoding on CUDA device `gpu`'s NVDEC where given; VideoError with the reason
+    (need_video=False also takes an audio-only file)."""
     check_file(path)
     try:
-        container = av.open(str(path))
+        container = av.open(str(path), hwaccel=None if gpu is None else nvdec(gpu))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
-        raise VideoError(f'not a readable video: {err}') from None
+        raise VideoError(f'not a readable video{"" if gpu is None else " by NVDEC"}: {err}') from None
     if need_video and not container.streams.video:
         container.close()
         raise VideoError('no video stream')
@@ -105,7 +139,7 @@ def truncation(decoded, container, stream):
     return f'truncated: decoded {decoded} of {expected} frames (container says {says})'
 
 
-def sampled_frames(path, step, threads=0, convert=True, count_all=False):
+def sampled_frames(path, step, threads=0, convert=True, count_all=False, gpu=None):
     """Yield (frame_index, rgb) for frames 0, step, 2*step, ...: rgb is (height, width, 3) uint8, upright.
 
     Frame indices count decoded frames from the start, which is what DFDC's 300-frame clips mean by
@@ -113,14 +147,17 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False):
     gives (a file cut short), raises VideoError after the frames read so far.
     `convert=False` decodes without converting (the decoding floor the benchmarks compare against);
     `count_all=True` also yields (index, None) for the frames between samples, so the caller knows the
-    clip's length.
+    clip's length. `gpu`: decode on that CUDA device's NVDEC (the CPU only parses the stream: one thread).
     """
-    container = open_video(path)
+    container = open_video(path, gpu=gpu)
     try:
         stream = container.streams.video[0]
-        stream.thread_type = 'AUTO'  # frame + slice threads: faster (BENCHMARKS.md, Video notes)
-        if threads:
-            stream.codec_context.thread_count = threads
+        if gpu is not None:
+            stream.codec_context.thread_count = 1
+        else:
+            stream.thread_type = 'AUTO'  # frame + slice threads: faster (BENCHMARKS.md, Video notes)
+            if threads:
+                stream.codec_context.thread_count = threads
         index = -1
         failed = None
         try:

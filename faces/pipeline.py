@@ -8,6 +8,8 @@ How and why, step by step (the settings are DetectionPipeline.py's constants):
 - Frames 0, FRAME_STEP, 2*FRAME_STEP, ... are sampled (DFDC's 300-frame clips give 50); the frames in
   between are decoded (H.264 needs them) but never converted. Frames come upright (a phone clip's
   rotation is applied) and a clip cut short of what its container says is a VideoError (common/video.py).
+  With DECODER='nvdec' the GPU's video decoder decodes; a video it fails on is decoded again on the CPU,
+  and VideoFaces.decoder says why (a video the CPU cannot read either is the CPU's VideoError).
 - The video is worked through in chunks of CHUNK sampled frames, straight from the decoder (chunks): each
   chunk is detected, tracked, cropped and embedded, then dropped, so memory does not grow with the clip's
   length (only the boxes and 512-d embeddings are kept). A DFDC clip (50 sampled frames) is one chunk. The
@@ -56,16 +58,17 @@ class VideoFaces:
     tracks: list = field(default_factory=list)  # Track, largest first
     n_detections: int = 0    # frames MTCNN ran on (full frame)
     seconds: dict = field(default_factory=dict)
+    decoder: str = 'cpu'     # 'cpu', 'nvdec', or 'cpu (NVDEC failed: reason)'
 
 
-def chunks(path, step, size, threads=0):
+def chunks(path, step, size, threads=0, gpu=None):
     """Decode: yield (indices (n,) int32, frames (n, h, w, 3) uint8, n_frames or None) for every `size`
     sampled frames, n_frames (the frames decoded) on the last chunk only. A chunk is handed out once the
     next sampled frame is decoded (so one that is not the last is known not to be), and this generator
     keeps no reference to it after."""
     indices, frames = [], None
     last = -1
-    for index, rgb in sampled_frames(path, step, threads=threads, count_all=True):
+    for index, rgb in sampled_frames(path, step, threads=threads, count_all=True, gpu=gpu):
         last = index
         if rgb is None:
             continue
@@ -190,12 +193,24 @@ def embed_tracks(indices, frames, filled, cfg, embed):
     return tracks
 
 
-def faces_of(path, cfg, nets, threads=0):
-    """Face tracks of one video, chunk by chunk (CHUNK sampled frames at a time, then dropped). Raises
-    VideoError for a video that cannot be read or is cut short (no face is not an error)."""
+def faces_of(path, cfg, nets, threads=0, gpu=None):
+    """Face tracks of one video, chunk by chunk (CHUNK sampled frames at a time, then dropped), decoded on
+    CUDA device `gpu`'s NVDEC where given. Raises VideoError for a video that cannot be read or is cut short
+    (no face is not an error)."""
+    if gpu is None:
+        return _faces_of(path, cfg, nets, threads, None)
+    try:
+        return _faces_of(path, cfg, nets, threads, gpu)
+    except VideoError as err:  # a stream NVDEC cannot decode (a profile it lacks), or a bad file
+        faces = _faces_of(path, cfg, nets, threads, None)
+        faces.decoder = f'cpu (NVDEC failed: {err})'
+        return faces
+
+
+def _faces_of(path, cfg, nets, threads, gpu):
     seconds = {'decode': 0.0, 'detect': 0.0, 'embed': 0.0}
     pieces, n_detections = [], 0
-    decoded = chunks(path, cfg['frame_step'], cfg['chunk'], threads)
+    decoded = chunks(path, cfg['frame_step'], cfg['chunk'], threads, gpu)
     while True:
         t0 = time.perf_counter()
         chunk = next(decoded, None)
@@ -214,4 +229,5 @@ def faces_of(path, cfg, nets, threads=0):
         seconds['detect'] += t2 - t1
         seconds['embed'] += time.perf_counter() - t2
     return VideoFaces(n_frames=n_frames, width=w, height=h, n_detections=n_detections, seconds=seconds,
-                      tracks=tracking.join_chunks(pieces, cfg['keep_all_tracks']))
+                      tracks=tracking.join_chunks(pieces, cfg['keep_all_tracks']),
+                      decoder='cpu' if gpu is None else 'nvdec')

@@ -5,7 +5,8 @@ Each worker process takes a video at a time, decodes it and does all the CPU wor
 waits for the boxes or embeddings. This process owns the networks (one GPU, or the CPU) and answers every
 request that has arrived, from all the workers, in one batch per image size: batches hold frames of
 several videos, and only ~10 MB a 1080p clip crosses between processes (a DataLoader that shipped the
-decoded frames would move 300 MB a clip). Workers are forked, as DataLoader's are: they never touch CUDA.
+decoded frames would move 300 MB a clip). Workers are forked, as DataLoader's are, and never touch CUDA;
+with DECODER='nvdec' they decode on the GPU and are spawned instead (CUDA does not survive a fork).
 
 A worker that dies (a decoder crash, the kernel's OOM killer) costs its video only: the video is a
 VideoError with the exit code, and a new worker takes the next video.
@@ -58,7 +59,7 @@ def _sendable(value):
     return value
 
 
-def _work(wid, cfg, threads, also, requests, inbox):
+def _work(wid, cfg, threads, gpu, also, requests, inbox):
     # A fork keeps the parent's pool sizes: OpenBLAS (numpy, scipy, OpenCV) and OpenMP at one thread a core.
     # librosa's mel spectrogram (predict.py's voice) then woke a pool of every core in every worker, and
     # its spinning threads took the cores the decoders needed (BENCHMARKS.md, issue 11).
@@ -66,16 +67,17 @@ def _work(wid, cfg, threads, also, requests, inbox):
     torch.set_num_threads(threads)
     nets = Remote(wid, requests, inbox)
     for path in iter(inbox.get, None):
-        faces = attempt(faces_of, path, cfg, nets, threads)
+        faces = attempt(faces_of, path, cfg, nets, threads, gpu)
         extra = attempt(also, path) if also else None
         requests.put(('done', wid, (path, _sendable(faces), _sendable(extra))))
 
 
-def stream(paths, cfg, nets, workers, also=None, threads=1):
+def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_method=None):
     """Yield (path, VideoFaces or the exception, also(path) or its exception, or None) for every path, in
-    the order they finish, with `workers` processes decoding (FFmpeg on `threads` threads each) and
-    `nets` (faces/nets.py) answering their requests in batches."""
-    ctx = mp.get_context('fork')
+    the order they finish, with `workers` processes decoding (FFmpeg on `threads` threads each, or on CUDA
+    device `gpu`'s NVDEC) and `nets` (faces/nets.py) answering their requests in batches. The workers are
+    forked, or spawned where they decode on the GPU (start_method: either, chosen)."""
+    ctx = mp.get_context(start_method or ('fork' if gpu is None else 'spawn'))
     requests = ctx.Queue()
     inboxes, procs, doing = {}, {}, {}
     todo = list(reversed(paths))
@@ -91,7 +93,7 @@ def stream(paths, cfg, nets, workers, also=None, threads=1):
     def start():
         wid = next(ids)
         inboxes[wid] = ctx.Queue()
-        procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, also, requests, inboxes[wid]),
+        procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, gpu, also, requests, inboxes[wid]),
                                  name=f'decode-{wid}', daemon=True)
         procs[wid].start()
         give(wid)

@@ -285,7 +285,7 @@ def test_a_rerun_resumes_only_what_the_same_checkpoint_and_settings_made(
     common = [f'--input={small_input}', f'--output={out}', *FAST]
     calls = []
     faces_of = dp.faces_of
-    monkeypatch.setattr(dp, 'faces_of', lambda *args: calls.append(1) or faces_of(*args))
+    monkeypatch.setattr(dp, 'faces_of', lambda *args, **kw: calls.append(1) or faces_of(*args, **kw))
 
     run_main(monkeypatch, f'--checkpoint={ckpt}', *common)
     first, said = labels(out), [capsys.readouterr().out]

@@ -80,7 +80,7 @@ def test_how_many_workers(monkeypatch):
     monkeypatch.setattr(device, 'usable_cores', lambda: 16)
     monkeypatch.setenv('LOCAL_WORLD_SIZE', '2')  # two ranks on this machine: 8 cores each
     given = []
-    monkeypatch.setattr(workers, 'stream', lambda *args: given.append(args[-1]) or iter(()))
+    monkeypatch.setattr(workers, 'stream', lambda *args, **kw: given.append(args[-1]) or iter(()))
     assert list(four.stream(['a.mp4'] * 10)) == [] and given == [2]
 
 

@@ -1,0 +1,124 @@
+"""--decoder=nvdec: the NVIDIA GPU's video decoder through PyAV (common/video.py), its workers spawned
+(faces/workers.py), and the CPU taking over a video NVDEC fails on (faces/pipeline.py).
+
+Each test asserts what holds on the machine it runs on: where NVDEC works (a GPU with its driver's
+libnvcuvid), that it gives the CPU's frames and faces; elsewhere, that it is refused in one line and that
+a video it fails on is decoded on the CPU, counted. The spawned workers run on every machine."""
+import functools
+import re
+
+import numpy as np
+import pytest
+
+import DetectionPipeline as dp
+import create_audio_embedding as cae
+import predict
+from common.config import UserError
+from common.video import nvdec_error, sampled_frames
+from faces import workers
+from conftest import testdata
+
+NVDEC = nvdec_error(0)  # '' where GPU 0's NVDEC decodes, else why not
+CLIPS = ('talking_heads', '5.mp4'), ('dfdc_sample', 'yhffcuhhjy.mp4')
+
+
+@pytest.fixture(scope='module')
+def cpu():
+    return dp.DetectionPipeline(face_weights='none', device='cpu', frame_step=15)
+
+
+def same_faces(a, b, box_px=0.05, embedding=2e-2):
+    """One track each, on the same frames; boxes within box_px, float16 embeddings within `embedding`."""
+    assert (a.n_frames, a.width, a.height) == (b.n_frames, b.width, b.height)
+    assert len(a.tracks) == len(b.tracks) == 1
+    np.testing.assert_array_equal(a.tracks[0].frames, b.tracks[0].frames)
+    np.testing.assert_allclose(a.tracks[0].boxes, b.tracks[0].boxes, atol=box_px)
+    np.testing.assert_allclose(a.tracks[0].embeddings.astype(np.float32),
+                               b.tracks[0].embeddings.astype(np.float32), atol=embedding)
+
+
+def test_nvdec_is_refused_in_one_line_where_it_cannot_decode():
+    """Without NVDEC (no GPU, or a container without the driver's video library) --decoder=nvdec stops
+    before any work with what to do; with it, the pipeline decodes on the networks' GPU."""
+    if NVDEC:
+        with pytest.raises(UserError) as err:
+            dp.DetectionPipeline(face_weights='none', decoder='nvdec')
+        message = str(err.value)
+        assert '\n' not in message and NVDEC in message
+        assert 'libnvcuvid' in message and '--decoder=cpu' in message
+    else:
+        pipeline = dp.DetectionPipeline(face_weights='none', decoder='nvdec')
+        assert pipeline.gpu == (pipeline.device.index or 0)
+
+
+@pytest.mark.skipif(bool(NVDEC), reason=f'NVDEC cannot decode here: {NVDEC}')
+def test_nvdec_frames_are_the_cpu_frames():
+    """The same sampled frames, upright, as the CPU decodes them: H.264 decodes to the same YUV on both;
+    only the conversion of NV12 instead of planar YUV may round differently."""
+    path = testdata('dfdc_sample', 'brtujopkby.mp4')  # portrait: stored sideways
+    on_cpu = list(sampled_frames(path, 6))
+    on_gpu = list(sampled_frames(path, 6, gpu=0))
+    assert [i for i, _ in on_gpu] == [i for i, _ in on_cpu] and len(on_cpu) == 50
+    for (_, a), (_, b) in zip(on_cpu, on_gpu):
+        assert a.shape == b.shape == (1920, 1080, 3)
+        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
+        assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 2
+
+
+def test_faces_decoded_by_nvdec_or_by_the_cpu_instead(cpu):
+    """faces_of with a GPU: NVDEC's faces equal the CPU's (boxes within 1 px); where NVDEC fails on the
+    video, the CPU decodes it and VideoFaces.decoder says why."""
+    path = testdata(*CLIPS[0])
+    alone = cpu(path)
+    assert alone.decoder == 'cpu'
+    faces = dp.faces_of(path, cpu.cfg, cpu.nets, gpu=0)
+    if NVDEC:
+        assert faces.decoder.startswith('cpu (NVDEC failed: not a readable video by NVDEC')
+        same_faces(faces, alone, box_px=0, embedding=0)
+    else:
+        assert faces.decoder == 'nvdec'
+        same_faces(faces, alone, box_px=1.0)
+
+
+def test_spawned_workers_give_what_one_process_gives(cpu, tmp_path, monkeypatch, capsys):
+    """With NVDEC the decoding workers are spawned, not forked; they get the settings and predict.py's
+    voice embedder by pickling. Every video's faces and voice are those of one process. Where NVDEC cannot
+    decode (its check bypassed here), every video is decoded on the CPU instead, and a line counts them."""
+    if NVDEC:
+        monkeypatch.setattr(dp, 'nvdec_error', lambda gpu: '')
+    pipeline = dp.DetectionPipeline(face_weights='none', device='cpu', frame_step=15, workers=2, decoder='nvdec')
+    voice = functools.partial(predict.voice_of, cae.AudioEmbedder(device='cpu'))
+    paths = [testdata(*clip) for clip in CLIPS]
+    bad = tmp_path / 'text.mp4'
+    bad.write_text('not a video')
+    got = {path: (faces, extra) for path, faces, extra in pipeline.stream([*paths, str(bad)], also=voice)}
+    said = capsys.readouterr().out
+    assert sorted(got) == sorted([*paths, str(bad)])
+    assert str(got[str(bad)][0]).startswith('not a readable video: ')  # the CPU's reason, not NVDEC's
+    for path in paths:
+        faces, (embedding, has_audio) = got[path]
+        if NVDEC:
+            assert faces.decoder.startswith('cpu (NVDEC failed')
+        else:
+            assert faces.decoder == 'nvdec'
+        same_faces(faces, cpu(path), box_px=0.05 if NVDEC else 1.0)
+        alone, alone_has_audio = voice(path)
+        assert has_audio == alone_has_audio is True
+        np.testing.assert_allclose(embedding, alone, atol=1e-5)
+    if NVDEC:
+        assert re.search(rf'^--decoder=nvdec: 2 of 3 videos decoded on the CPU instead, e.g. '
+                         rf'({"|".join(map(re.escape, paths))}): cpu \(NVDEC failed: ', said, re.M), said
+    else:
+        assert '--decoder=nvdec' not in said
+
+
+def test_workers_fork_unless_they_decode_on_the_gpu(cpu, monkeypatch):
+    """Forked workers share this process's memory at no cost, but a forked child cannot use CUDA once
+    this process has: spawned ones only where they decode on the GPU."""
+    methods = []
+    real = workers.mp.get_context
+    monkeypatch.setattr(workers.mp, 'get_context', lambda method: methods.append(method) or real(method))
+    paths = [testdata(*CLIPS[0])] * 2
+    for gpu in (None, 0):
+        assert len(list(workers.stream(paths, cpu.cfg, cpu.nets, 2, gpu=gpu))) == 2
+    assert methods == ['fork', 'spawn']
