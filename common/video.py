@@ -2,7 +2,9 @@
 
 On the CPU by default; given a CUDA device index (`gpu`), the NVIDIA GPU's video decoder (NVDEC) decodes
 through the same PyAV (its wheel's FFmpeg is built with it): the frames stay on the GPU, and only the
-sampled ones are copied to memory (NV12) and converted to RGB as on the CPU.
+sampled ones are copied to memory (NV12), repacked to the CPU decoder's planar YUV and converted to RGB as
+the CPU's are, so that both decoders give the same RGB (H.264 decodes to the same YUV on both; swscale
+converts NV12 itself with other rounding: up to 5 levels, half the values off by one on DFDC's clips).
 
 Every frame of the clip has to go through the decoder (H.264 predicts frames from each other), but only
 the sampled ones are converted to RGB: conversion of a 1080p frame costs about as much as a tenth of its
@@ -94,7 +96,14 @@ def probe(path):
                 'fps': float(stream.average_rate) if stream.average_rate else 0.0}
 
 
+# NVDEC's frame formats, and the CPU decoder's planar formats that hold the same samples
+_PLANAR = {'nv12': 'yuv420p', 'p010le': 'yuv420p10le', 'p016le': 'yuv420p16le'}
+
+
 def _to_rgb(frame):
+    on_gpu = frame.sw_format  # None for a frame the CPU decoded
+    if on_gpu is not None and on_gpu.name in _PLANAR:
+        frame = frame.reformat(format=_PLANAR[on_gpu.name])  # copied from the GPU, then repacked (lossless)
     return frame.to_ndarray(format='rgb24')
 
 

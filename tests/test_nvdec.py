@@ -51,23 +51,35 @@ def test_nvdec_is_refused_in_one_line_where_it_cannot_decode():
         assert pipeline.gpu == (pipeline.device.index or 0)
 
 
+def test_nv12_repacked_gives_the_cpu_rgb():
+    """What the conversion of NVDEC's frames relies on, checked on the CPU's: NV12 repacked to planar YUV
+    and converted gives the very RGB of the planar frame, where swscale's own NV12 conversion does not."""
+    import av
+    with av.open(testdata('dfdc_sample', 'abofeumbvv.mp4')) as container:
+        frame = next(f for k, f in enumerate(container.decode(video=0)) if k == 30)
+    assert frame.format.name == 'yuv420p'
+    rgb = frame.to_ndarray(format='rgb24')
+    nv12 = frame.reformat(format='nv12')
+    assert not np.array_equal(nv12.to_ndarray(format='rgb24'), rgb)  # why the repacking
+    np.testing.assert_array_equal(nv12.reformat(format='yuv420p').to_ndarray(format='rgb24'), rgb)
+
+
 @pytest.mark.skipif(bool(NVDEC), reason=f'NVDEC cannot decode here: {NVDEC}')
 def test_nvdec_frames_are_the_cpu_frames():
-    """The same sampled frames, upright, as the CPU decodes them: H.264 decodes to the same YUV on both;
-    only the conversion of NV12 instead of planar YUV may round differently."""
+    """The same sampled frames, upright, as the CPU decodes them, to the last bit: H.264 decodes to the
+    same YUV on both (the standard fixes it), and the RGB is converted alike (common/video.py)."""
     path = testdata('dfdc_sample', 'brtujopkby.mp4')  # portrait: stored sideways
     on_cpu = list(sampled_frames(path, 6))
     on_gpu = list(sampled_frames(path, 6, gpu=0))
     assert [i for i, _ in on_gpu] == [i for i, _ in on_cpu] and len(on_cpu) == 50
     for (_, a), (_, b) in zip(on_cpu, on_gpu):
         assert a.shape == b.shape == (1920, 1080, 3)
-        diff = np.abs(a.astype(np.int16) - b.astype(np.int16))
-        assert diff.mean() < 0.5 and np.percentile(diff, 99.9) <= 2
+        np.testing.assert_array_equal(b, a)
 
 
 def test_faces_decoded_by_nvdec_or_by_the_cpu_instead(cpu):
-    """faces_of with a GPU: NVDEC's faces equal the CPU's (boxes within 1 px); where NVDEC fails on the
-    video, the CPU decodes it and VideoFaces.decoder says why."""
+    """faces_of with a GPU: NVDEC's faces are the CPU's (the same frames); where NVDEC fails on the video,
+    the CPU decodes it and VideoFaces.decoder says why."""
     path = testdata(*CLIPS[0])
     alone = cpu(path)
     assert alone.decoder == 'cpu'
@@ -77,7 +89,7 @@ def test_faces_decoded_by_nvdec_or_by_the_cpu_instead(cpu):
         same_faces(faces, alone, box_px=0, embedding=0)
     else:
         assert faces.decoder == 'nvdec'
-        same_faces(faces, alone, box_px=1.0)
+        same_faces(faces, alone, box_px=0, embedding=0)
 
 
 def test_spawned_workers_give_what_one_process_gives(cpu, tmp_path, monkeypatch, capsys):
@@ -101,7 +113,7 @@ def test_spawned_workers_give_what_one_process_gives(cpu, tmp_path, monkeypatch,
             assert faces.decoder.startswith('cpu (NVDEC failed')
         else:
             assert faces.decoder == 'nvdec'
-        same_faces(faces, cpu(path), box_px=0.05 if NVDEC else 1.0)
+        same_faces(faces, cpu(path))  # within rounding: the networks' batches mix videos
         alone, alone_has_audio = voice(path)
         assert has_audio == alone_has_audio is True
         np.testing.assert_allclose(embedding, alone, atol=1e-5)
