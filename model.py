@@ -271,6 +271,13 @@ def audio_only_logit(audio_only, embedding):
     return float(np.dot(audio_only['coef'], embedding) + audio_only['intercept'])
 
 
+def fallback_logit(audio_only, embedding, has_audio):
+    """The log-odds on a 50/50 set of a video the network cannot read (no face): the audio-only model's
+    where the video has audio and the checkpoint has that model, else 0 (no evidence: once moved by
+    prior_shift, the set's own share of fakes). test.py and predict.py both use it."""
+    return audio_only_logit(audio_only, embedding) if has_audio and audio_only else 0.0
+
+
 def prior_shift(prior):
     """What moves the network's log-odds (its loss was class-balanced: a 50/50 set) to a set with
     `prior` fakes; test.py and predict.py both add it, so their probabilities agree."""

@@ -7,7 +7,7 @@ then the network as test.py scores a table (the mean logit of all windows, moved
 and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row
 for every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the
 probability of FAKE; a video that cannot be read or has no face gets a fallback (the audio-only model
-where it has audio, else the training prior), listed with its reason in OUTPUT's .fallbacks.csv. One
+where it has audio, else PRIOR), listed with its reason in OUTPUT's .fallbacks.csv. One
 video prints its probability and writes nothing unless --output is given. EXPLAIN, a folder, gets a PNG a
 video (explain.py). Killed, a rerun resumes where the checkpoint and settings are the same (README).
 
@@ -45,7 +45,7 @@ from common.stage import Journal, atomic_path, key, keys_of, record_key
 from common.store import Store
 from common.video import VideoError
 from common.weights import describe
-from model import audio_only_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, window_starts
+from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, window_starts
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
@@ -194,6 +194,9 @@ class Predictor:
             table = Store.one(faces.tracks[0].embeddings, embedding, has_audio)
             logit = predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
                                    self.evaluation['stride'], self.batch_size)[0]
+            if not np.isfinite(logit):  # a face embedding inf or NaN: a NaN row would void the submission
+                return self._fallback(embedding, has_audio, 'the network gave no finite logit (a face embedding '
+                                      'is inf or NaN)', True)
             return Prediction(self._clip(sigmoid(logit + self.shift)), '', has_audio, False)
         except Exception as err:  # noqa: BLE001 - one video's bug must not cost the others their rows
             message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
@@ -250,13 +253,12 @@ class Predictor:
                 'audio embedder': self.audio.name, **faces, **audio}
 
     def _fallback(self, embedding, has_audio, reason, unexpected=False):
+        # as test.py scores a video without a face: the audio-only model, else no evidence (PRIOR itself, not
+        # the training set's share of fakes, which would cost log loss on a set with another share)
         audio_only = self.ckpt.get('audio_only')
-        if has_audio and audio_only:
-            logit = audio_only_logit(audio_only, embedding)
-            return Prediction(self._clip(sigmoid(logit + self.shift)), f'{reason}; audio-only model', True,
-                              unexpected)
-        return Prediction(self._clip(self.ckpt['prior']), f'{reason}; training prior {self.ckpt["prior"]:.3f}',
-                          has_audio, unexpected)
+        logit = fallback_logit(audio_only, embedding, has_audio)
+        how = 'audio-only model' if has_audio and audio_only else f'prior {self.prior:g}'
+        return Prediction(self._clip(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected)
 
     def _clip(self, p):
         return float(np.clip(p, *self.clip))

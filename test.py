@@ -10,7 +10,8 @@ or held none of this table out, every video (SUBSET='auto'), said in one line. W
   REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face of every video scored
 Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
 shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
-A video without any face embedding gets p = 0.5 and is counted. Settings that do not fit together and a
+A video without any face embedding gets predict.py's fallback (the audio-only model where it has audio,
+else PRIOR) and is counted. Settings that do not fit together and a
 REPORT that cannot be written are refused before any work, in one line.
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
@@ -30,7 +31,7 @@ from common import metrics
 from common.device import pick_device
 from common.store import open_store
 from common.stage import atomic_path, write_text
-from model import load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
+from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -76,14 +77,21 @@ def run(cfg, log=print):
                                    disable=None)  # None: only where the output is a terminal
         logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
                                 cfg['amp'], progress=bar)
-        no_face = np.isnan(logits)
+        no_face = table.n_faces[indices] == 0
+        broken = ~no_face & ~np.isfinite(logits)
+        if broken.any():
+            raise config.UserError(f'{cfg["dataset"]}: {int(broken.sum())} videos have no finite logit (e.g. '
+                                   f'{table.keys[indices[broken][0]]}): their face embeddings hold inf or NaN')
+        audio_only = ckpt.get('audio_only')
+        logits[no_face] = [fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices[no_face]]
         # the network estimates log-odds on a 50/50 set (its loss was class-balanced); move them to PRIOR
-        logits = np.where(no_face, 0.0, logits + prior_shift(cfg['prior']))
+        logits = logits + prior_shift(cfg['prior'])
         p = sigmoid(logits)
         rep = metrics.report(labels, p, lo, hi, cfg['threshold'])
         rep.update({
             'n_no_face': int(no_face.sum()),
-            'no_face_note': 'videos without a face embedding are predicted 0.5',
+            'no_face_note': "videos without a face embedding get predict.py's fallback: the audio-only model "
+                            'where they have audio, else the prior',
             'dataset': os.path.abspath(cfg['dataset']),
             'subset': subset,
             'subset_note': scored,

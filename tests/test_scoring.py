@@ -110,3 +110,29 @@ def test_a_single_class_leaves_ap_and_eer_undefined_with_the_reason(run):
     assert not (run / 'fakes' / 'r_roc.png').exists()
     assert 'eer n/a' in lines[-2] and lines[-2].endswith('(n/a: undefined: the set has only fake videos)')
     assert rep['n_fake'] == rep['n_videos'] == (table.label == 1).sum()
+
+
+def test_a_video_without_a_face_is_scored_as_predict_py_scores_it(run):
+    """No face: the audio-only model where the video has audio, else no evidence, both moved to PRIOR (as
+    predict.py's fallback). It was p = 0.5 whatever PRIOR and the audio: a wrong log loss on a set of
+    another share of fakes."""
+    import numpy as np
+    from model import audio_only_logit, prior_shift, sigmoid
+    table = synthetic_table(30, faces=10, video_dim=16, audio_dim=4, seed=5)
+    table['folder'] = 'faceless_part'
+    for i, has_audio in ((0, True), (1, False)):
+        table.at[i, 'video_embedding'] = np.zeros((0, 16), np.float16)
+        table.at[i, 'has_audio'] = has_audio
+        if not has_audio:
+            table.at[i, 'audio_embedding'] = np.zeros(4, np.float32)
+    assert table.loc[0, 'has_audio'] and table['audio_embedding'][0].any()
+    store.save(table, str(run / 'faceless.pkl'))
+    rep = score(run, 'faceless', dataset='faceless.pkl', prior=0.8)
+    assert rep['n_no_face'] == 2
+    back = pd.read_csv(run / 'faceless' / 'r_predictions.csv', keep_default_na=False).set_index('filename')
+    audio_only = torch.load(run / 'run' / 'best.pt', weights_only=False)['audio_only']
+    assert audio_only is not None
+    with_audio = sigmoid(audio_only_logit(audio_only, table['audio_embedding'][0]) + prior_shift(0.8))
+    assert back.loc[table.filename[0], 'p_fake'] == pytest.approx(with_audio, abs=1e-6)
+    assert back.loc[table.filename[1], 'p_fake'] == pytest.approx(0.8, abs=1e-6)
+    assert back.loc[table.filename[0], 'no_face'] in (1, True, 'True')
