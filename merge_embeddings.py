@@ -148,21 +148,22 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
 def main():
     config.configure(globals())
     config.writable_file(OUTPUT, '--output')  # before any work
-    inputs = [p for p in (VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv')
-              if os.path.exists(p)]
+    # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
+    # tables merged into the same output is merged, however old; stamped before reading, so that a table
+    # rewritten while this runs is merged again next time
+    inputs = store.stamps((VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv'))
     up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
-                  and all(os.stat(p).st_mtime_ns <= os.stat(OUTPUT).st_mtime_ns for p in inputs)
-                  and store.is_current(OUTPUT))
+                  and store.is_current(OUTPUT, inputs))
     if up_to_date:  # a missing table is still read_table's one-line error, output or not
-        # as make does: rewriting it would make training see another table (its resume checks the file)
-        print(f'{OUTPUT} is up to date: newer than {VIDEO_TABLE} and {AUDIO_TABLE}; nothing to merge')
+        # rewriting it would make training see another table (its resume checks the file)
+        print(f'{OUTPUT} is up to date: made from {VIDEO_TABLE} and {AUDIO_TABLE} as they are now; nothing to merge')
         return
     video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
     audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
     table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
                          read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
     print('\n'.join(lines))
-    store.save(table, OUTPUT)  # the pickle, and the store that training, test.py and predict.py read
+    store.save(table, OUTPUT, inputs)  # the pickle, and the store that training, test.py and predict.py read
     n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
     print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
 

@@ -4,7 +4,8 @@ training.py and test.py, and by predict.py for one video in memory (Store.one).
              train.bin; read with positioned reads, not np.memmap, whose touched pages count in resident
              memory (the whole file after an epoch): the page cache can drop them, so memory stays flat.
   index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
-             audio_dim) float32; meta: the dimensions, attrs, the pickle's and faces.f16's size and mtime.
+             audio_dim) float32; meta: the dimensions, attrs, the pickle's and faces.f16's size and mtime,
+             and the merge's inputs (absolute path: size and mtime, or None where absent).
              Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
              is one line saying to rerun the merge.
 """
@@ -26,6 +27,29 @@ def store_dir(pickle_path):
 
 def _stamp(path):
     return [os.stat(path).st_size, os.stat(path).st_mtime_ns]
+
+
+def stamps(paths):
+    """{absolute path: [size, mtime_ns], or None where it does not exist} of `paths`: what save records of the
+    files a table was made from, and is_current compares."""
+    return {os.path.abspath(p): _stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
+
+
+def _not_finite(table, faces, audio):
+    """'' where every face and audio embedding is finite, else one line: how many videos are not, and the
+    first (its key)."""
+    # per video: a vectorised check of one video's faces at a time, never a copy of the whole table
+    bad_faces = np.array([not np.isfinite(block).all() for block in faces], bool)
+    bad_audio = ~np.isfinite(audio).all(axis=1)
+    rows = np.flatnonzero(bad_faces | bad_audio)
+    if not len(rows):
+        return ''
+    # a video may have several rows (one per face track): count videos, not rows
+    names = [key(d, n) for d, n in zip(table['folder'].to_numpy()[rows], table['filename'].to_numpy()[rows])]
+    first = rows[0]
+    what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
+    return (f'an embedding is not finite (inf or NaN; float16 holds at most 65504) in {len(set(names))} video(s), '
+            f'the first {names[0]} (its {what} embedding); make that table again')
 
 
 def groups_of(filenames, originals, folders=None):
@@ -59,34 +83,42 @@ def groups_of(filenames, originals, folders=None):
     return [find(node) for node in nodes]
 
 
-def save(table, pickle_path):
+def save(table, pickle_path, inputs=None):
     """A merged table (filename, folder, label, original, video_embedding, audio_embedding, has_audio) as
-    its pickle, then its store. Killed at any point, it leaves the previous pair or a store that does not
-    match the pickle, never a mismatch unseen."""
+    its pickle, then its store, which records `inputs` (stamps of the files it was made from, taken before they
+    were read: is_current). Killed at any point, it leaves the previous pair or a store that does not match the
+    pickle, never a mismatch unseen.
+    UserError, before any write, where an embedding is not finite or a label not 0 or 1."""
+    # the checks come before any write: a refused table leaves the previous pickle and store as they were
+    with np.errstate(over='ignore', invalid='ignore'):  # what overflows float16 is refused below, in one line
+        faces = [np.asarray(e, np.float16) for e in table['video_embedding']]  # (faces, video_dim) each
+        audio = np.stack([np.asarray(e, np.float32).reshape(-1) for e in table['audio_embedding']])  # (videos, A)
+    # an inf or NaN (e.g. a value past float16's 65504) makes the weights NaN in the first epoch
+    not_finite = _not_finite(table, faces, audio)
+    if not_finite:
+        raise UserError(f'{pickle_path}: {not_finite}')
+    labels = table['label'].map(lambda v: -1 if v is None or v != v else v)  # None and NaN: no label
+    if not labels.isin([0, 1, -1]).all():
+        raise UserError(f'{pickle_path}: a label is 1 (FAKE) or 0 (REAL); {int((~labels.isin([0, 1, -1])).sum())} '
+                        f'are not, e.g. {table["label"][~labels.isin([0, 1, -1])].iloc[0]!r}')
     folder = store_dir(pickle_path)
     os.makedirs(folder, exist_ok=True)
     sweep_temporaries(os.path.join(os.path.dirname(pickle_path), glob.escape(os.path.basename(pickle_path))))
     for name in (FACES, INDEX):
         sweep_temporaries(os.path.join(folder, name))
     write_pickle(table, pickle_path)
-    faces = [np.asarray(e, np.float16) for e in table['video_embedding']]  # (faces, video_dim) each
     with atomic_path(os.path.join(folder, FACES)) as tmp:
         with open(tmp, 'wb') as f:
             for block in faces:
                 f.write(np.ascontiguousarray(block).tobytes())
     n_faces = np.array([len(block) for block in faces], np.int64)
-    audio = np.stack([np.asarray(e, np.float32).reshape(-1) for e in table['audio_embedding']])  # (videos, A)
     names, folders = (np.array(table[c].astype(str).tolist(), str) for c in ('filename', 'folder'))  # no pickles
-    labels = table['label'].map(lambda v: -1 if v is None or v != v else v)  # None and NaN: no label
-    if not labels.isin([0, 1, -1]).all():
-        raise UserError(f'{pickle_path}: a label is 1 (FAKE) or 0 (REAL); {int((~labels.isin([0, 1, -1])).sum())} '
-                        f'are not, e.g. {table["label"][~labels.isin([0, 1, -1])].iloc[0]!r}')
     attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float, bool))}
     for column in ('embedder', 'audio_encoder'):
         if column in table.columns and len(table):
             attrs.setdefault(column, ', '.join(sorted({str(v) for v in table[column].unique()})))
     meta = {'video_dim': int(faces[0].shape[1]) if faces else 0, 'audio_dim': int(audio.shape[1]), 'attrs': attrs,
-            'pickle': _stamp(pickle_path), 'faces': _stamp(os.path.join(folder, FACES))}
+            'pickle': _stamp(pickle_path), 'faces': _stamp(os.path.join(folder, FACES)), 'inputs': inputs or {}}
     with atomic_path(os.path.join(folder, INDEX)) as tmp:
         with open(tmp, 'wb') as f:
             np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
@@ -95,13 +127,15 @@ def save(table, pickle_path):
                      audio=audio, meta=json.dumps(meta))
 
 
-def is_current(pickle_path):
-    """Whether pickle_path has a store written with it."""
+def is_current(pickle_path, inputs=None):
+    """Whether pickle_path has a store written with it; with `inputs` (stamps), one made from those very files:
+    the same paths, sizes and mtimes as save recorded."""
     try:
         with np.load(os.path.join(store_dir(pickle_path), INDEX)) as index:
             meta = json.loads(str(index['meta']))
-        return meta['pickle'] == _stamp(pickle_path) and meta['faces'] == _stamp(
-            os.path.join(store_dir(pickle_path), FACES))
+        return (meta['pickle'] == _stamp(pickle_path)
+                and meta['faces'] == _stamp(os.path.join(store_dir(pickle_path), FACES))
+                and (inputs is None or meta.get('inputs') == inputs))
     except (OSError, KeyError, ValueError):
         return False
 

@@ -10,7 +10,7 @@ import pytest
 
 import merge_embeddings as me
 from audio_clips import dfdc_part, remux, run_script
-from common import config
+from common import config, store
 from common.dataset import label_of
 from common.stage import write_pickle
 from conftest import testdata
@@ -177,3 +177,36 @@ def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
     assert r.returncode == 0, r.stderr
     assert [n for n in os.listdir(tmp_path) if n.startswith('.')] == []
     assert pd.read_pickle(tmp_path / 'm.pkl').filename.tolist() == ['a.mp4']
+
+
+def test_other_tables_merged_into_the_same_output_are_merged_however_old(tmp_path):
+    """The same --output for another pair of tables (FF++ then Celeb-DF, or the CNN audio table after
+    Resemblyzer's), whose files are older than the output: merged, not 'up to date'; the same pair again is."""
+    first, second = tmp_path / 'first', tmp_path / 'second'
+    for folder, names, encoder, dim in [(first, 'ab', ENCODER, 256), (second, 'cde', 'cnn:resnet18:x', 512)]:
+        folder.mkdir()
+        write_pickle(video_table({f'{n}.mp4': i % 2 for i, n in enumerate(names)}), folder / 'v.pkl')
+        write_pickle(audio_table({f'{n}.mp4': 'ok' for n in names}, encoder, dim), folder / 'a.pkl')
+    merged = tmp_path / 'merged.pkl'
+
+    def merge(folder):
+        r = run_script('merge_embeddings.py', f'--video_table={folder / "v.pkl"}',
+                       f'--audio_table={folder / "a.pkl"}', f'--output={merged}')
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    assert 'up to date' not in merge(first)
+    assert pd.read_pickle(merged).filename.tolist() == ['a.mp4', 'b.mp4']
+    made = os.stat(merged).st_mtime_ns
+    day_ago = made - 86400 * 10**9
+    for p in (second / 'v.pkl', second / 'a.pkl'):  # tables made before the output
+        os.utime(p, ns=(day_ago, day_ago))
+    assert 'up to date' not in merge(second)
+    table = pd.read_pickle(merged)
+    assert table.filename.tolist() == ['c.mp4', 'd.mp4', 'e.mp4'] and table.attrs['audio_encoder'] == 'cnn:resnet18:x'
+    with store.open_store(str(merged)) as s:
+        assert s.filenames.tolist() == ['c.mp4', 'd.mp4', 'e.mp4'] and s.audio_dim == 512
+    made = os.stat(merged).st_mtime_ns
+    assert 'up to date' in merge(second) and os.stat(merged).st_mtime_ns == made  # the same pair: nothing redone
+    assert 'up to date' not in merge(first)  # and back
+    assert pd.read_pickle(merged).filename.tolist() == ['a.mp4', 'b.mp4']

@@ -83,3 +83,35 @@ def test_groups_follow_chains_of_originals(chain, expected):
     names = [f'{n}.mp4' for n in chain]
     originals = [f'{o}.mp4' if o else None for o in chain.values()]
     assert store.groups_of(names, originals) == [f'{e}.mp4' for e in expected]
+
+
+@pytest.mark.parametrize('where, value, what', [
+    ('face', np.inf, 'face'), ('face', np.nan, 'face'),
+    ('face', 70000.0, 'face'),  # float32, finite, past float16's 65504: inf once stored as float16
+    ('audio', np.nan, 'audio')])
+def test_an_embedding_that_is_not_finite_is_refused_naming_the_video(tmp_path, where, value, what):
+    """A NaN or inf would make the weights NaN in the first epoch of training."""
+    table = synthetic_table(12, faces=4, video_dim=6, audio_dim=3, folders=2, seed=5)
+    column = 'video_embedding' if where == 'face' else 'audio_embedding'
+    for i in (7, 9):  # two videos; the first named is the first in the table
+        values = list(table[column])
+        values[i] = values[i].astype(np.float32)
+        values[i].flat[1] = value
+        table[column] = values
+    path = str(tmp_path / 'm.pkl')
+    with pytest.raises(config.UserError) as err:
+        store.save(table, path)
+    name = f'{table.folder[7]}/{table.filename[7]}'
+    assert f'in 2 video(s), the first {name} (its {what} embedding)' in str(err.value)
+    assert '\n' not in str(err.value)
+    assert not os.path.exists(path) and not os.path.exists(store.store_dir(path))  # nothing written
+
+
+def test_a_finite_table_saves_as_before(tmp_path):
+    table = synthetic_table(12, faces=4, video_dim=6, audio_dim=3, seed=5)
+    table.loc[2, 'video_embedding'][0, 0] = np.float16(65504)  # float16's largest: finite
+    path = str(tmp_path / 'm.pkl')
+    store.save(table, path)
+    with store.open_store(path) as s:
+        assert len(s) == 12 and s.read_faces(2)[0, 0] == 65504
+        np.testing.assert_array_equal(s.read_faces(7), table.video_embedding[7])
