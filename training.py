@@ -6,7 +6,8 @@ read on demand, so memory stays flat however many videos there are). Writes, in 
   last.pt       the latest epoch with the optimizer's state: a killed run resumes from it (RESUME)
   history.json  one entry per epoch (losses, validation figures, videos per second); history.csv the same
   curves.png    the training curves, the best epoch marked
-  config.json   every setting, the versions of python and the libraries, the git commit, the start time
+  config.json   every setting, the versions of python and the libraries, the git commit, the start time;
+                a resumed run keeps that first record and appends its own to `resumes`
 Epochs are numbered from 1 everywhere. How it trains (the reasons are in model.py's docstring): a split
 grouped by `original` (or by DFDC folder), asserted leak-free; BCEWithLogitsLoss weighted N / (2 N_class)
 per video; one random window of CROP faces per video per epoch; validation averages the logits of every
@@ -48,7 +49,8 @@ DATASET = ''                # the merged table (pandas pickle of merge_embedding
 OUT_DIR = 'runs/lstm'       # checkpoints, history, curves
 SPLIT = 'original'          # 'original': fakes with their original | 'folder': whole DFDC parts
 VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none)
-VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random)
+VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random; given,
+                            # they are the validation side whatever VAL_FRACTION, which must not be 0)
 SEED = 0                    # split, initial weights, order and windows
 CROP = 20                   # faces per window (a random window per video per epoch)
 EVAL_STRIDE = 10            # validation: a window every EVAL_STRIDE faces, logits averaged per video
@@ -135,11 +137,28 @@ def _check(cfg):
                                'python, not torchrun')
     if not cfg['dataset']:
         raise config.UserError('give the merged table: --dataset=MERGED.pkl')
+    _check_val_folders(cfg)
     if not 0 <= cfg['clip_lo'] < cfg['clip_hi'] <= 1:
         raise config.UserError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1, '
                                f'not {cfg["clip_lo"]} and {cfg["clip_hi"]}')
     for name in OUT_FILES:
         config.writable_file(os.path.join(cfg['out_dir'], name), '--out_dir')
+
+
+def _check_val_folders(cfg):
+    """Refuse a --val_folders that split_indices would not use: it holds out whole folders only where
+    --split=folder and only where there is a validation side at all (--val_fraction > 0)."""
+    if not cfg['val_folders']:
+        return
+    if not [f for f in cfg['val_folders'].split(',') if f.strip()]:
+        raise config.UserError(f'--val_folders={cfg["val_folders"]!r} names no folder; give the folders to hold '
+                               f'out, comma-separated, or leave it empty')
+    if cfg['split'] != 'folder':
+        raise config.UserError(f'--val_folders holds out whole folders: it needs --split=folder, not '
+                               f'--split={cfg["split"]}')
+    if cfg['val_fraction'] == 0:
+        raise config.UserError('--val_folders holds those folders out for validation, --val_fraction=0 holds '
+                               'nothing out: give one or the other (with --val_folders, --val_fraction is unused)')
 
 
 def _split(cfg, table, log):
@@ -182,9 +201,8 @@ def _epochs(fit, started):
             f'--resume=false starts over')
         return state['history']
     done = len(state['history'])  # epochs trained
-    record = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
-              'first_epoch': done + 1, 'device': str(fit.device)}
-    write_text(json.dumps(record, indent=1), os.path.join(cfg['out_dir'], 'config.json'))
+    if done < cfg['max_epochs']:  # a rerun with nothing to train leaves the record as it is
+        _write_record(cfg, fit.device, started, done)
     train, val = fit.train, fit.val
     common = _carried(fit, dataset_key, fixed)
     for epoch in range(done + 1, cfg['max_epochs'] + 1):
@@ -224,6 +242,28 @@ def _epochs(fit, started):
     return state['history']
 
 
+def _write_record(cfg, device, started, done):
+    """config.json: how the run was made (settings, versions, git state, start time, first epoch). A
+    resumed run (done epochs > 0) keeps the record of the run it continues and appends its own to
+    `resumes` (its settings included: --max_epochs, --patience, --device and the like may differ)."""
+    path = os.path.join(cfg['out_dir'], 'config.json')
+    entry = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
+             'first_epoch': done + 1, 'device': str(device)}
+    record = {**entry, 'resumes': []}
+    if done and os.path.exists(path):  # without it (removed) the resume's record is the only one: first_epoch says so
+        try:
+            with open(path, encoding='utf-8') as f:
+                record = json.load(f)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise config.UserError(f'{path} is not a run record ({err}); remove it to start a new record, '
+                                   f'or give --resume=false') from None
+        if not isinstance(record, dict) or 'started' not in record:
+            raise config.UserError(f'{path} is not a run record; remove it to start a new record, '
+                                   f'or give --resume=false')
+        record.setdefault('resumes', []).append(entry)  # a record written before resumes were kept has none
+    write_text(json.dumps(record, indent=1), path)
+
+
 def _describe_split(log, labels, groups, train, val):
     def side(idx):
         fake = int(labels[idx].sum())
@@ -245,7 +285,8 @@ def _carried(fit, dataset_key, fixed):
     return {
         'prior': float(table.labels[train].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
         'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
-        'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]), 'how': 'N / (2 N_class) per video'},
+        'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]),
+                         'how': 'N / (2 N_class) per video'},
         'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
                   'n_train': int(len(train)), 'n_val': int(len(val)),
                   'val_filenames': [str(f) for f in table.filenames[val]],

@@ -1,9 +1,11 @@
 """What a training run records in its folder agrees with itself and with the log: epochs numbered from 1
 everywhere (log, history.json, history.csv, best.pt and last.pt, curves.png, the early-stop line),
-config.json says how the run was made, and fakes whose original is absent from the table are announced."""
+config.json says how the run was made (a resume keeps the first record and appends its own), and fakes
+whose original is absent from the table are announced."""
 import csv
 import json
 import subprocess
+import time
 from datetime import datetime
 from importlib import metadata
 
@@ -12,7 +14,7 @@ import torch
 from conftest import ROOT
 
 import training
-from common import metrics, store
+from common import config, metrics, store
 from model import load_checkpoint, synthetic_table
 
 torch.set_num_threads(1)  # steadier on a shared 2-core machine (training.py's THREADS)
@@ -131,7 +133,52 @@ def test_a_resumed_run_goes_on_numbering(tmp_path):
     assert [e['epoch'] for e in resumed] == [1, 2, 3]
     assert load_checkpoint(tmp_path / 'b' / 'last.pt')[1]['epoch'] == 3
     same_entries(read_csv(tmp_path / 'b' / 'history.csv'), resumed)
-    assert json.loads((tmp_path / 'b' / 'config.json').read_text())['first_epoch'] == 3
+    record = json.loads((tmp_path / 'b' / 'config.json').read_text())
+    assert record['first_epoch'] == 1 and [r['first_epoch'] for r in record['resumes']] == [3]
+
+
+def test_a_resume_keeps_the_first_record_and_appends_its_own(tmp_path):
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    first = training.settings(dataset=str(path), out_dir=str(out), max_epochs=1, patience=10, **TINY)
+    training.run(first, log=lambda *_: None)
+    original = json.loads((out / 'config.json').read_text())
+    assert original['first_epoch'] == 1 and original['resumes'] == []
+    time.sleep(1.1)  # `started` is in seconds: the resume's start is a later one
+    second = {**first, 'max_epochs': 2, 'patience': 9}  # settings a resume may change
+    training.run(second, log=lambda *_: None)
+    record = json.loads((out / 'config.json').read_text())
+    assert {k: v for k, v in record.items() if k != 'resumes'} == {k: v for k, v in original.items()
+                                                                    if k != 'resumes'}
+    assert record['started'] == original['started'] and record['first_epoch'] == 1 and record['settings'] == first
+    [resume] = record['resumes']
+    assert resume['first_epoch'] == 2 and resume['settings'] == second and resume['device'] == 'cpu'
+    assert datetime.fromisoformat(resume['started']) > datetime.fromisoformat(original['started'])
+    assert resume['versions'] == original['versions'] and set(resume['git']) == {'commit', 'dirty', 'why'}
+    # run again with nothing left to train: the record is left as it is
+    text = (out / 'config.json').read_text()
+    training.run(second, log=lambda *_: None)
+    assert (out / 'config.json').read_text() == text
+    # a third leg appends a second resume
+    training.run({**second, 'max_epochs': 3}, log=lambda *_: None)
+    record = json.loads((out / 'config.json').read_text())
+    assert record['first_epoch'] == 1 and [r['first_epoch'] for r in record['resumes']] == [2, 3]
+    # --resume=false starts over: a new record, no resumes
+    training.run({**first, 'resume': False}, log=lambda *_: None)
+    record = json.loads((out / 'config.json').read_text())
+    assert record['first_epoch'] == 1 and record['resumes'] == [] and record['started'] != original['started']
+
+
+def test_a_resume_over_a_record_that_is_not_one_is_one_line_that_names_it(tmp_path):
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    cfg = training.settings(dataset=str(path), out_dir=str(out), max_epochs=1, **TINY)
+    training.run(cfg, log=lambda *_: None)
+    for text in ('{"sett', '[1, 2]'):
+        (out / 'config.json').write_text(text)
+        with pytest.raises(config.UserError, match=f'{out / "config.json"} is not a run record.*--resume=false'):
+            training.run({**cfg, 'max_epochs': 2}, log=lambda *_: None)
+        assert (out / 'config.json').read_text() == text and load_checkpoint(out / 'last.pt')[1]['epoch'] == 1
 
 
 

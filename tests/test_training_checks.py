@@ -1,0 +1,69 @@
+"""Settings that training would otherwise ignore in silence are refused before any work: --val_folders
+where the split is not by folder, or where --val_fraction=0 asks for no validation side at all. A
+--split=folder --val_folders run holds out exactly the folders named."""
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import ROOT
+
+import training
+from common import config, store
+from model import load_checkpoint, synthetic_table
+
+torch.set_num_threads(1)  # steadier on a shared 2-core machine (training.py's THREADS)
+TINY = dict(crop=4, project=8, hidden=8, fc=0, batch_size=16, progress=False)
+
+
+def folder_table(tmp_path):
+    """90 videos in three DFDC parts, every fake in its original's part: (path of the pickle, the table)."""
+    table = synthetic_table(90, faces=6, video_dim=8, audio_dim=2, folders=3, seed=5)
+    assert sorted(set(table.folder)) == [f'dfdc_train_part_{i}' for i in range(3)]
+    path = tmp_path / 'parts.pkl'
+    store.save(table, str(path))
+    return path, table
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--split=original', '--val_folders=dfdc_train_part_0'],
+     '--val_folders holds out whole folders: it needs --split=folder, not --split=original'),
+    (['--split=folder', '--val_folders=dfdc_train_part_0', '--val_fraction=0'],
+     '--val_folders holds those folders out for validation, --val_fraction=0 holds nothing out'),
+    (['--split=folder', '--val_folders=,'], "--val_folders=',' names no folder"),
+])
+def test_val_folders_that_would_be_ignored_are_one_line_and_exit_2(tmp_path, args, message):
+    path, _ = folder_table(tmp_path)
+    out = subprocess.run([sys.executable, 'training.py', f'--dataset={path}', f'--out_dir={tmp_path / "run"}',
+                          '--max_epochs=1', '--crop=4', '--project=8', '--hidden=8', '--fc=0', *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 2, (out.returncode, out.stderr[-2000:])
+    assert len(out.stderr.strip().splitlines()) == 1 and out.stderr.startswith('error: '), out.stderr
+    assert message in out.stderr, out.stderr
+    assert not (tmp_path / 'run').exists()  # refused before any work
+
+
+def test_run_refuses_them_too_before_any_work(tmp_path):
+    path, _ = folder_table(tmp_path)
+    for overrides in (dict(split='original', val_folders='dfdc_train_part_0'),
+                      dict(split='folder', val_folders='dfdc_train_part_0', val_fraction=0.0)):
+        with pytest.raises(config.UserError, match='--val_folders') as err:
+            training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=1,
+                                           **overrides, **TINY), log=lambda *_: None)
+        assert '\n' not in str(err.value)
+    assert not (tmp_path / 'run').exists()
+
+
+def test_a_folder_split_holds_out_exactly_the_folders_named(tmp_path):
+    path, table = folder_table(tmp_path)
+    wanted = 'dfdc_train_part_1'
+    in_wanted = table.folder == wanted
+    for fraction in (0.2, 0.5):  # with --val_folders, --val_fraction does not change the split
+        out = tmp_path / f'run{fraction}'
+        training.run(training.settings(dataset=str(path), out_dir=str(out), split='folder', val_folders=wanted,
+                                       val_fraction=fraction, max_epochs=1, **TINY), log=lambda *_: None)
+        _, ckpt = load_checkpoint(out / 'best.pt')
+        split = ckpt['split']
+        assert split['how'] == 'folder' and split['n_val'] == int(in_wanted.sum()) == len(split['val_keys'])
+        assert sorted(split['val_keys']) == sorted(f'{wanted}/{name}' for name in table.filename[in_wanted])
+        assert split['n_train'] == int((~in_wanted).sum())
