@@ -147,7 +147,8 @@ def _subset(cfg, ckpt, table):
     """(indices of the videos to score, the subset scored, one line saying which and why).
 
     'auto' scores every video where the checkpoint recorded no split or held none of this table out (a
-    test set it never saw), and is 'val' otherwise; --subset=val or train there is an error."""
+    test set it never saw; 'train' where it is the table it trained on), and is 'val' otherwise; --subset=val
+    or train there is an error."""
     given, n = cfg['subset'] != 'auto', len(table)
     subset = 'val' if cfg['subset'] == 'auto' else cfg['subset']
     everything = np.arange(n)
@@ -163,6 +164,10 @@ def _subset(cfg, ckpt, table):
     else:
         return everything, 'all', f'scoring all {n} videos: the checkpoint recorded no split (--subset=all)'
     if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
+        if (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': n}:
+            # the very table it trained on, none of it held out (--val_fraction=0): not a test set
+            return everything, 'train', (f'scoring all {n} videos: the checkpoint was trained on this table and '
+                                         f'held none of it out: training figures, not a test')
         return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
     chosen = everything[held_out] if subset == 'val' else everything[~held_out]
     if len(chosen) == 0:

@@ -136,3 +136,15 @@ def test_a_video_without_a_face_is_scored_as_predict_py_scores_it(run):
     assert back.loc[table.filename[0], 'p_fake'] == pytest.approx(with_audio, abs=1e-6)
     assert back.loc[table.filename[1], 'p_fake'] == pytest.approx(0.8, abs=1e-6)
     assert back.loc[table.filename[0], 'no_face'] in (1, True, 'True')
+
+
+def test_the_training_table_of_a_run_that_held_nothing_out_is_scored_as_training_videos(run):
+    """--val_fraction=0 holds nothing out: its own table was scored 'all', as a test set it never saw."""
+    training.run(training.settings(dataset=str(run / 'merged.pkl'), out_dir=str(run / 'all_in'), crop=6, project=8,
+                                   hidden=8, fc=0, max_epochs=1, val_fraction=0, progress=False), **QUIET)
+    lines = []
+    rep = score(run, 'all_in_scored', log=lines.append, checkpoint='all_in/best.pt')
+    assert rep['n_videos'] == 120 and rep['subset'] == 'train' and 'training figures, not a test' in rep['subset_note']
+    assert any('the checkpoint was trained on this table and held none of it out' in line for line in lines)
+    rep = score(run, 'all_in_other', dataset='other.pkl', checkpoint='all_in/best.pt')  # another table: a test
+    assert rep['subset'] == 'all' and 'held none of them out' in rep['subset_note']
