@@ -59,6 +59,17 @@ def settings(**overrides):
     return config.settings(globals(), **overrides)
 
 
+# where and how fast the faces are made, not what they are (the weights: by the embedder's name, describe())
+_NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'decoder', 'face_weights'}
+
+
+def numbers(cfg):
+    """{'--name': value} of the settings of `cfg` (settings()'s) that the tracks and embeddings depend on:
+    what a video table records it was made with (attrs 'made_with'), for a rerun and predict.py to match."""
+    shared = {k.lower() for k in config.constants(globals(), shared_only=True)}
+    return {f'--{k}': v for k, v in sorted(cfg.items()) if k in shared and k not in _NOT_IN_NUMBERS}
+
+
 class DetectionPipeline:
     """Video in, face tracks with embeddings out. Settings default to this module's constants."""
 

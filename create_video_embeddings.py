@@ -9,7 +9,7 @@ float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder (the face w
 video succeeds. And OUTPUT.failures.csv (filename, folder, reason): unreadable, truncated or missing videos,
 no face found, an unreadable metadata.json, an entry naming a path or without a label, unexpected errors.
 Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does only what is left, and on a
-grown dataset adds the new videos. On a GPU one process uses the whole machine: DetectionPipeline.py's
+grown dataset adds the new videos; one with other face settings is refused (OUTPUT's attrs record them). On a GPU one process uses the whole machine: DetectionPipeline.py's
 --workers decoding processes feed its networks (faces/workers.py). Several processes split the work
 (common/stage.py): `torchrun --standalone --nproc_per_node=4 create_video_embeddings.py ...` (one per GPU;
 machines: README) or a SLURM array (sbatch --array=0-63).
@@ -30,6 +30,7 @@ from common.device import share_cpu
 from common.dataset import label_of, plan
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
+from common.weights import describe
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
@@ -56,7 +57,9 @@ def embed(todo, bad, skipped, face):
     """One process's share of plan()'s videos, with the pipeline's settings `face` (a dict of overrides);
     the last process to finish writes OUTPUT."""
     share_cpu()
-    run = StageRun(OUTPUT, RETRY_FAILED)
+    cfg = dp.settings(**face)
+    # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': describe(cfg['face_weights'])})
     journal, who = run.journal, run.who
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2])

@@ -20,6 +20,7 @@ Example:
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
+import json
 import os
 
 import numpy as np
@@ -121,6 +122,9 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
         table['audio_seconds'] = table['audio_seconds'].fillna(0.0).astype(float)
     table.attrs.update(video_embedder=embedder, video_dim=video_dim, audio_encoder=encoder,
                        audio_dim=audio_dim)
+    made_with = video.attrs.get('made_with')  # the face settings (create_video_embeddings.py): predict.py's too
+    if made_with:
+        table.attrs['face_settings'] = json.dumps({k: v for k, v in made_with.items() if k.startswith('--')})
 
     videos = table.drop_duplicates(ON)
     video_keys, audio_keys = keys(videos), keys(audio)

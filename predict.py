@@ -24,6 +24,7 @@ config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_e
 import csv
 import functools
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -58,10 +59,10 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 # -----------------------------------------------------------------------------
 
 
-# the shared settings of DetectionPipeline.py and create_audio_embedding.py that do not change the numbers
-# (how many threads or processes, which device or decoder); every other one is part of the fingerprint
-# (their `this script only` settings, the files a stage writes, are not this pass's)
-_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS', 'WORKERS', 'DECODER'}
+# the shared settings of create_audio_embedding.py that do not change the numbers (how many threads, which
+# device); every other one is part of the fingerprint, with DetectionPipeline's numbers() (their `this script
+# only` settings, the files a stage writes, are not this pass's)
+_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS'}
 
 
 class ByPathOnly(NamedTuple):
@@ -136,7 +137,23 @@ def settings_from(ckpt, face, audio):
                                 f'file {value.file}, known by its name only: give --{setting}=/path/to/'
                                 f'{value.file}')
         found.append({**settings, **given})
+    found[0] = {**trained_face_settings(ckpt, face), **found[0]}
     return found
+
+
+def trained_face_settings(ckpt, given):
+    """The face settings (DetectionPipeline's, lower-case) the checkpoint's training table recorded it was
+    made with ({} for a table that recorded none); UserError where `given` (the user's) differs from one: the
+    network would read sequences sampled or cropped otherwise than it learnt on."""
+    attrs = ckpt.get('dataset', {}).get('attrs', {})
+    known = dp.settings()
+    recorded = {k[2:]: v for k, v in json.loads(attrs.get('face_settings', '{}')).items() if k[2:] in known}
+    differ = sorted(k for k, v in recorded.items() if k in given and given[k] != v)
+    if differ:
+        raise UserError('the checkpoint was trained on faces made with ' + ', '.join(
+            f'--{k}={recorded[k]}' for k in differ) + '; this run has ' + ', '.join(
+            f'--{k}={given[k]}' for k in differ) + ": leave them out to take the checkpoint's")
+    return recorded
 
 
 class Prediction(NamedTuple):
@@ -245,10 +262,10 @@ class Predictor:
         with open(self.checkpoint, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        def numbers(cfg, module):
-            shared = config.constants(module, shared_only=True)
-            return {f'--{k}': v for k, v in cfg.items() if k.upper() in shared and k.upper() not in _NOT_IN_NUMBERS}
-        faces, audio = numbers(self.pipeline.cfg, dp), numbers(self.audio.cfg, cae)
+        shared = config.constants(cae, shared_only=True)
+        audio = {f'--{k}': v for k, v in self.audio.cfg.items()
+                 if k.upper() in shared and k.upper() not in _NOT_IN_NUMBERS}
+        faces = dp.numbers(self.pipeline.cfg)
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
                 'audio embedder': self.audio.name, **faces, **audio}
 

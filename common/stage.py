@@ -5,8 +5,10 @@ written at once, removed once OUTPUT is written), OUTPUT.failures.csv (filename,
 OUTPUT.lock (claim). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with
 the union: no video is done twice or dropped. A video's key is folder/filename (key()): two parts may
 hold one name. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of
-the sorted dataset (fixed by the dataset, so a late starter takes the same share), write parts to the same
-folder and a marker when done; the one that finds every marker merges, once (a lock file elects it).
+the sorted dataset (fixed by the dataset, so a late starter takes the same share) and write parts to the
+same folder; a process that finds, after its share, a part for every video the run had left merges, once
+(an flock elects it, and goes with its process if it is killed). Nothing a killed run left behind counts
+but its parts: a rerun with the same command merges only once every video is done.
 """
 import contextlib
 import csv
@@ -78,9 +80,14 @@ def atomic_path(path):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their writer
     try:
-        yield tmp
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
+        try:
+            yield tmp
+            with open(tmp, 'rb+') as f:
+                os.fsync(f.fileno())
+        except OSError as err:  # a failed write (a full disk) names no file: config.cli's one line names this
+            if err.filename is None:
+                raise OSError(err.errno, err.strerror, path) from None
+            raise
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -111,10 +118,13 @@ def write_text(text, path):
 
 
 def shard():
-    """(rank, world size, run id): torchrun's RANK / WORLD_SIZE, a SLURM array's task, or (0, 1, 'local')."""
+    """(rank, world size, run id): torchrun's RANK / WORLD_SIZE, a SLURM array's task, or (0, 1, 'local').
+    A torchrun id is its rendezvous id (by default 'none', whatever the job) and the address and port its
+    processes meet at, which no other job running at the same time has."""
     env = os.environ
     if int(env.get('WORLD_SIZE', '1')) > 1:
-        return int(env['RANK']), int(env['WORLD_SIZE']), env.get('TORCHELASTIC_RUN_ID', 'torchrun')
+        meet = f'@{env["MASTER_ADDR"]}:{env.get("MASTER_PORT", "")}' if env.get('MASTER_ADDR') else ''
+        return int(env['RANK']), int(env['WORLD_SIZE']), env.get('TORCHELASTIC_RUN_ID', 'torchrun') + meet
     if int(env.get('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
         rank = int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', '0'))
         return rank, int(env['SLURM_ARRAY_TASK_COUNT']), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
@@ -175,10 +185,13 @@ class Journal:
     """Per-video results of one stage's run, kept so that the run can be killed and resumed. A record is a
     dict with 'filename', 'folder' (relative to the data folder) and its rows, or a 'failure'."""
 
-    def __init__(self, output, shard=''):
+    def __init__(self, output, made_with=None):
         self.output = os.fspath(output)
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
-        self.shard = shard  # names this process's part files
+        # {what: value} the results depend on (settings, the embedder's name): in every record and OUTPUT's
+        # attrs, so that a run with others is refused (check_made_with) rather than mixed with them
+        self.made_with = made_with
+        self._merge_lock = None  # held from share_done's 'merge' until this process ends
         os.makedirs(self.parts, exist_ok=True)
 
     def previous_table(self):
@@ -197,32 +210,64 @@ class Journal:
                     for r in (self.part_records() if records is None else records) if 'failure' in r})
         return out
 
-    def done(self, records=None):
-        """Keys processed already: in OUTPUT, in a part, or failed."""
+    def done(self, records=None, previous=None):
+        """Keys processed already: in OUTPUT (`previous`, where read already), in a part, or failed."""
         records = self.part_records() if records is None else records
-        return set(self.failures(records)) | keys_of(self.previous_table()) | {record_key(r) for r in records}
+        previous = self.previous_table() if previous is None else previous
+        return set(self.failures(records)) | keys_of(previous) | {record_key(r) for r in records}
+
+    def check_made_with(self, records, previous):
+        """UserError where OUTPUT (`previous`) or a part was made with other settings than made_with: the rerun
+        would return their results as if made with these. Results that recorded none (an older version's)
+        are taken as they are."""
+        made = [r['made_with'] for r in records if 'made_with' in r]
+        if previous is not None and 'made_with' in previous.attrs:
+            made.append(previous.attrs['made_with'])
+        for old in made if self.made_with is not None else ():
+            if old != self.made_with:
+                what = '; '.join(f'{k} {old.get(k)!r} then, {self.made_with.get(k)!r} now'
+                                 for k in sorted({*old, *self.made_with}) if old.get(k) != self.made_with.get(k))
+                raise UserError(f'{self.output} was made with other settings ({what}): give another --output, or '
+                                f'delete it, {os.path.basename(self.parts)}/ and '
+                                f'{os.path.basename(self.failures_path)} to make it again with these')
+
+    def part_name(self, key_):
+        """The part file of a video's key: one per key, whichever process writes it."""
+        return hashlib.sha1(key_.encode('utf-8', 'surrogateescape')).hexdigest()[:16] + '.pkl'
 
     def add(self, record):
-        digest = hashlib.sha1(record_key(record).encode('utf-8', 'surrogateescape')).hexdigest()[:16]
-        write_pickle(record, os.path.join(self.parts, f'{self.shard}{digest}.pkl'))
+        if self.made_with is not None:
+            record = {**record, 'made_with': self.made_with}
+        write_pickle(record, os.path.join(self.parts, self.part_name(record_key(record))))
 
     def fail(self, filename, folder, reason):
         self.add({'filename': filename, 'folder': folder, 'failure': reason})
 
-    def share_done(self, run, rank, world):
-        """Mark this process's share done: 'merge' where every share is done and this process merges (a
-        plain run always does), 'wait' where a share is not done, 'taken' where another process merges (or
-        was killed merging)."""
-        if world == 1:
-            return 'merge'
-        marker = lambda r: os.path.join(self.parts, f'done-{run}-{r}-of-{world}')  # noqa: E731
-        write_text('', marker(rank))
-        if not all(os.path.exists(marker(r)) for r in range(world)):
-            return 'wait'
+    def share_done(self, left):
+        """After this process's share of a run of several: 'merge' where every key of `left` (what the run
+        had left to do when this process started) has its part and this process is the one that merges,
+        'wait' where one has none yet (a process is at work, or was killed: a rerun merges), 'taken' where
+        another process merges or has merged."""
         try:
-            os.close(os.open(os.path.join(self.parts, f'merge-{run}.lock'), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
+            names = set(os.listdir(self.parts))
+        except FileNotFoundError:  # merged, and its parts removed, by another process
             return 'taken'
+        if any(self.part_name(k) not in names for k in left):
+            return 'wait'
+        path = os.path.join(self.parts, 'merge.lock')
+        try:
+            lock = open(path, 'a')
+        except FileNotFoundError:
+            return 'taken'
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it when the process ends
+        except BlockingIOError:
+            lock.close()
+            return 'taken'
+        if not os.path.exists(path) or os.stat(path).st_ino != os.fstat(lock.fileno()).st_ino:
+            lock.close()  # the lock of a merge that has ended, its folder removed since we opened it
+            return 'taken'
+        self._merge_lock = lock
         return 'merge'
 
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
@@ -242,6 +287,8 @@ class Journal:
         if len(table):
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
         table.attrs.update(attrs or {})
+        if self.made_with is not None:
+            table.attrs['made_with'] = self.made_with
         succeeded = keys_of(table)  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
         write_pickle(table, self.output)
@@ -267,15 +314,18 @@ def ends_the_run(err):
 class StageRun:
     """One process's part in a stage's run: its share of the work, its journal, what is left to do."""
 
-    def __init__(self, output, retry_failed=False):
+    def __init__(self, output, retry_failed=False, made_with=None):
         self.rank, self.world, self.run = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         claim(output)  # done by the stage's main() already, before any work; a no-op then
-        self.journal = Journal(output)
+        self.journal = Journal(output, made_with)
         self.records = self.journal.part_records()  # what earlier runs saved: read once
-        self.done = self.journal.done(records=self.records)
+        previous = self.journal.previous_table()
+        self.journal.check_made_with(self.records, previous)
+        self.done = self.journal.done(self.records, previous)
         if retry_failed:
             self.done -= set(self.journal.failures(self.records))
+        self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
     def record(self, problems):
         """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
@@ -285,6 +335,7 @@ class StageRun:
 
     def todo(self, items, where):
         """This process's share of the sorted items, less what is done (where(item): (folder, filename))."""
+        self.left = {key(*where(item)) for item in items} - self.done
         return [item for item in share(items, self.rank, self.world) if key(*where(item)) not in self.done]
 
     @contextlib.contextmanager
@@ -302,12 +353,13 @@ class StageRun:
 
     def merging(self, what):
         """True where this process writes the stage's output now; else says who will."""
-        state = self.journal.share_done(self.run, self.rank, self.world)
+        state = 'merge' if self.world == 1 else self.journal.share_done(self.left)
         if state == 'wait':
-            print(f'{self.who}share done; the last process to finish writes {what}')
+            print(f'{self.who}share done; the last process to finish writes {what} (if one was killed, run the '
+                  f'same command again: it does what is left and writes it)')
         elif state == 'taken':
-            print(f'{self.who}share done; another process of this run ({self.run}) writes {what}. If it does not '
-                  f'appear, that process was killed: run the same command as one process (python <script> ...)')
+            print(f'{self.who}share done; another process of this run writes {what} (if it does not appear, '
+                  f'run the same command again)')
         return state == 'merge'
 
 

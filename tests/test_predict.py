@@ -1,6 +1,7 @@
 """predict.py: one pass from raw videos to submission.csv, equal to the stage scripts' chain; every input
 gets a row whatever goes wrong on it; resumed work belongs to the same checkpoint and settings."""
 import csv
+import json
 import math
 import os
 import re
@@ -104,7 +105,19 @@ def chain(tmp_path_factory):
     for step in steps:
         r = run_script(*step)
         assert r.returncode == 0, (step[0], r.stdout[-1500:], r.stderr[-1500:])
+    recorded_as(tmp / 'run' / 'best.pt', tmp / 'run' / 'fast.pt', frame_step=30)  # for FAST's quicker runs
     return tmp
+
+
+def recorded_as(ckpt, path, **face):
+    """`ckpt` at `path`, the same network, as if its training table's faces had been made with the
+    DetectionPipeline settings `face`: predict.py makes its faces so."""
+    state = torch.load(ckpt, map_location='cpu', weights_only=True)
+    settings = json.loads(state['dataset']['attrs']['face_settings'])
+    settings.update({f'--{k}': v for k, v in face.items()})
+    state['dataset']['attrs']['face_settings'] = json.dumps(settings)
+    torch.save(state, path)
+    return path
 
 
 def test_predict_equals_the_stage_chain_on_real_clips(chain):
@@ -231,7 +244,8 @@ def small_input(tmp_path_factory):
     return folder
 
 
-FAST = ['--face_weights=none', '--frame_step=30', '--device=cpu']  # 6 frames of a head: enough for a face
+# 6 frames of a head: enough for a face; with run/fast.pt, whose training table recorded --frame_step=30
+FAST = ['--face_weights=none', '--frame_step=30', '--device=cpu']
 
 
 @pytest.mark.parametrize('workers', [2, 0])
@@ -266,7 +280,7 @@ def test_an_unexpected_error_on_one_video_is_its_fallback_row_and_the_run_goes_o
     monkeypatch.setattr(fp, 'find_tracks', broken_find_tracks)
     out = tmp_path / 'sub.csv'
     # in two decoding workers (forked: the broken functions are theirs too), and in this process
-    run_main(monkeypatch, f'--input={folder}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+    run_main(monkeypatch, f'--input={folder}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={out}',
              f'--workers={workers}', *FAST)
     stdout = capsys.readouterr().out
     rows, fallbacks = labels(out), fallbacks_of(out)
@@ -298,12 +312,29 @@ def logit(p):
     return math.log(p / (1 - p))
 
 
+def test_the_face_settings_of_the_training_table_are_predict_pys(chain, tmp_path):
+    """The video table records the face settings it was made with, the merge and the checkpoint carry
+    them, and predict.py makes its faces with them: a model trained on faces sampled every 15th frame read
+    faces sampled every 6th before, silently. A different one given is one line, before any weights."""
+    state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
+    recorded = json.loads(state['dataset']['attrs']['face_settings'])
+    assert recorded == dp.numbers(dp.settings(face_weights='none', device='cpu'))
+    assert recorded['--frame_step'] == 6 and '--device' not in recorded and '--face_weights' not in recorded
+    recorded_as(chain / 'run' / 'best.pt', tmp_path / 'step15.pt', frame_step=15, margin=0.3)
+    predictor = predict.Predictor(str(tmp_path / 'step15.pt'), 'cpu')
+    assert predictor.pipeline.cfg['frame_step'] == 15 and predictor.pipeline.cfg['margin'] == 0.3
+    assert predict.Predictor(str(tmp_path / 'step15.pt'), 'cpu', face={'margin': 0.3}).pipeline.cfg['margin'] == 0.3
+    with pytest.raises(config.UserError, match=r'trained on faces made with --frame_step=15; this run has '
+                                               r'--frame_step=6: leave them out'):
+        predict.Predictor(str(tmp_path / 'step15.pt'), 'cpu', face={'frame_step': 6})
+
+
 def test_a_rerun_resumes_only_what_the_same_checkpoint_and_settings_made(
         chain, small_input, tmp_path, monkeypatch, capsys):
     """Into the same OUTPUT: the same checkpoint and settings redo nothing; another checkpoint or PRIOR
     used to return the first run's probabilities (exit 0): now one line says the old results are
     discarded, and every probability is the new one's."""
-    ckpt = chain / 'run' / 'best.pt'
+    ckpt = chain / 'run' / 'fast.pt'
     out = tmp_path / 'sub.csv'
     common = [f'--input={small_input}', f'--output={out}', *FAST]
     calls = []
@@ -344,7 +375,7 @@ def test_an_output_that_is_a_folder_or_not_writable_is_one_line_before_any_work(
     blocker.write_text('')
     for out, says in [(tmp_path, 'is a folder'), (blocker / 'sub.csv', 'is a file, where --output needs a folder')]:
         with pytest.raises(SystemExit) as exit_:
-            run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}',
+            run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}',
                      f'--output={out}', *FAST)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count('\n') == 1 and says in err and str(out) in err, err
@@ -376,12 +407,12 @@ def test_the_checkpoints_face_weights_are_used_without_the_flag(chain, small_inp
     settings (it resumes with nothing to do, where other settings would discard the first run's rows)."""
     out = tmp_path / 'sub.csv'
     fast = [a for a in FAST if not a.startswith('--face_weights')]
-    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={out}',
              *fast)
     first = labels(out)
     assert sorted(first) == ['head.mp4', 'noface.mp4'] and 'head.mp4' not in fallbacks_of(out)
     assert counts(capsys.readouterr().out) == (2, 1, 0)
-    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={out}',
              *FAST)
     said = capsys.readouterr().out
     assert counts(said) == (0, 1, 0) and 'discarding' not in said and labels(out) == first
@@ -460,7 +491,7 @@ def test_a_tree_with_one_file_name_in_two_folders_gets_two_rows_and_resumes(
         os.symlink(os.path.realpath(small_input / src), tree / part / 'same.mp4')
     (tree / 'dfdc_train_part_1' / 'metadata.json').write_text('{}')  # not a video: no row
     out = tmp_path / 'sub.csv'
-    args = [f'--input={tree}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}', *FAST]
+    args = [f'--input={tree}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={out}', *FAST]
     stream = predict.Predictor.stream
 
     def killed_after_one(self, paths):
@@ -482,7 +513,7 @@ def test_a_tree_with_one_file_name_in_two_folders_gets_two_rows_and_resumes(
     assert set(fallbacks_of(out)) == {'dfdc_train_part_1/same.mp4'}  # the voiced clip without a face
     # the same videos as a flat folder: bare names, the same probabilities
     flat = tmp_path / 'flat.csv'
-    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={flat}',
+    run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={flat}',
              *FAST)
     assert abs(labels(flat)['head.mp4'] - rows['dfdc_train_part_0/same.mp4']) < 1e-6
     assert abs(labels(flat)['noface.mp4'] - rows['dfdc_train_part_1/same.mp4']) < 1e-6
@@ -497,7 +528,7 @@ def test_one_file_without_output_prints_its_probability_and_writes_nothing(
     os.symlink(os.path.realpath(small_input / 'head.mp4'), folder / 'one.mp4')
     monkeypatch.chdir(tmp_path)
     before = files_under(tmp_path)
-    run_main(monkeypatch, f'--input={folder / "one.mp4"}', f'--checkpoint={chain / "run" / "best.pt"}', *FAST)
+    run_main(monkeypatch, f'--input={folder / "one.mp4"}', f'--checkpoint={chain / "run" / "fast.pt"}', *FAST)
     said = capsys.readouterr().out
     assert re.search(r'^one\.mp4: p\(FAKE\) = 0\.\d{4}$', said, re.M), said
     assert files_under(tmp_path) == before
@@ -530,8 +561,9 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
     monkeypatch.setattr(explain, 'draw', recorded)
     figures, out = tmp_path / 'figures', tmp_path / 'sub.csv'
     # every 4th frame: 32 faces of the head, three windows of the checkpoint's 20
-    run_main(monkeypatch, f'--input={tree}', f'--checkpoint={chain / "run" / "best.pt"}', f'--output={out}',
-             f'--explain={figures}', '--frame_step=4', '--device=cpu')
+    step4 = recorded_as(chain / 'run' / 'best.pt', tmp_path / 'step4.pt', frame_step=4)
+    run_main(monkeypatch, f'--input={tree}', f'--checkpoint={step4}', f'--output={out}',
+             f'--explain={figures}', '--device=cpu')
     assert files_under(figures) == ['head.mp4.png', 'sub', 'sub/head.mp4.png', 'sub/noface.mp4.png']
     for name in ('head.mp4.png', 'sub/head.mp4.png', 'sub/noface.mp4.png'):
         width, height = png_size(figures / name)

@@ -145,20 +145,41 @@ def test_a_slurm_array_task_is_a_rank(monkeypatch):
     assert shard() == (2, 4, '77')
 
 
-def test_one_process_merges_and_a_merge_killed_under_a_fixed_run_id_is_reported(tmp_path, monkeypatch, capsys):
-    """The markers elect one merger; a rerun under the same run id (a requeued SLURM job, a static
-    rendezvous id) after the merger was killed finds the merge taken, and says what to do."""
+def test_one_process_merges_once_every_video_has_its_part(tmp_path, monkeypatch, capsys):
+    """The process that finds a part for every video the run had left merges, elected by an flock. Markers
+    of 'share done' did this before: a rerun under the same run id (torchrun's default 'none', a static
+    rendezvous id) found a killed run's markers and merged while the other process was still at work."""
     from common.stage import Journal, StageRun
     journal = Journal(tmp_path / 'out.pkl')
-    assert journal.share_done('job7', 1, 2) == 'wait'
-    assert journal.share_done('job7', 0, 2) == 'merge'
-    assert journal.share_done('job7', 1, 2) == 'taken'  # ... killed while merging; rank 1 reruns
-    assert journal.share_done('other', 0, 1) == 'merge'
-    monkeypatch.setenv('WORLD_SIZE', '2')
-    monkeypatch.setenv('RANK', '0')
-    monkeypatch.setenv('TORCHELASTIC_RUN_ID', 'job7')
-    assert StageRun(tmp_path / 'out.pkl').merging('out.pkl') is False
-    assert 'run the same command as one process' in capsys.readouterr().out
+    left = {'p/a.mp4', 'p/b.mp4'}
+    journal.add({'filename': 'a.mp4', 'folder': 'p', 'rows': []})
+    assert journal.share_done(left) == 'wait'  # b's process is at work, or was killed
+    journal.fail('b.mp4', 'p', 'no face found')
+    assert journal.share_done(left) == 'merge'
+    assert Journal(tmp_path / 'out.pkl').share_done(left) == 'taken'  # another process: one merges
+    journal._merge_lock.close()  # the merger killed: the kernel lets its lock go
+    again, late = Journal(tmp_path / 'out.pkl'), Journal(tmp_path / 'out.pkl')
+    assert again.share_done(left) == 'merge'
+    again.finish(lambda rec: rec['rows'])
+    assert late.share_done(set()) == 'taken'  # its parts' folder merged and removed since it started
+    for name, value in (('WORLD_SIZE', '2'), ('RANK', '0'), ('TORCHELASTIC_RUN_ID', 'none')):
+        monkeypatch.setenv(name, value)
+    run = StageRun(tmp_path / 'other.pkl')
+    assert run.todo([('p', 'a.mp4'), ('p', 'b.mp4')], where=lambda item: item) == [('p', 'a.mp4')]
+    assert run.merging('other.pkl') is False
+    assert 'the last process to finish writes other.pkl' in capsys.readouterr().out
+
+
+def test_two_torchrun_jobs_have_two_run_ids(monkeypatch):
+    """torchrun's rendezvous id is 'none' unless given: two jobs writing one output at the same time were
+    one run to claim(). The address and port their processes meet at tell them apart."""
+    from common.stage import shard
+    for name, value in (('WORLD_SIZE', '2'), ('RANK', '1'), ('TORCHELASTIC_RUN_ID', 'none'),
+                        ('MASTER_ADDR', '127.0.0.1'), ('MASTER_PORT', '29500')):
+        monkeypatch.setenv(name, value)
+    first = shard()
+    monkeypatch.setenv('MASTER_PORT', '29501')
+    assert first == (1, 2, 'none@127.0.0.1:29500') and shard()[2] != first[2]
 
 
 def test_a_late_process_takes_the_same_share():

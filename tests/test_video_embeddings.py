@@ -136,3 +136,21 @@ def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, sample):
     # a rerun with nothing new does nothing and keeps the table
     r = run(f'--data_dir={sample}', f'--output={out}', '--face_weights=none')
     assert '0 videos to embed' in r.stdout and len(pd.read_pickle(out)) == 4
+
+
+def test_a_rerun_with_other_face_settings_is_refused_not_mixed(tmp_path, sample):
+    """The table records what its faces depend on; a rerun into it with another --frame_step (or other
+    weights) said '0 videos to embed' and kept the old rows as if made with the new settings. Now it is one
+    line naming what differs, before any work; the same settings resume as before."""
+    out = tmp_path / 'v.pkl'
+    common = [f'--data_dir={sample}', f'--output={out}', '--face_weights=none']
+    r = run(*common, '--frame_step=30')
+    assert r.returncode == 0, r.stderr
+    made_with = pd.read_pickle(out).attrs['made_with']
+    assert made_with['--frame_step'] == 30 and made_with['embedder'] == 'untrained(seed=0)'
+    assert '--device' not in made_with and '--workers' not in made_with  # where, not what
+    r = run(*common, '--frame_step=15')
+    assert r.returncode == 2 and r.stderr.count('\n') == 1, r.stderr
+    assert f'{out} was made with other settings (--frame_step 30 then, 15 now)' in r.stderr
+    r = run(*common, '--frame_step=30', '--workers=2')
+    assert r.returncode == 0 and '0 videos to embed' in r.stdout, r.stderr
