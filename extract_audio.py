@@ -21,6 +21,7 @@ Example:
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
+import io
 import os
 from dataclasses import dataclass
 
@@ -93,9 +94,14 @@ def wav_name(filename, folder=''):
 
 
 def write_wav(pcm, path, rate=SAMPLE_RATE):
-    with atomic_path(path) as tmp:
-        # int16 data is written as it is (no scaling), so reading it back gives the same numbers
-        sf.write(tmp, pcm, rate, subtype='PCM_16', format='WAV')
+    """Write `pcm` at `path` as a WAV, atomically; OSError naming `path` where it cannot be written."""
+    wav = io.BytesIO()
+    # int16 data is written as it is (no scaling), so reading it back gives the same numbers
+    sf.write(wav, pcm, rate, subtype='PCM_16', format='WAV')
+    # Python writes the file, not libsndfile: on a full disk libsndfile raises 'System error.' without an errno,
+    # which failed every video left for good, where ENOSPC ends the run (common.stage.ends_the_run)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(wav.getbuffer())
 
 
 def read_wav(path, rate=SAMPLE_RATE):

@@ -13,6 +13,16 @@ def is_video(name):
     return name.lower().endswith(VIDEO_EXTENSIONS)
 
 
+def is_text(name):
+    """True where `name` can be written as UTF-8: JSON's escapes can give lone surrogates ("\\udcff"), which no
+    file the stages write (the failures file) can hold."""
+    try:
+        name.encode('utf-8')
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def label_of(entry):
     """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
     label = entry.get('label') if isinstance(entry, dict) else None
@@ -22,11 +32,16 @@ def label_of(entry):
 def plan(data_dir):
     """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
     [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
-    same file name: both are videos (their keys, folder/filename, differ)."""
+    same file name: both are videos (their keys, folder/filename, differ). Links to folders are followed, each
+    folder once (under the first path the sorted walk reaches it by)."""
     if not os.path.isdir(data_dir):
         raise UserError(f'data folder {data_dir} does not exist')
-    parts = []
+    parts, seen = [], set()
     for root, dirs, files in os.walk(data_dir, followlinks=True):
+        if os.path.realpath(root) in seen:  # a link back up the tree, or a second link to one folder
+            dirs[:] = []
+            continue
+        seen.add(os.path.realpath(root))
         dirs.sort()
         if 'metadata.json' in files:
             parts.append(root)
@@ -47,7 +62,11 @@ def plan(data_dir):
             continue
         skipped += len({n for n in os.listdir(folder) if is_video(n)} - set(meta))
         for name in sorted(meta):
-            if name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
+            if not is_text(name):
+                failures.append((name.encode('utf-8', 'backslashreplace').decode('utf-8'), rel,
+                                 'metadata.json names it with a lone surrogate (a JSON escape such as \\udcff), '
+                                 'not UTF-8 text: refused'))
+            elif name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
                 # '../x.mp4' or '/etc/x' would be read outside the part, and its WAV written outside AUDIO_DIR
                 failures.append((name, rel, 'metadata.json names a path, not a file in its folder: refused'))
             elif label_of(meta[name]) is None:

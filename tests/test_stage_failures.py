@@ -2,7 +2,6 @@
 a dataset where no video succeeds, corrupt tables and part files, metadata names that are paths, an output
 that cannot be written or a full disk, and two runs on one output. Real clips and real processes."""
 import csv
-import errno
 import json
 import os
 import signal
@@ -20,7 +19,6 @@ import create_video_embeddings as cve
 from faces import pipeline as fp
 import extract_audio as ea
 from audio_clips import dfdc_part, run_script
-from common import config
 from common.dataset import plan
 from common.stage import UNEXPECTED, Journal, read_failures
 from conftest import ROOT, testdata
@@ -116,26 +114,6 @@ def test_unexpected_errors_in_decoding_and_detection_are_recorded_counted_and_th
         'p/b.mp4': f'{UNEXPECTED}IndexError: boom in detection'}
     out = capsys.readouterr().out
     assert '2 failed' in out and '2 of the failures are unexpected errors' in out
-
-
-def test_a_full_disk_ends_the_run_in_one_line_naming_the_file_and_records_no_failure(tmp_path, monkeypatch,
-                                                                                      capsys):
-    """ENOSPC is not the video's fault: it is not recorded as the video's failure (a rerun does it)."""
-    data, audio = tmp_path / 'data', tmp_path / 'audio'
-    dfdc_part(str(data / 'p'), {'a.mp4': head(2)})
-    wav = audio / 'p' / 'a.mp4.wav'
-
-    def full(pcm, path, rate):
-        raise OSError(errno.ENOSPC, 'No space left on device', path)
-    monkeypatch.setattr(ea, 'write_wav', full)
-    monkeypatch.setattr(ea, 'DATA_DIR', str(data))
-    monkeypatch.setattr(ea, 'AUDIO_DIR', str(audio))
-    monkeypatch.setattr(sys, 'argv', ['extract_audio.py'])
-    with pytest.raises(SystemExit) as exit_:
-        config.cli(ea.main)
-    assert exit_.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f'error: {wav}: No space left on device'  # after tqdm's bar
-    assert Journal(audio / ea.INDEX).done() == set()
 
 
 # ----------------------------------------------------------------------------- 3: one name in two parts
