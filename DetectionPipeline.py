@@ -46,6 +46,7 @@ DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cu
 AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf16 units (faster: BENCHMARKS.md; stored as float16)
 BATCH_SIZE = 64             # faces per InceptionResnetV1 batch, frames per MTCNN batch
 WORKERS = -1                # decoding processes feeding the networks (-1: every core on a GPU, none on a CPU)
+WORKER_TIMEOUT = 1800       # seconds a worker may spend on one video; then it is stopped, the video failed (0: none)
 CHUNK = 60                  # sampled frames held at once (1080p: 6 MB each); a DFDC clip's 50 are one chunk
 DECODER = 'cpu'             # 'cpu' (FFmpeg's decoders) | 'nvdec' (the NVIDIA GPU's video decoder, through PyAV: README)
 # -----------------------------------------------------------------------------
@@ -60,7 +61,7 @@ def settings(**overrides):
 
 
 # where and how fast the faces are made, not what they are (the weights: by the embedder's name, describe())
-_NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'decoder', 'face_weights'}
+_NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'worker_timeout', 'decoder', 'face_weights'}
 
 
 def numbers(cfg):
@@ -124,7 +125,7 @@ class DetectionPipeline:
             # core busy: torch's thread pool would spin against them (on 2 shared cores, 10-25x slower).
             with torch_threads(1 if self.device.type == 'cuda' else 0):
                 yield from workers.stream(paths, self.cfg, self.nets, n, also, max(1, my_cores() // n),
-                                          gpu=self.gpu)
+                                          gpu=self.gpu, timeout=self.cfg['worker_timeout'])
             return
         for path in paths:
             faces = workers.attempt(self, path)

@@ -63,7 +63,7 @@ RANGES = {
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
         'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin', 'seed')},
-    'workers': _at_least(-1),
+    'workers': _at_least(-1), 'worker_timeout': _at_least(0),
     # MTCNN divides by its smallest face (ROI_SIZE // 4 in the regions of interest); InceptionResnetV1's
     # layers need at least 75 pixels
     'roi_size': (lambda v: v == 0 or v >= 4, '0 (off) or at least 4'),

@@ -9,7 +9,8 @@ decoded frames would move 300 MB a clip). Workers are forked, as DataLoader's ar
 with DECODER='nvdec' they decode on the GPU and are spawned instead (CUDA does not survive a fork).
 
 A worker that dies (a decoder crash, the kernel's OOM killer) costs its video only: the video is a
-VideoError with the exit code, and a new worker takes the next video.
+VideoError with the exit code, and a new worker takes the next video. So does one that spends more than
+`timeout` seconds on a video (a decoder caught in a loop would stall the whole run): it is stopped.
 """
 import multiprocessing as mp
 import pickle
@@ -72,20 +73,21 @@ def _work(wid, cfg, threads, gpu, also, requests, inbox):
         requests.put(('done', wid, (path, _sendable(faces), _sendable(extra))))
 
 
-def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_method=None):
+def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_method=None, timeout=0):
     """Yield (path, VideoFaces or the exception, also(path) or its exception, or None) for every path, in
     the order they finish, with `workers` processes decoding (FFmpeg on `threads` threads each, or on CUDA
     device `gpu`'s NVDEC) and `nets` (faces/nets.py) answering their requests in batches. The workers are
-    forked, or spawned where they decode on the GPU (start_method: either, chosen)."""
+    forked, or spawned where they decode on the GPU (start_method: either, chosen). A worker still on one
+    video after `timeout` seconds (0: never) is stopped, and the video is a VideoError."""
     ctx = mp.get_context(start_method or ('fork' if gpu is None else 'spawn'))
     requests = ctx.Queue()
-    inboxes, procs, doing = {}, {}, {}
+    inboxes, procs, doing, since = {}, {}, {}, {}
     todo = list(reversed(paths))
     ids = iter(range(10 ** 9))
 
     def give(wid):
         if todo:
-            doing[wid] = todo.pop()
+            doing[wid], since[wid] = todo.pop(), time.monotonic()
             inboxes[wid].put(doing[wid])
         else:
             inboxes[wid].put(None)
@@ -123,6 +125,12 @@ def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_meth
                 for wid in [w for w in doing if procs[w].exitcode is not None]:
                     path = doing.pop(wid)
                     yield path, VideoError(f'the decoding worker died on it (exit code {procs[wid].exitcode})'), None
+                    start()
+                for wid in [w for w in doing if timeout and checked - since[w] > timeout]:
+                    procs[wid].kill()
+                    path = doing.pop(wid)
+                    yield path, VideoError(f'still decoding after {timeout} s (--worker_timeout): its worker was '
+                                           f'stopped'), None
                     start()
     finally:
         for wid, proc in procs.items():

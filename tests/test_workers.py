@@ -1,6 +1,7 @@
 """Decoding workers (faces/workers.py) on the CPU: the same faces as in one process, every video's result
 or its error, a worker's crash costing its video only."""
 import os
+import time
 
 import numpy as np
 import pytest
@@ -65,6 +66,28 @@ def test_a_worker_that_dies_costs_its_video_only(pipeline, tmp_path, monkeypatch
     assert isinstance(died, VideoError) and str(died) == 'the decoding worker died on it (exit code 3)'
     assert len(got[testdata('talking_heads', '5.mp4')].tracks) == 1
     assert len(got[testdata('dfdc_sample', 'yhffcuhhjy.mp4')].tracks) == 1
+
+
+def test_a_worker_stuck_on_a_video_is_stopped_after_the_timeout(tmp_path, monkeypatch):
+    """A decoder caught in a loop held its worker, and the run, forever: after --worker_timeout seconds
+    that video is a VideoError and a new worker takes the next one."""
+    chunks = fp.chunks
+
+    def stuck(path, *args):
+        if path.endswith('3.mp4'):
+            time.sleep(3600)
+        return chunks(path, *args)
+    monkeypatch.setattr(fp, 'chunks', stuck)  # the workers are forked: theirs too
+    pipeline = dp.DetectionPipeline(face_weights='none', device='cpu', frame_step=15, workers=2, worker_timeout=3)
+    paths = [testdata('talking_heads', '3.mp4'), testdata('talking_heads', '5.mp4'),
+             testdata('dfdc_sample', 'yhffcuhhjy.mp4')]
+    t0 = time.monotonic()
+    got = {path: faces for path, faces, _ in pipeline.stream(paths)}
+    assert time.monotonic() - t0 < 120  # not the hour the stuck decoder would take
+    stuck_one = got[paths[0]]
+    assert isinstance(stuck_one, VideoError)
+    assert str(stuck_one) == 'still decoding after 3 s (--worker_timeout): its worker was stopped'
+    assert len(got[paths[1]].tracks) == 1 and len(got[paths[2]].tracks) == 1
 
 
 def test_how_many_workers(monkeypatch):
