@@ -233,7 +233,10 @@ def embed_all(index, extract_failures):
     run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
                 for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
-    todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']))
+    # the index's source of each video (extract_audio.py's): a video extracted again from a changed file is
+    # embedded again
+    todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']),
+                    source=lambda e: e['source'] if isinstance(e.get('source'), str) else None)
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
           f'index, {len(run.done)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):

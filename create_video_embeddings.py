@@ -5,14 +5,14 @@ lists are run through DetectionPipeline.py (videos on disk that it does not list
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
 filename and folder (together the key of every stage), video_embedding (faces, 512) float16, label (1 =
 FAKE), original (the REAL video a FAKE was made from), frames (faces,) int32, n_frames, boxes (faces, 4)
-float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder (the face weights); no rows where no
-video succeeds. And OUTPUT.failures.csv (filename, folder, reason): unreadable, truncated or missing videos,
-no face found, an unreadable metadata.json, an entry naming a path or without a label, unexpected errors.
-Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does only what is left, and on a
-grown dataset adds the new videos; one with other face settings is refused (OUTPUT's attrs record them). On a GPU one process uses the whole machine: DetectionPipeline.py's
---workers decoding processes feed its networks (faces/workers.py). Several processes split the work
-(common/stage.py): `torchrun --standalone --nproc_per_node=4 create_video_embeddings.py ...` (one per GPU;
-machines: README) or a SLURM array (sbatch --array=0-63).
+float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder, source (what it was made from). And
+OUTPUT.failures.csv (filename, folder, reason, source): unreadable, truncated or missing videos, no face,
+a bad metadata.json or entry, unexpected errors.
+Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does what is left, new videos and
+replaced or relabelled ones, and refuses other face settings (OUTPUT's attrs record them). On a GPU one
+process uses the whole machine: DetectionPipeline.py's --workers decoding processes feed its networks.
+Several processes split the work (common/stage.py): `torchrun --standalone --nproc_per_node=4
+create_video_embeddings.py ...` (one per GPU; machines: README) or a SLURM array (sbatch --array=0-63).
 
 Example:
     python create_video_embeddings.py --data_dir=../shared/testdata/dfdc_sample --output=video.pkl \
@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import DetectionPipeline as dp
 from common.device import share_cpu
-from common.dataset import label_of, plan
+from common.dataset import label_of, plan, source_of
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
 from common.weights import describe
@@ -62,7 +62,7 @@ def embed(todo, bad, skipped, face):
     run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': describe(cfg['face_weights'])})
     journal, who = run.journal, run.who
     run.record(bad)
-    todo = run.todo(todo, where=lambda t: t[:2])
+    todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
     print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:

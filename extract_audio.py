@@ -30,7 +30,7 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common.dataset import plan
+from common.dataset import plan, source_of
 from common.stage import StageRun, atomic_path, claim, key, print_failures, read_pickle, sweep_temporaries
 from common.video import VideoError, open_video
 
@@ -151,7 +151,7 @@ def extract_all(videos, problems, skipped, index):
     run = StageRun(index, RETRY_FAILED)
     journal, who = run.journal, run.who
     run.record(problems)
-    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2])]
+    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2], source=source_of)]
     print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.done)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):

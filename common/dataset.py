@@ -74,3 +74,15 @@ def plan(data_dir):
             else:
                 todo.append((rel, name, os.path.join(folder, name), meta[name]))
     return todo, failures, skipped
+
+
+def source_of(item):
+    """What one of plan()'s videos is made from, as a string: its file (size and modification time, as the
+    stat of the path sees it through links) and its metadata entry's label and original. A rerun redoes a
+    video whose source changed (common.stage.StageRun.todo)."""
+    _, _, path, entry = item
+    try:
+        st = os.stat(path)
+    except OSError:
+        return f'absent:{label_of(entry)}:{entry.get("original")}'
+    return f'{st.st_size}:{st.st_mtime_ns}:{label_of(entry)}:{entry.get("original")}'

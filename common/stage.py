@@ -1,14 +1,16 @@
-"""What every stage does with files: atomic writes, per-video results that survive a kill, the failures file.
+"""What every stage does with files: atomic writes, per-video results that survive a kill, failures.
 
 A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (one small pickle per finished video,
 written at once, removed once OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason) and
-OUTPUT.lock (claim). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with
-the union: no video is done twice or dropped. A video's key is folder/filename (key()): two parts may
-hold one name. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of
-the sorted dataset (fixed by the dataset, so a late starter takes the same share) and write parts to the
-same folder; a process that finds, after its share, a part for every video the run had left merges, once
-(an flock elects it, and goes with its process if it is killed). Nothing a killed run left behind counts
-but its parts: a rerun with the same command merges only once every video is done.
+OUTPUT.lock (claim). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with the
+union: no video is done twice or dropped. Each video's source (its file's size and time, its metadata entry:
+StageRun.todo) is kept with its results, so a rerun redoes one whose source changed, and so are the settings
+the results depend on (made_with), so a rerun with others is refused. A video's key is folder/filename
+(key()): two parts may hold one name. Several processes (torchrun's ranks, a SLURM array's tasks) each take
+every Nth video of the sorted dataset (fixed by the dataset, so a late starter takes the same share) and
+write parts to the same folder; a process that finds, after its share, a part for every video the run had
+left merges, once (an flock elects it, and goes with its process if it is killed). Nothing a killed run left
+behind counts but its parts: a rerun with the same command merges only once every video is done.
 """
 import contextlib
 import csv
@@ -191,6 +193,9 @@ class Journal:
         # {what: value} the results depend on (settings, the embedder's name): in every record and OUTPUT's
         # attrs, so that a run with others is refused (check_made_with) rather than mixed with them
         self.made_with = made_with
+        # {key: source} of the run's videos (StageRun.todo: what each is made from), kept in its record, in
+        # OUTPUT's 'source' column and in the failures file: a rerun redoes a video whose source changed
+        self.sources = {}
         self._merge_lock = None  # held from share_done's 'merge' until this process ends
         os.makedirs(self.parts, exist_ok=True)
 
@@ -235,7 +240,24 @@ class Journal:
         """The part file of a video's key: one per key, whichever process writes it."""
         return hashlib.sha1(key_.encode('utf-8', 'surrogateescape')).hexdigest()[:16] + '.pkl'
 
+    def recorded_sources(self, records, previous):
+        """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
+        out = {}
+        if os.path.exists(self.failures_path):
+            with open(self.failures_path, newline='', encoding='utf-8') as f:
+                out.update((key(row['folder'], row['filename']), row['source'])
+                           for row in csv.DictReader(f) if row.get('source'))
+        if previous is not None and 'source' in previous and len(previous):
+            folders = previous['folder'] if 'folder' in previous else [''] * len(previous)
+            out.update((key(d, n), src) for d, n, src in zip(folders, previous['filename'], previous['source'])
+                       if isinstance(src, str))
+        out.update((record_key(r), r['source']) for r in records if 'source' in r)
+        return out
+
     def add(self, record):
+        source = self.sources.get(record_key(record))
+        if source is not None:
+            record = {**record, 'source': source}
         if self.made_with is not None:
             record = {**record, 'made_with': self.made_with}
         write_pickle(record, os.path.join(self.parts, self.part_name(record_key(record))))
@@ -280,8 +302,15 @@ class Journal:
             shutil.rmtree(self.parts, ignore_errors=True)
             return previous, self.failures(records)
         previous = previous if previous is not None and len(previous) else None
+        # a video done again because its source changed: its new record replaces what OUTPUT holds of it
+        before = self.recorded_sources([], previous)
+        redone = {record_key(r) for r in records if 'source' in r and r['source'] != before.get(record_key(r))}
+        if previous is not None and redone:
+            folders = previous['folder'] if 'folder' in previous else [''] * len(previous)
+            previous = previous[[key(d, n) not in redone for d, n in zip(folders, previous['filename'])]]
         known = keys_of(previous)  # a run killed between writing OUTPUT and removing the parts
-        rows = [row for r in records if 'failure' not in r and record_key(r) not in known for row in rows_of(r)]
+        rows = [{**row, 'source': r['source']} if 'source' in r else row
+                for r in records if 'failure' not in r and record_key(r) not in known for row in rows_of(r)]
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
         if len(table):
@@ -291,12 +320,13 @@ class Journal:
             table.attrs['made_with'] = self.made_with
         succeeded = keys_of(table)  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
+        sources = self.recorded_sources(records, None)  # the failures file's and the parts'
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:
                 writer = csv.writer(f)
-                writer.writerow(['filename', 'folder', 'reason'])
-                writer.writerows([filename_of(k, folder), folder, reason]
+                writer.writerow(['filename', 'folder', 'reason', 'source'])
+                writer.writerows([filename_of(k, folder), folder, reason, sources.get(k, '')]
                                  for k, (folder, reason) in sorted(failures.items()))
         shutil.rmtree(self.parts, ignore_errors=True)
         return table, failures
@@ -323,6 +353,7 @@ class StageRun:
         previous = self.journal.previous_table()
         self.journal.check_made_with(self.records, previous)
         self.done = self.journal.done(self.records, previous)
+        self.recorded = self.journal.recorded_sources(self.records, previous)  # {key: source} where known
         if retry_failed:
             self.done -= set(self.journal.failures(self.records))
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
@@ -333,10 +364,22 @@ class StageRun:
             if key(folder, name) not in self.done:
                 self.journal.fail(name, folder, reason)
 
-    def todo(self, items, where):
-        """This process's share of the sorted items, less what is done (where(item): (folder, filename))."""
-        self.left = {key(*where(item)) for item in items} - self.done
-        return [item for item in share(items, self.rank, self.world) if key(*where(item)) not in self.done]
+    def todo(self, items, where, source=None):
+        """This process's share of the sorted items, less what is done (where(item): (folder, filename)).
+        With `source` (source(item): what the video is made from, a string, or None where unknown), a video
+        done before from another source (its file replaced, its label corrected) is done again, and said."""
+        keys = [key(*where(item)) for item in items]
+        if source is not None:
+            self.journal.sources = dict(zip(keys, map(source, items)))
+            changed = sorted(k for k in keys if k in self.done and self.journal.sources[k] is not None
+                             and self.recorded.get(k) not in (None, self.journal.sources[k]))
+            if changed:
+                print(f'{self.who}{len(changed)} videos changed since they were done (their file or metadata '
+                      f'entry), e.g. {changed[0]}: done again')
+            self.done = self.done - set(changed)
+        self.left = set(keys) - self.done
+        mine = set(share(keys, self.rank, self.world))
+        return [item for item, k in zip(items, keys) if k in mine and k not in self.done]
 
     @contextlib.contextmanager
     def video(self, filename, folder):

@@ -154,3 +154,35 @@ def test_a_rerun_with_other_face_settings_is_refused_not_mixed(tmp_path, sample)
     assert f'{out} was made with other settings (--frame_step 30 then, 15 now)' in r.stderr
     r = run(*common, '--frame_step=30', '--workers=2')
     assert r.returncode == 0 and '0 videos to embed' in r.stdout, r.stderr
+
+
+def test_a_video_replaced_or_relabelled_since_is_done_again_not_returned_stale(tmp_path, sample):
+    """A rerun said '0 videos to embed' and kept the old rows of a file replaced by another at the same path
+    (its frames, size, embeddings) and the old label of an entry corrected in metadata.json. Each is done
+    again and replaces its rows; nothing else is redone, and nothing is duplicated."""
+    import shutil
+    data, out = tmp_path / 'data', tmp_path / 'v.pkl'
+    shutil.copytree(sample, data)
+    common = [f'--data_dir={data}', f'--output={out}', '--face_weights=none', '--frame_step=30']
+    assert run(*common).returncode == 0
+    before = pd.read_pickle(out).set_index('filename')
+    assert before.loc['camera_fake.mp4', 'label'] == 1
+    os.remove(data / 'astronaut_fake.mp4')
+    shutil.copy(testdata('talking_heads', '5.mp4'), data / 'astronaut_fake.mp4')  # another clip, same name
+    meta = json.loads((data / 'metadata.json').read_text())
+    meta['camera_fake.mp4'] = {'label': 'REAL', 'original': None}  # a label corrected
+    (data / 'metadata.json').write_text(json.dumps(meta))
+    r = run(*common)
+    assert r.returncode == 0, r.stderr
+    assert '2 videos changed since they were done (their file or metadata entry), e.g. astronaut_fake.mp4' in r.stdout
+    assert '2 videos to embed (2 done before' in r.stdout
+    after = pd.read_pickle(out)
+    assert sorted(after.filename) == sorted(before.index)  # one row each: replaced, not added
+    after = after.set_index('filename')
+    assert after.loc['camera_fake.mp4', 'label'] == 0 and pd.isna(after.loc['camera_fake.mp4', 'original'])
+    assert (after.loc['astronaut_fake.mp4', 'width'], after.loc['astronaut_fake.mp4', 'n_frames']) != (
+        before.loc['astronaut_fake.mp4', 'width'], before.loc['astronaut_fake.mp4', 'n_frames'])
+    for name in ('astronaut_real.mp4', 'camera_real.mp4'):  # untouched: the same rows
+        np.testing.assert_array_equal(after.loc[name, 'video_embedding'], before.loc[name, 'video_embedding'])
+    r = run(*common)
+    assert '0 videos to embed' in r.stdout and 'changed since' not in r.stdout
