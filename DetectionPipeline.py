@@ -67,8 +67,7 @@ _NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'worker_timeout', '
 def numbers(cfg):
     """{'--name': value} of the settings of `cfg` (settings()'s) that the tracks and embeddings depend on:
     what a video table records it was made with (attrs 'made_with'), for a rerun and predict.py to match."""
-    shared = {k.lower() for k in config.constants(globals(), shared_only=True)}
-    return {f'--{k}': v for k, v in sorted(cfg.items()) if k in shared and k not in _NOT_IN_NUMBERS}
+    return config.recorded(globals(), cfg, _NOT_IN_NUMBERS)
 
 
 class DetectionPipeline:

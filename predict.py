@@ -40,7 +40,7 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import is_video
+from common.dataset import is_video, walk
 from common.device import pick_device
 from common.stage import Journal, atomic_path, key, keys_of, record_key
 from common.store import Store
@@ -62,7 +62,7 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 # the shared settings of create_audio_embedding.py that do not change the numbers (how many threads, which
 # device); every other one is part of the fingerprint, with DetectionPipeline's numbers() (their `this script
 # only` settings, the files a stage writes, are not this pass's)
-_NOT_IN_NUMBERS = {'DEVICE', 'BATCH_SIZE', 'THREADS'}
+_NOT_IN_NUMBERS = {'device', 'batch_size', 'threads'}
 
 
 class ByPathOnly(NamedTuple):
@@ -262,9 +262,7 @@ class Predictor:
         with open(self.checkpoint, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        shared = config.constants(cae, shared_only=True)
-        audio = {f'--{k}': v for k, v in self.audio.cfg.items()
-                 if k.upper() in shared and k.upper() not in _NOT_IN_NUMBERS}
+        audio = config.recorded(cae, self.audio.cfg, _NOT_IN_NUMBERS)
         faces = dp.numbers(self.pipeline.cfg)
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
                 'audio embedder': self.audio.name, **faces, **audio}
@@ -299,15 +297,11 @@ def list_inputs(path):
     """INPUT's videos as (path, folder, filename): the file itself (folder ''), or every file in the folder
     and its subfolders named like a video (a dangling link too: it gets its row, 'file is missing'), with
     `folder` its subfolder relative to INPUT ('' at the top, '/' between names), sorted by that relative
-    path. Links to folders are followed, each folder once."""
+    path. Links to folders are followed, each folder once (common.dataset.walk)."""
     if not os.path.isdir(path):
         return [(path, '', os.path.basename(path))]
-    found, seen = [], set()
-    for top, subfolders, files in os.walk(path, followlinks=True):
-        if os.path.realpath(top) in seen:  # a link back up the tree, or a second link to one folder
-            subfolders[:] = []
-            continue
-        seen.add(os.path.realpath(top))
+    found = []
+    for top, files in walk(path):
         rel = os.path.relpath(top, path)
         folder = '' if rel == '.' else rel.replace(os.sep, '/')
         found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]

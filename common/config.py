@@ -173,6 +173,14 @@ def constants(namespace, shared_only=False):
             if (k in names if names is not None else k.isupper() and not k.startswith('_')) and type(v) in _TYPES}
 
 
+def recorded(namespace, cfg, leave_out):
+    """{'--name': value} of the settings of `cfg` (lower-case) that are shared constants of `namespace` (a
+    module or a globals() dict), less the names of `leave_out`: what a result records it was made with, so
+    that a rerun or a later script can match it (leave_out: where and how fast it is made, not what it is)."""
+    shared = {k.lower() for k in constants(namespace, shared_only=True)}
+    return {f'--{k}': v for k, v in sorted(cfg.items()) if k in shared and k not in leave_out}
+
+
 def help_if_asked(name, path, *also):
     """Where this file runs as a script with -h or --help: print its docstring and every setting (its own,
     then the shared ones of the scripts `also`, paths beside it) with its default and comment, exit 0.

@@ -23,6 +23,21 @@ def is_text(name):
     return True
 
 
+def walk(top):
+    """(folder, file names) of `top` and every folder under it, subfolders in sorted order; links to folders
+    are followed, each folder once (a link back up the tree, or a second link to one folder, is not walked
+    again: the first path the walk reaches it by stands)."""
+    seen = set()
+    for root, dirs, files in os.walk(top, followlinks=True):
+        real = os.path.realpath(root)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs.sort()
+        yield root, files
+
+
 def label_of(entry):
     """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
     label = entry.get('label') if isinstance(entry, dict) else None
@@ -33,18 +48,10 @@ def plan(data_dir):
     """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
     [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
     same file name: both are videos (their keys, folder/filename, differ). Links to folders are followed, each
-    folder once (under the first path the sorted walk reaches it by)."""
+    folder once (walk())."""
     if not os.path.isdir(data_dir):
         raise UserError(f'data folder {data_dir} does not exist')
-    parts, seen = [], set()
-    for root, dirs, files in os.walk(data_dir, followlinks=True):
-        if os.path.realpath(root) in seen:  # a link back up the tree, or a second link to one folder
-            dirs[:] = []
-            continue
-        seen.add(os.path.realpath(root))
-        dirs.sort()
-        if 'metadata.json' in files:
-            parts.append(root)
+    parts = [root for root, files in walk(data_dir) if 'metadata.json' in files]
     if not parts:
         raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
     todo, failures, skipped = [], [], 0

@@ -50,12 +50,25 @@ def record_key(record):
     return key(record.get('folder', ''), record['filename'])
 
 
-def keys_of(table):
-    """The keys of a table's rows; a table without a folder column is in the data folder itself."""
+def row_keys(table):
+    """The key of each of a table's rows, in order; a table without a folder column is in the data folder
+    itself."""
     if table is None or not len(table):
-        return set()
+        return []
     folders = table['folder'] if 'folder' in table else [''] * len(table)
-    return {key(folder, name) for folder, name in zip(folders, table['filename'])}
+    return [key(folder, name) for folder, name in zip(folders, table['filename'])]
+
+
+def keys_of(table):
+    """The keys of a table's rows, as a set."""
+    return set(row_keys(table))
+
+
+def sources_of(table):
+    """{key: source} of a stage's table rows that recorded what they were made from (StageRun.todo)."""
+    if table is None or 'source' not in table:
+        return {}
+    return {k: src for k, src in zip(row_keys(table), table['source']) if isinstance(src, str)}
 
 
 def read_pickle(path, todo, table=True):
@@ -247,10 +260,7 @@ class Journal:
             with open(self.failures_path, newline='', encoding='utf-8') as f:
                 out.update((key(row['folder'], row['filename']), row['source'])
                            for row in csv.DictReader(f) if row.get('source'))
-        if previous is not None and 'source' in previous and len(previous):
-            folders = previous['folder'] if 'folder' in previous else [''] * len(previous)
-            out.update((key(d, n), src) for d, n, src in zip(folders, previous['filename'], previous['source'])
-                       if isinstance(src, str))
+        out.update(sources_of(previous))
         out.update((record_key(r), r['source']) for r in records if 'source' in r)
         return out
 
@@ -303,11 +313,10 @@ class Journal:
             return previous, self.failures(records)
         previous = previous if previous is not None and len(previous) else None
         # a video done again because its source changed: its new record replaces what OUTPUT holds of it
-        before = self.recorded_sources([], previous)
+        before = sources_of(previous)
         redone = {record_key(r) for r in records if 'source' in r and r['source'] != before.get(record_key(r))}
         if previous is not None and redone:
-            folders = previous['folder'] if 'folder' in previous else [''] * len(previous)
-            previous = previous[[key(d, n) not in redone for d, n in zip(folders, previous['filename'])]]
+            previous = previous[[k not in redone for k in row_keys(previous)]]
         known = keys_of(previous)  # a run killed between writing OUTPUT and removing the parts
         rows = [{**row, 'source': r['source']} if 'source' in r else row
                 for r in records if 'failure' not in r and record_key(r) not in known for row in rows_of(r)]
