@@ -180,6 +180,10 @@ def embed_row(embedder, entry, audio_dir):
         embedding, status, seconds = np.zeros(embedder.dim, np.float32), Status.NO_TRACK, 0.0
     else:
         wav = ea.read_wav(os.path.join(audio_dir, entry['wav']), _RATE)
+        if wav.size != entry['samples']:  # a WAV cut short (a full disk, a copy that stopped) or replaced since
+            raise VideoError(f'{entry["wav"]} holds {wav.size} samples, the index records {entry["samples"]}: '
+                             f'{"truncated" if wav.size < entry["samples"] else "replaced"} since extract_audio.py '
+                             f'wrote it: rerun extract_audio.py into an empty --audio_dir')
         embedding, status = embedder(wav)
         seconds = wav.size / _RATE
     row.update(audio_embedding=embedding, has_audio=status in HAS_AUDIO, audio_status=status,

@@ -107,7 +107,8 @@ def write_wav(pcm, path, rate=SAMPLE_RATE):
 def read_wav(path, rate=SAMPLE_RATE):
     """A WAV this script wrote, as (samples,) float32 in [-1, 1). Raises VideoError with the reason."""
     try:
-        pcm, found = sf.read(path, dtype='int16', always_2d=False)
+        # as bytes: libsndfile takes a str path as UTF-8, which a file name that is not (Latin-1) cannot be
+        pcm, found = sf.read(os.fsencode(path), dtype='int16', always_2d=False)
     except (sf.LibsndfileError, OSError) as err:
         raise VideoError(f'cannot read {os.path.basename(path)}: {err}') from None
     if found != rate or pcm.ndim != 1:

@@ -40,9 +40,9 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import is_video, walk
+from common.dataset import VIDEO_EXTENSIONS, is_video, walk
 from common.device import pick_device
-from common.stage import Journal, atomic_path, key, keys_of, record_key
+from common.stage import NAMES, Journal, atomic_path, key, keys_of, record_key
 from common.store import Store
 from common.video import VideoError
 from common.weights import describe
@@ -293,11 +293,12 @@ def voice_of(audio, path):
     return np.zeros(audio.dim, np.float32), False
 
 
-def list_inputs(path):
+def list_inputs(path, others=None):
     """INPUT's videos as (path, folder, filename): the file itself (folder ''), or every file in the folder
     and its subfolders named like a video (a dangling link too: it gets its row, 'file is missing'), with
     `folder` its subfolder relative to INPUT ('' at the top, '/' between names), sorted by that relative
-    path. Links to folders are followed, each folder once (common.dataset.walk)."""
+    path. Links to folders are followed, each folder once (common.dataset.walk). `others`, a list, gets the
+    key of each file passed over (not named like a video)."""
     if not os.path.isdir(path):
         return [(path, '', os.path.basename(path))]
     found = []
@@ -305,6 +306,8 @@ def list_inputs(path):
         rel = os.path.relpath(top, path)
         folder = '' if rel == '.' else rel.replace(os.sep, '/')
         found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
+        if others is not None:
+            others += sorted(key(folder, name) for name in files if not is_video(name))
     return sorted(found, key=lambda video: key(video[1], video[2]))
 
 
@@ -343,7 +346,11 @@ def main():
         config.writable_file(output, '--output')
     if EXPLAIN:
         config.writable_folder(EXPLAIN, '--explain')
-    videos = list_inputs(INPUT)
+    others = []
+    videos = list_inputs(INPUT, others)
+    if others:
+        print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}) passed '
+              f'over, e.g. {others[0]}')
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
@@ -378,14 +385,14 @@ def main():
     table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
     table = table.sort_values('filename', kind='stable')
     with atomic_path(output) as tmp:
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+        with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:  # a name's bytes as they are
             writer = csv.writer(f)
             writer.writerow(['filename', 'label'])
             writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
     fallbacks = table[table['fallback'] != '']
     side = os.path.splitext(output)[0] + '.fallbacks.csv'
     with atomic_path(side) as tmp:
-        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False)
+        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False, errors=NAMES)
     if len(videos) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''

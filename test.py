@@ -30,7 +30,7 @@ from tqdm import tqdm
 from common import metrics
 from common.device import pick_device
 from common.store import open_store
-from common.stage import atomic_path, write_text
+from common.stage import NAMES, atomic_path, write_text
 from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
@@ -102,12 +102,12 @@ def run(cfg, log=print):
             'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,
         })
-        write_text(json.dumps(rep, indent=1), report_path)
         what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
         if metrics.save_roc_png(labels, p, stem + '_roc.png', title=f'ROC: {what}'):
             rep['roc_png'] = stem + '_roc.png'
         if metrics.save_calibration_png(labels, p, stem + '_calibration.png', title=f'calibration: {what}'):
             rep['calibration_png'] = stem + '_calibration.png'
+        write_text(json.dumps(rep, indent=1), report_path)  # with the figures' paths: what run() returns
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
     log(_summary(rep))
@@ -192,7 +192,7 @@ def _summary(rep):
 def _write_predictions(path, filenames, folders, labels, p, logits, no_face):
     """The CSV, quoted where needed (a comma, a quote or a newline in a file name)."""
     with atomic_path(path) as tmp:
-        with open(tmp, 'w', encoding='utf-8', newline='') as f:
+        with open(tmp, 'w', encoding='utf-8', errors=NAMES, newline='') as f:
             out = csv.writer(f)
             out.writerow(['filename', 'folder', 'label', 'p_fake', 'logit', 'no_face'])
             for name, folder, label, p_, logit, none in zip(filenames, folders, labels, p, logits, no_face):

@@ -289,6 +289,10 @@ def apply(argv, namespace, *borrowed, quiet=False):
         if name not in known:
             close = difflib.get_close_matches(key.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
             hint = f'did you mean --{close[0]}? ' if close else ''
+            if key.lower() == 'procs':  # the option of earlier versions: say what replaced it
+                script = os.path.basename(own.get('__file__') or 'script.py')
+                hint = (f'--procs is gone: start several processes with torchrun --standalone '
+                        f'--nproc_per_node=N {script} ... (README: many processes); ')
             raise UserError(f'unknown setting --{key}; {hint}-h lists the settings')
         if text is None:
             raise UserError(f'--{key} needs a value: --{key}=VALUE')
@@ -334,14 +338,19 @@ def settings(namespace, **overrides):
 
 
 def fail(message):
-    """The one way out for a user error: `error: message` on stderr, exit code 2."""
-    print(f'error: {message}', file=sys.stderr)
+    """The one way out for a user error: `error: message` on stderr, on one line (an exception's message
+    quoted in it may hold line breaks: every run of white space is one space), exit code 2."""
+    print('error: ' + ' '.join(str(message).split()), file=sys.stderr)
     raise SystemExit(2)
 
 
 def cli(main):
     """Run a script's main(): a UserError, or an OSError on a named file (disk full, no permission, a
-    folder where a file should be), is one line and exit code 2, not a traceback."""
+    folder where a file should be), is one line and exit code 2, not a traceback. A file name that is not
+    UTF-8 (common.stage.NAMES) is printed escaped, as Python prints it on stderr, not as an error."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors='backslashreplace')
     try:
         main()
     except UserError as err:

@@ -6,7 +6,10 @@ import os
 
 from common.config import UserError
 
-VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v')
+# what every stage, make_metadata.py and predict.py take for a video (is_video): the containers FFmpeg reads
+# that cameras, broadcasts (MPEG transport streams) and old archives (MPEG-1/2, Windows Media, Flash) hold
+VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.ts', '.mts', '.m2ts', '.mpg', '.mpeg',
+                    '.wmv', '.flv', '.3gp', '.ogv')
 
 
 def is_video(name):
@@ -14,10 +17,11 @@ def is_video(name):
 
 
 def is_text(name):
-    """True where `name` can be written as UTF-8: JSON's escapes can give lone surrogates ("\\udcff"), which no
-    file the stages write (the failures file) can hold."""
+    """True where `name` can be a file's name: JSON's escapes can give lone surrogates. "\\udce9" is the byte
+    0xe9 of a name that is not UTF-8 (Python's json writes a Latin-1 'caf\\xe9.mp4' so), which every output
+    holds (common.stage.NAMES); "\\ud800" is no byte, and no file the stages write can hold it."""
     try:
-        name.encode('utf-8')
+        name.encode('utf-8', 'surrogateescape')
     except UnicodeEncodeError:
         return False
     return True
@@ -39,9 +43,14 @@ def walk(top):
 
 
 def label_of(entry):
-    """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label."""
+    """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label. Taken as
+    users write it: "FAKE" / "REAL" in any case, or the target itself, 1 / 0 (a number or a string)."""
     label = entry.get('label') if isinstance(entry, dict) else None
-    return {'FAKE': 1, 'REAL': 0}.get(str(label).upper()) if label is not None else None
+    if isinstance(label, bool) or not isinstance(label, (str, int, float)):
+        return None  # true / false would say nothing of which class is which
+    if not isinstance(label, str):
+        label = {1: '1', 0: '0'}.get(label, '')
+    return {'FAKE': 1, 'REAL': 0, '1': 1, '0': 0}.get(label.strip().upper())
 
 
 def plan(data_dir):
@@ -58,7 +67,7 @@ def plan(data_dir):
     for folder in parts:
         rel, path = os.path.relpath(folder, data_dir), os.path.join(folder, 'metadata.json')
         try:
-            with open(path, encoding='utf-8') as f:
+            with open(path, encoding='utf-8-sig') as f:  # a BOM, as Windows editors write it, is not JSON
                 meta = json.load(f)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             failures.append(('metadata.json', rel, f'{path}: not readable JSON ({err})'))
@@ -71,8 +80,8 @@ def plan(data_dir):
         for name in sorted(meta):
             if not is_text(name):
                 failures.append((name.encode('utf-8', 'backslashreplace').decode('utf-8'), rel,
-                                 'metadata.json names it with a lone surrogate (a JSON escape such as \\udcff), '
-                                 'not UTF-8 text: refused'))
+                                 'metadata.json names it with a lone surrogate (a JSON escape such as \\ud800) '
+                                 'that no file name holds: refused'))
             elif name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
                 # '../x.mp4' or '/etc/x' would be read outside the part, and its WAV written outside AUDIO_DIR
                 failures.append((name, rel, 'metadata.json names a path, not a file in its folder: refused'))

@@ -31,6 +31,10 @@ from common import config
 from common.config import UserError
 from common.video import VideoError
 
+# How a file name that is not UTF-8 (a Latin-1 'caf\xe9.mp4' of an old archive: Python's str holds its bytes as
+# surrogates) goes into every CSV: as the bytes the file system holds, so that it names that very file. Such a
+# CSV is not UTF-8 text: read it with this error handler (pandas: encoding_errors=NAMES). JSON escapes them.
+NAMES = 'surrogateescape'
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
 # what unpickling a truncated, garbage or foreign file raises (an OSError config.cli reports with its file)
 UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
@@ -137,13 +141,31 @@ def shard():
     A torchrun id is its rendezvous id (by default 'none', whatever the job) and the address and port its
     processes meet at, which no other job running at the same time has."""
     env = os.environ
-    if int(env.get('WORLD_SIZE', '1')) > 1:
+    if _number('WORLD_SIZE', '1') > 1:
         meet = f'@{env["MASTER_ADDR"]}:{env.get("MASTER_PORT", "")}' if env.get('MASTER_ADDR') else ''
-        return int(env['RANK']), int(env['WORLD_SIZE']), env.get('TORCHELASTIC_RUN_ID', 'torchrun') + meet
-    if int(env.get('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
-        rank = int(env['SLURM_ARRAY_TASK_ID']) - int(env.get('SLURM_ARRAY_TASK_MIN', '0'))
-        return rank, int(env['SLURM_ARRAY_TASK_COUNT']), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
+        rank, world = _number('RANK'), _number('WORLD_SIZE')
+        if not 0 <= rank < world:
+            raise UserError(f'RANK={rank} is not one of the WORLD_SIZE={world} ranks 0..{world - 1}')
+        return rank, world, env.get('TORCHELASTIC_RUN_ID', 'torchrun') + meet
+    if _number('SLURM_ARRAY_TASK_COUNT', '1') > 1:
+        rank = _number('SLURM_ARRAY_TASK_ID') - _number('SLURM_ARRAY_TASK_MIN', '0')
+        world = _number('SLURM_ARRAY_TASK_COUNT')
+        if not 0 <= rank < world:  # it would take other tasks' videos, and no task would write the output
+            raise UserError(f'SLURM_ARRAY_TASK_ID={env["SLURM_ARRAY_TASK_ID"]} is task {rank} from '
+                            f'SLURM_ARRAY_TASK_MIN={env.get("SLURM_ARRAY_TASK_MIN", "0")}, not one of the '
+                            f'SLURM_ARRAY_TASK_COUNT={world} tasks 0..{world - 1}: give the array as one range '
+                            f'without a step (sbatch --array=0-{world - 1})')
+        return rank, world, env.get('SLURM_ARRAY_JOB_ID', 'slurm')
     return 0, 1, 'local'
+
+
+def _number(name, default=None):
+    """The integer in environment variable `name` (`default` where it is unset); UserError where it is none."""
+    text = os.environ.get(name, default)
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise UserError(f'the environment variable {name}={text!r} is not an integer') from None
 
 
 def share(items, rank, world):
@@ -155,7 +177,7 @@ def read_failures(path):
     """A failures file (filename, folder, reason) as {key: (folder, reason)}; {} where there is none."""
     out = {}
     if os.path.exists(path):
-        with open(path, newline='', encoding='utf-8') as f:
+        with open(path, newline='', encoding='utf-8', errors=NAMES) as f:
             for row in csv.DictReader(f):
                 if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
                     raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and '
@@ -257,7 +279,7 @@ class Journal:
         """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
         out = {}
         if os.path.exists(self.failures_path):
-            with open(self.failures_path, newline='', encoding='utf-8') as f:
+            with open(self.failures_path, newline='', encoding='utf-8', errors=NAMES) as f:
                 out.update((key(row['folder'], row['filename']), row['source'])
                            for row in csv.DictReader(f) if row.get('source'))
         out.update(sources_of(previous))
@@ -332,7 +354,7 @@ class Journal:
         sources = self.recorded_sources(records, None)  # the failures file's and the parts'
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
-            with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
                 writer = csv.writer(f)
                 writer.writerow(['filename', 'folder', 'reason', 'source'])
                 writer.writerows([filename_of(k, folder), folder, reason, sources.get(k, '')]

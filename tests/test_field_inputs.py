@@ -79,20 +79,20 @@ def test_a_link_loop_and_a_second_link_to_a_part_list_each_video_once(tmp_path):
 
 # ----------------------------------------------------------------------------- names that are not UTF-8 text
 def test_a_metadata_name_with_a_lone_surrogate_is_refused_and_the_run_ends_well_twice(tmp_path):
-    """json.load gives "sur\\udcff.mp4" for the escape; writing the failures file then raised UnicodeEncodeError
+    """json.load gives "sur\\ud800.mp4" for the escape; writing the failures file then raised UnicodeEncodeError
     at the end of every run, and of every rerun."""
     data, audio = tmp_path / 'data', tmp_path / 'audio'
     dfdc_part(str(data / 'p'), {'good.mp4': head(4)})
     meta = json.loads((data / 'p' / 'metadata.json').read_text())
-    meta['sur\udcff.mp4'] = {'label': 'REAL'}
-    text = json.dumps(meta)  # ensure_ascii: the surrogate as the escape \udcff, as a JSON writer may give it
-    assert '\\udcff' in text
+    meta['sur\ud800.mp4'] = {'label': 'REAL'}
+    text = json.dumps(meta)  # ensure_ascii: the surrogate as the escape \ud800, as a JSON writer may give it
+    assert '\\ud800' in text
     (data / 'p' / 'metadata.json').write_text(text)
     for run in range(2):  # the rerun reads the failures file and skips the refused name
         r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
         assert r.returncode == 0, r.stderr[-2000:]
         assert pd.read_pickle(audio / ea.INDEX).filename.tolist() == ['good.mp4']
         reasons = failures_csv(audio / ea.INDEX)
-        assert list(reasons) == ['p/sur\\udcff.mp4'], reasons  # the name, its surrogate escaped
-        assert 'not UTF-8 text: refused' in reasons['p/sur\\udcff.mp4']
+        assert list(reasons) == ['p/sur\\ud800.mp4'], reasons  # the name, its surrogate escaped
+        assert 'that no file name holds: refused' in reasons['p/sur\\ud800.mp4']
     assert '0 videos to extract' in r.stdout

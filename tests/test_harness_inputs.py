@@ -1,0 +1,140 @@
+"""What a held-out harness of bad settings and odd inputs found: a WAV cut short after extraction, a SLURM task
+outside its array, an error message with a line break, the gone --procs, a metadata.json with a byte-order
+mark or integer labels. Real clips, real files, the scripts run as a user runs them."""
+import csv
+import json
+import os
+import sys
+
+import pandas as pd
+import pytest
+
+import create_audio_embedding as cae
+import extract_audio as ea
+from audio_clips import dfdc_part, run_script
+from common import config, stage
+from common.config import UserError
+from common.dataset import label_of, plan
+from conftest import script_module, testdata
+from test_config import SCRIPTS
+
+
+def head(i):
+    return testdata('talking_heads', f'{i}.mp4')
+
+
+def one_line_exit_2(r, *words):
+    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
+    line = r.stderr.strip()
+    assert '\n' not in line and line.startswith('error: ') and 'Traceback' not in r.stderr, r.stderr
+    for word in words:
+        assert str(word) in line, (word, line)
+    return line
+
+
+# ----------------------------------------------------------------------------- a WAV cut short
+def test_a_wav_cut_to_30_percent_of_what_the_index_records_is_a_failure_not_an_embedding(tmp_path):
+    """libsndfile reads what is left of a WAV cut short without a word: its 30% was embedded as 'ok'."""
+    data, audio, out = tmp_path / 'data', tmp_path / 'audio', tmp_path / 'audio.pkl'
+    dfdc_part(str(data / 'p'), {'a.mp4': head(2), 'b.mp4': head(3)})
+    r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    index = pd.read_pickle(audio / ea.INDEX).set_index('filename')
+    wav = audio / 'p' / 'b.mp4.wav'
+    whole = wav.read_bytes()
+    wav.write_bytes(whole[:int(len(whole) * 0.3)])  # header intact, 70% of the samples gone
+    r = run_script('create_audio_embedding.py', f'--audio_dir={audio}', f'--output={out}', '--device=cpu')
+    assert r.returncode == 0, r.stderr[-2000:]
+    table = pd.read_pickle(out)
+    assert table.filename.tolist() == ['a.mp4'] and table.audio_status.tolist() == ['ok']
+    with open(f'{out}.failures.csv', newline='', encoding='utf-8') as f:
+        reasons = {row['filename']: row['reason'] for row in csv.DictReader(f)}
+    assert list(reasons) == ['b.mp4'], reasons
+    left = (len(whole) * 3 // 10 - 44) // 2  # 16-bit samples after the 44-byte header
+    assert 'truncated' in reasons['b.mp4'] and f'records {index.at["b.mp4", "samples"]}' in reasons['b.mp4']
+    assert abs(int(reasons['b.mp4'].split(' holds ')[1].split()[0]) - left) <= 1, reasons
+
+
+# ----------------------------------------------------------------------------- a SLURM task outside its array
+@pytest.mark.parametrize('task, first, count', [(2, 0, 2), (7, 5, 2), (4, 5, 2)])  # past the end; negative
+def test_a_slurm_task_outside_its_array_is_one_line_exit_2_before_any_work(tmp_path, task, first, count):
+    """Task 2 of 2 took the videos of task 0 (items[2::2]), said 'share done' and exited 0; no task wrote the
+    index. An array with a step (--array=0-9:5: ids 0 and 5 of a count of 2) is the same case."""
+    data, audio = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'a.mp4': head(1), 'b.mp4': head(2), 'c.mp4': head(3)})
+    env = {**os.environ, 'SLURM_ARRAY_TASK_ID': str(task), 'SLURM_ARRAY_TASK_MIN': str(first),
+           'SLURM_ARRAY_TASK_COUNT': str(count), 'SLURM_ARRAY_JOB_ID': '77'}
+    env.pop('WORLD_SIZE', None)
+    r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}', env=env)
+    one_line_exit_2(r, f'SLURM_ARRAY_TASK_ID={task}', f'SLURM_ARRAY_TASK_COUNT={count}', '--array=0-1')
+    assert not os.path.exists(audio / 'p'), os.listdir(audio)  # no WAV: nothing was done
+
+
+def test_shard_refuses_every_rank_outside_its_world_and_takes_every_rank_inside(monkeypatch):
+    for name in ('WORLD_SIZE', 'RANK', 'SLURM_ARRAY_TASK_ID', 'SLURM_ARRAY_TASK_MIN', 'SLURM_ARRAY_TASK_COUNT'):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv('SLURM_ARRAY_TASK_COUNT', '3')
+    monkeypatch.setenv('SLURM_ARRAY_TASK_MIN', '10')
+    for task, rank in ((10, 0), (11, 1), (12, 2), (13, None), (9, None)):
+        monkeypatch.setenv('SLURM_ARRAY_TASK_ID', str(task))
+        if rank is None:
+            with pytest.raises(UserError, match='not one of the SLURM_ARRAY_TASK_COUNT=3 tasks 0..2'):
+                stage.shard()
+        else:
+            assert stage.shard()[:2] == (rank, 3)
+    monkeypatch.setenv('SLURM_ARRAY_TASK_ID', 'x')
+    with pytest.raises(UserError, match="SLURM_ARRAY_TASK_ID='x' is not an integer"):
+        stage.shard()
+    monkeypatch.setenv('WORLD_SIZE', '2')  # torchrun's variables come first
+    for rank in ('2', '-1'):
+        monkeypatch.setenv('RANK', rank)
+        with pytest.raises(UserError, match=f'RANK={rank} is not one of the WORLD_SIZE=2 ranks 0..1'):
+            stage.shard()
+    monkeypatch.setenv('RANK', '1')
+    assert stage.shard()[:2] == (1, 2)
+
+
+# ----------------------------------------------------------------------------- one line, always
+def test_an_error_quoting_a_message_with_line_breaks_is_one_line(capsys):
+    def main():
+        raise UserError('x.pkl: not a readable pickle (UnpicklingError: line one\n  line two\r\n\tend)')
+    with pytest.raises(SystemExit) as exit_:
+        config.cli(main)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert err == 'error: x.pkl: not a readable pickle (UnpicklingError: line one line two end)\n', repr(err)
+
+    def writes_in_a_folder():
+        raise OSError(21, 'Is a directory\nreally', 'out/x.pkl')
+    with pytest.raises(SystemExit):
+        config.cli(writes_in_a_folder)
+    assert capsys.readouterr().err == 'error: out/x.pkl: Is a directory really\n'
+
+
+# ----------------------------------------------------------------------------- --procs
+@pytest.mark.parametrize('name', SCRIPTS)
+def test_procs_is_one_line_that_points_to_torchrun_in_every_script(name, monkeypatch, capsys):
+    module = script_module(name)
+    monkeypatch.setattr(sys, 'argv', [f'{name}.py', '--procs=2'])
+    with pytest.raises(SystemExit) as exit_:
+        config.cli(module.main)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.count('\n') == 1, err
+    assert err.startswith('error: unknown setting --procs; --procs is gone') and \
+        f'torchrun --standalone --nproc_per_node=N {name}.py ...' in err, err
+
+
+# ----------------------------------------------------------------------------- metadata.json as users write it
+def test_a_metadata_json_with_a_byte_order_mark_and_labels_written_as_users_write_them(tmp_path):
+    """A BOM failed the whole part ('not readable JSON'); 1 and 0 read as no label (each video refused)."""
+    data = tmp_path / 'data'
+    names = {'a.mp4': 1, 'b.mp4': 0, 'c.mp4': '1', 'd.mp4': 'fake', 'e.mp4': 'Real', 'f.mp4': ' FAKE ',
+             'g.mp4': 1.0, 'h.mp4': True, 'i.mp4': 2, 'j.mp4': 'maybe', 'k.mp4': None}
+    dfdc_part(str(data / 'p'), {n: head(1) for n in names})
+    meta = {n: {'label': label, 'original': None} for n, label in names.items()}
+    (data / 'p' / 'metadata.json').write_bytes(b'\xef\xbb\xbf' + json.dumps(meta).encode('utf-8'))
+    todo, failures, skipped = plan(str(data))
+    assert {name: label_of(entry) for _, name, _, entry in todo} == {
+        'a.mp4': 1, 'b.mp4': 0, 'c.mp4': 1, 'd.mp4': 1, 'e.mp4': 0, 'f.mp4': 1, 'g.mp4': 1}
+    assert sorted(name for name, _, _ in failures) == ['h.mp4', 'i.mp4', 'j.mp4', 'k.mp4']
+    assert all('no REAL/FAKE label' in reason for _, _, reason in failures) and skipped == 0
