@@ -61,6 +61,9 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     title = f'{name}: p(FAKE) = {result.p_fake:.4f}'
     if result.fallback:
         title += '\n' + textwrap.fill(f'fallback: {result.fallback}', 110)
+    # a file name that is not UTF-8 (common.stage.NAMES) is drawn escaped, as Python prints it: no font has
+    # its surrogates
+    title = title.encode('utf-8', 'backslashreplace').decode('utf-8')
     if track is None or not len(track.frames):
         fig, ax = plt.subplots(figsize=(8, 2.5))
         ax.axis('off')

@@ -46,8 +46,8 @@ def share_cpu():
 
 
 def my_cores():
-    """This process's share of the cores it may run on: all of them, or under torchrun (and --procs) a
-    local process's share."""
+    """This process's share of the cores it may run on: all of them, or under torchrun a local process's
+    share."""
     return max(1, usable_cores() // int(os.environ.get('LOCAL_WORLD_SIZE', '1')))
 
 

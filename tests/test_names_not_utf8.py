@@ -86,6 +86,8 @@ def chain(tmp_path_factory):
                  f'--report={tmp / "report.json"}', '--subset=all'),
         'predict': ('predict.py', f'--input={inp}', f'--checkpoint={tmp / "run" / "best.pt"}',
                     f'--output={tmp / "submission.csv"}', '--face_weights=none', '--device=cpu'),
+        'explain': ('predict.py', f'--input={inp / CAFE}', f'--checkpoint={tmp / "run" / "best.pt"}',
+                    f'--explain={tmp / "figures"}', '--face_weights=none', '--device=cpu'),
         'extract again': ('extract_audio.py', f'--data_dir={tmp / "data"}', f'--audio_dir={tmp / "audio"}'),
     }
     done = {}
@@ -140,3 +142,15 @@ def test_ts_and_mpg_files_get_their_rows_and_other_files_are_counted(chain):
     assert not {'x.ts', 'x.mpg'} & fallbacks  # read, faces found: the network's own prediction
     assert f'1 files in {tmp / "in"} not named like a video' in done['predict'].stdout
     assert 'e.g. notes.txt' in done['predict'].stdout
+
+
+def test_one_video_under_the_latin1_name_is_printed_escaped_and_drawn(chain):
+    """explain.py's title with the name raised TypeError in matplotlib (no font has a surrogate): the run died."""
+    tmp, done = chain
+    line = done['explain'].stdout.strip().splitlines()[-1]
+    assert line.startswith('caf\\udce9.mp4: p(FAKE) = '), line  # as Python prints the name on stderr
+    submitted = {r['filename']: float(r['label']) for r in read_csv(tmp / 'submission.csv')}[CAFE]
+    assert abs(float(line.split(' = ')[1].split()[0]) - submitted) <= 1e-4  # 4 decimals printed
+    png = os.path.join(os.fsencode(tmp / 'figures'), b'caf\xe9.mp4.png')
+    with open(png, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
