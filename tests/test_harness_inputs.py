@@ -9,7 +9,6 @@ import sys
 import pandas as pd
 import pytest
 
-import create_audio_embedding as cae
 import extract_audio as ea
 from audio_clips import dfdc_part, run_script
 from common import config, stage
@@ -17,19 +16,11 @@ from common.config import UserError
 from common.dataset import label_of, plan
 from conftest import script_module, testdata
 from test_config import SCRIPTS
+from test_stage_failures import one_line_exit_2
 
 
 def head(i):
     return testdata('talking_heads', f'{i}.mp4')
-
-
-def one_line_exit_2(r, *words):
-    assert r.returncode == 2, (r.stdout[-2000:], r.stderr[-2000:])
-    line = r.stderr.strip()
-    assert '\n' not in line and line.startswith('error: ') and 'Traceback' not in r.stderr, r.stderr
-    for word in words:
-        assert str(word) in line, (word, line)
-    return line
 
 
 # ----------------------------------------------------------------------------- a WAV cut short
