@@ -129,3 +129,20 @@ def test_a_metadata_json_with_a_byte_order_mark_and_labels_written_as_users_writ
         'a.mp4': 1, 'b.mp4': 0, 'c.mp4': 1, 'd.mp4': 1, 'e.mp4': 0, 'f.mp4': 1, 'g.mp4': 1}
     assert sorted(name for name, _, _ in failures) == ['h.mp4', 'i.mp4', 'j.mp4', 'k.mp4']
     assert all('no REAL/FAKE label' in reason for _, _, reason in failures) and skipped == 0
+
+
+# ----------------------------------------------------------------------------- which files are videos
+def test_every_stage_predict_and_make_metadata_take_the_same_files_for_videos(tmp_path):
+    """predict.py passed .ts and .mpg files over without a row or a word; the stages' count of the videos a
+    metadata.json does not list, and make_metadata.py's listing, go by the same rule (common.dataset.is_video)."""
+    predict, make_metadata = script_module('predict'), script_module('make_metadata')
+    videos = ['a.mp4', 'b.ts', 'c.MPG', 'd.mpeg', 'e.m2ts', 'f.mts', 'g.wmv', 'h.flv', 'i.3gp', 'j.mkv', 'k.avi']
+    dfdc_part(str(tmp_path / 'p'), {'listed.mp4': b''})
+    for name in videos + ['notes.txt', 'thumb.jpg', 'clip.mp4.part']:
+        (tmp_path / 'p' / name).write_bytes(b'')
+    others = []
+    found = predict.list_inputs(str(tmp_path), others)
+    assert [key for _, _, key in found] == sorted(videos + ['listed.mp4'])
+    assert others == ['p/clip.mp4.part', 'p/metadata.json', 'p/notes.txt', 'p/thumb.jpg']
+    assert plan(str(tmp_path))[2] == len(videos)  # on disk, not in metadata.json: skipped and counted
+    assert make_metadata.videos_in(str(tmp_path / 'p')) == sorted(videos + ['listed.mp4'])
