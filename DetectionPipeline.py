@@ -143,7 +143,7 @@ def main():
     try:
         faces = pipeline(VIDEO)
     except VideoError as err:
-        print(f'error: {VIDEO}: {err}', file=sys.stderr)
+        print('error: ' + ' '.join(f'{VIDEO}: {err}'.split()), file=sys.stderr)  # one line, as config.fail's
         raise SystemExit(1) from None
     print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
           f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')

@@ -146,3 +146,12 @@ def test_every_stage_predict_and_make_metadata_take_the_same_files_for_videos(tm
     assert others == ['p/clip.mp4.part', 'p/metadata.json', 'p/notes.txt', 'p/thumb.jpg']
     assert plan(str(tmp_path))[2] == len(videos)  # on disk, not in metadata.json: skipped and counted
     assert make_metadata.videos_in(str(tmp_path / 'p')) == sorted(videos + ['listed.mp4'])
+
+
+def test_an_unreadable_video_whose_path_holds_a_line_break_is_one_line(tmp_path):
+    """DetectionPipeline.py's own error line (exit 1: the video, not a setting) printed the path as it is."""
+    video = tmp_path / 'two\nlines.mp4'
+    video.write_bytes(b'not a video')
+    r = run_script('DetectionPipeline.py', f'--video={video}', '--face_weights=none', '--device=cpu')
+    assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
+    assert r.stderr.startswith(f'error: {tmp_path}/two lines.mp4: not a readable video'), r.stderr
