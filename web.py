@@ -119,15 +119,15 @@ class Page:
         print(f'scored {ascii(name)}: p(FAKE) = {result.p_fake:.4f}', flush=True)
         lines = [paragraph(name, 'name')]
         if isinstance(faces, VideoError):
-            reason = str(faces).replace(path, name)  # FFmpeg's message names the file: not where it is stored
-            lines.append(paragraph(f'This file is not a readable video: {reason}.', 'message'))
+            lines.append(paragraph(f'This file is not a readable video: {faces}.'.replace(path, name), 'message'))
         lines += [paragraph(f'p(FAKE) = {result.p_fake:.4f}', 'p'), paragraph(f'scorer: {self.scorer}', 'scorer')]
         if result.fallback:
             what = 'fallback after an unexpected error (a bug to report)' if result.unexpected else 'fallback'
-            lines.append(paragraph(f'{what}: {result.fallback}', 'fallback'))
+            # FFmpeg's messages name the file: by its name, not where the server stored it
+            lines.append(paragraph(f'{what}: {result.fallback}'.replace(path, name), 'fallback'))
         if not isinstance(faces, Exception):
-            tracks = len(faces.tracks[0].frames) if faces.tracks else 0
-            lines.append(paragraph(f'{tracks} faces read of {faces.n_frames} frames; voice: '
+            n_faces = len(faces.tracks[0].frames) if faces.tracks else 0
+            lines.append(paragraph(f'{n_faces} faces read of {faces.n_frames} frames; voice: '
                                    f'{"yes" if result.has_audio else "none"}', 'detail'))
         return '\n'.join(lines), (png if os.path.exists(png) else None), None
 

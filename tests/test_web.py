@@ -106,6 +106,7 @@ class Server:
 
 @pytest.fixture(scope='module')
 def server(tmp_path_factory):
+    chromium()  # skipped before the server starts where there is no browser to open its page
     tmp = tmp_path_factory.mktemp('web')
     # an untrained network of predict.py's input sizes (512-d faces, Resemblyzer's 256-d voice)
     run = Server(tmp, fast_checkpoint(tmp / 'tiny.pt', video_dim=512, audio_dim=256))
@@ -198,6 +199,7 @@ def test_a_file_that_is_not_a_video_or_too_large_or_oddly_named_gets_a_message(s
                         r'when processing input: ["\']' + re.escape(shown['name']) + r'["\']\.', shown['message']), shown
     assert shown['fallback'].startswith('fallback: unreadable video: not a readable video') and \
         shown['fallback'].endswith('; prior 0.5'), shown
+    assert server.folder not in browser.find_element(By.TAG_NAME, 'body').text  # where uploads are stored
     assert not [f for f in server.files() if f.endswith('.mp4')], server.files()
 
     # over --max_mb: refused with a message before it is stored; the page still answers after it
