@@ -279,6 +279,16 @@ class Predictor:
         return float(np.clip(p, *self.clip))
 
 
+def score_video(predictor, path, explain_png=None):
+    """(faces, voice, Prediction) of one video, as Predictor.stream() yields them, and explain.py's figure of it
+    in `explain_png` where given (titled with the file's name): predict.py's one-video path and web.py's page
+    both score a video here, so they give the same number."""
+    [(_, faces, voice, result)] = predictor.stream([path])
+    if explain_png:
+        predictor.explain(explain_png, path, os.path.basename(path), faces, voice, result)
+    return faces, voice, result
+
+
 def voice_of(audio, path):
     """(embedding (D,) float32, has_audio) of the audio track of a video, or of a file with only an audio
     track (its voice is still judged): zeros and False where it has none, or one that cannot be decoded or
@@ -356,9 +366,7 @@ def main():
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
     if not writes:
         [(path, _, name)] = videos
-        [(_, faces, voice, result)] = predictor.stream([path])
-        if EXPLAIN:
-            predictor.explain(explain.png_path(EXPLAIN, '', name), path, name, faces, voice, result)
+        _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
         note = f' (fallback: {result.fallback})' if result.fallback else ''
         print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
         return

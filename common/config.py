@@ -76,7 +76,8 @@ RANGES = {
     'clip_lo': _at_most(1), 'clip_hi': _at_most(1),
     # positive amounts
     'lr': _above(0), 'top_db': _above(0), 'cnn_window_seconds': _above(0), 'seconds': _above(0),
-    'silence_dbfs': _at_most(0),
+    'silence_dbfs': _at_most(0), 'max_mb': _above(0),
+    'port': (lambda v: 1 <= v <= 65535, 'a TCP port, 1 to 65535'),
     # choices
     'split': _one_of('original', 'folder'), 'subset': _one_of('auto', 'all', 'val', 'train'),
     'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),
