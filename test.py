@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import metrics
+from common import breakdown, metrics, shortcuts
 from common.device import pick_device
 from common.store import open_store
 from common.stage import atomic_path, write_text
@@ -101,6 +101,8 @@ def run(cfg, log=print):
             'prior_scored_set': cfg['prior'],
             'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,
+            'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
+            'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, audio_only)),
         })
         write_text(json.dumps(rep, indent=1), report_path)
         what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
@@ -179,11 +181,14 @@ def _subset(cfg, ckpt, table):
 
 
 def _summary(rep):
-    """The report's figures in one line; a figure a single class leaves undefined is n/a, with the reason."""
+    """A line of the breakdown's ROC AUCs, the shortcut check's warning line where it has one, then the report's
+    figures in one line; a figure a single class leaves undefined is n/a, with the reason."""
     def figure(key):
         return 'n/a' if rep[key] is None else f'{rep[key]:.4f}'
     reasons = sorted({rep[k + '_note'] for k in ('roc_auc', 'average_precision', 'eer', 'ece') if k + '_note' in rep})
-    return (f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
+    warning = rep['shortcuts']['warning']
+    return (breakdown.summary(rep['breakdown']) + (f'\n{warning}' if warning else '') + '\n'
+            f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
             f'balanced_log_loss {figure("balanced_log_loss")}, roc_auc {figure("roc_auc")}, average_precision '
             f'{figure("average_precision")}, eer {figure("eer")}, ece {figure("ece")} ({rep["calibration_bins"]} '
             f'bins), accuracy {figure("accuracy")}' + ''.join(f' (n/a: {why})' for why in reasons))
