@@ -3,16 +3,18 @@
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
 table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
 or held none of this table out, every video (SUBSET='auto'), said in one line. Writes:
-  REPORT                                 JSON: common/metrics.py's figures (log losses, ROC AUC, average
-                                         precision, EER, ECE, accuracy, per class) and what was scored how
-  REPORT minus .json + _roc.png          the ROC curve (absent where the set has a single class)
-  REPORT minus .json + _calibration.png  the reliability plot, with its expected calibration error (ECE)
-  REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face of every video scored
-Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
-shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
-A video without any face embedding gets predict.py's fallback (the audio-only model where it has audio,
-else PRIOR) and is counted. Settings that do not fit together and a
-REPORT that cannot be written are refused before any work, in one line.
+  REPORT       JSON: common/metrics.py's figures (log losses, ROC AUC, average precision, EER, ECE, accuracy,
+               per class), what was scored how; `breakdown`: the figures per dataset folder, per manipulation
+               method (FF++, Celeb-DF-v2) and per split (Celeb-DF-v2's test list), ROC AUC first
+               (common/breakdown.py); `shortcuts`: the ROC AUC of the audio-only model, the leading silence
+               and the face size alone, and a warning line, also printed, where one comes within 0.02 of the
+               model's (common/shortcuts.py)
+  REPORT minus .json + _roc.png, _calibration.png (ROC curve, reliability plot with its ECE) and
+  _predictions.csv (filename, folder, label, p_fake, logit, no_face of every video scored)
+A video's prediction is the checkpoint's evaluation choice (the mean of the logits of its windows), shifted
+for PRIOR, clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses. A video without a
+face embedding gets predict.py's fallback (the audio-only model where it has audio, else PRIOR), counted.
+Settings that do not fit together and a REPORT that cannot be written are refused first, in one line.
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """
