@@ -202,3 +202,26 @@ def test_test_py_reports_the_breakdown_and_warns_of_a_shortcut(tmp_path):
     assert sum(warning in line.split('\n') for line in lines) == 1
     assert json.loads((tmp_path / 'r.json').read_text())['shortcuts']['warning'] == warning
     assert 'roc_auc by method (videos): ' in lines[-2]
+
+
+def test_a_celeb_df_tree_gives_its_methods_and_test_list_to_the_video_table(tmp_path):
+    """make_metadata.py and create_video_embeddings.py on a Celeb-DF-v2-shaped tree of real clips (linked, not
+    copied): each row's folder names its method and its split says whether the test list holds it."""
+    from audio_clips import run_script
+    from conftest import testdata
+    root = tmp_path / 'Celeb-DF-v2'
+    links = {'Celeb-real/id0_0000.mp4': testdata('talking_heads', '1.mp4'),
+             'Celeb-synthesis/id1_id0_0000.mp4': testdata('talking_heads', '2.mp4')}
+    for name, target in links.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(target)
+    (root / mm.CELEB_TEST_LIST).write_text('0 Celeb-synthesis/id1_id0_0000.mp4\n')
+    r = run_script('make_metadata.py', f'--data_dir={root}')
+    assert r.returncode == 0, r.stderr
+    r = run_script('create_video_embeddings.py', f'--data_dir={root}', f'--output={tmp_path / "video.pkl"}',
+                   '--face_weights=none')
+    assert r.returncode == 0, r.stderr
+    table = pd.read_pickle(tmp_path / 'video.pkl').drop_duplicates(['folder', 'filename']).set_index('filename')
+    assert table.loc['id1_id0_0000.mp4', 'split'] == 'test' and table.loc['id0_0000.mp4', 'split'] == 'train'
+    assert [breakdown.method_of(f) for f in table.loc[['id0_0000.mp4', 'id1_id0_0000.mp4'], 'folder']] == [
+        'Celeb-real', 'Celeb-synthesis']
