@@ -5,9 +5,10 @@ WAVs (16 kHz mono).
 Writes OUTPUT, a pandas pickle, one row per video of the index: filename, folder; audio_embedding (D,)
 float32; has_audio (False for no track, an empty or a silent one: a zero embedding, never NaN); audio_status
 ('ok'; 'no speech': the VAD heard no voice, the whole track was embedded; 'silent': peak below SILENCE_DBFS;
-'empty'; 'no track'); seconds; audio_encoder and audio_dim (also in the attrs: a rerun with another encoder
-into the same OUTPUT is refused). And OUTPUT.failures.csv (filename, folder, reason): failed extractions
-(from extract_audio.py), unreadable WAVs, unexpected errors. No success: a table without rows, with columns.
+'empty'; 'no track'); seconds; lead_rms (the index's, NaN in an older one); audio_encoder and audio_dim (also
+in the attrs: a rerun with another encoder into the same OUTPUT is refused). And OUTPUT.failures.csv
+(filename, folder, reason): failed extractions (from extract_audio.py), unreadable WAVs, unexpected errors.
+No success: a table without rows, with columns.
 AUDIO_ENCODER: 'resemblyzer' (default), Resemblyzer's pretrained 256-d speaker encoder on the voiced
 stretches; or 'cnn', an ImageNet CNN from torchvision (ResNet-18, 512-d) on a log-mel image of the track.
 Why each, and how: the AudioEmbedder class. Resumable (one part file per video); several processes split
@@ -57,7 +58,7 @@ AMP = False                 # bf16/fp16 for the CNN: a little faster, 2 digits l
 
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
 COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status', 'seconds', 'audio_encoder',
-           'audio_dim')
+           'audio_dim', 'lead_rms')
 
 
 class Status:
@@ -187,7 +188,8 @@ def embed_row(embedder, entry, audio_dir):
         embedding, status = embedder(wav)
         seconds = wav.size / _RATE
     row.update(audio_embedding=embedding, has_audio=status in HAS_AUDIO, audio_status=status,
-               seconds=seconds, audio_encoder=embedder.name, audio_dim=embedder.dim)
+               seconds=seconds, audio_encoder=embedder.name, audio_dim=embedder.dim,
+               lead_rms=float(entry.get('lead_rms', float('nan'))))  # an older index has none: NaN, not 0
     return row
 
 

@@ -4,8 +4,9 @@ Reads DATA_DIR: every folder under it (itself included) with a metadata.json is 
 lists are run through DetectionPipeline.py (videos on disk that it does not list are skipped and counted).
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
 filename and folder (together the key of every stage), video_embedding (faces, 512) float16, label (1 =
-FAKE), original (the REAL video a FAKE was made from), frames (faces,) int32, n_frames, boxes (faces, 4)
-float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder, source (what it was made from). And
+FAKE), original (the REAL video a FAKE was made from), split (the entry's: Celeb-DF-v2's test list is 'test'),
+frames (faces,) int32, n_frames, boxes (faces, 4) float32 x1 y1 x2 y2, track (0: the largest), width, height,
+embedder, source (what it was made from). And
 OUTPUT.failures.csv (filename, folder, reason, source): unreadable, truncated or missing videos, no face,
 a bad metadata.json or entry, unexpected errors.
 Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does what is left, new videos and
@@ -39,7 +40,7 @@ RETRY_FAILED = False            # a rerun tries the failed videos again (else th
 # -----------------------------------------------------------------------------
 
 COLUMNS = ('filename', 'video_embedding', 'label', 'original', 'folder', 'frames', 'n_frames', 'boxes', 'track',
-           'width', 'height', 'embedder')
+           'width', 'height', 'embedder', 'split')
 
 
 def rows_of(record):
@@ -97,6 +98,7 @@ def embed(todo, bad, skipped, face):
                     'width': result.width,
                     'height': result.height,
                     'embedder': embedder,
+                    'split': entry.get('split'),  # test.py's breakdown: Celeb-DF-v2's test list
                 } for k, track in enumerate(result.tracks)]})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')

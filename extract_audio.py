@@ -8,7 +8,8 @@ Writes, in AUDIO_DIR:
                            collide); one per video with an audio track (an empty track: an empty WAV).
   index.pkl                one row per video read: filename, folder, has_track (False: no audio stream,
                            recorded, not a failure), samples, seconds, source_rate, source_channels, codec,
-                           wav (its name in AUDIO_DIR, or None); attrs: sample_rate.
+                           wav (its name in AUDIO_DIR, or None), lead_rms (leading_rms: NaN without samples);
+                           attrs: sample_rate.
   index.pkl.failures.csv   filename, folder, reason: undecodable or missing videos, unreadable metadata.json
                            files, unexpected errors.
 PyAV decodes (FFmpeg in the wheel); libswresample downmixes and resamples to 16 kHz, Resemblyzer's rate, which
@@ -44,7 +45,8 @@ SHOW = 20                   # failures listed at the end of a run (all of them a
 # -----------------------------------------------------------------------------
 
 COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
-           'wav')
+           'wav', 'lead_rms')
+LEAD_SECONDS = 0.5          # the start of a track whose loudness test.py's shortcut check reads (leading_rms)
 
 
 @dataclass
@@ -88,6 +90,14 @@ def pcm_to_float(pcm):
     return pcm.astype(np.float32) / 32768.0
 
 
+def leading_rms(pcm, rate=SAMPLE_RATE, seconds=LEAD_SECONDS):
+    """RMS of the first `seconds` of (samples,) int16 pcm, in full scale (pcm_to_float's units, 0 = silence);
+    NaN where there is no sample. Fakes of FakeAVCeleb and AV-Deepfake1M start with silence (AVH-Align, CVPR
+    2025): test.py scores this number alone, to tell whether a model could be reading it."""
+    head = pcm_to_float(pcm[:int(round(seconds * rate))]).astype(np.float64)
+    return float(np.sqrt(np.mean(np.square(head)))) if head.size else float('nan')
+
+
 def wav_name(filename, folder=''):
     """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav'."""
     return key(folder, filename) + '.wav'
@@ -125,11 +135,12 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
     track = decode_audio(path, rate)
     row = {'filename': filename, 'folder': folder, 'has_track': track is not None,
            'samples': 0, 'seconds': 0.0, 'source_rate': 0, 'source_channels': 0, 'codec': None,
-           'wav': None}
+           'wav': None, 'lead_rms': float('nan')}
     if track is not None:
         write_wav(track.pcm, os.path.join(audio_dir, wav_name(filename, folder)), rate)
         row.update(samples=len(track.pcm), seconds=len(track.pcm) / rate, source_rate=track.source_rate,
-                   source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename, folder))
+                   source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename, folder),
+                   lead_rms=leading_rms(track.pcm, rate))
     return row
 
 

@@ -3,16 +3,18 @@
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
 table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
 or held none of this table out, every video (SUBSET='auto'), said in one line. Writes:
-  REPORT                                 JSON: common/metrics.py's figures (log losses, ROC AUC, average
-                                         precision, EER, ECE, accuracy, per class) and what was scored how
-  REPORT minus .json + _roc.png          the ROC curve (absent where the set has a single class)
-  REPORT minus .json + _calibration.png  the reliability plot, with its expected calibration error (ECE)
-  REPORT minus .json + _predictions.csv  filename, folder, label, p_fake, logit, no_face of every video scored
-Each video's prediction is the checkpoint's evaluation choice (the mean of the logits of all its windows),
-shifted for PRIOR, then clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses.
-A video without any face embedding gets predict.py's fallback (the audio-only model where it has audio,
-else PRIOR) and is counted. Settings that do not fit together and a
-REPORT that cannot be written are refused before any work, in one line.
+  REPORT       JSON: common/metrics.py's figures (log losses, ROC AUC, average precision, EER, ECE, accuracy,
+               per class), what was scored how; `breakdown`: the figures per dataset folder, per manipulation
+               method (FF++, Celeb-DF-v2) and per split (Celeb-DF-v2's test list), ROC AUC first
+               (common/breakdown.py); `shortcuts`: the ROC AUC of the audio-only model, the leading silence
+               and the face size alone, and a warning line, also printed, where one comes within 0.02 of the
+               model's (common/shortcuts.py)
+  REPORT minus .json + _roc.png, _calibration.png (ROC curve, reliability plot with its ECE) and
+  _predictions.csv (filename, folder, label, p_fake, logit, no_face of every video scored)
+A video's prediction is the checkpoint's evaluation choice (the mean of the logits of its windows), shifted
+for PRIOR, clipped to the checkpoint's clip range (or CLIP_LO/CLIP_HI) for the log losses. A video without a
+face embedding gets predict.py's fallback (the audio-only model where it has audio, else PRIOR), counted.
+Settings that do not fit together and a REPORT that cannot be written are refused first, in one line.
 
     python test.py --dataset=MERGED.pkl --checkpoint=runs/lstm/best.pt --report=runs/lstm/report.json
 """
@@ -27,7 +29,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import metrics
+from common import breakdown, metrics, shortcuts
 from common.device import pick_device
 from common.store import open_store
 from common.stage import NAMES, atomic_path, write_text
@@ -101,6 +103,8 @@ def run(cfg, log=print):
             'prior_scored_set': cfg['prior'],
             'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,
+            'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
+            'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, audio_only)),
         })
         what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
         if metrics.save_roc_png(labels, p, stem + '_roc.png', title=f'ROC: {what}'):
@@ -179,11 +183,14 @@ def _subset(cfg, ckpt, table):
 
 
 def _summary(rep):
-    """The report's figures in one line; a figure a single class leaves undefined is n/a, with the reason."""
+    """A line of the breakdown's ROC AUCs, the shortcut check's warning line where it has one, then the report's
+    figures in one line; a figure a single class leaves undefined is n/a, with the reason."""
     def figure(key):
         return 'n/a' if rep[key] is None else f'{rep[key]:.4f}'
     reasons = sorted({rep[k + '_note'] for k in ('roc_auc', 'average_precision', 'eer', 'ece') if k + '_note' in rep})
-    return (f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
+    warning = rep['shortcuts']['warning']
+    return (breakdown.summary(rep['breakdown']) + (f'\n{warning}' if warning else '') + '\n'
+            f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
             f'balanced_log_loss {figure("balanced_log_loss")}, roc_auc {figure("roc_auc")}, average_precision '
             f'{figure("average_precision")}, eer {figure("eer")}, ece {figure("ece")} ({rep["calibration_bins"]} '
             f'bins), accuracy {figure("accuracy")}' + ''.join(f' (n/a: {why})' for why in reasons))

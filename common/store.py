@@ -4,8 +4,10 @@ training.py and test.py, and by predict.py for one video in memory (Store.one).
              train.bin; read with positioned reads, not np.memmap, whose touched pages count in resident
              memory (the whole file after an epoch): the page cache can drop them, so memory stays flat.
   index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
-             audio_dim) float32; meta: the dimensions, attrs, the pickle's and faces.f16's size and mtime,
-             and the merge's inputs (absolute path: size and mtime, or None where absent).
+             audio_dim) float32; where the table has their columns (OPTIONAL: an older store lacks them, None
+             in Store) split, face_size (face_size), lead_rms (extract_audio.leading_rms); meta: the dimensions,
+             attrs, the pickle's and faces.f16's size and mtime, and the merge's inputs (absolute path: size and
+             mtime, or None where absent).
              Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
              is one line saying to rerun the merge.
 """
@@ -19,6 +21,28 @@ from common.config import UserError
 from common.stage import atomic_path, key, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
+OPTIONAL = ('split', 'face_size', 'lead_rms')  # per-video arrays of the index where the table has the columns
+
+
+def face_size(boxes):
+    """A face track's size in the frame's pixels: the median over its faces of sqrt(width * height) of the
+    (faces, 4) x1, y1, x2, y2 boxes; NaN without a face."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)  # (faces, 4)
+    if not len(boxes):
+        return float('nan')
+    return float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))))
+
+
+def _optional(table):
+    """The OPTIONAL arrays of the index that the table's columns give (split: '' where None)."""
+    out = {}
+    if 'split' in table.columns:
+        out['split'] = np.array([s if isinstance(s, str) else '' for s in table['split']], str)
+    if 'boxes' in table.columns:
+        out['face_size'] = np.array([face_size(b) for b in table['boxes']], np.float32)
+    if 'lead_rms' in table.columns:
+        out['lead_rms'] = table['lead_rms'].to_numpy(np.float32, na_value=np.nan)
+    return out
 
 
 def store_dir(pickle_path):
@@ -124,7 +148,7 @@ def save(table, pickle_path, inputs=None):
             np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
                      group=np.array(groups_of(names.tolist(), table['original'].tolist(), folders.tolist()), str),
                      face_start=np.cumsum(n_faces) - n_faces, has_audio=table['has_audio'].to_numpy(bool),
-                     audio=audio, meta=json.dumps(meta))
+                     audio=audio, meta=json.dumps(meta), **_optional(table))
 
 
 def is_current(pickle_path, inputs=None):
@@ -159,6 +183,7 @@ class Store:
         self.filenames, self.folders, self.groups = (index[k].astype(object) for k in ('filename', 'folder', 'group'))
         self.labels, self.face_start, self.n_faces = index['label'], index['face_start'], index['n_faces']
         self.has_audio, self.audio = index['has_audio'], index['audio']
+        self.split, self.face_size, self.lead_rms = (index.get(k) for k in OPTIONAL)  # None: an older store
         self.keys = np.array([key(d, n) for d, n in zip(self.folders, self.filenames)], object)
         self.meta, self.attrs, self.video_dim, self.audio_dim = meta, meta['attrs'], meta['video_dim'], meta['audio_dim']
         self._faces = faces  # (total faces, video_dim) float16 in memory, or None: read from faces_path
