@@ -24,6 +24,7 @@ from tqdm import tqdm
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
+from common.weights import describe
 from faces import workers
 from faces.nets import Nets
 from faces.pipeline import VideoFaces, faces_of  # noqa: F401 - what the pipeline returns
@@ -66,8 +67,15 @@ _NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'worker_timeout', '
 
 def numbers(cfg):
     """{'--name': value} of the settings of `cfg` (settings()'s) that the tracks and embeddings depend on:
-    what a video table records it was made with (attrs 'made_with'), for a rerun and predict.py to match."""
+    what a video table records it was made with (made_with()), for a rerun and predict.py to match."""
     return config.recorded(globals(), cfg, _NOT_IN_NUMBERS)
+
+
+def made_with(cfg):
+    """What a face table's results depend on (common.stage's made_with): numbers(cfg), the embedder's name
+    and the --face_weights that give it (a file by its absolute path), which predict.py takes."""
+    weights = config.recorded(globals(), cfg, set(cfg) - {'face_weights'})['--face_weights']
+    return {**numbers(cfg), 'embedder': describe(cfg['face_weights']), 'face_weights': weights}
 
 
 class DetectionPipeline:

@@ -202,11 +202,18 @@ def read_index(audio_dir):
     return index, read_failures(path + '.failures.csv')
 
 
-def encoders_of(table):
-    """The (audio_encoder, audio_dim) pairs a table holds."""
-    if table is None or not len(table):
-        return set()
-    return set(zip(table['audio_encoder'], table['audio_dim'].astype(int)))
+# where and how fast the embeddings are made, not what they are
+_NOT_IN_NUMBERS = {'device', 'threads'}
+# the settings of one encoder only: the other's are not recorded
+_ONLY = {'resemblyzer': ('voice_weights',),
+         'cnn': ('cnn_arch', 'cnn_weights', 'n_mels', 'n_fft', 'hop', 'top_db', 'cnn_window_seconds', 'amp')}
+
+
+def numbers(cfg):
+    """{'--name': value} of the settings of `cfg` (settings()'s) that the embeddings depend on: what an audio
+    table records it was made with, for a rerun and predict.py (which takes them) to match."""
+    other = {k for encoder, names in _ONLY.items() if encoder != cfg['audio_encoder'] for k in names}
+    return config.recorded(globals(), cfg, _NOT_IN_NUMBERS | other)
 
 
 def main():
@@ -220,16 +227,9 @@ def embed_all(index, extract_failures):
     """One process's share of the index; the last process to finish writes OUTPUT."""
     embedder = AudioEmbedder()  # this script's settings are its module's constants
     share_cpu()
-    run = StageRun(OUTPUT, RETRY_FAILED)
-    journal, who = run.journal, run.who
-    ours = (embedder.name, embedder.dim)
-    found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
-                                                     for rec in run.records
-                                                     for row in rec.get('rows', [])}
-    if found - {ours}:
-        theirs = ', '.join(f'{n} ({d}-d)' for n, d in sorted(found - {ours}))
-        raise config.UserError(f'{OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
-                               f'use another --output, or the same encoder settings')
+    # a rerun with another encoder or settings is refused: its rows would sit beside these as one table
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**numbers(embedder.cfg), 'embedder': f'{embedder.name} ({embedder.dim}-d)'})
+    who = run.who
     run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
                 for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
@@ -238,20 +238,20 @@ def embed_all(index, extract_failures):
     todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']),
                     source=lambda e: e['source'] if isinstance(e.get('source'), str) else None)
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
-          f'index, {len(run.done)} done before, {len(todo)} to embed')
+          f'index, {len(run.before)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         with run.video(entry['filename'], entry['folder']):
-            journal.add({'filename': entry['filename'], 'folder': entry['folder'],
+            run.add({'filename': entry['filename'], 'folder': entry['folder'],
                          'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(lambda rec: rec['rows'],
+    table, failures = run.finish(lambda rec: rec['rows'],
                                      attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim},
                                      columns=COLUMNS)
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
     print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
           f'{len(failures)} failed')
-    print_failures(failures, journal.failures_path, SHOW)
+    print_failures(failures, run.failures_path, SHOW)
 
 
 if __name__ == '__main__':

@@ -30,7 +30,6 @@ from common.device import share_cpu
 from common.dataset import label_of, plan, source_of
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
-from common.weights import describe
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
@@ -59,11 +58,11 @@ def embed(todo, bad, skipped, face):
     share_cpu()
     cfg = dp.settings(**face)
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
-    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': describe(cfg['face_weights'])})
-    journal, who = run.journal, run.who
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with=dp.made_with(cfg))
+    who = run.who
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
-    print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
+    print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
         pipeline = dp.DetectionPipeline(**face)
@@ -84,7 +83,7 @@ def embed(todo, bad, skipped, face):
                     raise result
                 if not result.tracks:
                     raise VideoError(f'no face found in {result.n_frames} frames')
-                journal.add({'filename': name, 'folder': rel, 'rows': [{
+                run.add({'filename': name, 'folder': rel, 'rows': [{
                     'filename': name,
                     'video_embedding': track.embeddings,
                     'label': label_of(entry),
@@ -102,13 +101,13 @@ def embed(todo, bad, skipped, face):
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
+    table, failures = run.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
-          f'{len(failures)} failed (see {journal.failures_path}), {skipped} skipped without a '
+          f'{len(failures)} failed (see {run.failures_path}), {skipped} skipped without a '
           f'metadata entry')
-    print_failures(failures, journal.failures_path)
+    print_failures(failures, run.failures_path)
 
 
 if __name__ == '__main__':
