@@ -57,6 +57,85 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 # -----------------------------------------------------------------------------
 
 
+def main():
+    face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
+    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
+        if not value or not os.path.exists(value):
+            raise UserError(f'{what}={value!r} does not exist')
+    # one video prints its probability: files only where --output asks for them
+    writes = os.path.isdir(INPUT) or OUTPUT != ''
+    output = OUTPUT or 'submission.csv'
+    if writes:
+        config.writable_file(output, '--output')
+    if EXPLAIN:
+        config.writable_folder(EXPLAIN, '--explain')
+    videos = list_inputs(INPUT)
+    if not videos:
+        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
+    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
+    if not writes:
+        [(path, _, name)] = videos
+        [(_, faces, voice, result)] = predictor.stream([path])
+        if EXPLAIN:
+            predictor.explain(explain.png_path(EXPLAIN, '', name), path, name, faces, voice, result)
+        note = f' (fallback: {result.fallback})' if result.fallback else ''
+        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
+        return
+    write_submission(*predict_all(predictor, videos, output), videos, output)
+
+
+def predict_all(predictor, videos, output):
+    """(the table of every video predicted, now or by an earlier run; the paths predicted now; the seconds they
+    took): the run's records in OUTPUT.pkl (common.stage), resumed where the checkpoint and settings are the same."""
+    where = {path: (folder, name) for path, folder, name in videos}
+    # results of another checkpoint or settings are discarded (said in one line), and every video predicted
+    run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
+    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
+    todo = [path for path, folder, name in videos
+            if key(folder, name) not in run.before or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
+    start = time.perf_counter()
+    bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
+    for path, faces, voice, result in bar:
+        folder, name = where[path]
+        if EXPLAIN:
+            predictor.explain(explain.png_path(EXPLAIN, folder, name), path, key(folder, name), faces, voice, result)
+        run.add({'filename': name, 'folder': folder,
+                 'rows': [{'filename': name, 'folder': folder, 'label': result.p_fake, 'fallback': result.fallback,
+                           'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
+    seconds = time.perf_counter() - start
+    table, _ = run.finish(lambda rec: rec['rows'])
+    return table, todo, seconds
+
+
+def write_submission(table, todo, seconds, videos, output):
+    """OUTPUT (filename,label) and its .fallbacks.csv from the run's table, and the summary lines."""
+    # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
+    table['filename'] = row_keys(table)
+    table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
+    table = table.sort_values('filename', kind='stable')
+    with atomic_path(output) as tmp:
+        with open(tmp, 'w', newline='', encoding='utf-8') as f:
+            writer = csv.writer(f)
+            writer.writerow(['filename', 'label'])
+            writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
+    fallbacks = table[table['fallback'] != '']
+    side = os.path.splitext(output)[0] + '.fallbacks.csv'
+    with atomic_path(side) as tmp:
+        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False)
+    if len(videos) == 1:
+        row = table.iloc[0]
+        note = f' (fallback: {row.fallback})' if row.fallback else ''
+        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
+    rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
+    errors = int(fallbacks['unexpected'].sum())
+    print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
+          f'{errors} of them after an unexpected error (listed in {side})')
+    for r in fallbacks.itertuples():
+        print(f'  fallback: {r.filename}: {r.fallback}')
+    if EXPLAIN:
+        print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
+
+
 WEIGHTS = ('face_weights', 'voice_weights', 'cnn_weights')  # the settings that may name a weights file
 
 
@@ -241,74 +320,6 @@ def list_inputs(path):
         folder = '' if rel == '.' else rel.replace(os.sep, '/')
         found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
     return sorted(found, key=lambda video: key(video[1], video[2]))
-
-
-def main():
-    face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
-    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
-        if not value or not os.path.exists(value):
-            raise UserError(f'{what}={value!r} does not exist')
-    # one video prints its probability: files only where --output asks for them
-    writes = os.path.isdir(INPUT) or OUTPUT != ''
-    output = OUTPUT or 'submission.csv'
-    if writes:
-        config.writable_file(output, '--output')
-    if EXPLAIN:
-        config.writable_folder(EXPLAIN, '--explain')
-    videos = list_inputs(INPUT)
-    if not videos:
-        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
-    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
-    if not writes:
-        [(path, _, name)] = videos
-        [(_, faces, voice, result)] = predictor.stream([path])
-        if EXPLAIN:
-            predictor.explain(explain.png_path(EXPLAIN, '', name), path, name, faces, voice, result)
-        note = f' (fallback: {result.fallback})' if result.fallback else ''
-        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
-        return
-    where = {path: (folder, name) for path, folder, name in videos}
-    # results of another checkpoint or settings are discarded (said in one line), and every video predicted
-    run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
-    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
-    todo = [path for path, folder, name in videos
-            if key(folder, name) not in run.before or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
-    start = time.perf_counter()
-    bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
-    for path, faces, voice, result in bar:
-        folder, name = where[path]
-        if EXPLAIN:
-            predictor.explain(explain.png_path(EXPLAIN, folder, name), path, key(folder, name), faces, voice, result)
-        run.add({'filename': name, 'folder': folder,
-                 'rows': [{'filename': name, 'folder': folder, 'label': result.p_fake, 'fallback': result.fallback,
-                               'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
-    seconds = time.perf_counter() - start
-    table, _ = run.finish(lambda rec: rec['rows'])
-    # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
-    table['filename'] = row_keys(table)
-    table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
-    table = table.sort_values('filename', kind='stable')
-    with atomic_path(output) as tmp:
-        with open(tmp, 'w', newline='', encoding='utf-8') as f:
-            writer = csv.writer(f)
-            writer.writerow(['filename', 'label'])
-            writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
-    fallbacks = table[table['fallback'] != '']
-    side = os.path.splitext(output)[0] + '.fallbacks.csv'
-    with atomic_path(side) as tmp:
-        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False)
-    if len(videos) == 1:
-        row = table.iloc[0]
-        note = f' (fallback: {row.fallback})' if row.fallback else ''
-        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
-    rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
-    errors = int(fallbacks['unexpected'].sum())
-    print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
-          f'{errors} of them after an unexpected error (listed in {side})')
-    for r in fallbacks.itertuples():
-        print(f'  fallback: {r.filename}: {r.fallback}')
-    if EXPLAIN:
-        print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 
 
 if __name__ == '__main__':
