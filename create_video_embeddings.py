@@ -83,20 +83,7 @@ def embed(todo, bad, skipped, face):
                     raise result
                 if not result.tracks:
                     raise VideoError(f'no face found in {result.n_frames} frames')
-                run.add({'filename': name, 'folder': rel, 'rows': [{
-                    'filename': name,
-                    'video_embedding': track.embeddings,
-                    'label': label_of(entry),
-                    'original': entry.get('original'),
-                    'folder': rel,
-                    'frames': track.frames,
-                    'n_frames': result.n_frames,
-                    'boxes': track.boxes,
-                    'track': k,
-                    'width': result.width,
-                    'height': result.height,
-                    'embedder': embedder,
-                } for k, track in enumerate(result.tracks)]})
+                run.add({'filename': name, 'folder': rel, 'rows': table_rows(result, name, rel, entry, embedder)})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
@@ -108,6 +95,24 @@ def embed(todo, bad, skipped, face):
           f'{len(failures)} failed (see {run.failures_path}), {skipped} skipped without a '
           f'metadata entry')
     print_failures(failures, run.failures_path)
+
+
+def table_rows(result, name, rel, entry, embedder):
+    """OUTPUT's rows of one video: one per face track of `result` (a VideoFaces with tracks)."""
+    return [{
+        'filename': name,
+        'video_embedding': track.embeddings,
+        'label': label_of(entry),
+        'original': entry.get('original'),
+        'folder': rel,
+        'frames': track.frames,
+        'n_frames': result.n_frames,
+        'boxes': track.boxes,
+        'track': k,
+        'width': result.width,
+        'height': result.height,
+        'embedder': embedder,
+    } for k, track in enumerate(result.tracks)]
 
 
 if __name__ == '__main__':

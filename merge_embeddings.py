@@ -104,13 +104,10 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     matched = (table['_merge'] == 'both').to_numpy()
     table = table.drop(columns='_merge')
     zero = np.zeros(audio_dim, np.float32)
-    reasons, names = [], row_keys(table)
+    names = row_keys(table)
     for i in np.flatnonzero(~matched):
-        name = names[i]
-        reason = (f'audio failed: {audio_failures[name][1]}' if name in audio_failures
-                  else 'not in the audio table')
-        reasons.append(reason)
-        table.at[i, 'audio_status'] = reason
+        table.at[i, 'audio_status'] = (f'audio failed: {audio_failures[names[i]][1]}' if names[i] in audio_failures
+                                       else 'not in the audio table')
     table['audio_embedding'] = [e if ok else zero for e, ok in zip(table['audio_embedding'], matched)]
     table['has_audio'] = [bool(h) and ok for h, ok in zip(table['has_audio'], matched)]
     table['audio_encoder'], table['audio_dim'] = encoder, audio_dim
@@ -130,6 +127,12 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     lines = [f'{len(videos)} videos in {video_path} ({embedder}, {video_dim}-d), {len(table)} rows; '
              f'{n_matched} matched an audio row of {audio_path} ({encoder}, {audio_dim}-d), '
              f'{len(videos) - n_matched} did not']
+    return table, lines + unmatched(videos, video_keys, audio_keys, video_failures)
+
+
+def unmatched(videos, video_keys, audio_keys, video_failures):
+    """The report's lines on the videos without audio (and why), and the audio rows without a video."""
+    lines = []
     silent = videos[~videos['has_audio']]
     if len(silent):
         lines.append(f'{len(silent)} videos without audio (zero embedding, has_audio False):')
@@ -144,7 +147,7 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
                   for name in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')
-    return table, lines
+    return lines
 
 
 def main():

@@ -73,17 +73,7 @@ def run(cfg, log=print):
             raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
                                    f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
         ev = ckpt['evaluation']
-        bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
-                                   disable=None)  # None: only where the output is a terminal
-        logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
-                                cfg['amp'], progress=bar)
-        no_face = table.n_faces[indices] == 0
-        broken = ~no_face & ~np.isfinite(logits)
-        if broken.any():
-            raise config.UserError(f'{cfg["dataset"]}: {int(broken.sum())} videos have no finite logit (e.g. '
-                                   f'{table.keys[indices[broken][0]]}): their face embeddings hold inf or NaN')
-        audio_only = ckpt.get('audio_only')
-        logits[no_face] = [fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices[no_face]]
+        logits, no_face = _logits(cfg, net, ckpt, table, indices, device)
         # the network estimates log-odds on a 50/50 set (its loss was class-balanced); move them to PRIOR
         logits = logits + prior_shift(cfg['prior'])
         p = sigmoid(logits)
@@ -113,6 +103,24 @@ def run(cfg, log=print):
     log(_summary(rep))
     log(f'report: {report_path}')
     return rep
+
+
+def _logits(cfg, net, ckpt, table, indices, device):
+    """(logits (videos,) of the videos `indices`, no_face (videos,) bool): the network's, and predict.py's
+    fallback's for a video without a face; UserError where one with faces has no finite logit."""
+    ev = ckpt['evaluation']
+    bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
+                               disable=None)  # None: only where the output is a terminal
+    logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
+                            cfg['amp'], progress=bar)
+    no_face = table.n_faces[indices] == 0
+    broken = ~no_face & ~np.isfinite(logits)
+    if broken.any():
+        raise config.UserError(f'{cfg["dataset"]}: {int(broken.sum())} videos have no finite logit (e.g. '
+                               f'{table.keys[indices[broken][0]]}): their face embeddings hold inf or NaN')
+    audio_only = ckpt.get('audio_only')
+    logits[no_face] = [fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices[no_face]]
+    return logits, no_face
 
 
 def _check(cfg):

@@ -224,15 +224,7 @@ def _epochs(fit, started):
             state['bad_epochs'] += 1
         state['history'].append(entry)
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
-        rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
-        if fit.device.type == 'cuda':
-            rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
-        if improved:
-            save_checkpoint(best_path, fit.net, epoch=epoch, val_loss=score, **common)
-        save_checkpoint(last_path, fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
-                        scaler=fit.scaler.state_dict(), state=state, **rng, **common)
-        _write_history(state['history'], cfg['out_dir'])
-        _plot(state['history'], state['best_epoch'], os.path.join(cfg['out_dir'], 'curves.png'))
+        _save_epoch(fit, state, epoch, score if improved else None, common)
         log(_epoch_line(entry, cfg['max_epochs']))
         if state['finished']:
             log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
@@ -242,6 +234,21 @@ def _epochs(fit, started):
     log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
+
+
+def _save_epoch(fit, state, epoch, best_loss, common):
+    """The run folder after an epoch: best.pt where it improved (best_loss not None), last.pt, the history
+    and the curves."""
+    out_dir = fit.cfg['out_dir']
+    rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
+    if fit.device.type == 'cuda':
+        rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
+    if best_loss is not None:
+        save_checkpoint(os.path.join(out_dir, 'best.pt'), fit.net, epoch=epoch, val_loss=best_loss, **common)
+    save_checkpoint(os.path.join(out_dir, 'last.pt'), fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
+                    scaler=fit.scaler.state_dict(), state=state, **rng, **common)
+    _write_history(state['history'], out_dir)
+    _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
 
 
 def _write_record(cfg, device, started, done):
