@@ -56,6 +56,26 @@ VIDEO = ''                  # the video to run on
 # -----------------------------------------------------------------------------
 
 
+def main():
+    config.configure(globals())
+    if not VIDEO:
+        raise config.UserError('give a video: --video=PATH')
+    pipeline = DetectionPipeline()
+    try:
+        faces = pipeline(VIDEO)
+    except VideoError as err:
+        print(f'error: {VIDEO}: {err}', file=sys.stderr)
+        raise SystemExit(1) from None
+    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
+          f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
+    for k, track in enumerate(faces.tracks):
+        print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
+              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
+    if not faces.tracks:
+        print('no face found')
+    print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
+
+
 def settings(**overrides):
     """This module's constants as lower-case settings, with overrides: what DetectionPipeline runs with."""
     return config.settings(globals(), **overrides)
@@ -141,26 +161,6 @@ class DetectionPipeline:
                 if isinstance(err, Exception) and ends_the_run(err):
                     raise err
             yield path, faces, extra
-
-
-def main():
-    config.configure(globals())
-    if not VIDEO:
-        raise config.UserError('give a video: --video=PATH')
-    pipeline = DetectionPipeline()
-    try:
-        faces = pipeline(VIDEO)
-    except VideoError as err:
-        print(f'error: {VIDEO}: {err}', file=sys.stderr)
-        raise SystemExit(1) from None
-    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
-          f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
-    for k, track in enumerate(faces.tracks):
-        print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
-              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
-    if not faces.tracks:
-        print('no face found')
-    print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
 
 
 if __name__ == '__main__':
