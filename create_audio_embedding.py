@@ -60,6 +60,13 @@ COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status',
            'audio_dim')
 
 
+def main():
+    config.configure(globals())
+    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
+    index, extract_failures = read_index(AUDIO_DIR)
+    embed_all(index, extract_failures)
+
+
 class Status:
     """The values of audio_status."""
     OK = 'ok'
@@ -214,13 +221,6 @@ def numbers(cfg):
     table records it was made with, for a rerun and predict.py (which takes them) to match."""
     other = {k for encoder, names in _ONLY.items() if encoder != cfg['audio_encoder'] for k in names}
     return config.recorded(globals(), cfg, _NOT_IN_NUMBERS | other)
-
-
-def main():
-    config.configure(globals())
-    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
-    index, extract_failures = read_index(AUDIO_DIR)
-    embed_all(index, extract_failures)
 
 
 def embed_all(index, extract_failures):
