@@ -47,6 +47,15 @@ COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate
            'wav')
 
 
+def main():
+    config.configure(globals())
+    index = os.path.join(AUDIO_DIR, INDEX)
+    claim(index)  # before any work: an index that cannot be written, or that another run writes
+    # the video step's own listing: both halves read the same videos under the same keys
+    videos, problems, skipped = plan(DATA_DIR)
+    extract_all(videos, problems, skipped, index)
+
+
 @dataclass
 class AudioTrack:
     pcm: np.ndarray          # (samples,) int16, SAMPLE_RATE Hz, mono
@@ -130,15 +139,6 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
         row.update(samples=len(track.pcm), seconds=len(track.pcm) / rate, source_rate=track.source_rate,
                    source_channels=track.source_channels, codec=track.codec, wav=wav_name(filename, folder))
     return row
-
-
-def main():
-    config.configure(globals())
-    index = os.path.join(AUDIO_DIR, INDEX)
-    claim(index)  # before any work: an index that cannot be written, or that another run writes
-    # the video step's own listing: both halves read the same videos under the same keys
-    videos, problems, skipped = plan(DATA_DIR)
-    extract_all(videos, problems, skipped, index)
 
 
 def extract_all(videos, problems, skipped, index):
