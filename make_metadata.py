@@ -47,6 +47,36 @@ LOOKS = {'ff++': 'original_sequences/, manipulated_sequences/',
          'celebdf': 'Celeb-real/, Celeb-synthesis/, YouTube-real/'}  # the folders that tell a layout
 
 
+def main():
+    config.configure(globals())
+    if LAYOUT not in LAYOUTS:
+        raise config.UserError(f'--layout must be one of {", ".join(LAYOUTS)}, not {LAYOUT!r}')
+    if COMPRESSION not in ('', *FF_COMPRESSIONS):
+        raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
+                               f'not {COMPRESSION!r}')
+    if not os.path.isdir(DATA_DIR):
+        raise config.UserError(f'data folder {DATA_DIR} does not exist')
+    layout = layout_of(DATA_DIR, LAYOUT)
+    if layout == 'ff++':
+        parts, others = ff_parts(DATA_DIR, COMPRESSION)
+        if others:
+            raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
+                                   f'stages would read both, and group fakes with the wrong original; remove them')
+        untested = []
+    else:
+        parts, untested = celebdf_parts(DATA_DIR)
+        if not parts:
+            raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
+    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
+                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
+    if existing and not OVERWRITE:
+        raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
+                               f'replaces them')
+    for part in parts:
+        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
+    summarise(layout, parts, untested)
+
+
 def videos_in(folder):
     return sorted(n for n in os.listdir(folder) if is_video(n) and os.path.isfile(os.path.join(folder, n)))
 
@@ -168,36 +198,6 @@ def read_test_list(path):
             folder, name = fields[1].split('/')
             out[(folder.lower(), name)] = (CELEB_TEST_LABELS[fields[0]], fields[1])
     return out
-
-
-def main():
-    config.configure(globals())
-    if LAYOUT not in LAYOUTS:
-        raise config.UserError(f'--layout must be one of {", ".join(LAYOUTS)}, not {LAYOUT!r}')
-    if COMPRESSION not in ('', *FF_COMPRESSIONS):
-        raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
-                               f'not {COMPRESSION!r}')
-    if not os.path.isdir(DATA_DIR):
-        raise config.UserError(f'data folder {DATA_DIR} does not exist')
-    layout = layout_of(DATA_DIR, LAYOUT)
-    if layout == 'ff++':
-        parts, others = ff_parts(DATA_DIR, COMPRESSION)
-        if others:
-            raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
-                                   f'stages would read both, and group fakes with the wrong original; remove them')
-        untested = []
-    else:
-        parts, untested = celebdf_parts(DATA_DIR)
-        if not parts:
-            raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
-    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
-                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
-    if existing and not OVERWRITE:
-        raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
-                               f'replaces them')
-    for part in parts:
-        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
-    summarise(layout, parts, untested)
 
 
 def summarise(layout, parts, untested, show=5):
