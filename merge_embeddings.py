@@ -41,6 +41,30 @@ AUDIO_COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_st
 ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 
+def main():
+    config.configure(globals())
+    config.writable_file(OUTPUT, '--output')  # before any work
+    # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
+    # tables merged into the same output is merged, however old; stamped before reading, so that a table
+    # rewritten while this runs is merged again next time
+    made_with = {'inputs': stamps((VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv',
+                                   AUDIO_TABLE + '.failures.csv'))}
+    up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
+                  and store.is_current(OUTPUT, made_with))
+    if up_to_date:  # a missing table is still read_table's one-line error, output or not
+        # rewriting it would make training see another table (its resume checks the file)
+        print(f'{OUTPUT} is up to date: made from {VIDEO_TABLE} and {AUDIO_TABLE} as they are now; nothing to merge')
+        return
+    video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
+    audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
+    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
+                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
+    print('\n'.join(lines))
+    store.save(table, OUTPUT, made_with)  # the pickle, and the store that training, test.py and predict.py read
+    n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
+    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
+
+
 def read_table(path, what, script):
     if not os.path.exists(path):
         raise config.UserError(f'{what} {path} does not exist')
@@ -148,30 +172,6 @@ def unmatched(videos, video_keys, audio_keys, video_failures):
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')
     return lines
-
-
-def main():
-    config.configure(globals())
-    config.writable_file(OUTPUT, '--output')  # before any work
-    # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
-    # tables merged into the same output is merged, however old; stamped before reading, so that a table
-    # rewritten while this runs is merged again next time
-    made_with = {'inputs': stamps((VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv',
-                                   AUDIO_TABLE + '.failures.csv'))}
-    up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
-                  and store.is_current(OUTPUT, made_with))
-    if up_to_date:  # a missing table is still read_table's one-line error, output or not
-        # rewriting it would make training see another table (its resume checks the file)
-        print(f'{OUTPUT} is up to date: made from {VIDEO_TABLE} and {AUDIO_TABLE} as they are now; nothing to merge')
-        return
-    video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
-    audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
-    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
-                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
-    print('\n'.join(lines))
-    store.save(table, OUTPUT, made_with)  # the pickle, and the store that training, test.py and predict.py read
-    n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
-    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
 
 
 if __name__ == '__main__':
