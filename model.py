@@ -54,6 +54,17 @@ EVALUATION = 'mean_logit_over_windows'
 REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
 
 
+def main():
+    config.configure(globals())
+    if not OUTPUT:
+        raise config.UserError('give the table to write: --output=PATH.pkl')
+    if MIN_FACES > FACES:
+        raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
+    config.writable_file(OUTPUT)
+    table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
+    store.save(table, OUTPUT)  # and its training store, as merge_embeddings.py writes it
+    print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
+
 
 # ----------------------------------------------------------------------------- split
 class LeakError(AssertionError):
@@ -381,18 +392,6 @@ def _ar1(rng, n, dim, rho):
     for t in range(1, n):
         z[t] = rho * z[t - 1] + scale * noise[t]
     return z
-
-
-def main():
-    config.configure(globals())
-    if not OUTPUT:
-        raise config.UserError('give the table to write: --output=PATH.pkl')
-    if MIN_FACES > FACES:
-        raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
-    config.writable_file(OUTPUT)
-    table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
-    store.save(table, OUTPUT)  # and its training store, as merge_embeddings.py writes it
-    print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
 
 
 if __name__ == '__main__':
