@@ -50,6 +50,11 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
 # -----------------------------------------------------------------------------
 
 
+def main():
+    config.configure(globals())
+    run(settings())
+
+
 def settings(**overrides):
     """This script's constants as lower-case settings, with overrides (what tests and benches call)."""
     return config.settings(globals(), **overrides)
@@ -205,11 +210,6 @@ def _write_predictions(path, filenames, folders, labels, p, logits, no_face):
             out.writerow(['filename', 'folder', 'label', 'p_fake', 'logit', 'no_face'])
             for name, folder, label, p_, logit, none in zip(filenames, folders, labels, p, logits, no_face):
                 out.writerow([name, folder, int(label), f'{p_:.6f}', f'{logit:.6f}', int(none)])
-
-
-def main():
-    config.configure(globals())
-    run(settings())
 
 
 if __name__ == '__main__':
