@@ -86,6 +86,11 @@ _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eva
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
 
 
+def main():
+    config.configure(globals())
+    run(settings())
+
+
 def settings(**overrides):
     """This script's constants as lower-case settings, with overrides (what tests and benches call)."""
     return config.settings(globals(), **overrides)
@@ -450,11 +455,6 @@ def _plot(history, best_epoch, path):
     ax1.legend()
     ax2.legend(loc='lower right')
     metrics.save_figure(fig, path)
-
-
-def main():
-    config.configure(globals())
-    run(settings())
 
 
 if __name__ == '__main__':
