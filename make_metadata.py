@@ -8,7 +8,7 @@ Reads the names under DATA_DIR (never the videos):
   celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
            face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
 Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos. `original` is
-a bare file name, as in DFDC: common.store.groups_of finds it in the one other folder that holds that
+a bare file name, as in DFDC: common.dataset.groups_of finds it in the one other folder that holds that
 name, so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
 compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
 Refuses (exit 2) a tree of neither layout, and an existing metadata.json unless OVERWRITE. Prints each

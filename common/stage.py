@@ -1,18 +1,15 @@
 """What every stage does with files: atomic writes, per-video results that survive a kill, failures, and what
-results were made with.
+the results were made with.
 
-A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (one small pickle per finished video,
-written at once, removed once OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason, source) and
-OUTPUT.lock (claim(), by the stage's main before any work). A rerun skips what OUTPUT, the parts and the
-failures hold and rewrites OUTPUT with the union: no video is done twice or dropped. A video's key is
-folder/filename (key()): two parts may hold one name. Provenance, one contract for every stage: a stage
-declares once what its results depend on (StageRun's made_with: settings, the embedder, the inputs' stamps);
-every part and OUTPUT's attrs record it, and a rerun with another is refused in one line, or (redo) its old
-results are discarded, said in one line. Each video's source (its file's size and time, its metadata entry:
-StageRun.todo) is kept with its results: a rerun redoes a video whose source changed. Several processes
-(torchrun's ranks, a SLURM array's tasks) each take every Nth video of the sorted dataset and write parts to
-the same folder; a process that finds, after its share, a part for every video the run had left merges,
-once (an flock elects it, and goes with its process if it is killed).
+A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (a pickle per finished video, removed once
+OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim(), taken by
+the stage's main before any work). A rerun skips what OUTPUT, the parts and the failures hold and rewrites
+OUTPUT with the union: no video is done twice or dropped. A video's key is folder/filename (key()).
+Provenance, one contract: a stage declares once what its results depend on (StageRun's made_with: settings,
+the embedder, the inputs' stamps); a rerun with another is refused in one line, or (redo) redoes everything.
+Each video's source (StageRun.todo) is kept with its results: a rerun redoes a video whose source changed.
+Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of the sorted dataset;
+the one that finds, after its share, a part for every video the run had left merges, once (an flock).
 """
 import contextlib
 import csv
@@ -234,28 +231,41 @@ class StageRun:
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
         self.records, previous = self.part_records(), self.previous_table()  # what earlier runs saved: read once
-        made = [r.get('made_with') for r in self.records] + ([previous.attrs.get('made_with')] if previous is not None else [])
-        old = next((m for m in made if made_with is not None and m != made_with and (m is not None or redo)), ())
-        if old != () and not redo:
-            raise UserError(f'{self.output} was made with other settings (' + '; '.join(
-                f'{k} {old.get(k)!r} then, {made_with.get(k)!r} now' for k in differences(old, made_with)) + '): '
-                f'give another --output, or delete it, {os.path.basename(self.parts)}/ and '
-                f'{os.path.basename(self.failures_path)} to make it again with these')
-        if old != ():
-            what = ', '.join(differences(old, made_with)) if old else 'settings (an earlier run did not record them)'
-            print(f'{self.output}: made with another {what}; discarding it, doing every video again')
-            for path in (self.output, self.failures_path):
-                if os.path.exists(path):
-                    os.remove(path)
-            shutil.rmtree(self.parts)
-            os.makedirs(self.parts)
+        if made_with is not None and self._discarded(previous, redo):
             self.records, previous = [], None
         self.before = self.done(self.records, previous)
-        self.recorded = {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
-                         **sources_of(previous), **{record_key(r): r['source'] for r in self.records if 'source' in r}}
+        self.recorded = self.recorded_sources(self.records, previous)  # {key: source} where known
         if retry_failed:
             self.before -= set(self.failures(self.records))
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
+
+    def _discarded(self, previous, redo):
+        """False where every earlier result recorded this run's made_with; else UserError, or with `redo` True
+        once OUTPUT, its parts and failures are removed. One that recorded none is an older version's: taken
+        as it is, or redone."""
+        made = [r.get('made_with') for r in self.records]
+        made += [previous.attrs.get('made_with')] if previous is not None else []
+        other = [m for m in made if m != self.made_with and (m is not None or redo)]
+        if other and not redo:
+            raise UserError(f'{self.output} was made with other settings (' + '; '.join(
+                f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in differences(
+                    other[0], self.made_with)) + f'): give another --output, or delete it, {os.path.basename(self.parts)}/'
+                f' and {os.path.basename(self.failures_path)} to make it again with these')
+        if other:
+            what = ', '.join(differences(other[0], self.made_with) if other[0] is not None
+                             else ['settings (an earlier run did not record them)'])
+            print(f'{self.output}: made with another {what}; discarding it, doing every video again')
+            for path in (self.output, self.failures_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            shutil.rmtree(self.parts)
+            os.makedirs(self.parts)
+        return bool(other)
+
+    def recorded_sources(self, records, previous=None):
+        """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
+        return {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
+                **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
 
     def previous_table(self):
         if os.path.exists(self.output):
@@ -393,9 +403,7 @@ class StageRun:
         table.attrs.update(attrs or {}, **({} if self.made_with is None else {'made_with': self.made_with}))
         succeeded = set(row_keys(table))  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
-        # the sources of the failures file's and the parts' failures
-        sources = {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
-                   **{record_key(r): r['source'] for r in records if 'source' in r}}
+        sources = self.recorded_sources(records)  # the failures file's and the parts'
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8') as f:

@@ -16,6 +16,7 @@ import os
 import numpy as np
 
 from common.config import UserError
+from common.dataset import groups_of
 from common.stage import atomic_path, key, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
@@ -40,37 +41,6 @@ def _not_finite(table, faces, audio):
     what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
     return (f'an embedding is not finite (inf or NaN; float16 holds at most 65504) in {len(set(names))} video(s), '
             f'the first {names[0]} (its {what} embedding); make that table again')
-
-
-def groups_of(filenames, originals, folders=None):
-    """Each video's group (a split keeps a group on one side): the root of its chain of originals, by key
-    (folder/name). A real video is its own root; a -> b -> c has root c; an original absent from the table
-    ends its chain (its fakes share its name as their group); a cycle and what leads into it are one group,
-    named after its smallest key. `original` is a name: the video of that name in the fake's own folder
-    (DFDC's layout), else the first video of that name (sorted)."""
-    folders = [''] * len(filenames) if folders is None else list(folders)
-    nodes = [key(d, n) for d, n in zip(folders, filenames)]
-    known, first = set(nodes), {}
-    for node, name in sorted(zip(nodes, filenames)):
-        first.setdefault(name, node)
-    parent = {}
-    for node, folder, original in zip(nodes, folders, originals):
-        if isinstance(original, str) and original:
-            up = key(folder, original) if key(folder, original) in known else first.get(original, original)
-            if up != node:
-                parent[node] = up
-    root = {}
-
-    def find(node):
-        path = []
-        while node not in root and node in parent and node not in path:
-            path.append(node)
-            node = parent[node]
-        end = root.get(node, min(path[path.index(node):]) if node in path else node)
-        root.update({n: end for n in path})
-        return end
-
-    return [find(node) for node in nodes]
 
 
 def save(table, pickle_path, made_with=None):
