@@ -5,9 +5,10 @@ WAVs (16 kHz mono).
 Writes OUTPUT, a pandas pickle, one row per video of the index: filename, folder; audio_embedding (D,)
 float32; has_audio (False for no track, an empty or a silent one: a zero embedding, never NaN); audio_status
 ('ok'; 'no speech': the VAD heard no voice, the whole track was embedded; 'silent': peak below SILENCE_DBFS;
-'empty'; 'no track'); seconds; audio_encoder and audio_dim (also in the attrs: a rerun with another encoder
-into the same OUTPUT is refused). And OUTPUT.failures.csv (filename, folder, reason): failed extractions
-(from extract_audio.py), unreadable WAVs, unexpected errors. No success: a table without rows, with columns.
+'empty'; 'no track'); seconds; audio_encoder and audio_dim (also in the attrs, with made_with: the settings
+the embeddings depend on, which predict.py takes; a rerun with others into the same OUTPUT is refused). And
+OUTPUT.failures.csv (filename, folder, reason): failed extractions (from extract_audio.py), unreadable WAVs,
+unexpected errors. No success: a table without rows, with columns.
 AUDIO_ENCODER: 'resemblyzer' (default), Resemblyzer's pretrained 256-d speaker encoder on the voiced
 stretches; or 'cnn', an ImageNet CNN from torchvision (ResNet-18, 512-d) on a log-mel image of the track.
 Why each, and how: the AudioEmbedder class. Resumable (one part file per video); several processes split

@@ -8,7 +8,7 @@ Writes, in AUDIO_DIR:
                            collide); one per video with an audio track (an empty track: an empty WAV).
   index.pkl                one row per video read: filename, folder, has_track (False: no audio stream,
                            recorded, not a failure), samples, seconds, source_rate, source_channels, codec,
-                           wav (its name in AUDIO_DIR, or None); attrs: sample_rate.
+                           wav (its name in AUDIO_DIR, or None); attrs: sample_rate, made_with.
   index.pkl.failures.csv   filename, folder, reason: undecodable or missing videos, unreadable metadata.json
                            files, unexpected errors.
 PyAV decodes (FFmpeg in the wheel); libswresample downmixes and resamples to 16 kHz, Resemblyzer's rate, which
