@@ -345,16 +345,13 @@ class StageRun:
         had left to do when this process started) has its part and this process is the one that merges,
         'wait' where one has none yet (a process is at work, or was killed: a rerun merges), 'taken' where
         another process merges or has merged."""
-        try:
-            names = set(os.listdir(self.parts))
-        except FileNotFoundError:  # merged, and its parts removed, by another process
-            return 'taken'
-        if any(self.part_name(k) not in names for k in left):
-            return 'wait'
         path = os.path.join(self.parts, 'merge.lock')
         try:
+            names = set(os.listdir(self.parts))
+            if any(self.part_name(k) not in names for k in left):
+                return 'wait'
             lock = open(path, 'a')
-        except FileNotFoundError:
+        except FileNotFoundError:  # merged, and its parts removed, by another process
             return 'taken'
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it when the process ends
