@@ -24,6 +24,7 @@ from tqdm import tqdm
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
+from common.weights import describe
 from faces import workers
 from faces.nets import Nets
 from faces.pipeline import VideoFaces, faces_of  # noqa: F401 - what the pipeline returns
@@ -55,6 +56,26 @@ VIDEO = ''                  # the video to run on
 # -----------------------------------------------------------------------------
 
 
+def main():
+    config.configure(globals())
+    if not VIDEO:
+        raise config.UserError('give a video: --video=PATH')
+    pipeline = DetectionPipeline()
+    try:
+        faces = pipeline(VIDEO)
+    except VideoError as err:
+        print('error: ' + ' '.join(f'{VIDEO}: {err}'.split()), file=sys.stderr)  # one line, as config.fail's
+        raise SystemExit(1) from None
+    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
+          f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
+    for k, track in enumerate(faces.tracks):
+        print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
+              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
+    if not faces.tracks:
+        print('no face found')
+    print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
+
+
 def settings(**overrides):
     """This module's constants as lower-case settings, with overrides: what DetectionPipeline runs with."""
     return config.settings(globals(), **overrides)
@@ -66,8 +87,15 @@ _NOT_IN_NUMBERS = {'device', 'amp', 'batch_size', 'workers', 'worker_timeout', '
 
 def numbers(cfg):
     """{'--name': value} of the settings of `cfg` (settings()'s) that the tracks and embeddings depend on:
-    what a video table records it was made with (attrs 'made_with'), for a rerun and predict.py to match."""
+    what a video table records it was made with (made_with()), for a rerun and predict.py to match."""
     return config.recorded(globals(), cfg, _NOT_IN_NUMBERS)
+
+
+def made_with(cfg):
+    """What a face table's results depend on (common.stage's made_with): numbers(cfg), the embedder's name
+    and the --face_weights that give it (a file by its absolute path), which predict.py takes."""
+    weights = config.recorded(globals(), cfg, set(cfg) - {'face_weights'})['--face_weights']
+    return {**numbers(cfg), 'embedder': describe(cfg['face_weights']), 'face_weights': weights}
 
 
 class DetectionPipeline:
@@ -133,26 +161,6 @@ class DetectionPipeline:
                 if isinstance(err, Exception) and ends_the_run(err):
                     raise err
             yield path, faces, extra
-
-
-def main():
-    config.configure(globals())
-    if not VIDEO:
-        raise config.UserError('give a video: --video=PATH')
-    pipeline = DetectionPipeline()
-    try:
-        faces = pipeline(VIDEO)
-    except VideoError as err:
-        print('error: ' + ' '.join(f'{VIDEO}: {err}'.split()), file=sys.stderr)  # one line, as config.fail's
-        raise SystemExit(1) from None
-    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
-          f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
-    for k, track in enumerate(faces.tracks):
-        print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
-              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
-    if not faces.tracks:
-        print('no face found')
-    print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
 
 
 if __name__ == '__main__':

@@ -6,9 +6,9 @@ Writes OUTPUT, a pandas pickle, one row per video of the index: filename, folder
 float32; has_audio (False for no track, an empty or a silent one: a zero embedding, never NaN); audio_status
 ('ok'; 'no speech': the VAD heard no voice, the whole track was embedded; 'silent': peak below SILENCE_DBFS;
 'empty'; 'no track'); seconds; lead_rms (the index's, NaN in an older one); audio_encoder and audio_dim (also
-in the attrs: a rerun with another encoder into the same OUTPUT is refused). And OUTPUT.failures.csv
-(filename, folder, reason): failed extractions (from extract_audio.py), unreadable WAVs, unexpected errors.
-No success: a table without rows, with columns.
+in the attrs, with made_with: the settings the embeddings depend on, which predict.py takes; a rerun with
+others into the same OUTPUT is refused). And OUTPUT.failures.csv (filename, folder, reason): failed
+extractions (from extract_audio.py), unreadable WAVs, unexpected errors. No success: a table without rows.
 AUDIO_ENCODER: 'resemblyzer' (default), Resemblyzer's pretrained 256-d speaker encoder on the voiced
 stretches; or 'cnn', an ImageNet CNN from torchvision (ResNet-18, 512-d) on a log-mel image of the track.
 Why each, and how: the AudioEmbedder class. Resumable (one part file per video); several processes split
@@ -59,6 +59,13 @@ AMP = False                 # bf16/fp16 for the CNN: a little faster, 2 digits l
 _RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
 COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status', 'seconds', 'audio_encoder',
            'audio_dim', 'lead_rms')
+
+
+def main():
+    config.configure(globals())
+    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
+    index, extract_failures = read_index(AUDIO_DIR)
+    embed_all(index, extract_failures)
 
 
 class Status:
@@ -208,34 +215,27 @@ def read_index(audio_dir):
     return index, read_failures(path + '.failures.csv')
 
 
-def encoders_of(table):
-    """The (audio_encoder, audio_dim) pairs a table holds."""
-    if table is None or not len(table):
-        return set()
-    return set(zip(table['audio_encoder'], table['audio_dim'].astype(int)))
+# where and how fast the embeddings are made, not what they are
+_NOT_IN_NUMBERS = {'device', 'threads'}
+# the settings of one encoder only: the other's are not recorded
+_ONLY = {'resemblyzer': ('voice_weights',),
+         'cnn': ('cnn_arch', 'cnn_weights', 'n_mels', 'n_fft', 'hop', 'top_db', 'cnn_window_seconds', 'amp')}
 
 
-def main():
-    config.configure(globals())
-    claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
-    index, extract_failures = read_index(AUDIO_DIR)
-    embed_all(index, extract_failures)
+def numbers(cfg):
+    """{'--name': value} of the settings of `cfg` (settings()'s) that the embeddings depend on: what an audio
+    table records it was made with, for a rerun and predict.py (which takes them) to match."""
+    other = {k for encoder, names in _ONLY.items() if encoder != cfg['audio_encoder'] for k in names}
+    return config.recorded(globals(), cfg, _NOT_IN_NUMBERS | other)
 
 
 def embed_all(index, extract_failures):
     """One process's share of the index; the last process to finish writes OUTPUT."""
     embedder = AudioEmbedder()  # this script's settings are its module's constants
     share_cpu()
-    run = StageRun(OUTPUT, RETRY_FAILED)
-    journal, who = run.journal, run.who
-    ours = (embedder.name, embedder.dim)
-    found = encoders_of(journal.previous_table()) | {(row['audio_encoder'], row['audio_dim'])
-                                                     for rec in run.records
-                                                     for row in rec.get('rows', [])}
-    if found - {ours}:
-        theirs = ', '.join(f'{n} ({d}-d)' for n, d in sorted(found - {ours}))
-        raise config.UserError(f'{OUTPUT} holds embeddings of {theirs}, not {ours[0]} ({ours[1]}-d): '
-                               f'use another --output, or the same encoder settings')
+    # a rerun with another encoder or settings is refused: its rows would sit beside these as one table
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**numbers(embedder.cfg), 'embedder': f'{embedder.name} ({embedder.dim}-d)'})
+    who = run.who
     run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
                 for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
@@ -244,20 +244,20 @@ def embed_all(index, extract_failures):
     todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']),
                     source=lambda e: e['source'] if isinstance(e.get('source'), str) else None)
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
-          f'index, {len(run.done)} done before, {len(todo)} to embed')
+          f'index, {len(run.before)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         with run.video(entry['filename'], entry['folder']):
-            journal.add({'filename': entry['filename'], 'folder': entry['folder'],
+            run.add({'filename': entry['filename'], 'folder': entry['folder'],
                          'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(lambda rec: rec['rows'],
+    table, failures = run.finish(lambda rec: rec['rows'],
                                      attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim},
                                      columns=COLUMNS)
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
     print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
           f'{len(failures)} failed')
-    print_failures(failures, journal.failures_path, SHOW)
+    print_failures(failures, run.failures_path, SHOW)
 
 
 if __name__ == '__main__':

@@ -31,7 +31,6 @@ from common.device import share_cpu
 from common.dataset import label_of, plan, source_of
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
-from common.weights import describe
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
@@ -60,11 +59,11 @@ def embed(todo, bad, skipped, face):
     share_cpu()
     cfg = dp.settings(**face)
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
-    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': describe(cfg['face_weights'])})
-    journal, who = run.journal, run.who
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with=dp.made_with(cfg))
+    who = run.who
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
-    print(f'{who}{len(todo)} videos to embed ({len(run.done)} done before, {skipped} without a metadata '
+    print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
         pipeline = dp.DetectionPipeline(**face)
@@ -85,32 +84,37 @@ def embed(todo, bad, skipped, face):
                     raise result
                 if not result.tracks:
                     raise VideoError(f'no face found in {result.n_frames} frames')
-                journal.add({'filename': name, 'folder': rel, 'rows': [{
-                    'filename': name,
-                    'video_embedding': track.embeddings,
-                    'label': label_of(entry),
-                    'original': entry.get('original'),
-                    'folder': rel,
-                    'frames': track.frames,
-                    'n_frames': result.n_frames,
-                    'boxes': track.boxes,
-                    'track': k,
-                    'width': result.width,
-                    'height': result.height,
-                    'embedder': embedder,
-                    'split': entry.get('split'),  # test.py's breakdown: Celeb-DF-v2's test list
-                } for k, track in enumerate(result.tracks)]})
+                run.add({'filename': name, 'folder': rel, 'rows': table_rows(result, name, rel, entry, embedder)})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
+    table, failures = run.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
-          f'{len(failures)} failed (see {journal.failures_path}), {skipped} skipped without a '
+          f'{len(failures)} failed (see {run.failures_path}), {skipped} skipped without a '
           f'metadata entry')
-    print_failures(failures, journal.failures_path)
+    print_failures(failures, run.failures_path)
+
+
+def table_rows(result, name, rel, entry, embedder):
+    """OUTPUT's rows of one video: one per face track of `result` (a VideoFaces with tracks)."""
+    return [{
+        'filename': name,
+        'video_embedding': track.embeddings,
+        'label': label_of(entry),
+        'original': entry.get('original'),
+        'folder': rel,
+        'frames': track.frames,
+        'n_frames': result.n_frames,
+        'boxes': track.boxes,
+        'track': k,
+        'width': result.width,
+        'height': result.height,
+        'embedder': embedder,
+        'split': entry.get('split'),  # test.py's breakdown: Celeb-DF-v2's test list
+    } for k, track in enumerate(result.tracks)]
 
 
 if __name__ == '__main__':

@@ -65,10 +65,10 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     # its surrogates
     title = title.encode('utf-8', 'backslashreplace').decode('utf-8')
     if track is None or not len(track.frames):
-        fig, ax = plt.subplots(figsize=(8, 2.5))
-        ax.axis('off')
         what = ('no face found' + (f' in {n_frames} frames' if n_frames else '') if n_frames is not None
                 else 'the video could not be read')
+        fig, ax = plt.subplots(figsize=(8, 2.5))
+        ax.axis('off')
         ax.text(0.5, 0.5, what, ha='center', va='center', fontsize=14, transform=ax.transAxes)
         ax.set_title(title, fontsize=9)
         save_figure(fig, png)
@@ -81,23 +81,7 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     fig = plt.figure(figsize=(max(8.0, 1.1 * columns), 6.0))
     grid = fig.add_gridspec(2, columns, height_ratios=[2.3, 1])
     ax = fig.add_subplot(grid[0, :])
-    if windows is not None:
-        starts, logits = windows
-        p = sigmoid(np.asarray(logits) + shift)  # (windows,) unclipped
-        starts = np.asarray(starts)
-        lengths = np.minimum(crop, len(track.frames) - starts)  # (windows,): a short video's one is short
-        ax.hlines(p, track.frames[starts], track.frames[starts + lengths - 1], colors='tab:blue', alpha=0.35, lw=3)
-        ax.plot(track.frames[starts + (lengths - 1) // 2], p, 'o-', color='tab:blue', ms=4, lw=1,
-                label=f'{len(p)} window{"s" * (len(p) > 1)} of up to {crop} faces (at its centre face)')
-        ax.axhline(result.p_fake, color='tab:red', lw=1.5, label=f'video: {result.p_fake:.4f} (mean logit)')
-        # an untrained or unsure model's windows differ in the third digit: the axis spans what is drawn
-        lo, hi = min(p.min(), result.p_fake), max(p.max(), result.p_fake)
-        pad = max(0.05, 0.15 * (hi - lo))
-        ylim = (max(-0.02, lo - pad), min(1.02, hi + pad))
-    else:
-        ax.text(0.5, 0.5, 'the network did not score this video', ha='center', va='center',
-                transform=ax.transAxes)
-        ylim = (-0.02, 1.02)
+    ylim = _windows(ax, result, track, windows, crop, shift)
     for index, _ in strip:
         ax.axvline(index, color='grey', ls=':', lw=0.8)
     ax.axhline(0.5, color='grey', lw=0.5)
@@ -106,6 +90,12 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     if windows is not None:
         ax.legend(loc='upper right', fontsize=8)
     ax.set_title(title, fontsize=9)
+    _crops(fig, grid, strip, strip_error)
+    save_figure(fig, png)
+
+
+def _crops(fig, grid, strip, strip_error):
+    """draw()'s row of face crops [(frame index, (h, w, 3) uint8)], or why there are none."""
     for k, (index, face) in enumerate(strip):
         below = fig.add_subplot(grid[1, k])
         below.imshow(face)
@@ -115,4 +105,23 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
         below = fig.add_subplot(grid[1, :])
         below.axis('off')
         below.text(0.5, 0.5, textwrap.fill(strip_error, 100), ha='center', va='center', transform=below.transAxes)
-    save_figure(fig, png)
+
+
+def _windows(ax, result, track, windows, crop, shift):
+    """draw()'s windows on `ax`: each window's p(FAKE) over its frames and the video's; returns the y range."""
+    if windows is None:
+        ax.text(0.5, 0.5, 'the network did not score this video', ha='center', va='center',
+                transform=ax.transAxes)
+        return -0.02, 1.02
+    starts, logits = windows
+    p = sigmoid(np.asarray(logits) + shift)  # (windows,) unclipped
+    starts = np.asarray(starts)
+    lengths = np.minimum(crop, len(track.frames) - starts)  # (windows,): a short video's one is short
+    ax.hlines(p, track.frames[starts], track.frames[starts + lengths - 1], colors='tab:blue', alpha=0.35, lw=3)
+    ax.plot(track.frames[starts + (lengths - 1) // 2], p, 'o-', color='tab:blue', ms=4, lw=1,
+            label=f'{len(p)} window{"s" * (len(p) > 1)} of up to {crop} faces (at its centre face)')
+    ax.axhline(result.p_fake, color='tab:red', lw=1.5, label=f'video: {result.p_fake:.4f} (mean logit)')
+    # an untrained or unsure model's windows differ in the third digit: the axis spans what is drawn
+    lo, hi = min(p.min(), result.p_fake), max(p.max(), result.p_fake)
+    pad = max(0.05, 0.15 * (hi - lo))
+    return max(-0.02, lo - pad), min(1.02, hi + pad)

@@ -9,7 +9,7 @@ Writes, in AUDIO_DIR:
   index.pkl                one row per video read: filename, folder, has_track (False: no audio stream,
                            recorded, not a failure), samples, seconds, source_rate, source_channels, codec,
                            wav (its name in AUDIO_DIR, or None), lead_rms (leading_rms: NaN without samples);
-                           attrs: sample_rate.
+                           attrs: sample_rate, made_with.
   index.pkl.failures.csv   filename, folder, reason: undecodable or missing videos, unreadable metadata.json
                            files, unexpected errors.
 PyAV decodes (FFmpeg in the wheel); libswresample downmixes and resamples to 16 kHz, Resemblyzer's rate, which
@@ -32,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common.dataset import plan, source_of
-from common.stage import StageRun, atomic_path, claim, key, print_failures, read_pickle, sweep_temporaries
+from common.stage import StageRun, atomic_path, claim, key, print_failures, sweep_temporaries
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config
@@ -47,6 +47,15 @@ SHOW = 20                   # failures listed at the end of a run (all of them a
 COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
            'wav', 'lead_rms')
 LEAD_SECONDS = 0.5          # the start of a track whose loudness test.py's shortcut check reads (leading_rms)
+
+
+def main():
+    config.configure(globals())
+    index = os.path.join(AUDIO_DIR, INDEX)
+    claim(index)  # before any work: an index that cannot be written, or that another run writes
+    # the video step's own listing: both halves read the same videos under the same keys
+    videos, problems, skipped = plan(DATA_DIR)
+    extract_all(videos, problems, skipped, index)
 
 
 @dataclass
@@ -144,41 +153,28 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
     return row
 
 
-def main():
-    config.configure(globals())
-    index = os.path.join(AUDIO_DIR, INDEX)
-    claim(index)  # before any work: an index that cannot be written, or that another run writes
-    # the video step's own listing: both halves read the same videos under the same keys
-    videos, problems, skipped = plan(DATA_DIR)
-    found = (read_pickle(index, 'delete it and rerun: the videos are extracted again').attrs.get('sample_rate')
-             if os.path.exists(index) else SAMPLE_RATE)
-    if found != SAMPLE_RATE:
-        raise config.UserError(f'{AUDIO_DIR} holds WAVs at {found} Hz, not --sample_rate={SAMPLE_RATE}: '
-                               f'use another --audio_dir')
-    extract_all(videos, problems, skipped, index)
-
-
 def extract_all(videos, problems, skipped, index):
     """One process's share of plan()'s videos; the last process to finish writes the index."""
-    run = StageRun(index, RETRY_FAILED)
-    journal, who = run.journal, run.who
+    # a rerun at another rate is refused: the index would list WAVs of two rates
+    run = StageRun(index, RETRY_FAILED, made_with={'--sample_rate': f'{SAMPLE_RATE} Hz'})
+    who = run.who
     run.record(problems)
     todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2], source=source_of)]
-    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.done)} done before, '
+    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.before)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
         with run.video(name, rel):
-            journal.add({'filename': name, 'folder': rel, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
+            run.add({'filename': name, 'folder': rel, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
     if not run.merging(index):
         return
-    table, failures = journal.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE},
+    table, failures = run.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE},
                                      columns=COLUMNS)
     for folder in sorted({rel for rel, *_ in videos}):  # WAVs of killed runs, written again since
         sweep_temporaries(os.path.join(AUDIO_DIR, folder, '*.wav'))
     with_track = int(table['has_track'].sum()) if len(table) else 0
     print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '
           f'{len(table) - with_track} without; {len(failures)} failed')
-    print_failures(failures, journal.failures_path, SHOW)
+    print_failures(failures, run.failures_path, SHOW)
 
 
 if __name__ == '__main__':

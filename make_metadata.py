@@ -8,7 +8,7 @@ Reads the names under DATA_DIR (never the videos):
   celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
            face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
 Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos. `original` is
-a bare file name, as in DFDC: common.store.groups_of finds it in the one other folder that holds that
+a bare file name, as in DFDC: common.dataset.groups_of finds it in the one other folder that holds that
 name, so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
 compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
 Refuses (exit 2) a tree of neither layout, and an existing metadata.json unless OVERWRITE. Prints each
@@ -45,6 +45,36 @@ CELEB_TEST_LIST = 'List_of_testing_videos.txt'
 CELEB_TEST_LABELS = {'1': 'REAL', '0': 'FAKE'}  # the list's own convention: 1 = real, 0 = fake
 LOOKS = {'ff++': 'original_sequences/, manipulated_sequences/',
          'celebdf': 'Celeb-real/, Celeb-synthesis/, YouTube-real/'}  # the folders that tell a layout
+
+
+def main():
+    config.configure(globals())
+    if LAYOUT not in LAYOUTS:
+        raise config.UserError(f'--layout must be one of {", ".join(LAYOUTS)}, not {LAYOUT!r}')
+    if COMPRESSION not in ('', *FF_COMPRESSIONS):
+        raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
+                               f'not {COMPRESSION!r}')
+    if not os.path.isdir(DATA_DIR):
+        raise config.UserError(f'data folder {DATA_DIR} does not exist')
+    layout = layout_of(DATA_DIR, LAYOUT)
+    if layout == 'ff++':
+        parts, others = ff_parts(DATA_DIR, COMPRESSION)
+        if others:
+            raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
+                                   f'stages would read both, and group fakes with the wrong original; remove them')
+        untested = []
+    else:
+        parts, untested = celebdf_parts(DATA_DIR)
+        if not parts:
+            raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
+    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
+                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
+    if existing and not OVERWRITE:
+        raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
+                               f'replaces them')
+    for part in parts:
+        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
+    summarise(layout, parts, untested)
 
 
 def videos_in(folder):
@@ -168,36 +198,6 @@ def read_test_list(path):
             folder, name = fields[1].split('/')
             out[(folder.lower(), name)] = (CELEB_TEST_LABELS[fields[0]], fields[1])
     return out
-
-
-def main():
-    config.configure(globals())
-    if LAYOUT not in LAYOUTS:
-        raise config.UserError(f'--layout must be one of {", ".join(LAYOUTS)}, not {LAYOUT!r}')
-    if COMPRESSION not in ('', *FF_COMPRESSIONS):
-        raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
-                               f'not {COMPRESSION!r}')
-    if not os.path.isdir(DATA_DIR):
-        raise config.UserError(f'data folder {DATA_DIR} does not exist')
-    layout = layout_of(DATA_DIR, LAYOUT)
-    if layout == 'ff++':
-        parts, others = ff_parts(DATA_DIR, COMPRESSION)
-        if others:
-            raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
-                                   f'stages would read both, and group fakes with the wrong original; remove them')
-        untested = []
-    else:
-        parts, untested = celebdf_parts(DATA_DIR)
-        if not parts:
-            raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
-    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
-                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
-    if existing and not OVERWRITE:
-        raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
-                               f'replaces them')
-    for part in parts:
-        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
-    summarise(layout, parts, untested)
 
 
 def summarise(layout, parts, untested, show=5):

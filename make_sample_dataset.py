@@ -43,6 +43,24 @@ CLIPS = {  # name: (photo, face pasted from, (width, height), voice pitch in Hz,
 }
 
 
+def main():
+    config.configure(globals())
+    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
+    if os.path.exists(meta_path) and all(os.path.exists(os.path.join(OUTPUT_DIR, n)) for n in CLIPS):
+        print(f'{OUTPUT_DIR}: the sample dataset is there already')
+        return
+    n = int(round(SECONDS * FPS))
+    for seed, (name, (target, source, size, pitch, _, _)) in enumerate(CLIPS.items()):
+        image = swap_face(target, source) if source else photo(target)
+        write_clip(os.path.join(OUTPUT_DIR, name), frames(image, size, n), size,
+                   voice(pitch, SECONDS, SAMPLE_RATE, seed), FPS, SAMPLE_RATE)
+    meta = {name: {'label': label, 'split': 'train', 'original': original}
+            for name, (_, _, _, _, label, original) in CLIPS.items()}
+    write_text(json.dumps(meta, indent=1), meta_path)
+    print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
+
+
 def photo(name):
     import skimage.data
     image = getattr(skimage.data, name)()
@@ -113,24 +131,6 @@ def write_clip(path, video_frames, size, audio, fps, rate):
                     out.mux(packet)
             for packet in aus.encode():
                 out.mux(packet)
-
-
-def main():
-    config.configure(globals())
-    os.makedirs(OUTPUT_DIR, exist_ok=True)
-    meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
-    if os.path.exists(meta_path) and all(os.path.exists(os.path.join(OUTPUT_DIR, n)) for n in CLIPS):
-        print(f'{OUTPUT_DIR}: the sample dataset is there already')
-        return
-    n = int(round(SECONDS * FPS))
-    for seed, (name, (target, source, size, pitch, _, _)) in enumerate(CLIPS.items()):
-        image = swap_face(target, source) if source else photo(target)
-        write_clip(os.path.join(OUTPUT_DIR, name), frames(image, size, n), size,
-                   voice(pitch, SECONDS, SAMPLE_RATE, seed), FPS, SAMPLE_RATE)
-    meta = {name: {'label': label, 'split': 'train', 'original': original}
-            for name, (_, _, _, _, label, original) in CLIPS.items()}
-    write_text(json.dumps(meta, indent=1), meta_path)
-    print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
 
 
 if __name__ == '__main__':

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from common import store
-from common.stage import key, read_failures, read_pickle
+from common.stage import read_failures, read_pickle, row_keys, stamps
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -41,14 +41,34 @@ AUDIO_COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_st
 ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 
+def main():
+    config.configure(globals())
+    config.writable_file(OUTPUT, '--output')  # before any work
+    # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
+    # tables merged into the same output is merged, however old; stamped before reading, so that a table
+    # rewritten while this runs is merged again next time
+    made_with = {'inputs': stamps((VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv',
+                                   AUDIO_TABLE + '.failures.csv'))}
+    up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
+                  and store.is_current(OUTPUT, made_with))
+    if up_to_date:  # a missing table is still read_table's one-line error, output or not
+        # rewriting it would make training see another table (its resume checks the file)
+        print(f'{OUTPUT} is up to date: made from {VIDEO_TABLE} and {AUDIO_TABLE} as they are now; nothing to merge')
+        return
+    video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
+    audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
+    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
+                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
+    print('\n'.join(lines))
+    store.save(table, OUTPUT, made_with)  # the pickle, and the store that training, test.py and predict.py read
+    n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
+    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
+
+
 def read_table(path, what, script):
     if not os.path.exists(path):
         raise config.UserError(f'{what} {path} does not exist')
     return read_pickle(path, f'make it again with {script} (delete it and rerun that)')
-
-
-def keys(table):
-    return [key(folder, name) for folder, name in zip(table['folder'], table['filename'])]
 
 
 def _one(values, what, path):
@@ -89,7 +109,7 @@ def check_audio(audio, path='the audio table'):
                'audio embedding sizes', path)
     twice = audio[audio.duplicated(ON)]
     if len(twice):
-        raise config.UserError(f'{path} has {len(twice)} videos twice, e.g. {keys(twice)[0]}')
+        raise config.UserError(f'{path} has {len(twice)} videos twice, e.g. {row_keys(twice)[0]}')
     return encoder, int(dim)
 
 
@@ -108,13 +128,10 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     matched = (table['_merge'] == 'both').to_numpy()
     table = table.drop(columns='_merge')
     zero = np.zeros(audio_dim, np.float32)
-    reasons = []
+    names = row_keys(table)
     for i in np.flatnonzero(~matched):
-        name = key(table.at[i, 'folder'], table.at[i, 'filename'])
-        reason = (f'audio failed: {audio_failures[name][1]}' if name in audio_failures
-                  else 'not in the audio table')
-        reasons.append(reason)
-        table.at[i, 'audio_status'] = reason
+        table.at[i, 'audio_status'] = (f'audio failed: {audio_failures[names[i]][1]}' if names[i] in audio_failures
+                                       else 'not in the audio table')
     table['audio_embedding'] = [e if ok else zero for e, ok in zip(table['audio_embedding'], matched)]
     table['has_audio'] = [bool(h) and ok for h, ok in zip(table['has_audio'], matched)]
     table['audio_encoder'], table['audio_dim'] = encoder, audio_dim
@@ -122,20 +139,28 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
         table['audio_seconds'] = table['audio_seconds'].fillna(0.0).astype(float)
     table.attrs.update(video_embedder=embedder, video_dim=video_dim, audio_encoder=encoder,
                        audio_dim=audio_dim)
-    made_with = video.attrs.get('made_with')  # the face settings (create_video_embeddings.py): predict.py's too
-    if made_with:
-        table.attrs['face_settings'] = json.dumps({k: v for k, v in made_with.items() if k.startswith('--')})
+    # the settings each table records it was made with (common.stage's made_with): predict.py takes them
+    for what, made in (('face', video.attrs.get('made_with')), ('audio', audio.attrs.get('made_with'))):
+        if made:
+            table.attrs[f'{what}_settings'] = json.dumps({k: v for k, v in made.items() if k.startswith('--')})
+            table.attrs.update({k: made[k] for k in ('face_weights',) if k in made})
 
     videos = table.drop_duplicates(ON)
-    video_keys, audio_keys = keys(videos), keys(audio)
+    video_keys, audio_keys = row_keys(videos), row_keys(audio)
     n_matched = len(set(video_keys) & set(audio_keys))
     lines = [f'{len(videos)} videos in {video_path} ({embedder}, {video_dim}-d), {len(table)} rows; '
              f'{n_matched} matched an audio row of {audio_path} ({encoder}, {audio_dim}-d), '
              f'{len(videos) - n_matched} did not']
+    return table, lines + unmatched(videos, video_keys, audio_keys, video_failures)
+
+
+def unmatched(videos, video_keys, audio_keys, video_failures):
+    """The report's lines on the videos without audio (and why), and the audio rows without a video."""
+    lines = []
     silent = videos[~videos['has_audio']]
     if len(silent):
         lines.append(f'{len(silent)} videos without audio (zero embedding, has_audio False):')
-        lines += [f'  {name}: {status}' for name, status in zip(keys(silent.head(SHOW)), silent['audio_status'])]
+        lines += [f'  {name}: {status}' for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
         if len(silent) > SHOW:
             lines.append(f'  ... and {len(silent) - SHOW} more (audio_status says why)')
     orphans = sorted(set(audio_keys) - set(video_keys))
@@ -146,30 +171,7 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
                   for name in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')
-    return table, lines
-
-
-def main():
-    config.configure(globals())
-    config.writable_file(OUTPUT, '--output')  # before any work
-    # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
-    # tables merged into the same output is merged, however old; stamped before reading, so that a table
-    # rewritten while this runs is merged again next time
-    inputs = store.stamps((VIDEO_TABLE, AUDIO_TABLE, VIDEO_TABLE + '.failures.csv', AUDIO_TABLE + '.failures.csv'))
-    up_to_date = (os.path.exists(OUTPUT) and os.path.exists(VIDEO_TABLE) and os.path.exists(AUDIO_TABLE)
-                  and store.is_current(OUTPUT, inputs))
-    if up_to_date:  # a missing table is still read_table's one-line error, output or not
-        # rewriting it would make training see another table (its resume checks the file)
-        print(f'{OUTPUT} is up to date: made from {VIDEO_TABLE} and {AUDIO_TABLE} as they are now; nothing to merge')
-        return
-    video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
-    audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
-    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
-                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
-    print('\n'.join(lines))
-    store.save(table, OUTPUT, inputs)  # the pickle, and the store that training, test.py and predict.py read
-    n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
-    print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')
+    return lines
 
 
 if __name__ == '__main__':

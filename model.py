@@ -1,7 +1,7 @@
 """What training.py, test.py and predict.py share about the model; as a script, a synthetic table for tests.
 
 - Split (split_indices): grouped, so that a fake and its original are on the same side: a video's group is
-  the root of its chain of originals (common/store.py groups_of). Groups go to the validation side at random
+  the root of its chain of originals (common/dataset.py groups_of). Groups go to the validation side at random
   (seeded) until it holds VAL_FRACTION of the reals and of the fakes; how='folder' holds out whole DFDC
   parts instead. Either way assert_no_leak checks that no group is on both sides.
 - Class weights (class_weights): each video's loss weighs N / (2 * N_its_class), so both classes weigh half
@@ -53,6 +53,17 @@ ZIP_MAGIC = b'PK\x03\x04'  # torch.save writes a zip file
 EVALUATION = 'mean_logit_over_windows'
 REAL_RHO, FAKE_RHO = 0.95, 0.3  # synthetic: correlation of consecutive faces' deviation in reals, fakes
 
+
+def main():
+    config.configure(globals())
+    if not OUTPUT:
+        raise config.UserError('give the table to write: --output=PATH.pkl')
+    if MIN_FACES > FACES:
+        raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
+    config.writable_file(OUTPUT)
+    table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
+    store.save(table, OUTPUT)  # and its training store, as merge_embeddings.py writes it
+    print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
 
 
 # ----------------------------------------------------------------------------- split
@@ -381,18 +392,6 @@ def _ar1(rng, n, dim, rho):
     for t in range(1, n):
         z[t] = rho * z[t - 1] + scale * noise[t]
     return z
-
-
-def main():
-    config.configure(globals())
-    if not OUTPUT:
-        raise config.UserError('give the table to write: --output=PATH.pkl')
-    if MIN_FACES > FACES:
-        raise config.UserError(f'--min_faces={MIN_FACES} is above --faces={FACES}')
-    config.writable_file(OUTPUT)
-    table = synthetic_table(VIDEOS, FACES, MIN_FACES, VIDEO_DIM, AUDIO_DIM, SIGNAL, FOLDERS, SEED)
-    store.save(table, OUTPUT)  # and its training store, as merge_embeddings.py writes it
-    print(f'{OUTPUT}: {len(table)} videos, {int(table.label.sum())} fake, signal {SIGNAL}')
 
 
 if __name__ == '__main__':

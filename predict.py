@@ -26,8 +26,6 @@ import functools
 import hashlib
 import json
 import os
-import re
-import shutil
 import time
 from typing import NamedTuple
 
@@ -42,7 +40,7 @@ import extract_audio as ea
 from common.config import UserError
 from common.dataset import VIDEO_EXTENSIONS, is_video, walk
 from common.device import pick_device
-from common.stage import NAMES, Journal, atomic_path, key, keys_of, record_key
+from common.stage import NAMES, StageRun, atomic_path, key, row_keys
 from common.store import Store
 from common.video import VideoError
 from common.weights import describe
@@ -59,51 +57,88 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 # -----------------------------------------------------------------------------
 
 
-# the shared settings of create_audio_embedding.py that do not change the numbers (how many threads, which
-# device); every other one is part of the fingerprint, with DetectionPipeline's numbers() (their `this script
-# only` settings, the files a stage writes, are not this pass's)
-_NOT_IN_NUMBERS = {'device', 'batch_size', 'threads'}
+def main():
+    face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
+    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
+        if not value or not os.path.exists(value):
+            raise UserError(f'{what}={value!r} does not exist')
+    # one video prints its probability: files only where --output asks for them
+    writes = os.path.isdir(INPUT) or OUTPUT != ''
+    output = OUTPUT or 'submission.csv'
+    if writes:
+        config.writable_file(output, '--output')
+    if EXPLAIN:
+        config.writable_folder(EXPLAIN, '--explain')
+    others = []
+    videos = list_inputs(INPUT, others)
+    if others:
+        print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}) passed '
+              f'over, e.g. {others[0]}')
+    if not videos:
+        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
+    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
+    if not writes:
+        [(path, _, name)] = videos
+        _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
+        note = f' (fallback: {result.fallback})' if result.fallback else ''
+        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
+        return
+    write_submission(*predict_all(predictor, videos, output), videos, output)
 
 
-class ByPathOnly(NamedTuple):
-    """A weights file a name records by its file name only (common.weights.describe): the user must give
-    its path."""
-    file: str
+def predict_all(predictor, videos, output):
+    """(the table of every video predicted, now or by an earlier run; the paths predicted now; the seconds they
+    took): the run's records in OUTPUT.pkl (common.stage), resumed where the checkpoint and settings are the same."""
+    where = {path: (folder, name) for path, folder, name in videos}
+    # results of another checkpoint or settings are discarded (said in one line), and every video predicted
+    run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
+    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
+    todo = [path for path, folder, name in videos
+            if key(folder, name) not in run.before or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
+    start = time.perf_counter()
+    bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
+    for path, faces, voice, result in bar:
+        folder, name = where[path]
+        if EXPLAIN:
+            predictor.explain(explain.png_path(EXPLAIN, folder, name), path, key(folder, name), faces, voice, result)
+        run.add({'filename': name, 'folder': folder,
+                 'rows': [{'filename': name, 'folder': folder, 'label': result.p_fake, 'fallback': result.fallback,
+                           'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
+    seconds = time.perf_counter() - start
+    table, _ = run.finish(lambda rec: rec['rows'])
+    return table, todo, seconds
 
 
-def face_settings(name):
-    """{DetectionPipeline setting: value} that gives face embeddings named `name` (describe()'s:
-    'vggface2', 'file:NAME', 'untrained(seed=0)'). UserError where no --face_weights gives it."""
-    if name == describe('none'):
-        return {'face_weights': 'none'}
-    if name in ('vggface2', 'casia-webface'):
-        return {'face_weights': name}
-    if name.startswith('file:'):
-        return {'face_weights': ByPathOnly(name[len('file:'):])}
-    raise UserError(f'the checkpoint was trained on face embeddings of {name!r}, which no --face_weights '
-                    f'gives; train on embeddings of vggface2, casia-webface, a weights file or none')
+def write_submission(table, todo, seconds, videos, output):
+    """OUTPUT (filename,label) and its .fallbacks.csv from the run's table, and the summary lines."""
+    # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
+    table['filename'] = row_keys(table)
+    table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
+    table = table.sort_values('filename', kind='stable')
+    with atomic_path(output) as tmp:
+        with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:  # a name's bytes as they are
+            writer = csv.writer(f)
+            writer.writerow(['filename', 'label'])
+            writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
+    fallbacks = table[table['fallback'] != '']
+    side = os.path.splitext(output)[0] + '.fallbacks.csv'
+    with atomic_path(side) as tmp:
+        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False, errors=NAMES)
+    if len(videos) == 1:
+        row = table.iloc[0]
+        note = f' (fallback: {row.fallback})' if row.fallback else ''
+        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
+    rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
+    errors = int(fallbacks['unexpected'].sum())
+    print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
+          f'{errors} of them after an unexpected error (listed in {side})')
+    for r in fallbacks.itertuples():
+        print(f'  fallback: {r.filename}: {r.fallback}')
+    if EXPLAIN:
+        print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 
 
-def audio_settings(name):
-    """{AudioEmbedder setting: value} that gives audio embeddings named `name` (AudioEmbedder.name:
-    'resemblyzer-VERSION', 'resemblyzer-VERSION(file:NAME)', 'cnn:ARCH:WEIGHTS:logmelMxF/H:DdB'). UserError
-    where no setting gives it. The Resemblyzer version is the installed one's: the check after says so."""
-    voice = re.fullmatch(r'resemblyzer-[^(]+(?:\(file:(.+)\))?', name)
-    if voice:
-        return {'audio_encoder': 'resemblyzer', 'voice_weights': ByPathOnly(voice[1]) if voice[1] else 'resemblyzer'}
-    cnn = re.fullmatch(r'cnn:([^:]+):(.+):logmel(\d+)x(\d+)/(\d+):(-?[\d.e+]+)dB', name)
-    if not cnn:
-        raise UserError(f'the checkpoint was trained on audio embeddings of {name!r}, which no --audio_encoder '
-                        f'gives: give the audio settings that made them')
-    arch, weights, n_mels, n_fft, hop, top_db = cnn.groups()
-    if weights == describe('none'):
-        weights = 'none'
-    elif weights.startswith('file:'):
-        weights = ByPathOnly(weights[len('file:'):])
-    else:  # torchvision's weights by their enum's name: 'ResNet18_Weights.IMAGENET1K_V1' -> 'IMAGENET1K_V1'
-        weights = weights.rsplit('.', 1)[-1]
-    return {'audio_encoder': 'cnn', 'cnn_arch': arch, 'cnn_weights': weights, 'n_mels': int(n_mels),
-            'n_fft': int(n_fft), 'hop': int(hop), 'top_db': float(top_db)}
+WEIGHTS = ('face_weights', 'voice_weights', 'cnn_weights')  # the settings that may name a weights file
 
 
 def trained_embedders(ckpt):
@@ -113,47 +148,28 @@ def trained_embedders(ckpt):
 
 
 def settings_from(ckpt, face, audio):
-    """The settings of DetectionPipeline and of AudioEmbedder, lower-case as they take them: the user's
-    (`face`, `audio`: config.configure()'s overrides), and for the others that the name of an embedder
-    records, those the checkpoint's training table was made with. UserError, naming the flag to give, where
-    a weights file is recorded by its name only, or a name no setting gives and the user gave none."""
-    found = []
-    for what, name, parse, main, given in zip(('face', 'audio'), trained_embedders(ckpt),
-                                              (face_settings, audio_settings), ('face_weights', 'audio_encoder'),
-                                              (face, audio)):
-        settings = {}
-        if name is not None:  # else a table that did not record it (a synthetic one): the settings as they are
-            try:
-                settings = parse(name)
-            except UserError:
-                if main not in given:
-                    raise
-                # the user's own embedder: the name check after says whether it is the checkpoint's
-        if main in given and given[main] != settings.get(main):
-            settings = {}  # another embedder than the checkpoint's: the name check after says so
-        for setting, value in settings.items():
-            if isinstance(value, ByPathOnly) and setting not in given:
-                raise UserError(f'the checkpoint was trained on {what} embeddings {name!r}, made with the weights '
-                                f'file {value.file}, known by its name only: give --{setting}=/path/to/'
-                                f'{value.file}')
-        found.append({**settings, **given})
-    found[0] = {**trained_face_settings(ckpt, face), **found[0]}
-    return found
-
-
-def trained_face_settings(ckpt, given):
-    """The face settings (DetectionPipeline's, lower-case) the checkpoint's training table recorded it was
-    made with ({} for a table that recorded none); UserError where `given` (the user's) differs from one: the
-    network would read sequences sampled or cropped otherwise than it learnt on."""
+    """The settings of DetectionPipeline and of AudioEmbedder, lower-case as they take them: those the
+    checkpoint's training table recorded it was made with (common.stage's made_with), and over them the
+    user's (`face`, `audio`: config.configure()'s overrides). A table of an older version recorded only its
+    embedders' names: the defaults and the user's then, and the name check after says what to give.
+    UserError where a face setting given differs from the recorded one (the network would read faces sampled
+    or cropped otherwise than it learnt on), or a weights file recorded is not on this machine."""
     attrs = ckpt.get('dataset', {}).get('attrs', {})
-    known = dp.settings()
-    recorded = {k[2:]: v for k, v in json.loads(attrs.get('face_settings', '{}')).items() if k[2:] in known}
-    differ = sorted(k for k, v in recorded.items() if k in given and given[k] != v)
+    found = [{k[2:]: v for k, v in json.loads(attrs.get(f'{what}_settings', '{}')).items()
+              if k[2:] in known} for what, known in (('face', dp.settings()), ('audio', config.settings(cae)))]
+    found[0].update({k: attrs[k] for k in ('face_weights',) if k in attrs})
+    differ = sorted(k for k, v in found[0].items() if k in face and face[k] != v and k != 'face_weights')
     if differ:
         raise UserError('the checkpoint was trained on faces made with ' + ', '.join(
-            f'--{k}={recorded[k]}' for k in differ) + '; this run has ' + ', '.join(
-            f'--{k}={given[k]}' for k in differ) + ": leave them out to take the checkpoint's")
-    return recorded
+            f'--{k}={found[0][k]}' for k in differ) + '; this run has ' + ', '.join(
+            f'--{k}={face[k]}' for k in differ) + ": leave them out to take the checkpoint's")
+    for what, recorded, given in zip(('face', 'audio'), found, (face, audio)):
+        for k in WEIGHTS:
+            if k in recorded and k not in given and os.sep in recorded[k] and not os.path.exists(recorded[k]):
+                raise UserError(f'the checkpoint was trained on {what} embeddings made with the weights file '
+                                f'{recorded[k]}, which is not here: give --{k}=/path/to/'
+                                f'{os.path.basename(recorded[k])}')
+    return [{**recorded, **given} for recorded, given in zip(found, (face, audio))]
 
 
 class Prediction(NamedTuple):
@@ -255,14 +271,14 @@ class Predictor:
                      None if result.fallback else self.window_logits(faces, voice), self.evaluation['crop'],
                      self.shift)
 
-    def fingerprint(self):
-        """What the probabilities depend on, as {what: value}: a resumed run must have made its parts
+    def made_with(self):
+        """What the probabilities depend on (common.stage's made_with): a resumed run must have made its parts
         with the same (the checkpoint by its bytes: a retrained best.pt at the same path is another)."""
         digest = hashlib.sha256()
         with open(self.checkpoint, 'rb') as f:
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        audio = config.recorded(cae, self.audio.cfg, _NOT_IN_NUMBERS)
+        audio = cae.numbers(self.audio.cfg)
         faces = dp.numbers(self.pipeline.cfg)
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
                 'audio embedder': self.audio.name, **faces, **audio}
@@ -319,100 +335,6 @@ def list_inputs(path, others=None):
         if others is not None:
             others += sorted(key(folder, name) for name in files if not is_video(name))
     return sorted(found, key=lambda video: key(video[1], video[2]))
-
-
-def resumable(journal, fingerprint, n_videos):
-    """{key (common.stage.key)} done by an earlier run with the same fingerprint. Where the earlier results were
-    made with another checkpoint or settings they are discarded (said in one line) and nothing is done."""
-    records, previous = journal.part_records(), journal.previous_table()
-    made = [rec.get('fingerprint') for rec in records]
-    if previous is not None:
-        made.append(previous.attrs.get('fingerprint'))
-    other = [m for m in made if m != fingerprint]
-    if other:
-        old = other[0]
-        what = (sorted(k for k in {*old, *fingerprint} if old.get(k) != fingerprint.get(k)) if old
-                else ['checkpoint or settings (an earlier predict.py did not record them)'])
-        print(f'{journal.output}: made with another {", ".join(what)}; discarding it, predicting all '
-              f'{n_videos} videos again')
-        for path in (journal.output, journal.failures_path):
-            if os.path.exists(path):
-                os.remove(path)
-        shutil.rmtree(journal.parts)
-        os.makedirs(journal.parts)
-        return set()
-    return {record_key(rec) for rec in records} | keys_of(previous)
-
-
-def main():
-    face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
-    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
-        if not value or not os.path.exists(value):
-            raise UserError(f'{what}={value!r} does not exist')
-    # one video prints its probability: files only where --output asks for them
-    writes = os.path.isdir(INPUT) or OUTPUT != ''
-    output = OUTPUT or 'submission.csv'
-    if writes:
-        config.writable_file(output, '--output')
-    if EXPLAIN:
-        config.writable_folder(EXPLAIN, '--explain')
-    others = []
-    videos = list_inputs(INPUT, others)
-    if others:
-        print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}) passed '
-              f'over, e.g. {others[0]}')
-    if not videos:
-        raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
-    predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
-    if not writes:
-        [(path, _, name)] = videos
-        _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
-        note = f' (fallback: {result.fallback})' if result.fallback else ''
-        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
-        return
-    where = {path: (folder, name) for path, folder, name in videos}
-    fingerprint = predictor.fingerprint()
-    journal = Journal(output + '.pkl')
-    done = resumable(journal, fingerprint, len(videos))
-    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
-    todo = [path for path, folder, name in videos
-            if key(folder, name) not in done or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
-    start = time.perf_counter()
-    bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
-    for path, faces, voice, result in bar:
-        folder, name = where[path]
-        if EXPLAIN:
-            predictor.explain(explain.png_path(EXPLAIN, folder, name), path, key(folder, name), faces, voice, result)
-        journal.add({'filename': name, 'folder': folder, 'fingerprint': fingerprint,
-                     'rows': [{'filename': name, 'folder': folder, 'label': result.p_fake, 'fallback': result.fallback,
-                               'has_audio': result.has_audio, 'unexpected': result.unexpected}]})
-    seconds = time.perf_counter() - start
-    table, _ = journal.finish(lambda rec: rec['rows'], attrs={'fingerprint': fingerprint})
-    # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
-    table['filename'] = [key(folder, name) for folder, name in zip(table['folder'], table['filename'])]
-    table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
-    table = table.sort_values('filename', kind='stable')
-    with atomic_path(output) as tmp:
-        with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:  # a name's bytes as they are
-            writer = csv.writer(f)
-            writer.writerow(['filename', 'label'])
-            writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
-    fallbacks = table[table['fallback'] != '']
-    side = os.path.splitext(output)[0] + '.fallbacks.csv'
-    with atomic_path(side) as tmp:
-        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False, errors=NAMES)
-    if len(videos) == 1:
-        row = table.iloc[0]
-        note = f' (fallback: {row.fallback})' if row.fallback else ''
-        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
-    rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
-    errors = int(fallbacks['unexpected'].sum())
-    print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
-          f'{errors} of them after an unexpected error (listed in {side})')
-    for r in fallbacks.itertuples():
-        print(f'  fallback: {r.filename}: {r.fallback}')
-    if EXPLAIN:
-        print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 
 
 if __name__ == '__main__':

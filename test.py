@@ -52,6 +52,11 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
 # -----------------------------------------------------------------------------
 
 
+def main():
+    config.configure(globals())
+    run(settings())
+
+
 def settings(**overrides):
     """This script's constants as lower-case settings, with overrides (what tests and benches call)."""
     return config.settings(globals(), **overrides)
@@ -75,17 +80,7 @@ def run(cfg, log=print):
             raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
                                    f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
         ev = ckpt['evaluation']
-        bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
-                                   disable=None)  # None: only where the output is a terminal
-        logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
-                                cfg['amp'], progress=bar)
-        no_face = table.n_faces[indices] == 0
-        broken = ~no_face & ~np.isfinite(logits)
-        if broken.any():
-            raise config.UserError(f'{cfg["dataset"]}: {int(broken.sum())} videos have no finite logit (e.g. '
-                                   f'{table.keys[indices[broken][0]]}): their face embeddings hold inf or NaN')
-        audio_only = ckpt.get('audio_only')
-        logits[no_face] = [fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices[no_face]]
+        logits, no_face = _logits(cfg, net, ckpt, table, indices, device)
         # the network estimates log-odds on a 50/50 set (its loss was class-balanced); move them to PRIOR
         logits = logits + prior_shift(cfg['prior'])
         p = sigmoid(logits)
@@ -104,7 +99,7 @@ def run(cfg, log=print):
             'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,
             'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
-            'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, audio_only)),
+            'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, ckpt.get('audio_only'))),
         })
         what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
         if metrics.save_roc_png(labels, p, stem + '_roc.png', title=f'ROC: {what}'):
@@ -117,6 +112,24 @@ def run(cfg, log=print):
     log(_summary(rep))
     log(f'report: {report_path}')
     return rep
+
+
+def _logits(cfg, net, ckpt, table, indices, device):
+    """(logits (videos,) of the videos `indices`, no_face (videos,) bool): the network's, and predict.py's
+    fallback's for a video without a face; UserError where one with faces has no finite logit."""
+    ev = ckpt['evaluation']
+    bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
+                               disable=None)  # None: only where the output is a terminal
+    logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
+                            cfg['amp'], progress=bar)
+    no_face = table.n_faces[indices] == 0
+    broken = ~no_face & ~np.isfinite(logits)
+    if broken.any():
+        raise config.UserError(f'{cfg["dataset"]}: {int(broken.sum())} videos have no finite logit (e.g. '
+                               f'{table.keys[indices[broken][0]]}): their face embeddings hold inf or NaN')
+    audio_only = ckpt.get('audio_only')
+    logits[no_face] = [fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices[no_face]]
+    return logits, no_face
 
 
 def _check(cfg):
@@ -204,11 +217,6 @@ def _write_predictions(path, filenames, folders, labels, p, logits, no_face):
             out.writerow(['filename', 'folder', 'label', 'p_fake', 'logit', 'no_face'])
             for name, folder, label, p_, logit, none in zip(filenames, folders, labels, p, logits, no_face):
                 out.writerow([name, folder, int(label), f'{p_:.6f}', f'{logit:.6f}', int(none)])
-
-
-def main():
-    config.configure(globals())
-    run(settings())
 
 
 if __name__ == '__main__':

@@ -38,7 +38,7 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.stage import write_text
+from common.stage import differences, write_text
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits,
                    save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
@@ -80,9 +80,15 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
 OUT_FILES = ('best.pt', 'last.pt', 'history.json', 'history.csv', 'curves.png', 'config.json')  # what a run writes
 HERE = os.path.dirname(os.path.abspath(__file__))  # the code's folder: its git commit goes into config.json
 VERSIONS = ('torch', 'facenet-pytorch', 'numpy')  # the libraries whose versions config.json records, beside python's
-# settings a resumed run must share with the run it continues
+# the settings the weights depend on: what a checkpoint records it was made with (beside its table), so that a
+# resumed run continues only a run of the same
 _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
                     'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
+
+
+def main():
+    config.configure(globals())
+    run(settings())
 
 
 def settings(**overrides):
@@ -191,11 +197,12 @@ def _epochs(fit, started):
     """The epochs, from the last one of a resumed run; writes the run folder; returns the history."""
     cfg, table, log = fit.cfg, fit.table, fit.log
     last_path, best_path = os.path.join(cfg['out_dir'], 'last.pt'), os.path.join(cfg['out_dir'], 'best.pt')
-    fixed = {k: cfg[k] for k in _SAME_FOR_RESUME}
     dataset_key = {'pickle': table.meta['pickle'], 'n_videos': len(table)}  # its size and mtime: the table trained on
+    # common.stage's made_with: what the weights depend on, the table and the settings
+    made_with = {'dataset': dataset_key, **{f'--{k}': cfg[k] for k in _SAME_FOR_RESUME}}
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
     if cfg['resume'] and os.path.exists(last_path):
-        _resume(fit, last_path, state, dataset_key, fixed)
+        _resume(fit, last_path, state, made_with)
     if state['finished']:
         log(f'{cfg["out_dir"]} holds a run that stopped early (best epoch {state["best_epoch"]}); '
             f'--resume=false starts over')
@@ -204,7 +211,7 @@ def _epochs(fit, started):
     if done < cfg['max_epochs']:  # a rerun with nothing to train leaves the record as it is
         _write_record(cfg, fit.device, started, done)
     train, val = fit.train, fit.val
-    common = _carried(fit, dataset_key, fixed)
+    common = _carried(fit, made_with)
     for epoch in range(done + 1, cfg['max_epochs'] + 1):
         t0 = time.perf_counter()
         train_loss = _train_epoch(fit, epoch)
@@ -222,15 +229,7 @@ def _epochs(fit, started):
             state['bad_epochs'] += 1
         state['history'].append(entry)
         state['finished'] = state['bad_epochs'] >= cfg['patience']  # early stop; --max_epochs may grow
-        rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
-        if fit.device.type == 'cuda':
-            rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
-        if improved:
-            save_checkpoint(best_path, fit.net, epoch=epoch, val_loss=score, **common)
-        save_checkpoint(last_path, fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
-                        scaler=fit.scaler.state_dict(), state=state, **rng, **common)
-        _write_history(state['history'], cfg['out_dir'])
-        _plot(state['history'], state['best_epoch'], os.path.join(cfg['out_dir'], 'curves.png'))
+        _save_epoch(fit, state, epoch, score if improved else None, common)
         log(_epoch_line(entry, cfg['max_epochs']))
         if state['finished']:
             log(f'early stop: {cfg["patience"]} epochs without a better validation loss')
@@ -240,6 +239,21 @@ def _epochs(fit, started):
     log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
+
+
+def _save_epoch(fit, state, epoch, best_loss, common):
+    """The run folder after an epoch: best.pt where it improved (best_loss not None), last.pt, the history
+    and the curves."""
+    out_dir = fit.cfg['out_dir']
+    rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
+    if fit.device.type == 'cuda':
+        rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
+    if best_loss is not None:
+        save_checkpoint(os.path.join(out_dir, 'best.pt'), fit.net, epoch=epoch, val_loss=best_loss, **common)
+    save_checkpoint(os.path.join(out_dir, 'last.pt'), fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
+                    scaler=fit.scaler.state_dict(), state=state, **rng, **common)
+    _write_history(state['history'], out_dir)
+    _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
 
 
 def _write_record(cfg, device, started, done):
@@ -279,7 +293,7 @@ def _describe_split(log, labels, groups, train, val):
         log('no validation side (--val_fraction=0): every epoch is kept as the best, no early stopping')
 
 
-def _carried(fit, dataset_key, fixed):
+def _carried(fit, made_with):
     """What every checkpoint carries beside the weights: enough for test.py and predict.py to use it alone."""
     cfg, table, train, val = fit.cfg, fit.table, fit.train, fit.val
     return {
@@ -291,8 +305,8 @@ def _carried(fit, dataset_key, fixed):
                   'n_train': int(len(train)), 'n_val': int(len(val)),
                   'val_filenames': [str(f) for f in table.filenames[val]],
                   'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
-        'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': dataset_key, 'attrs': table.attrs},
-        'settings': fixed,
+        'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': made_with['dataset'], 'attrs': table.attrs},
+        'made_with': made_with,
         'audio_only': fit_audio_only(table, train, cfg['seed']),  # predict.py's fallback where no face is found
     }
 
@@ -341,13 +355,15 @@ def _validate(fit):
             'val_roc_auc': rep['roc_auc'], 'val_accuracy': rep['accuracy']}
 
 
-def _resume(fit, path, state, dataset_key, fixed):
+def _resume(fit, path, state, made_with):
     try:
         _, ckpt = load_checkpoint(path)
     except config.UserError as err:
         raise config.UserError(f'{err}; remove it or give --resume=false') from None
-    if ckpt['dataset']['key'] != dataset_key or ckpt['settings'] != fixed or ckpt['network'] != fit.net.config_dict():
-        raise config.UserError(f'{path} is a run of another table or other settings; '
+    # a last.pt of an older version recorded no made_with: every name differs, and it is refused
+    differ = differences(ckpt.get('made_with'), made_with)
+    if differ:
+        raise config.UserError(f'{path} is a run of another table or other settings ({", ".join(differ)}); '
                                f'give another --out_dir, or --resume=false to overwrite it')
     fit.net.load_state_dict(ckpt['state_dict'])
     fit.optimizer.load_state_dict(ckpt['optimizer'])
@@ -439,11 +455,6 @@ def _plot(history, best_epoch, path):
     ax1.legend()
     ax2.legend(loc='lower right')
     metrics.save_figure(fig, path)
-
-
-def main():
-    config.configure(globals())
-    run(settings())
 
 
 if __name__ == '__main__':

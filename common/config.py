@@ -177,9 +177,11 @@ def constants(namespace, shared_only=False):
 def recorded(namespace, cfg, leave_out):
     """{'--name': value} of the settings of `cfg` (lower-case) that are shared constants of `namespace` (a
     module or a globals() dict), less the names of `leave_out`: what a result records it was made with, so
-    that a rerun or a later script can match it (leave_out: where and how fast it is made, not what it is)."""
+    that a rerun or a later script can match it (leave_out: where and how fast it is made, not what it is).
+    A file (weights) is recorded by its absolute path, which a later script can open from any folder."""
     shared = {k.lower() for k in constants(namespace, shared_only=True)}
-    return {f'--{k}': v for k, v in sorted(cfg.items()) if k in shared and k not in leave_out}
+    return {f'--{k}': os.path.abspath(v) if isinstance(v, str) and os.path.isfile(v) else v
+            for k, v in sorted(cfg.items()) if k in shared and k not in leave_out}
 
 
 def help_if_asked(name, path, *also):

@@ -5,6 +5,7 @@ import json
 import os
 
 from common.config import UserError
+from common.stage import key
 
 # what every stage, make_metadata.py and predict.py take for a video (is_video): the containers FFmpeg reads
 # that cameras, broadcasts (MPEG transport streams) and old archives (MPEG-1/2, Windows Media, Flash) hold
@@ -102,3 +103,34 @@ def source_of(item):
     except OSError:
         return f'absent:{label_of(entry)}:{entry.get("original")}'
     return f'{st.st_size}:{st.st_mtime_ns}:{label_of(entry)}:{entry.get("original")}'
+
+
+def groups_of(filenames, originals, folders=None):
+    """Each video's group (a split keeps a group on one side): the root of its chain of originals, by key
+    (folder/name). A real video is its own root; a -> b -> c has root c; an original absent from the table
+    ends its chain (its fakes share its name as their group); a cycle and what leads into it are one group,
+    named after its smallest key. `original` is a name: the video of that name in the fake's own folder
+    (DFDC's layout), else the first video of that name (sorted)."""
+    folders = [''] * len(filenames) if folders is None else list(folders)
+    nodes = [key(d, n) for d, n in zip(folders, filenames)]
+    known, first = set(nodes), {}
+    for node, name in sorted(zip(nodes, filenames)):
+        first.setdefault(name, node)
+    parent = {}
+    for node, folder, original in zip(nodes, folders, originals):
+        if isinstance(original, str) and original:
+            up = key(folder, original) if key(folder, original) in known else first.get(original, original)
+            if up != node:
+                parent[node] = up
+    root = {}
+
+    def find(node):
+        path = []
+        while node not in root and node in parent and node not in path:
+            path.append(node)
+            node = parent[node]
+        end = root.get(node, min(path[path.index(node):]) if node in path else node)
+        root.update({n: end for n in path})
+        return end
+
+    return [find(node) for node in nodes]

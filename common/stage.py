@@ -1,16 +1,15 @@
-"""What every stage does with files: atomic writes, per-video results that survive a kill, failures.
+"""What every stage does with files: atomic writes, per-video results that survive a kill, failures, and what
+the results were made with.
 
-A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (one small pickle per finished video,
-written at once, removed once OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason) and
-OUTPUT.lock (claim). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with the
-union: no video is done twice or dropped. Each video's source (its file's size and time, its metadata entry:
-StageRun.todo) is kept with its results, so a rerun redoes one whose source changed, and so are the settings
-the results depend on (made_with), so a rerun with others is refused. A video's key is folder/filename
-(key()): two parts may hold one name. Several processes (torchrun's ranks, a SLURM array's tasks) each take
-every Nth video of the sorted dataset (fixed by the dataset, so a late starter takes the same share) and
-write parts to the same folder; a process that finds, after its share, a part for every video the run had
-left merges, once (an flock elects it, and goes with its process if it is killed). Nothing a killed run left
-behind counts but its parts: a rerun with the same command merges only once every video is done.
+A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (a pickle per finished video, removed once
+OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim(), taken by
+the stage's main before any work). A rerun skips what OUTPUT, the parts and the failures hold and rewrites
+OUTPUT with the union: no video is done twice or dropped. A video's key is folder/filename (key()).
+Provenance, one contract: a stage declares once what its results depend on (StageRun's made_with: settings,
+the embedder, the inputs' stamps); a rerun with another is refused in one line, or (redo) redoes everything.
+Each video's source (StageRun.todo) is kept with its results: a rerun redoes a video whose source changed.
+Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of the sorted dataset;
+the one that finds, after its share, a part for every video the run had left merges, once (an flock).
 """
 import contextlib
 import csv
@@ -55,17 +54,11 @@ def record_key(record):
 
 
 def row_keys(table):
-    """The key of each of a table's rows, in order; a table without a folder column is in the data folder
-    itself."""
+    """The key of each of a table's rows, in order; a table without a folder column is in the data folder."""
     if table is None or not len(table):
         return []
     folders = table['folder'] if 'folder' in table else [''] * len(table)
     return [key(folder, name) for folder, name in zip(folders, table['filename'])]
-
-
-def keys_of(table):
-    """The keys of a table's rows, as a set."""
-    return set(row_keys(table))
 
 
 def sources_of(table):
@@ -73,6 +66,22 @@ def sources_of(table):
     if table is None or 'source' not in table:
         return {}
     return {k: src for k, src in zip(row_keys(table), table['source']) if isinstance(src, str)}
+
+
+def stamp(path):
+    return [os.stat(path).st_size, os.stat(path).st_mtime_ns]
+
+
+def stamps(paths):
+    """{absolute path: stamp (size, mtime), or None where it does not exist}: what a result records of the
+    files it was made from (in its made_with), taken before they are read."""
+    return {os.path.abspath(p): stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
+
+
+def differences(old, new):
+    """The names whose values differ between two made_with dicts (None: one that recorded nothing), sorted."""
+    old, new = old or {}, new or {}
+    return [k for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
 
 
 def read_pickle(path, todo, table=True):
@@ -173,8 +182,9 @@ def share(items, rank, world):
     return items[rank::world]
 
 
-def read_failures(path):
-    """A failures file (filename, folder, reason) as {key: (folder, reason)}; {} where there is none."""
+def read_failures(path, column='reason'):
+    """A failures file (filename, folder, reason, source) as {key: (folder, reason)} (column='source':
+    {key: source} where recorded); {} where there is none."""
     out = {}
     if os.path.exists(path):
         with open(path, newline='', encoding='utf-8', errors=NAMES) as f:
@@ -182,7 +192,8 @@ def read_failures(path):
                 if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
                     raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and '
                                     f'rerun: its videos are tried again')
-                out[key(row['folder'], row['filename'])] = (row['folder'], row['reason'])
+                if column == 'reason' or row.get(column):
+                    out[key(row['folder'], row['filename'])] = (row['folder'], row[column])
     return out
 
 
@@ -218,21 +229,65 @@ def claim(output):
     _CLAIMED[output] = lock
 
 
-class Journal:
-    """Per-video results of one stage's run, kept so that the run can be killed and resumed. A record is a
-    dict with 'filename', 'folder' (relative to the data folder) and its rows, or a 'failure'."""
+def ends_the_run(err):
+    """An error that no video should be failed for: a full disk, or a signal, which torch's elastic agent
+    raises in torchrun's workers as a SignalException (an Exception)."""
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
+    elastic = sys.modules.get('torch.distributed.elastic.multiprocessing.api')  # never raised where not loaded
+    return elastic is not None and isinstance(err, elastic.SignalException)
 
-    def __init__(self, output, made_with=None):
-        self.output = os.fspath(output)
+
+class StageRun:
+    """One process's part in a stage's run on OUTPUT: its share of the work, its per-video records (a dict
+    with 'filename', 'folder' and its rows, or a 'failure'), kept so that the run can be killed and resumed.
+    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs. Where an earlier
+    run recorded another, the run is refused in one line, or with `redo` its results are discarded (said in
+    one line) and every video is done again; results that recorded none (an older version's) are taken as
+    they are, or redone. `before`: the keys done before (less the failures with `retry_failed`)."""
+
+    def __init__(self, output, retry_failed=False, made_with=None, redo=False):
+        self.rank, self.world, self.run = shard()
+        self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
+        self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
-        # {what: value} the results depend on (settings, the embedder's name): in every record and OUTPUT's
-        # attrs, so that a run with others is refused (check_made_with) rather than mixed with them
-        self.made_with = made_with
-        # {key: source} of the run's videos (StageRun.todo: what each is made from), kept in its record, in
-        # OUTPUT's 'source' column and in the failures file: a rerun redoes a video whose source changed
-        self.sources = {}
-        self._merge_lock = None  # held from share_done's 'merge' until this process ends
         os.makedirs(self.parts, exist_ok=True)
+        self.records, previous = self.part_records(), self.previous_table()  # what earlier runs saved: read once
+        if made_with is not None and self._discarded(previous, redo):
+            self.records, previous = [], None
+        self.before = self.done(self.records, previous)
+        self.recorded = self.recorded_sources(self.records, previous)  # {key: source} where known
+        if retry_failed:
+            self.before -= set(self.failures(self.records))
+        self.left = set()  # the keys of the whole run (every share) not done before: todo()
+
+    def _discarded(self, previous, redo):
+        """False where every earlier result recorded this run's made_with; else UserError, or with `redo` True
+        once OUTPUT, its parts and failures are removed. One that recorded none is an older version's: taken
+        as it is, or redone."""
+        made = [r.get('made_with') for r in self.records]
+        made += [previous.attrs.get('made_with')] if previous is not None else []
+        other = [m for m in made if m != self.made_with and (m is not None or redo)]
+        if other and not redo:
+            raise UserError(f'{self.output} was made with other settings (' + '; '.join(
+                f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in differences(
+                    other[0], self.made_with)) + f'): give another --output, or delete it, {os.path.basename(self.parts)}/'
+                f' and {os.path.basename(self.failures_path)} to make it again with these')
+        if other:
+            what = ', '.join(differences(other[0], self.made_with) if other[0] is not None
+                             else ['settings (an earlier run did not record them)'])
+            print(f'{self.output}: made with another {what}; discarding it, doing every video again')
+            for path in (self.output, self.failures_path):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path)
+            shutil.rmtree(self.parts)
+            os.makedirs(self.parts)
+        return bool(other)
+
+    def recorded_sources(self, records, previous=None):
+        """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
+        return {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
+                **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
 
     def previous_table(self):
         if os.path.exists(self.output):
@@ -254,37 +309,11 @@ class Journal:
         """Keys processed already: in OUTPUT (`previous`, where read already), in a part, or failed."""
         records = self.part_records() if records is None else records
         previous = self.previous_table() if previous is None else previous
-        return set(self.failures(records)) | keys_of(previous) | {record_key(r) for r in records}
-
-    def check_made_with(self, records, previous):
-        """UserError where OUTPUT (`previous`) or a part was made with other settings than made_with: the rerun
-        would return their results as if made with these. Results that recorded none (an older version's)
-        are taken as they are."""
-        made = [r['made_with'] for r in records if 'made_with' in r]
-        if previous is not None and 'made_with' in previous.attrs:
-            made.append(previous.attrs['made_with'])
-        for old in made if self.made_with is not None else ():
-            if old != self.made_with:
-                what = '; '.join(f'{k} {old.get(k)!r} then, {self.made_with.get(k)!r} now'
-                                 for k in sorted({*old, *self.made_with}) if old.get(k) != self.made_with.get(k))
-                raise UserError(f'{self.output} was made with other settings ({what}): give another --output, or '
-                                f'delete it, {os.path.basename(self.parts)}/ and '
-                                f'{os.path.basename(self.failures_path)} to make it again with these')
+        return set(self.failures(records)) | set(row_keys(previous)) | {record_key(r) for r in records}
 
     def part_name(self, key_):
         """The part file of a video's key: one per key, whichever process writes it."""
         return hashlib.sha1(key_.encode('utf-8', 'surrogateescape')).hexdigest()[:16] + '.pkl'
-
-    def recorded_sources(self, records, previous):
-        """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
-        out = {}
-        if os.path.exists(self.failures_path):
-            with open(self.failures_path, newline='', encoding='utf-8', errors=NAMES) as f:
-                out.update((key(row['folder'], row['filename']), row['source'])
-                           for row in csv.DictReader(f) if row.get('source'))
-        out.update(sources_of(previous))
-        out.update((record_key(r), r['source']) for r in records if 'source' in r)
-        return out
 
     def add(self, record):
         source = self.sources.get(record_key(record))
@@ -297,21 +326,54 @@ class Journal:
     def fail(self, filename, folder, reason):
         self.add({'filename': filename, 'folder': folder, 'failure': reason})
 
+    def record(self, problems):
+        """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
+        for name, folder, reason in problems if self.rank == 0 else ():
+            if key(folder, name) not in self.before:
+                self.fail(name, folder, reason)
+
+    def todo(self, items, where, source=None):
+        """This process's share of the sorted items, less what is done (where(item): (folder, filename)).
+        With `source` (source(item): what the video is made from, a string, or None where unknown), a video
+        done before from another source (its file replaced, its label corrected) is done again, and said."""
+        keys = [key(*where(item)) for item in items]
+        if source is not None:
+            self.sources = dict(zip(keys, map(source, items)))
+            changed = sorted(k for k in keys if k in self.before and self.sources[k] is not None
+                             and self.recorded.get(k) not in (None, self.sources[k]))
+            if changed:
+                print(f'{self.who}{len(changed)} videos changed since they were done (their file or metadata '
+                      f'entry), e.g. {changed[0]}: done again')
+            self.before = self.before - set(changed)
+        self.left = set(keys) - self.before
+        mine = set(share(keys, self.rank, self.world))
+        return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
+
+    @contextlib.contextmanager
+    def video(self, filename, folder):
+        """The work on one video: a VideoError is its failure, and any other error too, as an unexpected one
+        (a bug to report): one video never costs the rest. Not what ends_the_run."""
+        try:
+            yield
+        except VideoError as err:
+            self.fail(filename, folder, str(err))
+        except Exception as err:  # anything: the record says what, print_failures counts it
+            if ends_the_run(err):
+                raise
+            self.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
+
     def share_done(self, left):
         """After this process's share of a run of several: 'merge' where every key of `left` (what the run
         had left to do when this process started) has its part and this process is the one that merges,
         'wait' where one has none yet (a process is at work, or was killed: a rerun merges), 'taken' where
         another process merges or has merged."""
-        try:
-            names = set(os.listdir(self.parts))
-        except FileNotFoundError:  # merged, and its parts removed, by another process
-            return 'taken'
-        if any(self.part_name(k) not in names for k in left):
-            return 'wait'
         path = os.path.join(self.parts, 'merge.lock')
         try:
+            names = set(os.listdir(self.parts))
+            if any(self.part_name(k) not in names for k in left):
+                return 'wait'
             lock = open(path, 'a')
-        except FileNotFoundError:
+        except FileNotFoundError:  # merged, and its parts removed, by another process
             return 'taken'
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it when the process ends
@@ -323,6 +385,17 @@ class Journal:
             return 'taken'
         self._merge_lock = lock
         return 'merge'
+
+    def merging(self, what):
+        """True where this process writes the stage's output now; else says who will."""
+        state = 'merge' if self.world == 1 else self.share_done(self.left)
+        if state == 'wait':
+            print(f'{self.who}share done; the last process to finish writes {what} (if one was killed, run the '
+                  f'same command again: it does what is left and writes it)')
+        elif state == 'taken':
+            print(f'{self.who}share done; another process of this run writes {what} (if it does not appear, '
+                  f'run the same command again)')
+        return state == 'merge'
 
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
         """Write OUTPUT = previous OUTPUT + the parts' rows (rows_of(record): dicts; `columns`: of a table
@@ -339,19 +412,17 @@ class Journal:
         redone = {record_key(r) for r in records if 'source' in r and r['source'] != before.get(record_key(r))}
         if previous is not None and redone:
             previous = previous[[k not in redone for k in row_keys(previous)]]
-        known = keys_of(previous)  # a run killed between writing OUTPUT and removing the parts
+        known = set(row_keys(previous))  # a run killed between writing OUTPUT and removing the parts
         rows = [{**row, 'source': r['source']} if 'source' in r else row
                 for r in records if 'failure' not in r and record_key(r) not in known for row in rows_of(r)]
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]
         table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(columns))
         if len(table):
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
-        table.attrs.update(attrs or {})
-        if self.made_with is not None:
-            table.attrs['made_with'] = self.made_with
-        succeeded = keys_of(table)  # a retried failure that worked
+        table.attrs.update(attrs or {}, **({} if self.made_with is None else {'made_with': self.made_with}))
+        succeeded = set(row_keys(table))  # a retried failure that worked
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
-        sources = self.recorded_sources(records, None)  # the failures file's and the parts'
+        sources = self.recorded_sources(records)  # the failures file's and the parts'
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp:
             with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
@@ -363,78 +434,7 @@ class Journal:
         return table, failures
 
 
-def ends_the_run(err):
-    """An error that no video should be failed for: a full disk, or a signal, which torch's elastic agent
-    raises in torchrun's workers as a SignalException (an Exception)."""
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
-    elastic = sys.modules.get('torch.distributed.elastic.multiprocessing.api')  # never raised where not loaded
-    return elastic is not None and isinstance(err, elastic.SignalException)
-
-
-class StageRun:
-    """One process's part in a stage's run: its share of the work, its journal, what is left to do."""
-
-    def __init__(self, output, retry_failed=False, made_with=None):
-        self.rank, self.world, self.run = shard()
-        self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
-        claim(output)  # done by the stage's main() already, before any work; a no-op then
-        self.journal = Journal(output, made_with)
-        self.records = self.journal.part_records()  # what earlier runs saved: read once
-        previous = self.journal.previous_table()
-        self.journal.check_made_with(self.records, previous)
-        self.done = self.journal.done(self.records, previous)
-        self.recorded = self.journal.recorded_sources(self.records, previous)  # {key: source} where known
-        if retry_failed:
-            self.done -= set(self.journal.failures(self.records))
-        self.left = set()  # the keys of the whole run (every share) not done before: todo()
-
-    def record(self, problems):
-        """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
-        for name, folder, reason in problems if self.rank == 0 else ():
-            if key(folder, name) not in self.done:
-                self.journal.fail(name, folder, reason)
-
-    def todo(self, items, where, source=None):
-        """This process's share of the sorted items, less what is done (where(item): (folder, filename)).
-        With `source` (source(item): what the video is made from, a string, or None where unknown), a video
-        done before from another source (its file replaced, its label corrected) is done again, and said."""
-        keys = [key(*where(item)) for item in items]
-        if source is not None:
-            self.journal.sources = dict(zip(keys, map(source, items)))
-            changed = sorted(k for k in keys if k in self.done and self.journal.sources[k] is not None
-                             and self.recorded.get(k) not in (None, self.journal.sources[k]))
-            if changed:
-                print(f'{self.who}{len(changed)} videos changed since they were done (their file or metadata '
-                      f'entry), e.g. {changed[0]}: done again')
-            self.done = self.done - set(changed)
-        self.left = set(keys) - self.done
-        mine = set(share(keys, self.rank, self.world))
-        return [item for item, k in zip(items, keys) if k in mine and k not in self.done]
-
-    @contextlib.contextmanager
-    def video(self, filename, folder):
-        """The work on one video: a VideoError is its failure, and any other error too, as an unexpected one
-        (a bug to report): one video never costs the rest. Not what ends_the_run."""
-        try:
-            yield
-        except VideoError as err:
-            self.journal.fail(filename, folder, str(err))
-        except Exception as err:  # anything: the record says what, print_failures counts it
-            if ends_the_run(err):
-                raise
-            self.journal.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
-
-    def merging(self, what):
-        """True where this process writes the stage's output now; else says who will."""
-        state = 'merge' if self.world == 1 else self.journal.share_done(self.left)
-        if state == 'wait':
-            print(f'{self.who}share done; the last process to finish writes {what} (if one was killed, run the '
-                  f'same command again: it does what is left and writes it)')
-        elif state == 'taken':
-            print(f'{self.who}share done; another process of this run writes {what} (if it does not appear, '
-                  f'run the same command again)')
-        return state == 'merge'
+Journal = StageRun  # the name of its per-video records before they were one class
 
 
 def print_failures(failures, path, show=20):

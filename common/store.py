@@ -6,8 +6,8 @@ training.py and test.py, and by predict.py for one video in memory (Store.one).
   index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
              audio_dim) float32; where the table has their columns (OPTIONAL: an older store lacks them, None
              in Store) split, face_size (face_size), lead_rms (extract_audio.leading_rms); meta: the dimensions,
-             attrs, the pickle's and faces.f16's size and mtime, and the merge's inputs (absolute path: size and
-             mtime, or None where absent).
+             attrs, the pickle's and faces.f16's size and mtime, and what the merge was made with
+             (common.stage's made_with: its inputs' stamps).
              Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
              is one line saying to rerun the merge.
 """
@@ -18,7 +18,8 @@ import os
 import numpy as np
 
 from common.config import UserError
-from common.stage import atomic_path, key, sweep_temporaries, write_pickle
+from common.dataset import groups_of
+from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
 OPTIONAL = ('split', 'face_size', 'lead_rms')  # per-video arrays of the index where the table has the columns
@@ -49,16 +50,6 @@ def store_dir(pickle_path):
     return os.path.abspath(pickle_path) + '.store'
 
 
-def _stamp(path):
-    return [os.stat(path).st_size, os.stat(path).st_mtime_ns]
-
-
-def stamps(paths):
-    """{absolute path: [size, mtime_ns], or None where it does not exist} of `paths`: what save records of the
-    files a table was made from, and is_current compares."""
-    return {os.path.abspath(p): _stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
-
-
 def _not_finite(table, faces, audio):
     """'' where every face and audio embedding is finite, else one line: how many videos are not, and the
     first (its key)."""
@@ -69,49 +60,17 @@ def _not_finite(table, faces, audio):
     if not len(rows):
         return ''
     # a video may have several rows (one per face track): count videos, not rows
-    names = [key(d, n) for d, n in zip(table['folder'].to_numpy()[rows], table['filename'].to_numpy()[rows])]
+    names = row_keys(table.iloc[rows])
     first = rows[0]
     what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
     return (f'an embedding is not finite (inf or NaN; float16 holds at most 65504) in {len(set(names))} video(s), '
             f'the first {names[0]} (its {what} embedding); make that table again')
 
 
-def groups_of(filenames, originals, folders=None):
-    """Each video's group (a split keeps a group on one side): the root of its chain of originals, by key
-    (folder/name). A real video is its own root; a -> b -> c has root c; an original absent from the table
-    ends its chain (its fakes share its name as their group); a cycle and what leads into it are one group,
-    named after its smallest key. `original` is a name: the video of that name in the fake's own folder
-    (DFDC's layout), else the first video of that name (sorted)."""
-    folders = [''] * len(filenames) if folders is None else list(folders)
-    nodes = [key(d, n) for d, n in zip(folders, filenames)]
-    known, first = set(nodes), {}
-    for node, name in sorted(zip(nodes, filenames)):
-        first.setdefault(name, node)
-    parent = {}
-    for node, folder, original in zip(nodes, folders, originals):
-        if isinstance(original, str) and original:
-            up = key(folder, original) if key(folder, original) in known else first.get(original, original)
-            if up != node:
-                parent[node] = up
-    root = {}
-
-    def find(node):
-        path = []
-        while node not in root and node in parent and node not in path:
-            path.append(node)
-            node = parent[node]
-        end = root.get(node, min(path[path.index(node):]) if node in path else node)
-        root.update({n: end for n in path})
-        return end
-
-    return [find(node) for node in nodes]
-
-
-def save(table, pickle_path, inputs=None):
+def save(table, pickle_path, made_with=None):
     """A merged table (filename, folder, label, original, video_embedding, audio_embedding, has_audio) as
-    its pickle, then its store, which records `inputs` (stamps of the files it was made from, taken before they
-    were read: is_current). Killed at any point, it leaves the previous pair or a store that does not match the
-    pickle, never a mismatch unseen.
+    its pickle, then its store, which records `made_with` (what it was made from: is_current). Killed at any
+    point, it leaves the previous pair or a store that does not match the pickle, never a mismatch unseen.
     UserError, before any write, where an embedding is not finite or a label not 0 or 1."""
     # the checks come before any write: a refused table leaves the previous pickle and store as they were
     with np.errstate(over='ignore', invalid='ignore'):  # what overflows float16 is refused below, in one line
@@ -142,7 +101,7 @@ def save(table, pickle_path, inputs=None):
         if column in table.columns and len(table):
             attrs.setdefault(column, ', '.join(sorted({str(v) for v in table[column].unique()})))
     meta = {'video_dim': int(faces[0].shape[1]) if faces else 0, 'audio_dim': int(audio.shape[1]), 'attrs': attrs,
-            'pickle': _stamp(pickle_path), 'faces': _stamp(os.path.join(folder, FACES)), 'inputs': inputs or {}}
+            'pickle': stamp(pickle_path), 'faces': stamp(os.path.join(folder, FACES)), 'made_with': made_with or {}}
     with atomic_path(os.path.join(folder, INDEX)) as tmp:
         with open(tmp, 'wb') as f:
             np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
@@ -151,15 +110,15 @@ def save(table, pickle_path, inputs=None):
                      audio=audio, meta=json.dumps(meta), **_optional(table))
 
 
-def is_current(pickle_path, inputs=None):
-    """Whether pickle_path has a store written with it; with `inputs` (stamps), one made from those very files:
-    the same paths, sizes and mtimes as save recorded."""
+def is_current(pickle_path, made_with=None):
+    """Whether pickle_path has a store written with it; with `made_with`, one that recorded the same (the
+    merge's: the same input files, paths, sizes and mtimes)."""
     try:
         with np.load(os.path.join(store_dir(pickle_path), INDEX)) as index:
             meta = json.loads(str(index['meta']))
-        return (meta['pickle'] == _stamp(pickle_path)
-                and meta['faces'] == _stamp(os.path.join(store_dir(pickle_path), FACES))
-                and (inputs is None or meta.get('inputs') == inputs))
+        return (meta['pickle'] == stamp(pickle_path)
+                and meta['faces'] == stamp(os.path.join(store_dir(pickle_path), FACES))
+                and (made_with is None or meta.get('made_with') == made_with))
     except (OSError, KeyError, ValueError):
         return False
 
@@ -184,7 +143,7 @@ class Store:
         self.labels, self.face_start, self.n_faces = index['label'], index['face_start'], index['n_faces']
         self.has_audio, self.audio = index['has_audio'], index['audio']
         self.split, self.face_size, self.lead_rms = (index.get(k) for k in OPTIONAL)  # None: an older store
-        self.keys = np.array([key(d, n) for d, n in zip(self.folders, self.filenames)], object)
+        self.keys = np.array(row_keys({'folder': self.folders, 'filename': self.filenames}), object)
         self.meta, self.attrs, self.video_dim, self.audio_dim = meta, meta['attrs'], meta['video_dim'], meta['audio_dim']
         self._faces = faces  # (total faces, video_dim) float16 in memory, or None: read from faces_path
         self._fd = os.open(faces_path, os.O_RDONLY) if faces is None else -1

@@ -105,16 +105,7 @@ def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_meth
             start()
         checked = time.monotonic()
         while doing:
-            try:
-                messages = [requests.get(timeout=CHECK_EVERY)]
-            except queue.Empty:
-                messages = []
-            while True:  # everything that has arrived: one batch for the networks
-                try:
-                    messages.append(requests.get_nowait())
-                except queue.Empty:
-                    break
-            messages = [m for m in messages if m[1] in doing]  # not from a worker given up as dead
+            messages = [m for m in _arrived(requests) if m[1] in doing]  # not from a worker given up as dead
             _answer([m for m in messages if m[0] != 'done'], nets, inboxes)
             for _, wid, (path, faces, extra) in (m for m in messages if m[0] == 'done'):
                 del doing[wid]
@@ -122,22 +113,40 @@ def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_meth
                 yield path, faces, extra
             if time.monotonic() - checked > CHECK_EVERY:
                 checked = time.monotonic()
-                for wid in [w for w in doing if procs[w].exitcode is not None]:
-                    path = doing.pop(wid)
-                    yield path, VideoError(f'the decoding worker died on it (exit code {procs[wid].exitcode})'), None
-                    start()
-                for wid in [w for w in doing if timeout and checked - since[w] > timeout]:
-                    procs[wid].kill()
-                    path = doing.pop(wid)
-                    yield path, VideoError(f'still decoding after {timeout} s (--worker_timeout): its worker was '
-                                           f'stopped'), None
-                    start()
+                for path, err in _given_up(doing, procs, since, timeout, checked):
+                    yield path, err, None
+                    start()  # in its place
     finally:
         for wid, proc in procs.items():
             proc.join(timeout=0.1 if proc.exitcode is not None or wid in doing else 5)
             if proc.is_alive():
                 proc.kill()
             inboxes[wid].cancel_join_thread()
+
+
+def _arrived(requests):
+    """The messages of the workers: the first within CHECK_EVERY seconds, and everything that has arrived
+    with it (one batch for the networks)."""
+    try:
+        messages = [requests.get(timeout=CHECK_EVERY)]
+    except queue.Empty:
+        messages = []
+    while True:
+        try:
+            messages.append(requests.get_nowait())
+        except queue.Empty:
+            return messages
+
+
+def _given_up(doing, procs, since, timeout, now):
+    """Yield (path, VideoError) of each video whose worker died, then of each one a worker has been on for
+    more than `timeout` seconds at `now` (0: never), its worker stopped; each taken out of `doing`."""
+    for wid in [w for w in doing if procs[w].exitcode is not None]:
+        yield doing.pop(wid), VideoError(f'the decoding worker died on it (exit code {procs[wid].exitcode})')
+    for wid in [w for w in doing if timeout and now - since[w] > timeout]:
+        procs[wid].kill()
+        yield doing.pop(wid), VideoError(f'still decoding after {timeout} s (--worker_timeout): its worker was '
+                                         f'stopped')
 
 
 def _answer(messages, nets, inboxes):

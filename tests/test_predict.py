@@ -432,15 +432,23 @@ def test_an_explicit_face_weights_flag_that_differs_from_the_checkpoint_is_one_l
     assert "'untrained(seed=0)'" in err and "'vggface2'" in err and '--face_weights' in err, err
 
 
-@pytest.mark.parametrize('attr, name, flag', [
-    ('video_embedder', 'file:my_faces.pt', '--face_weights=/path/to/my_faces.pt'),
-    ('audio_encoder', 'resemblyzer-0.1.4(file:my_voice.pt)', '--voice_weights=/path/to/my_voice.pt'),
-    ('audio_encoder', 'cnn:resnet18:file:my_cnn.pth:logmel128x512/160:80dB', '--cnn_weights=/path/to/my_cnn.pth'),
+@pytest.mark.parametrize('attr, name, flag, recorded', [
+    ('video_embedder', 'file:my_faces.pt', '--face_weights=/path/to/my_faces.pt',
+     {'face_weights': '/elsewhere/my_faces.pt'}),
+    ('audio_encoder', 'resemblyzer-0.1.4(file:my_voice.pt)', '--voice_weights=/path/to/my_voice.pt',
+     {'audio_settings': {'--voice_weights': '/elsewhere/my_voice.pt'}}),
+    ('audio_encoder', 'cnn:resnet18:file:my_cnn.pth:logmel128x512/160:80dB', '--cnn_weights=/path/to/my_cnn.pth',
+     {'audio_settings': {'--audio_encoder': 'cnn', '--cnn_weights': '/elsewhere/my_cnn.pth'}}),
 ])
 def test_a_weights_file_known_by_name_only_is_one_line_that_says_which_flag_to_give(
-        chain, small_input, tmp_path, monkeypatch, capsys, attr, name, flag):
+        chain, small_input, tmp_path, monkeypatch, capsys, attr, name, flag, recorded):
+    """The training table recorded a weights file (its settings: common.stage's made_with) that this machine
+    does not have."""
     state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
     state['dataset']['attrs'][attr] = name
+    for k, v in recorded.items():
+        attrs = state['dataset']['attrs']
+        attrs[k] = v if isinstance(v, str) else json.dumps({**json.loads(attrs[k]), **v})
     ckpt = tmp_path / 'file.pt'
     torch.save(state, ckpt)
     with pytest.raises(SystemExit) as exit_:
@@ -450,26 +458,27 @@ def test_a_weights_file_known_by_name_only_is_one_line_that_says_which_flag_to_g
     assert files_under(tmp_path) == ['file.pt']
 
 
-def test_the_audio_settings_of_a_name_are_those_that_make_it():
-    """AudioEmbedder.name from the settings predict.py reads back from it (no weights loaded: the name's
-    format, as create_audio_embedding.py writes it)."""
-    cnn = predict.audio_settings('cnn:resnet34:ResNet34_Weights.IMAGENET1K_V1:logmel64x1024/320:70dB')
-    assert cnn == {'audio_encoder': 'cnn', 'cnn_arch': 'resnet34', 'cnn_weights': 'IMAGENET1K_V1', 'n_mels': 64,
-                   'n_fft': 1024, 'hop': 320, 'top_db': 70.0}
-    assert predict.audio_settings('cnn:resnet18:untrained(seed=0):logmel128x512/160:80dB')['cnn_weights'] == 'none'
-    assert predict.audio_settings('resemblyzer-0.1.4') == {'audio_encoder': 'resemblyzer',
-                                                           'voice_weights': 'resemblyzer'}
-    assert predict.face_settings('untrained(seed=0)') == {'face_weights': 'none'}
-    with pytest.raises(config.UserError, match='synthetic'):
-        predict.face_settings('synthetic')
+def test_the_checkpoint_records_the_settings_that_make_its_embedders(chain):
+    """The tables record the settings they were made with (common.stage's made_with), not only their
+    embedders' names, and the merge and the checkpoint carry them: the embedders they make have the names
+    recorded beside them. predict.py parsed the names back into settings before."""
+    attrs = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)['dataset']['attrs']
+    audio = {k[2:]: v for k, v in json.loads(attrs['audio_settings']).items()}
+    assert audio == {'audio_encoder': 'resemblyzer', 'voice_weights': 'resemblyzer', 'silence_dbfs': -60.0}
+    assert cae.AudioEmbedder(**audio, device='cpu').name == attrs['audio_encoder']
+    assert attrs['face_weights'] == 'none' and attrs['video_embedder'] == 'untrained(seed=0)'
+    cnn = cae.numbers(config.settings(cae, audio_encoder='cnn'))
+    assert '--n_mels' in cnn and '--cnn_weights' in cnn and '--voice_weights' not in cnn and '--device' not in cnn
 
 
 def test_the_audio_embedder_of_a_cnn_checkpoint_is_rebuilt_from_its_name(chain, tmp_path, monkeypatch):
-    """Settings the user did not give come from the checkpoint, every one the name records: the embedder
+    """Settings the user did not give come from the checkpoint, every one its table recorded: the embedder
     they make has the checkpoint's name (else Predictor would refuse it); one the user gave is kept."""
     name = 'cnn:resnet18:untrained(seed=0):logmel64x400/160:70dB'
     state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
     state['dataset']['attrs']['audio_encoder'] = name
+    state['dataset']['attrs']['audio_settings'] = json.dumps(
+        {'--audio_encoder': 'cnn', '--cnn_weights': 'none', '--n_mels': 64, '--n_fft': 400, '--top_db': 70.0})
     torch.save(state, tmp_path / 'cnn.pt')
     predictor = predict.Predictor(str(tmp_path / 'cnn.pt'), 'cpu')
     assert predictor.audio.name == name and predictor.pipeline.embedder_name == 'untrained(seed=0)'
