@@ -3,9 +3,11 @@
 Reads DATA_DIR: every folder under it (itself included) with a metadata.json is a DFDC part; the videos it
 lists are run through DetectionPipeline.py (videos on disk that it does not list are skipped and counted).
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
-filename and folder (together the key of every stage), video_embedding (faces, 512) float16, label (1 =
-FAKE), original (the REAL video a FAKE was made from), frames (faces,) int32, n_frames, boxes (faces, 4)
-float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder, source (what it was made from). And
+filename and folder (together the key of every stage), video_embedding (faces, D) float16 (D: 512 with
+--face_encoder=facenet, 1024 with gend or clip), label (1 = FAKE), original (the REAL video a FAKE was made
+from), frames (faces,) int32, n_frames, boxes (faces, 4) float32 x1 y1 x2 y2, track (0: the largest),
+width, height, embedder, source (what it was made from); with gend also frame_logits (faces,) float32,
+GenD's FAKE logit a face (faces/clip.py's video_score makes its verdict of them). And
 OUTPUT.failures.csv (filename, folder, reason, source): unreadable, truncated or missing videos, no face,
 a bad metadata.json or entry, unexpected errors.
 Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does what is left, new videos and
@@ -30,7 +32,6 @@ from common.device import share_cpu
 from common.dataset import label_of, plan, source_of
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
-from common.weights import describe
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
@@ -59,7 +60,8 @@ def embed(todo, bad, skipped, face):
     share_cpu()
     cfg = dp.settings(**face)
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
-    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': describe(cfg['face_weights'])})
+    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**dp.numbers(cfg), 'embedder': dp.embedder_name(cfg)})
+    columns = COLUMNS + (('frame_logits',) if cfg['face_encoder'] == 'gend' else ())
     journal, who = run.journal, run.who
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
@@ -97,12 +99,13 @@ def embed(todo, bad, skipped, face):
                     'width': result.width,
                     'height': result.height,
                     'embedder': embedder,
+                    **({} if track.logits is None else {'frame_logits': track.logits}),
                 } for k, track in enumerate(result.tracks)]})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
-    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
+    table, failures = journal.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=columns)
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
