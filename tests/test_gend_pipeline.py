@@ -96,3 +96,20 @@ def test_full_size_gend_runs_through_create_video_embeddings_on_a_real_clip(tmp_
                             '--face_weights=none', '--device=cpu'], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)  # the same table with FaceNet: refused, not mixed
     assert again.returncode == 2 and 'face_encoder' in again.stderr, again.stderr
+
+
+def test_decoding_workers_carry_gends_features_and_logits(tmp_path):
+    """With decoding workers (the default on a GPU) the aligned crops travel to the networks and the record
+    array of features and logits back: the same tracks as in one process (the workers' batches mix the two
+    videos' faces, and a matrix kernel may sum in another order for another batch size: float rounding,
+    1e-3 on float16 features, 1e-4 on logits)."""
+    tiny_gend(tmp_path)
+    pipeline = dp.DetectionPipeline(face_encoder='gend', face_weights=str(tmp_path), device='cpu', amp=False,
+                                    workers=2)
+    paths = [testdata('dfdc_sample', 'lynaeydofd.mp4'), testdata('dfdc_sample', 'yhffcuhhjy.mp4')]
+    streamed = {path: faces for path, faces, _ in pipeline.stream(paths)}
+    for path in paths:
+        [a], [b] = streamed[path].tracks, pipeline(path).tracks
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_allclose(a.embeddings.astype(np.float32), b.embeddings.astype(np.float32), atol=1e-3)
+        np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
