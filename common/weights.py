@@ -61,6 +61,13 @@ def describe(weights, encoder='facenet'):
     return name if encoder == 'facenet' else f'{encoder}:{name}'
 
 
+def split_embedder(name):
+    """(face encoder, the weights' part) of a name describe() gave: 'gend:untrained(seed=0)' ->
+    ('gend', 'untrained(seed=0)'); FaceNet's names have no prefix ('vggface2' -> ('facenet', 'vggface2'))."""
+    encoder, _, rest = name.partition(':')
+    return (encoder, rest) if encoder in CLIP_ENCODERS else ('facenet', name)
+
+
 def _load_file(path):
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)

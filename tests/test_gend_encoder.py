@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from common import config
-from common.weights import clip_encoder, describe
+from common.weights import clip_encoder, describe, split_embedder
 from conftest import ROOT, TESTDATA, testdata
 from faces.clip import preprocess, video_score
 from gend_models import tiny_gend
@@ -106,5 +106,9 @@ def test_names_a_table_records():
     assert describe('default') == describe('vggface2') == 'vggface2'  # FaceNet's, as before
     assert describe('default', 'gend') == 'gend:yermandy/GenD_CLIP_L_14'
     assert describe('none', 'clip') == 'clip:untrained(seed=0)'
+    for weights, encoder, rest in (('none', 'gend', 'untrained(seed=0)'), ('none', 'facenet', 'untrained(seed=0)'),
+                                   ('default', 'clip', 'openai/clip-vit-large-patch14'), ('default', 'facenet', 'vggface2')):
+        assert split_embedder(describe(weights, encoder)) == (encoder, rest)
+    assert split_embedder('file:x.pt') == ('facenet', 'file:x.pt')
     with pytest.raises(config.UserError, match='not a folder'):
         clip_encoder('clip', '/no/such/folder')
