@@ -27,6 +27,7 @@ from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
 from common.weights import FACE_ENCODERS, describe
 from faces import workers
+from faces.clip import video_score
 from faces.nets import Nets
 from faces.pipeline import VideoFaces, faces_of  # noqa: F401 - what the pipeline returns
 from faces.tracking import Track, iou  # noqa: F401 - the boxes' tools, for the stages and tests
@@ -159,8 +160,9 @@ def main():
     print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
           f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
     for k, track in enumerate(faces.tracks):
+        score = '' if track.logits is None else f", GenD's P(FAKE) {video_score(track.logits):.3f}"
         print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
-              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
+              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}{score}')
     if not faces.tracks:
         print('no face found')
     print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))

@@ -113,3 +113,16 @@ def test_decoding_workers_carry_gends_features_and_logits(tmp_path):
         np.testing.assert_array_equal(a.frames, b.frames)
         np.testing.assert_allclose(a.embeddings.astype(np.float32), b.embeddings.astype(np.float32), atol=1e-3)
         np.testing.assert_allclose(a.logits, b.logits, atol=1e-4)
+
+
+def test_detection_pipeline_script_prints_gends_verdict(tmp_path):
+    """`python DetectionPipeline.py --face_encoder=gend` on one real clip says GenD's P(FAKE) of its face
+    track: the video score of the logits the pipeline gives in this process (3 decimals)."""
+    tiny_gend(tmp_path)
+    clip = testdata('dfdc_sample', 'lynaeydofd.mp4')
+    run = subprocess.run([sys.executable, 'DetectionPipeline.py', f'--video={clip}', '--face_encoder=gend',
+                          f'--face_weights={tmp_path}', '--device=cpu', '--amp=false'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    [track] = dp.DetectionPipeline(face_encoder='gend', face_weights=str(tmp_path), device='cpu', amp=False)(clip).tracks
+    assert f"GenD's P(FAKE) {video_score(track.logits):.3f}" in run.stdout
