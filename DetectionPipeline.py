@@ -1,7 +1,8 @@
 """Faces of a video, as a sequence of embeddings: decode, sample, detect, track, crop, embed.
 
 Reads one video; returns (or, run as a script, prints) its face tracks: for each sampled frame that has
-the face, the frame index, the box, and a 512-d embedding (float16).
+the face, the frame index, the box, MTCNN's 5 landmarks, and an embedding (float16): FaceNet's 512-d, or
+with --face_encoder=gend GenD's 1024-d CLIP features and its FAKE logit (clip: OpenAI's CLIP, no logit).
 Writes nothing (create_video_embeddings.py stores what it returns; predict.py uses it directly).
 How and why each step is done (sampling, chunks, MTCNN on a downscaled copy, interpolation, tracks,
 cropping, the 512-d embedding before the L2 normalisation): faces/pipeline.py's docstring.
@@ -24,8 +25,9 @@ from tqdm import tqdm
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
-from common.weights import describe
+from common.weights import FACE_ENCODERS, describe
 from faces import workers
+from faces.clip import video_score
 from faces.nets import Nets
 from faces.pipeline import VideoFaces, faces_of  # noqa: F401 - what the pipeline returns
 from faces.tracking import Track, iou  # noqa: F401 - the boxes' tools, for the stages and tests
@@ -42,7 +44,8 @@ MIN_TRACK_FRACTION = 0.25   # a track must be found on this share of the frames 
 KEEP_ALL_TRACKS = False     # False: the largest face track only; True: every track (DFDC has two-person clips)
 MARGIN = 0.2                # crop margin on each side, as a fraction of the box's width and height
 FACE_SIZE = 160             # crop side in pixels (InceptionResnetV1's input)
-FACE_WEIGHTS = 'vggface2'   # 'vggface2' (downloaded once) | path to a local .pt | 'none' (untrained, seeded)
+FACE_ENCODER = 'facenet'    # 'facenet' (InceptionResnetV1, VGGFace2) | 'gend' (GenD's CLIP ViT-L/14 + its head) | 'clip' (OpenAI's, frozen)
+FACE_WEIGHTS = 'default'    # the encoder's: 'default' (vggface2; GenD's or OpenAI's hub id, downloaded once) | a local file or folder | 'none' (untrained, seeded)
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1' ...
 AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf16 units (faster: BENCHMARKS.md; stored as float16)
 BATCH_SIZE = 64             # faces per InceptionResnetV1 batch, frames per MTCNN batch
@@ -69,8 +72,9 @@ def main():
     print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
           f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
     for k, track in enumerate(faces.tracks):
+        score = '' if track.logits is None else f", GenD's P(FAKE) {video_score(track.logits):.3f}"
         print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
-              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}')
+              f'embeddings {track.embeddings.shape} {track.embeddings.dtype}{score}')
     if not faces.tracks:
         print('no face found')
     print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
@@ -78,7 +82,15 @@ def main():
 
 def settings(**overrides):
     """This module's constants as lower-case settings, with overrides: what DetectionPipeline runs with."""
-    return config.settings(globals(), **overrides)
+    cfg = config.settings(globals(), **overrides)
+    if cfg['face_encoder'] not in FACE_ENCODERS:
+        raise config.UserError(f'--face_encoder must be one of {", ".join(FACE_ENCODERS)}, not {cfg["face_encoder"]!r}')
+    return cfg
+
+
+def embedder_name(cfg):
+    """The name a table records for the embedder of settings `cfg` (common.weights.describe)."""
+    return describe(cfg['face_weights'], cfg['face_encoder'])
 
 
 # where and how fast the faces are made, not what they are (the weights: by the embedder's name, describe())
@@ -95,7 +107,7 @@ def made_with(cfg):
     """What a face table's results depend on (common.stage's made_with): numbers(cfg), the embedder's name
     and the --face_weights that give it (a file by its absolute path), which predict.py takes."""
     weights = config.recorded(globals(), cfg, set(cfg) - {'face_weights'})['--face_weights']
-    return {**numbers(cfg), 'embedder': describe(cfg['face_weights']), 'face_weights': weights}
+    return {**numbers(cfg), 'embedder': embedder_name(cfg), 'face_weights': weights}
 
 
 class DetectionPipeline:
@@ -113,7 +125,7 @@ class DetectionPipeline:
                     f"--decoder=nvdec: FFmpeg cannot decode on GPU {self.gpu}'s NVDEC ({reason}): it needs an "
                     f'NVIDIA GPU and its driver\'s video library, libnvcuvid (in a container: '
                     f'NVIDIA_DRIVER_CAPABILITIES=compute,utility,video); --decoder=cpu decodes on the CPU')
-        self.nets = Nets(self.device, cfg['face_weights'], cfg['amp'], cfg['batch_size'])
+        self.nets = Nets(self.device, cfg['face_weights'], cfg['amp'], cfg['batch_size'], cfg['face_encoder'])
         self.embedder_name = self.nets.embedder_name
 
     def __call__(self, path):

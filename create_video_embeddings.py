@@ -3,10 +3,11 @@
 Reads DATA_DIR: every folder under it (itself included) with a metadata.json is a DFDC part; the videos it
 lists are run through DetectionPipeline.py (videos on disk that it does not list are skipped and counted).
 Writes OUTPUT, a pandas pickle with one row per video (one per face track with --keep_all_tracks):
-filename and folder (together the key of every stage), video_embedding (faces, 512) float16, label (1 =
-FAKE), original (the REAL video a FAKE was made from), split (the entry's: Celeb-DF-v2's test list is 'test'),
-frames (faces,) int32, n_frames, boxes (faces, 4) float32 x1 y1 x2 y2, track (0: the largest), width, height,
-embedder, source (what it was made from). And
+filename and folder (together the key of every stage), video_embedding (faces, D) float16 (D: 512 with
+--face_encoder=facenet, 1024 with gend or clip), label (1 = FAKE), original (the REAL video a FAKE was made
+from), split (the entry's: Celeb-DF-v2's test list is 'test'), frames (faces,) int32, n_frames, boxes (faces,
+4) float32 x1 y1 x2 y2, track (0: the largest), width, height, embedder, source (what it was made from); with
+gend also frame_logits (faces,) float32, GenD's FAKE logit a face (faces/clip.py's video_score). And
 OUTPUT.failures.csv (filename, folder, reason, source): unreadable, truncated or missing videos, no face,
 a bad metadata.json or entry, unexpected errors.
 Resumable: each finished video is saved at once (OUTPUT.parts/); a rerun does what is left, new videos and
@@ -61,6 +62,7 @@ def embed(todo, bad, skipped, face):
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
     run = StageRun(OUTPUT, RETRY_FAILED, made_with=dp.made_with(cfg))
     who = run.who
+    columns = COLUMNS + (('frame_logits',) if cfg['face_encoder'] == 'gend' else ())
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
     print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '
@@ -89,7 +91,7 @@ def embed(todo, bad, skipped, face):
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
         return
-    table, failures = run.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=COLUMNS)
+    table, failures = run.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=columns)
     embedders = sorted(set(table['embedder'])) if len(table) else []
     print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
@@ -114,6 +116,7 @@ def table_rows(result, name, rel, entry, embedder):
         'height': result.height,
         'embedder': embedder,
         'split': entry.get('split'),  # test.py's breakdown: Celeb-DF-v2's test list
+        **({} if track.logits is None else {'frame_logits': track.logits}),
     } for k, track in enumerate(result.tracks)]
 
 

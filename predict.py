@@ -43,7 +43,6 @@ from common.device import pick_device
 from common.stage import NAMES, StageRun, atomic_path, key, row_keys
 from common.store import Store
 from common.video import VideoError
-from common.weights import describe
 from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, window_starts
 
 # ----------------------------------------------------------------------------- config
@@ -195,7 +194,7 @@ class Predictor:
         self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
         self.batch_size = batch_size
         face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
-        self._check_embedder('face', describe(dp.settings(**face)['face_weights']), '--face_weights')  # before loading weights
+        self._check_embedder('face', dp.embedder_name(dp.settings(**face)), '--face_encoder and --face_weights')  # before loading weights
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (run())

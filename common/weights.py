@@ -1,13 +1,15 @@
 """The one place that loads pretrained weights.
 
 Each network takes a weights setting: the name of its published weights (downloaded once into the
-library's own cache, by the library's own mechanism), a path to a local copy (offline machines, Kaggle
-kernels), or 'none': untrained weights, seeded so that two runs give the same numbers (tests only).
-A download that fails is one line that says what to do, never a traceback.
+library's own cache, by the library's own mechanism; for CLIP, a Hugging Face hub id), a path to a local
+copy (offline machines, Kaggle kernels), or 'none': untrained weights, seeded so that two runs give the
+same numbers (tests only). A download that fails is one line that says what to do, never a traceback.
 
     python -m common.weights face vggface2   # exit 0 where the VGGFace2 weights can be had, else 3
+    python -m common.weights gend            # GenD's CLIP ViT-L/14 (yermandy/GenD_CLIP_L_14)
     python -m common.weights audio_cnn imagenet
 """
+import json
 import os
 import sys
 import warnings
@@ -21,13 +23,42 @@ UNTRAINED_SEED = 0
 
 
 
-def describe(weights):
-    """What a table records as the embedder: the weights' name, a file name, or the untrained seed."""
+# CLIP face encoders (DetectionPipeline's FACE_ENCODER other than 'facenet'): their published weights (a hub
+# id), where the vision tower's tensors are in their checkpoint, their head's, and the tensors they hold that
+# the encoder does not use (GenD keeps CLIP's visual projection; OpenAI's CLIP holds its text tower too)
+CLIP_ENCODERS = {
+    'gend': dict(default='yermandy/GenD_CLIP_L_14', vision='feature_extractor.vision_model.', head='model.linear.',
+                 unused=('feature_extractor.visual_projection.',)),
+    'clip': dict(default='openai/clip-vit-large-patch14', vision='vision_model.', head=None,
+                 unused=('text_model.', 'text_projection.', 'visual_projection.', 'logit_scale')),
+}
+# transformers' CLIPVisionConfig of a backbone a GenD config.json names (it gives no sizes); a config.json
+# with a 'vision_config' (OpenAI's CLIPConfig, a small test model) gives its own
+CLIP_BACKBONES = {
+    'openai/clip-vit-large-patch14': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
+                                          num_attention_heads=16, patch_size=14, image_size=224,
+                                          projection_dim=768, hidden_act='quick_gelu', layer_norm_eps=1e-5),
+}
+FACE_ENCODERS = ('facenet', *CLIP_ENCODERS)
+
+
+def default_weights(encoder='facenet'):
+    """The published weights FACE_WEIGHTS='default' stands for."""
+    return 'vggface2' if encoder == 'facenet' else CLIP_ENCODERS[encoder]['default']
+
+
+def describe(weights, encoder='facenet'):
+    """What a table records as the embedder: the weights' name, a file name, or the untrained seed; a CLIP
+    encoder's prefixed by its name ('gend:yermandy/GenD_CLIP_L_14', 'gend:untrained(seed=0)')."""
+    if weights == 'default':
+        weights = default_weights(encoder)
     if weights == 'none':
-        return f'untrained(seed={UNTRAINED_SEED})'
-    if os.path.exists(weights):
-        return f'file:{os.path.basename(weights)}'
-    return weights
+        name = f'untrained(seed={UNTRAINED_SEED})'
+    elif os.path.exists(weights):
+        name = f'file:{os.path.basename(os.path.normpath(weights))}'
+    else:
+        name = weights
+    return name if encoder == 'facenet' else f'{encoder}:{name}'
 
 
 def _load_file(path):
@@ -44,10 +75,12 @@ def _load_file(path):
 def face_embedder(weights='vggface2'):
     """InceptionResnetV1 returning the 512-d embedding *before* its L2 normalisation (eval mode, CPU).
 
-    weights: 'vggface2' | 'casia-webface' (facenet-pytorch's download into $TORCH_HOME/checkpoints),
-    a path to such a .pt file, or 'none' (untrained, seeded).
+    weights: 'vggface2' (or 'default') | 'casia-webface' (facenet-pytorch's download into
+    $TORCH_HOME/checkpoints), a path to such a .pt file, or 'none' (untrained, seeded).
     """
     from facenet_pytorch import InceptionResnetV1
+    if weights == 'default':
+        weights = default_weights('facenet')
     if weights == 'none':
         torch.manual_seed(UNTRAINED_SEED)
         model = InceptionResnetV1(pretrained=None)
@@ -76,6 +109,106 @@ def face_embedder(weights='vggface2'):
     model.classify = True
     model.logits = nn.Identity()
     return model.eval()
+
+
+def _hub_files(repo, flag):
+    """(config.json, model.safetensors) of hub repo `repo`, downloaded once into huggingface_hub's cache."""
+    import huggingface_hub
+    try:
+        return tuple(huggingface_hub.hf_hub_download(repo, name) for name in ('config.json', 'model.safetensors'))
+    except (OSError, ValueError, huggingface_hub.errors.HfHubHTTPError) as err:  # offline: LocalEntryNotFoundError
+        first = (str(err).strip().splitlines() or [''])[0][:100]
+        raise UserError(
+            f'cannot download {repo} from the Hugging Face hub ({type(err).__name__}: {first}); on a machine '
+            f'with internet run `hf download {repo} --local-dir DIR`, copy DIR here and pass {flag}=DIR '
+            f'(or {flag}=none for untrained weights)') from None
+
+
+def _clip_files(weights, flag):
+    """(config.json or None, model.safetensors) for a folder, a .safetensors file or a hub id."""
+    if os.path.isdir(weights):
+        files = [os.path.join(weights, n) for n in ('config.json', 'model.safetensors')]
+        if not all(os.path.isfile(f) for f in files):
+            raise UserError(f'{flag}={weights}: a folder of CLIP weights holds config.json and model.safetensors '
+                            f'(as the hub has them: hf download REPO --local-dir {weights})')
+        return files
+    if os.path.isfile(weights):
+        beside = os.path.join(os.path.dirname(weights), 'config.json')
+        return (beside if os.path.isfile(beside) else None), weights
+    if weights.count('/') == 1 and not weights.startswith(('.', '/', '~')):
+        return _hub_files(weights, flag)
+    raise UserError(f'{flag}={weights!r}: not a folder, a .safetensors file, a hub id (owner/name), '
+                    f'default or none')
+
+
+def _read_config(path):
+    try:
+        with open(path, encoding='utf-8') as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise UserError(f'cannot read {path}: {type(err).__name__}: {err}') from None
+
+
+def _clip_state(path, spec, expected):
+    """The tensors of `expected` (names in the checkpoint) from safetensors file `path`; UserError naming a
+    tensor that is missing, or one the checkpoint holds that the encoder neither uses nor knows to leave."""
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(path, framework='pt') as f:
+            names = set(f.keys())
+            missing = sorted(set(expected) - names)
+            unexpected = sorted(n for n in names - set(expected) if not n.startswith(spec['unused'])
+                                and not n.endswith('embeddings.position_ids'))  # a buffer older versions saved
+            if missing or unexpected:
+                which, listed = ('missing', missing) if missing else ('unexpected', unexpected)
+                more = f' (and {len(listed) - 1} more)' if len(listed) > 1 else ''
+                raise UserError(f'{path}: tensor {listed[0]} {which}{more}: not the checkpoint of a '
+                                f'{spec["name"]} encoder with this config')
+            return {n: f.get_tensor(n) for n in expected}
+    except (OSError, SafetensorError) as err:
+        raise UserError(f'cannot read weights file {path}: {type(err).__name__}: {err}') from None
+
+
+def clip_encoder(encoder='gend', weights='default', flag='--face_weights'):
+    """faces/clip.py's ClipEncoder (eval mode, CPU): transformers' CLIPVisionModel, and GenD's head for 'gend'.
+
+    weights: 'default' (the encoder's hub id: CLIP_ENCODERS), a hub id (downloaded once into
+    huggingface_hub's cache), a folder with config.json and model.safetensors as the hub has them, a
+    .safetensors file (config.json beside it, else the ViT-L/14 of CLIP_BACKBONES), or 'none' (ViT-L/14,
+    untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a UserError.
+    """
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers.utils import logging as hf_logging
+
+    from faces.clip import ClipEncoder
+    spec = {**CLIP_ENCODERS[encoder], 'name': encoder}
+    if weights == 'default':
+        weights = spec['default']
+    config, path = {}, None
+    if weights != 'none':
+        config_path, path = _clip_files(weights, flag)
+        config = _read_config(config_path) if config_path else {}
+    backbone = config.get('backbone', 'openai/clip-vit-large-patch14')
+    if 'vision_config' not in config and backbone not in CLIP_BACKBONES:
+        raise UserError(f'{weights}: config.json names backbone {backbone!r}, not one of {", ".join(CLIP_BACKBONES)}')
+    if encoder == 'gend' and config.get('head', 'LinearNorm') != 'LinearNorm':
+        raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s CLIP checkpoints have '
+                        f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
+    torch.manual_seed(UNTRAINED_SEED)
+    hf_logging.set_verbosity_error()  # transformers' notes on the config's unused keys
+    vision = CLIPVisionModel(CLIPVisionConfig(**config.get('vision_config', CLIP_BACKBONES.get(backbone, {}))))
+    head = nn.Linear(vision.config.hidden_size, 2) if spec['head'] else None
+    if path is not None:
+        parts = [(vision, spec['vision'])] + ([(head, spec['head'])] if head is not None else [])
+        state = _clip_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])
+        for module, prefix in parts:
+            try:
+                module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+            except RuntimeError as err:  # a tensor of another shape
+                lines = str(err).strip().splitlines()
+                first = (lines[1:] or lines)[0].strip().replace('size mismatch for ', f'size mismatch for {prefix}')
+                raise UserError(f'{path}: {first}') from None
+    return ClipEncoder(vision, head, describe(weights, encoder)).eval()
 
 
 # torchvision CNNs whose classifier is one `fc` layer over globally pooled features: the pooled
@@ -159,7 +292,8 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
 
 def _main(argv):
     loaders = {'face': (face_embedder, 'vggface2'), 'audio_cnn': (audio_cnn, 'imagenet'),
-               'voice': (voice_encoder, 'resemblyzer')}
+               'voice': (voice_encoder, 'resemblyzer'),
+               **{name: (lambda w, name=name: clip_encoder(name, w), 'default') for name in CLIP_ENCODERS}}
     kind = argv[0] if argv else 'face'
     if kind not in loaders:
         print(f'usage: python -m common.weights {{{"|".join(loaders)}}} [weights]', file=sys.stderr)

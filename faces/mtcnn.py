@@ -85,18 +85,21 @@ class MTCNN(torch.nn.Module):
         self.to(device).eval()
 
     @torch.inference_mode()
-    def detect(self, images, min_face_size):
+    def detect(self, images, min_face_size, points=False):
         """images: (batch, h, w, 3) uint8 (numpy or tensor). A list of (faces, 4) float32 arrays of boxes
         x1, y1, x2, y2 in the images' pixels, one per image, the largest first (as MTCNN.detect's
-        select_largest), empty where there is no face."""
+        select_largest), empty where there is no face. points: (faces, 14), each box followed by ONet's 5
+        landmarks x, y (eyes, nose, mouth corners, image-left first: the library's `landmarks=True`)."""
         images = torch.as_tensor(images).to(self.device)
         n, h, w = images.shape[:3]
         scales = pyramid(h, w, min_face_size, self.factor)
+        width = 14 if points else 4
         if not n or not scales:
-            return [np.zeros((0, 4), np.float32) for _ in range(n)]
+            return [np.zeros((0, width), np.float32) for _ in range(n)]
         imgs = images.permute(0, 3, 1, 2).float()  # (batch, 3, h, w)
         boxes, image_inds = self._stage1(imgs, scales)
         sat = summed_area(images) if len(boxes) else None
+        marks = torch.zeros((len(boxes), 10), device=boxes.device)  # (k, 10) landmarks x0, y0, ..., x4, y4
         for stage, (net, size) in enumerate(((self.rnet, 24), (self.onet, 48)), 1):
             if not len(boxes):
                 break
@@ -110,15 +113,22 @@ class MTCNN(torch.nn.Module):
             keep = score > self.thresholds[stage]
             boxes = torch.cat((boxes[keep, :4], score[keep, None]), dim=1)
             image_inds, reg = image_inds[keep], out[0][keep]
+            if stage == 2:  # ONet's points, relative to the box it was shown (before regression), as the library
+                wh = boxes[:, 2:4] - boxes[:, 0:2] + 1  # (k, 2)
+                rel = out[1][keep].reshape(-1, 2, 5).transpose(1, 2)  # (k, 5, 2): its xs, then its ys
+                marks = (rel * wh[:, None] + boxes[:, None, 0:2] - 1).flatten(1)
             if stage == 1:
                 pick = batched_nms(boxes[:, :4], boxes[:, 4], image_inds, 0.7)
                 boxes, image_inds = rerec(bbreg(boxes[pick], reg[pick])), image_inds[pick]
             else:
                 boxes = bbreg(boxes, reg).cpu()
-                image_inds = image_inds.cpu()
+                image_inds, marks = image_inds.cpu(), marks.cpu()
                 pick = batched_nms_numpy(boxes[:, :4], boxes[:, 4], image_inds, 0.7, 'Min')
-                boxes, image_inds = boxes[pick], image_inds[pick]
-        boxes, image_inds = boxes[:, :4].cpu().numpy(), image_inds.cpu().numpy()
+                boxes, image_inds, marks = boxes[pick], image_inds[pick], marks[pick]
+        if len(marks) != len(boxes):  # stopped before ONet: no face left
+            marks = marks[:0]
+        boxes = torch.cat((boxes[:, :4].cpu(), marks.cpu()), 1)[:, :width].numpy()
+        image_inds = image_inds.cpu().numpy()
         found = []
         for i in range(n):
             mine = boxes[image_inds == i]

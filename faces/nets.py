@@ -1,4 +1,5 @@
-"""The networks of face extraction on one device: MTCNN (faces/mtcnn.py) and InceptionResnetV1.
+"""The networks of face extraction on one device: MTCNN (faces/mtcnn.py) and the face encoder:
+InceptionResnetV1 (FACE_ENCODER='facenet'), or CLIP ViT-L/14, GenD's or OpenAI's (faces/clip.py).
 
 Their inputs are small uint8 images (downscaled frames, regions around faces, face crops) cut on the CPU
 (faces/images.py); they travel to the device once per batch and only boxes and embeddings come back.
@@ -7,33 +8,45 @@ import numpy as np
 import torch
 
 from common.device import autocast
-from common.weights import describe, face_embedder
+from common.weights import clip_encoder, describe, face_embedder
+from faces.clip import preprocess
 from faces.mtcnn import MTCNN
 
 
 class Nets:
     """detect(images, min_face_size) and embed(crops) on `device`, in batches of at most batch_size."""
 
-    def __init__(self, device, face_weights, amp=True, batch_size=64):
+    def __init__(self, device, face_weights, amp=True, batch_size=64, face_encoder='facenet'):
         self.device, self.amp, self.batch_size = device, amp, batch_size
         self.mtcnn = MTCNN(device)
-        self.embedder = face_embedder(face_weights).to(device)
-        self.embedder_name = describe(face_weights)
+        self.face_encoder = face_encoder
+        if face_encoder == 'facenet':
+            self.embedder = face_embedder(face_weights).to(device)
+            self.dim = 512
+        else:
+            self.embedder = clip_encoder(face_encoder, face_weights).to(device)
+            self.dim = self.embedder.dim
+        self.embedder_name = describe(face_weights, face_encoder)
         if device.type == 'cpu':
             # oneDNN's convolutions and max-pooling are faster channels-last (BENCHMARKS.md, Video)
-            for net in (self.mtcnn, self.embedder):
+            for net in (self.mtcnn, self.embedder) if face_encoder == 'facenet' else (self.mtcnn,):
                 net.to(memory_format=torch.channels_last)
 
     def detect(self, images, min_face_size):
-        """(n, h, w, 3) uint8 -> n arrays of boxes (faces, 4) float32, the largest first."""
+        """(n, h, w, 3) uint8 -> n arrays (faces, 14) float32, the largest first: boxes x1, y1, x2, y2, then
+        MTCNN's 5 landmarks x, y (faces/mtcnn.py)."""
         out = []
         for start in range(0, len(images), self.batch_size):
-            out.extend(self.mtcnn.detect(images[start:start + self.batch_size], min_face_size))
+            out.extend(self.mtcnn.detect(images[start:start + self.batch_size], min_face_size, points=True))
         return out
 
     @torch.inference_mode()
     def embed(self, crops):
-        """(faces, 160, 160, 3) uint8 -> (faces, 512) float16: InceptionResnetV1 before its L2 norm."""
+        """FaceNet: (faces, 160, 160, 3) uint8 -> (faces, 512) float16, InceptionResnetV1 before its L2 norm.
+        CLIP: (faces, 256, 256, 3) aligned uint8 -> (faces, 1024) float16 L2-normalised features; GenD's
+        with its FAKE logit beside them: a record array of 'embedding' and 'logit' (float32)."""
+        if self.face_encoder != 'facenet':
+            return self._embed_clip(crops)
         out = []
         for start in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.batch_size]))
@@ -44,3 +57,20 @@ class Nets:
             with autocast(self.device, self.amp):
                 out.append(self.embedder(x).float().cpu().numpy().astype(np.float16))
         return np.concatenate(out) if out else np.zeros((0, 512), np.float16)
+
+    def _embed_clip(self, crops):
+        head = self.embedder.head is not None
+        out = (np.zeros(len(crops), [('embedding', np.float16, (self.dim,)), ('logit', np.float32)]) if head
+               else np.zeros((len(crops), self.dim), np.float16))
+        for start in range(0, len(crops), self.batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.batch_size])).to(self.device)
+            pixels = preprocess(x)  # (batch, 3, 224, 224) float32
+            with autocast(self.device, self.amp):
+                features, logits = self.embedder(pixels)  # (batch, D), (batch,) or None
+            part = slice(start, start + len(x))
+            features = features.float().cpu().numpy().astype(np.float16)
+            if head:
+                out['embedding'][part], out['logit'][part] = features, logits.float().cpu().numpy()
+            else:
+                out[part] = features
+        return out

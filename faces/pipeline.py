@@ -33,7 +33,9 @@ How and why, step by step (the settings are DetectionPipeline.py's constants):
   KEEP_ALL_TRACKS keeps every track. Frames where the track has no face are left out, not filled: the
   `frames` of a track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
-  InceptionResnetV1 (VGGFace2 weights) in batches. The embedding is its penultimate layer: the 512-d
+  InceptionResnetV1 (VGGFace2 weights) in batches (FACE_ENCODER='facenet'; 'gend' and 'clip' align each
+  face on MTCNN's 5 landmarks instead, carried and interpolated with its box, and embed it with CLIP
+  ViT-L/14: faces/clip.py). FaceNet's embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
   input of the layer VGGFace2 trained for identity, 3.5x larger to store (6 GB vs 21 GB in float16 for
   the whole DFDC) and no richer for a sequence model. Not after the normalisation: the norm it
@@ -142,7 +144,7 @@ def roi_detect(frames, wanted, size, detect):
     rois = np.stack([images.square(frames[pos], o, size) for (pos, _), o in zip(wanted, origins)])
     hits = []
     for (pos, box), (ox, oy, s), boxes in zip(wanted, origins, detect(rois, max(1, size // 4))):
-        boxes = boxes * s + np.array([ox, oy, ox, oy], np.float32)
+        boxes = boxes * s + np.tile(np.array([ox, oy], np.float32), boxes.shape[1] // 2)  # box, landmarks
         overlap = tracking.iou(boxes, box)[:, 0]
         hits.append(boxes[overlap.argmax()] if len(boxes) and overlap.max() >= 0.3 else None)
     return hits
@@ -174,22 +176,34 @@ def refine(frames, filled, size, detect):
 
 def embed_tracks(indices, frames, filled, cfg, embed):
     """Crops of the boxes of `filled` (find_tracks) embedded: a Track each (frame indices from `indices`,
-    the chunk's sampled frames' numbers)."""
+    the chunk's sampled frames' numbers). FaceNet's crop is the box with MARGIN; CLIP's (gend, clip) is
+    the face aligned on its 5 landmarks as GenD's detector.py aligns it (images.align)."""
     crops, owners = [], []
     for k, boxes in enumerate(filled):
         for pos, (box, _) in boxes.items():
-            crops.append(images.crop(frames[pos], box, cfg['margin'], cfg['face_size']))
+            if cfg['face_encoder'] == 'facenet':
+                crops.append(images.crop(frames[pos], box[:4], cfg['margin'], cfg['face_size']))
+            else:
+                if len(box) != 14:
+                    raise ValueError(f'--face_encoder={cfg["face_encoder"]} aligns faces on landmarks, and the '
+                                     f'detector gave none ({len(box)} numbers a face)')
+                crops.append(images.align(frames[pos], box[4:].reshape(5, 2)))
             owners.append(k)
-    embeddings = embed(np.stack(crops)) if crops else np.zeros((0, 512), np.float16)
+    out = embed(np.stack(crops)) if crops else np.zeros((0, 512), np.float16)
+    # an encoder with its own head (GenD) gives each face's FAKE logit beside its embedding
+    embeddings, logits = (out['embedding'], out['logit']) if out.dtype.names else (out, None)
     owners = np.asarray(owners)
     tracks = []
     for k, boxes in enumerate(filled):
         pos = np.fromiter(boxes.keys(), np.int64, len(boxes))
+        stacked = np.stack([b for b, _ in boxes.values()]).astype(np.float32)  # (faces, 4 or 14)
         tracks.append(Track(
             frames=indices[pos],
-            boxes=np.stack([b for b, _ in boxes.values()]).astype(np.float32),
+            boxes=stacked[:, :4],
             detected=np.fromiter((d for _, d in boxes.values()), bool, len(boxes)),
-            embeddings=embeddings[owners == k]))
+            embeddings=embeddings[owners == k],
+            landmarks=stacked[:, 4:].reshape(-1, 5, 2) if stacked.shape[1] == 14 else None,
+            logits=None if logits is None else logits[owners == k]))
     return tracks
 
 

@@ -1,6 +1,7 @@
 """Face tracks from per-frame detections: pure functions of boxes, no images, no networks.
 
-A track is {sample_pos: (4,) box}: its detections, by position among the chunk's sampled frames. Filled,
+A track is {sample_pos: (4,) box}: its detections (a box may be followed by MTCNN's 5 landmarks, x, y each:
+(14,); every function here reads the first 4 and carries the rest, interpolated as the box is), by position among the chunk's sampled frames. Filled,
 it is {sample_pos: (box, detected)} for every frame it covers (detected: MTCNN found it there, else the
 box is interpolated).
 """
@@ -14,12 +15,15 @@ class Track:
     frames: np.ndarray       # (faces,) int32 frame indices, multiples of the frame step
     boxes: np.ndarray        # (faces, 4) float32 x1, y1, x2, y2 in full-resolution pixels
     detected: np.ndarray     # (faces,) bool: MTCNN found the face on this frame (else: interpolated)
-    embeddings: np.ndarray = None  # (faces, 512) float16
+    embeddings: np.ndarray = None  # (faces, D) float16 (FaceNet: 512, CLIP ViT-L/14: 1024)
+    landmarks: np.ndarray = None   # (faces, 5, 2) float32 MTCNN's points (eyes, nose, mouth corners), or None
+    logits: np.ndarray = None      # (faces,) float32 the encoder's own FAKE logit a face (GenD's head), or None
 
 
 def iou(a, b):
     """IoU of boxes a (n, 4) and b (m, 4): (n, m)."""
-    a, b = np.asarray(a, np.float32).reshape(-1, 4), np.asarray(b, np.float32).reshape(-1, 4)
+    a, b = (np.asarray(x, np.float32) for x in (a, b))
+    a, b = (x.reshape(-1, x.shape[-1] if x.size else 4)[:, :4] for x in (a, b))  # a box's landmarks: left out
     x1 = np.maximum(a[:, None, 0], b[None, :, 0])
     y1 = np.maximum(a[:, None, 1], b[None, :, 1])
     x2 = np.minimum(a[:, None, 2], b[None, :, 2])
@@ -64,7 +68,8 @@ def link(detections, min_iou=0.2):
 
 def size(boxes):
     """A track's size over time: the sum of sqrt(area) of its boxes."""
-    boxes = np.asarray(list(boxes), np.float64).reshape(-1, 4)
+    boxes = list(boxes)
+    boxes = np.asarray(boxes, np.float64).reshape(len(boxes), -1)[:, :4]
     return float(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])).sum())
 
 
@@ -129,8 +134,6 @@ def join_chunks(chunks, keep_all):
     joined = sorted(joined, key=lambda parts: -sum(size(t.boxes) for t in parts))
     if not keep_all:
         joined = joined[:1]
-    return [parts[0] if len(parts) == 1 else Track(
-        frames=np.concatenate([t.frames for t in parts]),
-        boxes=np.concatenate([t.boxes for t in parts]),
-        detected=np.concatenate([t.detected for t in parts]),
-        embeddings=np.concatenate([t.embeddings for t in parts])) for parts in joined]
+    return [parts[0] if len(parts) == 1 else Track(**{
+        name: None if getattr(parts[0], name) is None else np.concatenate([getattr(t, name) for t in parts])
+        for name in ('frames', 'boxes', 'detected', 'embeddings', 'landmarks', 'logits')}) for parts in joined]
