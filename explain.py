@@ -118,9 +118,11 @@ def _windows(ax, result, track, windows, crop, shift):
     starts = np.asarray(starts)
     lengths = np.minimum(crop, len(track.frames) - starts)  # (windows,): a short video's one is short
     ax.hlines(p, track.frames[starts], track.frames[starts + lengths - 1], colors='tab:blue', alpha=0.35, lw=3)
-    ax.plot(track.frames[starts + (lengths - 1) // 2], p, 'o-', color='tab:blue', ms=4, lw=1,
-            label=f'{len(p)} window{"s" * (len(p) > 1)} of up to {crop} faces (at its centre face)')
-    ax.axhline(result.p_fake, color='tab:red', lw=1.5, label=f'video: {result.p_fake:.4f} (mean logit)')
+    what = (f'{len(p)} window{"s" * (len(p) > 1)} of up to {crop} faces (at its centre face)' if crop > 1 else
+            f"{len(p)} faces, each scored by the encoder's head")  # crop 1: no checkpoint (model.HEAD)
+    ax.plot(track.frames[starts + (lengths - 1) // 2], p, 'o-', color='tab:blue', ms=4, lw=1, label=what)
+    ax.axhline(result.p_fake, color='tab:red', lw=1.5,
+               label=f'video: {result.p_fake:.4f} ({"mean logit" if crop > 1 else "mean P(FAKE)"})')
     # an untrained or unsure model's windows differ in the third digit: the axis spans what is drawn
     lo, hi = min(p.min(), result.p_fake), max(p.max(), result.p_fake)
     pad = max(0.05, 0.15 * (hi - lo))

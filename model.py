@@ -333,6 +333,28 @@ def load_checkpoint(path, device='cpu'):
     return net.to(device).eval(), ckpt
 
 
+# What scores where no training.py checkpoint is given: the face encoder's own head (--face_encoder=gend), in
+# the fields of a checkpoint that test.py and predict.py read; its evaluation: one window a face
+HEAD = {'evaluation': {'how': "mean over the video's faces of the encoder head's P(FAKE)", 'crop': 1, 'stride': 1},
+        'clip': [0.01, 0.99]}  # training.py's default clip range
+
+
+def load_scorer(path, device='cpu'):
+    """(network, checkpoint dict, what scores, in words) of training.py's checkpoint at `path`; for '' the face
+    encoder's own head: (None, HEAD, ...), whose logits are head_logit's of the faces' FAKE logits."""
+    if not path:
+        return None, HEAD, "the face encoder's own head (no checkpoint: GenD's mean P(FAKE) over the faces)"
+    net, ckpt = load_checkpoint(path, device)
+    return net, ckpt, f'checkpoint {os.path.basename(path)}'
+
+
+def head_logit(head_p):
+    """The log-odds of a video's head score (faces/clip.py's video_score: the mean of its faces' P(FAKE)), so that
+    it moves to PRIOR and is clipped as a network's logit is; NaN stays NaN (a video without a face)."""
+    p = np.clip(np.asarray(head_p, np.float64), 1e-15, 1 - 1e-15)  # a saturated score: finite log-odds, +-34.5
+    return np.log(p) - np.log1p(-p)
+
+
 # ----------------------------------------------------------------------------- synthetic tables
 def synthetic_table(n_videos, faces=FACES, min_faces=MIN_FACES, video_dim=VIDEO_DIM, audio_dim=AUDIO_DIM,
                     signal=SIGNAL, folders=FOLDERS, seed=SEED, no_audio_share=0.1):

@@ -43,11 +43,12 @@ from common.device import pick_device
 from common.stage import NAMES, StageRun, atomic_path, key, row_keys
 from common.store import Store
 from common.video import VideoError
-from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, window_starts
+from faces.clip import video_score
+from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, window_starts
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
-CHECKPOINT = ''             # training.py's best.pt
+CHECKPOINT = ''             # training.py's best.pt; '': the face encoder's own head (--face_encoder=gend: GenD's)
 OUTPUT = ''                 # the CSV filename,label (p of FAKE), a row a video; '': submission.csv (one video: none)
 PRIOR = 0.5                 # share of fakes expected in INPUT (DFDC's test sets: 0.5), as test.py's --prior
 BATCH_SIZE = 512            # windows per network batch
@@ -58,7 +59,7 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 
 def main():
     face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
-    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT)):
+    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT or '.')):
         if not value or not os.path.exists(value):
             raise UserError(f'{what}={value!r} does not exist')
     # one video prints its probability: files only where --output asks for them
@@ -76,6 +77,7 @@ def main():
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
+    print(f'scorer: {predictor.scorer}')
     if not writes:
         [(path, _, name)] = videos
         _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
@@ -188,12 +190,15 @@ class Predictor:
 
     def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE, face=None, audio=None):
         self.device = pick_device(device)
-        self.net, self.ckpt = load_checkpoint(checkpoint, self.device)
+        self.net, self.ckpt, self.scorer = load_scorer(checkpoint, self.device)
         self.evaluation = self.ckpt['evaluation']
         self.clip = tuple(self.ckpt['clip'])
         self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
         self.batch_size = batch_size
         face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
+        if self.net is None and dp.settings(**face)['face_encoder'] != 'gend':
+            raise UserError('no --checkpoint: give one (training.py\'s best.pt), or --face_encoder=gend, whose own '
+                            'head scores a video without training')
         self._check_embedder('face', dp.embedder_name(dp.settings(**face)), '--face_encoder and --face_weights')  # before loading weights
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
@@ -223,9 +228,7 @@ class Predictor:
                 raise faces
             if not faces.tracks:
                 return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
-            table = Store.one(faces.tracks[0].embeddings, embedding, has_audio)
-            logit = predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
-                                   self.evaluation['stride'], self.batch_size)[0]
+            logit = self.video_logit(faces, voice)
             if not np.isfinite(logit):  # a face embedding inf or NaN: a NaN row would void the submission
                 return self._fallback(embedding, has_audio, 'the network gave no finite logit (a face embedding '
                                       'is inf or NaN)', True)
@@ -252,10 +255,22 @@ class Predictor:
         for path, faces, voice in self.pipeline.stream(paths, also=functools.partial(voice_of, audio)):
             yield path, faces, voice, self.predict(faces, voice)
 
+    def video_logit(self, faces, voice):
+        """A video's logit before the shift to PRIOR: the network's (the mean over its windows), or without a
+        checkpoint the log-odds of the encoder head's score (the mean of its faces' P(FAKE)). Faces: a track."""
+        track, (embedding, has_audio) = faces.tracks[0], voice
+        if self.net is None:
+            return float(head_logit(video_score(track.logits)))
+        table = Store.one(track.embeddings, embedding, has_audio)
+        return predict_logits(self.net, table, [0], self.device, self.evaluation['crop'],
+                              self.evaluation['stride'], self.batch_size)[0]
+
     def window_logits(self, faces, voice):
         """(starts (windows,) int64, logits (windows,) float64): the network's logit of every window it reads
         of the video (predict_logits's windows, each read as a video of its own: their mean is the video's
-        logit), before the shift to PRIOR. Only for a video predict() gave the network's prediction."""
+        logit), or the head's of each face, before the shift to PRIOR. Only for a video predict() scored."""
+        if self.net is None:
+            return np.arange(len(faces.tracks[0].frames)), faces.tracks[0].logits.astype(np.float64)
         faces, (embedding, has_audio), crop = faces.tracks[0].embeddings, voice, self.evaluation['crop']
         starts = np.asarray(window_starts(len(faces), crop, self.evaluation['stride']), np.int64)  # (windows,)
         table = Store.one(faces, embedding, has_audio, starts, np.minimum(len(faces) - starts, crop))
@@ -274,7 +289,7 @@ class Predictor:
         """What the probabilities depend on (common.stage's made_with): a resumed run must have made its parts
         with the same (the checkpoint by its bytes: a retrained best.pt at the same path is another)."""
         digest = hashlib.sha256()
-        with open(self.checkpoint, 'rb') as f:
+        with open(self.checkpoint or os.devnull, 'rb') as f:  # no checkpoint: the encoder's head, by its weights
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
         audio = cae.numbers(self.audio.cfg)

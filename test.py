@@ -1,4 +1,4 @@
-"""Score a trained checkpoint on a merged embedding table.
+"""Score a trained checkpoint, or without one GenD's own head (--face_encoder=gend), on a merged table.
 
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
 table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
@@ -33,12 +33,12 @@ from common import breakdown, metrics, shortcuts
 from common.device import pick_device
 from common.store import open_store
 from common.stage import NAMES, atomic_path, write_text
-from model import fallback_logit, load_checkpoint, predict_logits, prior_shift, sigmoid, steady_malloc
+from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
-CHECKPOINT = ''             # training.py's best.pt
-REPORT = ''                 # the JSON report to write ('': CHECKPOINT's folder/report.json)
+CHECKPOINT = ''             # training.py's best.pt; '': the face encoder's own head (a table of --face_encoder=gend)
+REPORT = ''                 # the JSON report to write ('': CHECKPOINT's, else DATASET's, folder/report.json)
 SUBSET = 'auto'             # 'auto': 'val' where the checkpoint held videos of the table out, else 'all' |
                             # 'val': those it held out | 'train': the others | 'all'
 PRIOR = 0.5                 # share of fakes expected in the scored set: logits shift by logit(PRIOR)
@@ -69,12 +69,12 @@ def run(cfg, log=print):
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
     device = pick_device(cfg['device'])
-    net, ckpt = load_checkpoint(cfg['checkpoint'], device)
+    net, ckpt, scorer = load_scorer(cfg['checkpoint'], device)
     lo, hi = ckpt['clip'] if cfg['clip_lo'] < 0 else (cfg['clip_lo'], cfg['clip_hi'])
     with open_store(cfg['dataset']) as table:
         _check_compatible(ckpt, table, cfg['dataset'])
         indices, subset, scored = _subset(cfg, ckpt, table)
-        log(scored)
+        log(f'{scored}; scorer: {scorer}')
         labels = table.labels[indices]
         if (labels < 0).any():
             raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
@@ -92,7 +92,7 @@ def run(cfg, log=print):
             'dataset': os.path.abspath(cfg['dataset']),
             'subset': subset,
             'subset_note': scored,
-            'checkpoint': os.path.abspath(cfg['checkpoint']),
+            'checkpoint': os.path.abspath(cfg['checkpoint']) if cfg['checkpoint'] else None, 'scorer': scorer,
             'checkpoint_epoch': ckpt.get('epoch'),
             'evaluation': ev,
             'prior_scored_set': cfg['prior'],
@@ -120,8 +120,11 @@ def _logits(cfg, net, ckpt, table, indices, device):
     ev = ckpt['evaluation']
     bar = lambda batches: tqdm(batches, desc='scoring', unit='batch', leave=False, mininterval=1.0,  # noqa: E731
                                disable=None)  # None: only where the output is a terminal
-    logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
-                            cfg['amp'], progress=bar)
+    if net is None:  # the encoder's head: its score of each video, made when the faces were
+        logits = head_logit(table.head_score[indices])
+    else:
+        logits = predict_logits(net, table, indices, device, ev['crop'], ev['stride'], cfg['batch_size'],
+                                cfg['amp'], progress=bar)
     no_face = table.n_faces[indices] == 0
     broken = ~no_face & ~np.isfinite(logits)
     if broken.any():
@@ -135,13 +138,14 @@ def _logits(cfg, net, ckpt, table, indices, device):
 def _check(cfg):
     """Before any work: what the ranges of single settings cannot say, and whether the report's files
     can be written (else the scoring is lost at the end). Returns (report path, stem of its companions)."""
-    if not cfg['dataset'] or not cfg['checkpoint']:
-        raise config.UserError('give the table and the checkpoint: --dataset=MERGED.pkl --checkpoint=best.pt')
+    if not cfg['dataset']:
+        raise config.UserError('give the table (and the checkpoint): --dataset=MERGED.pkl --checkpoint=best.pt')
     lo, hi = cfg['clip_lo'], cfg['clip_hi']
     if (lo < 0) != (hi < 0) or lo >= 0 and not lo < hi:
         raise config.UserError(f'--clip_lo and --clip_hi must satisfy 0 <= clip_lo < clip_hi <= 1 (or both be '
                                f'below 0: the checkpoint\'s range), not {lo} and {hi}')
-    report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(cfg['checkpoint'])), 'report.json')
+    beside = cfg['checkpoint'] or cfg['dataset']
+    report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(beside)), 'report.json')
     stem = report_path[:-5] if report_path.endswith('.json') else report_path
     for path in (report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'):
         config.writable_file(path, '--report')
@@ -149,6 +153,11 @@ def _check(cfg):
 
 
 def _check_compatible(ckpt, table, path):
+    if 'network' not in ckpt:  # no checkpoint: the encoder's head scores, where the faces were made with one
+        if table.head_score is None:
+            raise config.UserError(f'{path}: no face encoder head scored its faces (made with --face_encoder=gend '
+                                   f'it would have): give --checkpoint=best.pt (training.py\'s)')
+        return
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):
         raise config.UserError(f'{path}: embeddings of {table.video_dim} (video) and {table.audio_dim} (audio) values, '
@@ -179,7 +188,8 @@ def _subset(cfg, ckpt, table):
     elif given:
         raise config.UserError(f'--subset={subset}: the checkpoint recorded no split; give --subset=all')
     else:
-        return everything, 'all', f'scoring all {n} videos: the checkpoint recorded no split (--subset=all)'
+        why = 'the checkpoint recorded no split' if 'network' in ckpt else 'no checkpoint, no split'
+        return everything, 'all', f'scoring all {n} videos: {why} (--subset=all)'
     if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
         if (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': n}:
             # the very table it trained on, none of it held out (--val_fraction=0): not a test set

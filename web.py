@@ -1,7 +1,7 @@
 """A local web page for one video: drop a clip (or choose one), get its probability of FAKE and why.
 
-Reads CHECKPOINT (training.py's best.pt: the scorer, named on the page beside every verdict) and the videos
-uploaded to the page. Each is scored by predict.py's own one-video path (predict.score_video), so the page
+Reads CHECKPOINT (training.py's best.pt; without one, --face_encoder=gend's own head: the scorer, named on the
+page beside every verdict) and the videos uploaded to the page. Each is scored by predict.py's own one-video path (predict.score_video), so the page
 and `predict.py --input=VIDEO` give the same number, with the same figure as `predict.py --explain` (the
 windows' scores and the face crops) and the fallback reason where there is one; a file that is not a readable
 video, or is over MAX_MB, gets a message. One video at a time: a second upload waits in a queue (the page
@@ -11,7 +11,7 @@ Listens on HOST=127.0.0.1, this machine only; --host=0.0.0.0 lets anyone who can
 videos to it and run the networks on them (README).
 
 Example:
-    python web.py --checkpoint=runs/lstm/best.pt --face_weights=/path/to/20180402-114759-vggface2.pt
+    python web.py --face_encoder=gend    # GenD's verdict, no training (or --checkpoint=runs/lstm/best.pt)
     # then open http://127.0.0.1:7860 in a browser; Ctrl-C stops it
 """
 from common import config
@@ -34,7 +34,7 @@ from common.config import UserError
 # ----------------------------------------------------------------------------- config
 HOST = '127.0.0.1'          # address the page listens on: 127.0.0.1 this machine only; 0.0.0.0 anyone on the network
 PORT = 7860                 # its port: http://HOST:PORT
-CHECKPOINT = ''             # training.py's best.pt: the scorer
+CHECKPOINT = ''             # training.py's best.pt: the scorer; '': --face_encoder=gend's own head
 PRIOR = 0.5                 # share of fakes expected, as predict.py's --prior
 BATCH_SIZE = 512            # windows per network batch
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1'
@@ -216,12 +216,11 @@ def serve(folder):
     import predict
 
     face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
-    if not CHECKPOINT:
-        raise UserError("--checkpoint is needed: training.py's best.pt scores the videos")
-    if not os.path.exists(CHECKPOINT):
+    if CHECKPOINT and not os.path.exists(CHECKPOINT):
         raise UserError(f'--checkpoint={CHECKPOINT!r} does not exist')
+    # no checkpoint: --face_encoder=gend's own head scores (Predictor refuses other encoders in one line)
     predictor = predict.Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
-    scorer = f'checkpoint {os.path.basename(CHECKPOINT)}'
+    scorer = predictor.scorer
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

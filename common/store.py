@@ -5,7 +5,8 @@ training.py and test.py, and by predict.py for one video in memory (Store.one).
              memory (the whole file after an epoch): the page cache can drop them, so memory stays flat.
   index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
              audio_dim) float32; where the table has their columns (OPTIONAL: an older store lacks them, None
-             in Store) split, face_size (face_size), lead_rms (extract_audio.leading_rms); meta: the dimensions,
+             in Store) split, face_size (face_size), lead_rms (extract_audio.leading_rms), head_score (GenD's verdict
+             from frame_logits: faces/clip.py's video_score, NaN without a face); meta: the dimensions,
              attrs, the pickle's and faces.f16's size and mtime, and what the merge was made with
              (common.stage's made_with: its inputs' stamps).
              Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
@@ -18,11 +19,12 @@ import os
 import numpy as np
 
 from common.config import UserError
+from faces.clip import video_score
 from common.dataset import groups_of
 from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
-OPTIONAL = ('split', 'face_size', 'lead_rms')  # per-video arrays of the index where the table has the columns
+OPTIONAL = ('split', 'face_size', 'lead_rms', 'head_score')  # per-video arrays where the table has the columns
 
 
 def face_size(boxes):
@@ -43,6 +45,9 @@ def _optional(table):
         out['face_size'] = np.array([face_size(b) for b in table['boxes']], np.float32)
     if 'lead_rms' in table.columns:
         out['lead_rms'] = table['lead_rms'].to_numpy(np.float32, na_value=np.nan)
+    if 'frame_logits' in table.columns:  # a table of --face_encoder=gend: its head's verdict, scored without training
+        out['head_score'] = np.array([video_score(x) if isinstance(x, np.ndarray) and len(x) else np.nan
+                                      for x in table['frame_logits']], np.float64)
     return out
 
 
@@ -142,7 +147,7 @@ class Store:
         self.filenames, self.folders, self.groups = (index[k].astype(object) for k in ('filename', 'folder', 'group'))
         self.labels, self.face_start, self.n_faces = index['label'], index['face_start'], index['n_faces']
         self.has_audio, self.audio = index['has_audio'], index['audio']
-        self.split, self.face_size, self.lead_rms = (index.get(k) for k in OPTIONAL)  # None: an older store
+        self.split, self.face_size, self.lead_rms, self.head_score = (index.get(k) for k in OPTIONAL)  # None: absent
         self.keys = np.array(row_keys({'folder': self.folders, 'filename': self.filenames}), object)
         self.meta, self.attrs, self.video_dim, self.audio_dim = meta, meta['attrs'], meta['video_dim'], meta['audio_dim']
         self._faces = faces  # (total faces, video_dim) float16 in memory, or None: read from faces_path
