@@ -25,3 +25,10 @@ def script_module(name):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope='session')
+def face_weights(tmp_path_factory):
+    """A face embedder's weights file whose embeddings tell crops apart (tests/face_checks.py)."""
+    from face_checks import calibrated_face_weights
+    return calibrated_face_weights(tmp_path_factory.mktemp('weights') / 'calibrated.pt', testdata('faces'))

@@ -82,11 +82,14 @@ def test_decoding_real_clips_gives_16k_mono_of_the_clip_length():
         track = ea.decode_audio(testdata('dfdc_sample', name))
         assert (track.source_rate, track.source_channels, track.codec) == (rate, channels, 'aac')
         assert track.pcm.dtype == np.int16 and track.pcm.ndim == 1
-        assert abs(len(track.pcm) / RATE - 10.0) < 0.05  # DFDC clips are 10 s
+        # DFDC clips are 10 s; an AAC track ends on a frame of 1024 samples (21-23 ms) and starts after a
+        # priming frame: two frames either way
+        assert abs(len(track.pcm) / RATE - 10.0) < 0.05
         wav = ea.pcm_to_float(track.pcm)
         assert 20 * np.log10(np.sqrt(np.mean(wav ** 2))) > -50  # DFDC's own sound, not silence
     head = ea.decode_audio(testdata('talking_heads', '1.mp4'))
-    assert head.source_channels == 2 and abs(len(head.pcm) / RATE - 6.1) < 0.1  # stereo downmixed
+    # stereo downmixed; 6.1 s to its one decimal, and AAC's frames (above)
+    assert head.source_channels == 2 and abs(len(head.pcm) / RATE - 6.1) < 0.1
 
 
 def test_stripped_clip_has_no_track_and_broken_files_raise_with_a_reason(part):
@@ -212,6 +215,7 @@ def test_resemblyzer_tells_the_speakers_apart():
     assert all(status == cae.Status.OK for pair in halves for _, status in pair)
     first = np.stack([h[0][0] for h in halves])   # (5, 256)
     second = np.stack([h[1][0] for h in halves])  # (5, 256)
+    # L2-normalised in float32: the norm of 256 rounded values is 1 within ~1e-7; unnormalised, it is not 1
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
     similarity = first @ second.T  # (5, 5)
     same = np.diag(similarity)
@@ -255,6 +259,8 @@ def test_cnn_embeds_real_clips_deterministically(cnn):
     a = ea.pcm_to_float(ea.decode_audio(testdata('dfdc_sample', DFDC[0])).pcm)
     b = ea.pcm_to_float(ea.decode_audio(testdata('dfdc_sample', DFDC[1])).pcm)
     np.testing.assert_array_equal(cnn(a)[0], other(a)[0])
+    # the seeded CNN's embeddings are ~1.4 (mean |value|) and two clips' differ by ~2.3 at most: 1e-3 is far
+    # above float32 rounding (~1e-6 of 6.5) and far below another clip
     assert np.abs(cnn(a)[0] - cnn(b)[0]).max() > 1e-3
     assert cnn.log_mel(a).shape == (cae.N_MELS, len(a) // cae.HOP + 1)  # (128, 1001) for 10 s
     assert cnn.dim == 512 and cnn.name.startswith('cnn:resnet18:untrained(seed=0)')
@@ -270,6 +276,7 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
     x = torch.randn(1, 3, 128, 200)  # (batch, 3, mels, columns)
     reference.fc = torch.nn.Identity()
     with torch.inference_mode():
+        # the same weights, input and kernels: equal within float32 rounding (assert_close's float32 default)
         torch.testing.assert_close(model(x), reference.eval()(x))
     (tmp_path / 'bad.pth').write_text('not weights')
     for weights, arch, message in [(str(tmp_path / 'bad.pth'), 'resnet18', 'cannot read weights file'),

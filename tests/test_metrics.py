@@ -9,6 +9,10 @@ from sklearn.metrics import log_loss as sk_log_loss
 
 from common import metrics
 
+# Every figure here is float64 arithmetic on a few numbers, the same on every CPU to the last bits or two:
+# pytest.approx's default (1e-6 relative) is rounding with a wide margin, and abs=1e-12 where the exact value
+# is 0 or a short fraction. A wrong formula moves them by far more.
+
 
 def test_clipping_bounds_a_confident_mistake():
     y, p = [1, 0], [0.0, 0.0]                           # a fake called certainly real

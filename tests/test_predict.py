@@ -131,6 +131,9 @@ def test_predict_equals_the_stage_chain_on_real_clips(chain):
     ours = {row['filename']: float(row['label']) for row in rows}
     theirs = pd.read_csv(chain / 'report_predictions.csv').set_index('filename')['p_fake']
     for name in HEADS:
+        # the same face embeddings (this CPU, each video's crops in the same batches); the network's float32 sums
+        # over another batch of windows (~1e-7) and the CSV's 6 decimals: 1e-4 leaves room for an embedding
+        # value one bfloat16 step off; another video's probability differs by far more
         assert abs(ours[name] - np.clip(theirs[name], 0.01, 0.99)) < 1e-4, (name, ours[name], theirs[name])
     assert '0 fallbacks' in r.stdout
 
@@ -196,18 +199,17 @@ def test_a_face_embedding_that_is_not_finite_is_a_fallback_not_a_nan_row(chain):
 
 
 def test_a_tiny_video_costs_only_its_own_row(odd_run):
-    """16x16 frames made MTCNN raise a RuntimeError that ended the run: no submission at all. Whether
-    the detector raises on them or finds no face, the tiny clip gets a fallback row (its voice: the
-    audio-only model) and the real clips beside it their network's prediction."""
+    """16x16 frames made MTCNN raise a RuntimeError that ended the run: no submission at all. Such a
+    frame has no face: the tiny clip gets the no-face fallback row (its voice: the audio-only model), not
+    an unexpected error, and the real clips beside it their network's prediction."""
     folder, out, r = odd_run
     assert r.returncode == 0, r.stderr[-2000:]
     rows, fallbacks = labels(out), fallbacks_of(out)
-    assert 'tiny.mp4' in rows and 'audio-only model' in fallbacks['tiny.mp4']['fallback']
+    assert 'tiny.mp4' in rows and fallbacks['tiny.mp4']['unexpected'] == 'False'
+    assert re.fullmatch(r'no face found in \d+ frames; audio-only model', fallbacks['tiny.mp4']['fallback'])
     assert 'vidéo à tester.mp4' in rows and 'vidéo à tester.mp4' not in fallbacks
-    unexpected = [name for name, row in fallbacks.items() if row['unexpected'] == 'True']
-    assert set(unexpected) <= {'tiny.mp4'}
-    assert all(fallbacks[name]['fallback'].startswith('unexpected ') for name in unexpected)
-    assert counts(r.stdout)[1:] == (7, len(unexpected))
+    assert [name for name, row in fallbacks.items() if row['unexpected'] == 'True'] == []
+    assert counts(r.stdout)[1:] == (7, 0)
 
 
 def test_a_dangling_link_gets_a_row_with_its_reason(odd_run):
@@ -292,7 +294,7 @@ def test_an_unexpected_error_on_one_video_is_its_fallback_row_and_the_run_goes_o
     assert {n: r['unexpected'] for n, r in fallbacks.items()} == {
         'boom_load.mp4': 'True', 'boom_process.mp4': 'True', 'noface.mp4': 'False'}
     for name in ('boom_load.mp4', 'boom_process.mp4'):
-        assert abs(rows[name] - rows['noface.mp4']) < 1e-6  # the same voice, the same audio-only model
+        assert abs(rows[name] - rows['noface.mp4']) < 1e-6  # the same voice and model: equal to the CSV's digits
     assert counts(stdout) == (4, 3, 2)
     assert "boom_load.mp4: unexpected KeyError: 'the loader broke'" in stdout
 
@@ -524,6 +526,7 @@ def test_a_tree_with_one_file_name_in_two_folders_gets_two_rows_and_resumes(
     flat = tmp_path / 'flat.csv'
     run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}', f'--output={flat}',
              *FAST)
+    # the same computation in this process: equal to the CSV's 6 digits
     assert abs(labels(flat)['head.mp4'] - rows['dfdc_train_part_0/same.mp4']) < 1e-6
     assert abs(labels(flat)['noface.mp4'] - rows['dfdc_train_part_1/same.mp4']) < 1e-6
 
@@ -582,6 +585,7 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
     assert list(starts) == [0, 10, 12] and crop == 20 and len(track.frames) == 32
     assert np.ptp(logits) > 0  # the windows differ
     p = np.clip(sigmoid(np.mean(logits) + shift), 0.01, 0.99)
+    # the same float64 arithmetic (1e-9), and the CSV's 6 digits (1e-6)
     assert abs(p - result.p_fake) < 1e-9 and abs(labels(out)['head.mp4'] - p) < 1e-6
     assert drawn['sub/noface.mp4'][1][3] is None and 'no face found' in drawn['sub/noface.mp4'][0].fallback
     assert drawn['sub/head.mp4'][1][0] is None  # unreadable: no frame count

@@ -52,7 +52,7 @@ def test_every_fake_is_on_the_side_of_its_original(seed, fraction):
     # both classes on both sides, about the fraction of each held out
     for k in (0, 1):
         share = (labels[val] == k).sum() / (labels == k).sum()
-        assert abs(share - fraction) < 0.1, (k, share)
+        assert abs(share - fraction) < 0.1, (k, share)  # originals go whole: a share moves by a group's size
 
 
 def test_a_leaky_split_is_refused():
@@ -98,6 +98,7 @@ def trained(tmp_path, table, name, **kw):
 def test_learns_a_planted_temporal_signal(tmp_path):
     table = synthetic_table(700, faces=24, min_faces=6, video_dim=64, audio_dim=16, seed=1)
     history, report = trained(tmp_path, table, 'planted')
+    # not rounding: a planted signal, learned far above chance by a seeded run on any CPU
     assert report['roc_auc'] >= 0.95, history
     assert report['n_videos'] == len(torch.load(tmp_path / 'planted' / 'best.pt')['split']['val_filenames'])
     assert report['n_fake'] and report['n_real']
@@ -110,6 +111,7 @@ def test_random_labels_stay_near_chance(tmp_path):
     table = synthetic_table(700, faces=24, video_dim=64, audio_dim=16, seed=2)
     table['label'] = np.random.default_rng(0).permutation(table['label'].to_numpy())
     history, report = trained(tmp_path, table, 'random')
+    # chance, within the sampling spread of an AUC on the held-out ~140 videos (sd ~0.05): 4 sd
     assert 0.3 <= report['roc_auc'] <= 0.7, report['roc_auc']
     assert history[-1]['val_loss'] > 0.6
 
