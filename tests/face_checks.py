@@ -85,16 +85,17 @@ def assert_same_embeddings(a, b):
     assert errors.max() <= EMBEDDING_RTOL, (errors.max(), errors.argmax())
 
 
-def crops_of(path, track, cfg, shift=0):
-    """(n, 160, 160, 3): the crops of the track's boxes, each from its own sampled frame (or the one
-    `shift` sampled frames later, clamped to the track: a wrong frame)."""
+def crops_of(path, track, cfg, shifts=(0, 1)):
+    """{shift: (n, 160, 160, 3)}: the crops of the track's boxes, each from its own sampled frame (shift
+    0) or from the one `shift` sampled frames later, clamped to the clip (a wrong frame); one decode."""
     frames = {i: rgb for i, rgb in sampled_frames(path, cfg['frame_step'])}
     order = sorted(frames)
-    out = []
+    out = {shift: [] for shift in shifts}
     for index, box in zip(track.frames.tolist(), track.boxes):
-        other = order[min(max(order.index(index) + shift, 0), len(order) - 1)]
-        out.append(images.crop(frames[other], box, cfg['margin'], cfg['face_size']))
-    return np.stack(out)
+        for shift in shifts:
+            other = order[min(max(order.index(index) + shift, 0), len(order) - 1)]
+            out[shift].append(images.crop(frames[other], box, cfg['margin'], cfg['face_size']))
+    return {shift: np.stack(crops) for shift, crops in out.items()}
 
 
 def assert_embeddings_are_of_their_crops(path, track, pipeline):
@@ -102,7 +103,7 @@ def assert_embeddings_are_of_their_crops(path, track, pipeline):
     (within EMBEDDING_RTOL); the crops one sampled frame off are not (the check can fail)."""
     assert len(track.embeddings) == len(track.frames) == len(track.boxes) >= 2
     crops = crops_of(path, track, pipeline.cfg)
-    assert_same_embeddings(track.embeddings, pipeline.nets.embed(crops))
-    wrong = pipeline.nets.embed(crops_of(path, track, pipeline.cfg, shift=1)[:-1])  # (n - 1, 512)
+    assert_same_embeddings(track.embeddings, pipeline.nets.embed(crops[0]))
+    wrong = pipeline.nets.embed(crops[1][:-1])  # (n - 1, 512): the last may be its own frame, clamped
     errors = embedding_errors(track.embeddings[:-1], wrong)
     assert errors.min() > EMBEDDING_RTOL, errors  # every one of them would be caught
