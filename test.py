@@ -74,12 +74,12 @@ def run(cfg, log=print):
     with open_store(cfg['dataset']) as table:
         _check_compatible(ckpt, table, cfg['dataset'])
         indices, subset, scored = _subset(cfg, ckpt, table)
-        log(f'{scored}; scorer: {scorer}')
+        log(scored)
+        log(f'scorer: {scorer}')
         labels = table.labels[indices]
         if (labels < 0).any():
             raise config.UserError(f'{cfg["dataset"]}: {int((labels < 0).sum())} videos have no label; '
                                    f'test.py scores labelled videos (predict.py predicts unlabelled ones)')
-        ev = ckpt['evaluation']
         logits, no_face = _logits(cfg, net, ckpt, table, indices, device)
         # the network estimates log-odds on a 50/50 set (its loss was class-balanced); move them to PRIOR
         logits = logits + prior_shift(cfg['prior'])
@@ -94,7 +94,7 @@ def run(cfg, log=print):
             'subset_note': scored,
             'checkpoint': os.path.abspath(cfg['checkpoint']) if cfg['checkpoint'] else None, 'scorer': scorer,
             'checkpoint_epoch': ckpt.get('epoch'),
-            'evaluation': ev,
+            'evaluation': ckpt['evaluation'],
             'prior_scored_set': cfg['prior'],
             'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,

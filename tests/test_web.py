@@ -254,7 +254,7 @@ def test_the_server_stops_and_leaves_nothing_behind(server):
 
 def test_help_answers_at_once_and_a_missing_checkpoint_is_one_line(tmp_path):
     r = run_script('web.py', '-h')
-    assert r.returncode == 0 and '--max_mb=500.0' in r.stdout and '--face_weights=vggface2' in r.stdout, r.stdout
+    assert r.returncode == 0 and '--max_mb=500.0' in r.stdout and '--face_weights=default' in r.stdout, r.stdout
     r = run_script('web.py', f'--checkpoint={tmp_path / "none.pt"}', '--port=1')
     assert r.returncode == 2 and r.stderr.strip() == f"error: --checkpoint='{tmp_path / 'none.pt'}' does not exist"
     r = run_script('web.py', '--port=0')
