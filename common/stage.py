@@ -234,10 +234,8 @@ def ends_the_run(err):
 class StageRun:
     """One process's part in a stage's run on OUTPUT: its share of the work, its per-video records (a dict
     with 'filename', 'folder' and its rows, or a 'failure'), kept so that the run can be killed and resumed.
-    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs. Where an earlier
-    run recorded another, the run is refused in one line, or with `redo` its results are discarded (said in
-    one line) and every video is done again; results that recorded none (an older version's) are taken as
-    they are, or redone. `before`: the keys done before (less the failures with `retry_failed`)."""
+    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs (_discarded()).
+    `before`: the keys done before (less the failures with `retry_failed`)."""
 
     def __init__(self, output, retry_failed=False, made_with=None, redo=False):
         self.rank, self.world, self.run = shard()
@@ -255,8 +253,9 @@ class StageRun:
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
     def _discarded(self, records, previous, redo):
-        """False where every earlier result recorded this run's made_with (or, without `redo`, none); else
-        UserError, or with `redo` True once OUTPUT, its parts and failures are removed."""
+        """False where every earlier result recorded this run's made_with (or, without `redo`, none: an older
+        version's, taken as it is); else UserError in one line, or with `redo` True once OUTPUT, its parts and
+        failures are removed (said in one line): every video is done again."""
         made = [r.get('made_with') for r in records]
         made += [] if previous is None else [previous.attrs.get('made_with')]
         other = [m for m in made if m != self.made_with and (m is not None or redo)]
@@ -351,10 +350,9 @@ class StageRun:
             self.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
 
     def share_done(self, left):
-        """After this process's share of a run of several: 'merge' where every key of `left` (what the run
-        had left to do when this process started) has its part and this process is the one that merges,
-        'wait' where one has none yet (a process is at work, or was killed: a rerun merges), 'taken' where
-        another process merges or has merged."""
+        """After this process's share of a run of several: 'merge' where every key of `left` (what the run had
+        left when this process started) has its part and this process merges, 'wait' where one has none yet (a
+        process is at work, or was killed: a rerun merges), 'taken' where another process merges or merged."""
         path = os.path.join(self.parts, 'merge.lock')
         try:
             names = set(os.listdir(self.parts))
