@@ -94,8 +94,8 @@ def predict_all(predictor, videos, output):
     # results of another checkpoint or settings are discarded (said in one line), and every video predicted
     run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
     # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
-    todo = [path for path, folder, name in videos
-            if key(folder, name) not in run.before or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
+    todo = [path for path, folder, name in videos if key(folder, name) not in run.before
+            or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
     start = time.perf_counter()
     bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
     for path, faces, voice, result in bar:
@@ -139,22 +139,12 @@ def write_submission(table, todo, seconds, videos, output):
         print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 
 
-WEIGHTS = ('face_weights', 'voice_weights', 'cnn_weights')  # the settings that may name a weights file
-
-
-def trained_embedders(ckpt):
-    """(face embedder, audio encoder) names of the table the checkpoint was trained on; None where unknown."""
-    attrs = ckpt.get('dataset', {}).get('attrs', {})
-    return attrs.get('video_embedder', attrs.get('embedder')), attrs.get('audio_encoder')
-
-
 def settings_from(ckpt, face, audio):
-    """The settings of DetectionPipeline and of AudioEmbedder, lower-case as they take them: those the
-    checkpoint's training table recorded it was made with (common.stage's made_with), and over them the
-    user's (`face`, `audio`: config.configure()'s overrides). A table of an older version recorded only its
-    embedders' names: the defaults and the user's then, and the name check after says what to give.
-    UserError where a face setting given differs from the recorded one (the network would read faces sampled
-    or cropped otherwise than it learnt on), or a weights file recorded is not on this machine."""
+    """The settings of DetectionPipeline and of AudioEmbedder, lower-case: {**recorded, **given}, those the
+    checkpoint's training table recorded (its made_with; an older table's none: the embedder check says what
+    to give) and over them the user's (config.configure()'s overrides). UserError where a face setting given
+    differs from the recorded one (the network learnt on faces sampled or cropped so), or a weights file
+    recorded is not on this machine."""
     attrs = ckpt.get('dataset', {}).get('attrs', {})
     found = [{k[2:]: v for k, v in json.loads(attrs.get(f'{what}_settings', '{}')).items()
               if k[2:] in known} for what, known in (('face', dp.settings()), ('audio', config.settings(cae)))]
@@ -165,7 +155,7 @@ def settings_from(ckpt, face, audio):
             f'--{k}={found[0][k]}' for k in differ) + '; this run has ' + ', '.join(
             f'--{k}={face[k]}' for k in differ) + ": leave them out to take the checkpoint's")
     for what, recorded, given in zip(('face', 'audio'), found, (face, audio)):
-        for k in WEIGHTS:
+        for k in ('face_weights', 'voice_weights', 'cnn_weights'):  # the settings that may name a weights file
             if k in recorded and k not in given and os.sep in recorded[k] and not os.path.exists(recorded[k]):
                 raise UserError(f'the checkpoint was trained on {what} embeddings made with the weights file '
                                 f'{recorded[k]}, which is not here: give --{k}=/path/to/'
@@ -182,32 +172,28 @@ class Prediction(NamedTuple):
 
 class Predictor:
     """Video path in, a Prediction (probability of FAKE, fallback reason or '', ...) out; every network
-    loads once.
-
-    The face and audio embedders are those the checkpoint's training table was made with (its attrs), but
-    for the settings in `face` and `audio` (DetectionPipeline's and AudioEmbedder's, lower-case: the
-    user's, config.configure()'s overrides), which must give the same embedder."""
+    loads once. The embedders are made with settings_from(), and must be those the checkpoint learnt on."""
 
     def __init__(self, checkpoint, device='auto', prior=PRIOR, batch_size=BATCH_SIZE, face=None, audio=None):
         self.device = pick_device(device)
         self.net, self.ckpt, self.scorer = load_scorer(checkpoint, self.device)
-        self.evaluation = self.ckpt['evaluation']
-        self.clip = tuple(self.ckpt['clip'])
+        self.evaluation, self.clip, self.batch_size = self.ckpt['evaluation'], tuple(self.ckpt['clip']), batch_size
         self.checkpoint, self.prior, self.shift = checkpoint, prior, prior_shift(prior)
-        self.batch_size = batch_size
         face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
-        if self.net is None and dp.settings(**face)['face_encoder'] != 'gend':
+        chosen = dp.settings(**face)  # its embedder checked before the weights load
+        if self.net is None and chosen['face_encoder'] != 'gend':
             raise UserError('no --checkpoint: give one (training.py\'s best.pt), or --face_encoder=gend, whose own '
                             'head scores a video without training')
-        self._check_embedder('face', dp.embedder_name(dp.settings(**face)), '--face_encoder and --face_weights')  # before loading weights
+        self._check_embedder('face', dp.embedder_name(chosen), '--face_encoder and --face_weights')
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
-        self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (run())
+        self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (stream())
         self._check_embedder('audio', self.audio.name, '--audio_encoder and its settings')
 
     def _check_embedder(self, what, ours, flags):
-        """The checkpoint's network only means something on the embeddings it was trained on."""
-        trained = trained_embedders(self.ckpt)[what == 'audio']
+        """The checkpoint's network only means something on the embeddings it was trained on (None: unknown)."""
+        attrs = self.ckpt.get('dataset', {}).get('attrs', {})
+        trained = attrs.get('audio_encoder') if what == 'audio' else attrs.get('video_embedder', attrs.get('embedder'))
         if trained not in (None, ours):
             raise UserError(f'the checkpoint was trained on {what} embeddings {trained!r}, this run has '
                             f'{ours!r}: give the {flags} of the training data, or leave them out to take '
@@ -237,16 +223,10 @@ class Predictor:
             message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
 
-    def run(self, paths):
-        """Yield (path, Prediction) for each path, as the videos finish."""
-        for path, _, _, result in self.stream(paths):
-            yield path, result
-
     def stream(self, paths):
-        """Yield (path, faces, voice, Prediction) for each path, as the videos finish: faces and voice as
-        predict() takes them. With DetectionPipeline's decoding workers (faces/workers.py) each worker also
-        decodes and embeds the video's voice, on its CPU: in this process, which feeds the GPU for all of
-        them, it would cost every video its turn."""
+        """Yield (path, faces, voice, Prediction) for each path as the videos finish (faces, voice: as predict()
+        takes them). DetectionPipeline's decoding workers (faces/workers.py) also embed each video's voice, on
+        their CPU: this process, which feeds the GPU for all of them, would cost every video its turn."""
         audio = self.audio
         if self.pipeline.workers(len(paths)) and audio.device.type != 'cpu':
             if self.cpu_audio is None:  # built once, in this process: the forked workers share it
@@ -266,9 +246,8 @@ class Predictor:
                               self.evaluation['stride'], self.batch_size)[0]
 
     def window_logits(self, faces, voice):
-        """(starts (windows,) int64, logits (windows,) float64): the network's logit of every window it reads
-        of the video (predict_logits's windows, each read as a video of its own: their mean is the video's
-        logit), or the head's of each face, before the shift to PRIOR. Only for a video predict() scored."""
+        """(starts (windows,) int64, logits (windows,) float64) before the shift to PRIOR: the network's logit of
+        each window predict_logits reads (their mean: the video's), or the head's of each face (a scored video)."""
         if self.net is None:
             return np.arange(len(faces.tracks[0].frames)), faces.tracks[0].logits.astype(np.float64)
         faces, (embedding, has_audio), crop = faces.tracks[0].embeddings, voice, self.evaluation['crop']
@@ -292,10 +271,8 @@ class Predictor:
         with open(self.checkpoint or os.devnull, 'rb') as f:  # no checkpoint: the encoder's head, by its weights
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        audio = cae.numbers(self.audio.cfg)
-        faces = dp.numbers(self.pipeline.cfg)
         return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
-                'audio embedder': self.audio.name, **faces, **audio}
+                'audio embedder': self.audio.name, **dp.numbers(self.pipeline.cfg), **cae.numbers(self.audio.cfg)}
 
     def _fallback(self, embedding, has_audio, reason, unexpected=False):
         # as test.py scores a video without a face: the audio-only model, else no evidence (PRIOR itself, not
@@ -310,9 +287,8 @@ class Predictor:
 
 
 def score_video(predictor, path, explain_png=None):
-    """(faces, voice, Prediction) of one video, as Predictor.stream() yields them, and explain.py's figure of it
-    in `explain_png` where given (titled with the file's name): predict.py's one-video path and web.py's page
-    both score a video here, so they give the same number."""
+    """(faces, voice, Prediction) of one video, as Predictor.stream() yields them, and its explain.py figure in
+    `explain_png` where given: predict.py's one video and web.py's page both score here, so they agree."""
     [(_, faces, voice, result)] = predictor.stream([path])
     if explain_png:
         predictor.explain(explain_png, path, os.path.basename(path), faces, voice, result)
@@ -320,9 +296,8 @@ def score_video(predictor, path, explain_png=None):
 
 
 def voice_of(audio, path):
-    """(embedding (D,) float32, has_audio) of the audio track of a video, or of a file with only an audio
-    track (its voice is still judged): zeros and False where it has none, or one that cannot be decoded or
-    embedded (a non-finite embedding). Any other error is raised: the video's unexpected fallback."""
+    """(embedding (D,) float32, has_audio) of a video's audio track (or an audio-only file's): zeros and False
+    where it has none, or one not decoded or embedded (not finite). Other errors: the unexpected fallback."""
     try:
         track = ea.decode_audio(path, need_video=False)
         if track is not None:
@@ -334,11 +309,10 @@ def voice_of(audio, path):
 
 
 def list_inputs(path, others=None):
-    """INPUT's videos as (path, folder, filename): the file itself (folder ''), or every file in the folder
-    and its subfolders named like a video (a dangling link too: it gets its row, 'file is missing'), with
-    `folder` its subfolder relative to INPUT ('' at the top, '/' between names), sorted by that relative
-    path. Links to folders are followed, each folder once (common.dataset.walk). `others`, a list, gets the
-    key of each file passed over (not named like a video)."""
+    """INPUT's videos as (path, folder, filename), sorted by key: the file itself (folder ''), or every file
+    named like a video (a dangling link too: its row says 'file is missing') in the folder and its subfolders
+    (common.dataset.walk: links followed, each folder once; `folder` relative to INPUT, '/' between names).
+    `others`, a list, gets the key of each file passed over (not named like a video)."""
     if not os.path.isdir(path):
         return [(path, '', os.path.basename(path))]
     found = []

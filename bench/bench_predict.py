@@ -3,7 +3,7 @@
 Reads the 1080p clips of ../shared/testdata/dfdc_sample (or CLIPS); writes only in a temporary folder.
 In one run, after a warm-up:
   floor   - PyAV decodes every frame of each clip and converts none;
-  predict - predict.Predictor.run over the clips in this process (weights loaded once, as in a long
+  predict - predict.Predictor.stream over the clips in this process (weights loaded once, as in a long
             run): decode, detect, embed faces, decode and embed audio, the network; seconds per video;
   stages  - the same clips through the stage scripts, one command after the other, as a user runs them
             (create_video_embeddings.py, extract_audio.py, create_audio_embedding.py,
@@ -74,7 +74,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = checkpoint(tmp)
         predictor = predict.Predictor(ckpt, 'auto', face={'face_weights': FACE_WEIGHTS})
-        list(predictor.run([os.path.abspath(WARMUP)]))
+        list(predictor.stream([os.path.abspath(WARMUP)]))
         count_frames(WARMUP)
         print(f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} '
               f'({torch.get_num_threads()} threads), device {predictor.device}, {len(clips)} clips')
@@ -84,9 +84,9 @@ def main():
             count_frames(path)
             floor += time.perf_counter() - t0
         t0 = time.perf_counter()
-        results = list(predictor.run(clips))
+        results = list(predictor.stream(clips))
         ours = time.perf_counter() - t0
-        for path, result in results:
+        for path, _, _, result in results:
             reason = f' ({result.fallback})' if result.fallback else ''
             print(f'{os.path.basename(path)}: p_fake {result.p_fake:.4f}{reason}')
         # the commands, as a user runs them, on a DFDC part of the same clips

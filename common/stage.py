@@ -1,13 +1,13 @@
 """What every stage does with files: atomic writes, per-video results that survive a kill, failures, and what
 the results were made with.
 
-A stage writes OUTPUT (a pandas pickle) and beside it OUTPUT.parts/ (a pickle per finished video, removed once
-OUTPUT is written), OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim(), taken by
-the stage's main before any work). A rerun skips what OUTPUT, the parts and the failures hold and rewrites
-OUTPUT with the union: no video is done twice or dropped. A video's key is folder/filename (key()).
-Provenance, one contract: a stage declares once what its results depend on (StageRun's made_with: settings,
-the embedder, the inputs' stamps); a rerun with another is refused in one line, or (redo) redoes everything.
-Each video's source (StageRun.todo) is kept with its results: a rerun redoes a video whose source changed.
+A stage writes OUTPUT (a pandas pickle), OUTPUT.parts/ (a pickle per finished video, removed once OUTPUT is
+written), OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim(), taken before any
+work). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with the union: no video
+is done twice or dropped. A video's key is folder/filename (key()).
+Provenance, one contract: a stage declares once what its results depend on (StageRun's made_with); a rerun
+with another is refused in one line, or (redo) redoes everything. Each video's source (StageRun.todo) is kept
+with its results: a rerun redoes a video whose source changed.
 Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of the sorted dataset;
 the one that finds, after its share, a part for every video the run had left merges, once (an flock).
 """
@@ -57,15 +57,13 @@ def row_keys(table):
     """The key of each of a table's rows, in order; a table without a folder column is in the data folder."""
     if table is None or not len(table):
         return []
-    folders = table['folder'] if 'folder' in table else [''] * len(table)
-    return [key(folder, name) for folder, name in zip(folders, table['filename'])]
+    return [key(*row) for row in zip(table['folder'] if 'folder' in table else [''] * len(table), table['filename'])]
 
 
 def sources_of(table):
-    """{key: source} of a stage's table rows that recorded what they were made from (StageRun.todo)."""
-    if table is None or 'source' not in table:
-        return {}
-    return {k: src for k, src in zip(row_keys(table), table['source']) if isinstance(src, str)}
+    """{key: source} of a table's rows that recorded what they were made from (StageRun.todo)."""
+    return {} if table is None or 'source' not in table else {
+        k: s for k, s in zip(row_keys(table), table['source']) if isinstance(s, str)}
 
 
 def stamp(path):
@@ -73,8 +71,8 @@ def stamp(path):
 
 
 def stamps(paths):
-    """{absolute path: stamp (size, mtime), or None where it does not exist}: what a result records of the
-    files it was made from (in its made_with), taken before they are read."""
+    """{absolute path: stamp (size, mtime), or None where it does not exist}: what a result records (in its
+    made_with) of the files it was made from, taken before they are read."""
     return {os.path.abspath(p): stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
 
 
@@ -100,9 +98,9 @@ def read_pickle(path, todo, table=True):
 def atomic_path(path):
     """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)),
-                               prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -131,18 +129,13 @@ def sweep_temporaries(pattern):
 
 
 def write_pickle(obj, path):
-    with atomic_path(path) as tmp:
-        if isinstance(obj, pd.DataFrame):
-            obj.to_pickle(tmp)
-        else:
-            with open(tmp, 'wb') as f:
-                pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)  # as DataFrame.to_pickle does
 
 
 def write_text(text, path):
-    with atomic_path(path) as tmp:
-        with open(tmp, 'w', encoding='utf-8') as f:
-            f.write(text)
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
 
 
 def shard():
@@ -183,8 +176,8 @@ def share(items, rank, world):
 
 
 def read_failures(path, column='reason'):
-    """A failures file (filename, folder, reason, source) as {key: (folder, reason)} (column='source':
-    {key: source} where recorded); {} where there is none."""
+    """A failures file as {key: (folder, reason)} (column='source': {key: (folder, source)} where recorded);
+    {} where there is none."""
     out = {}
     if os.path.exists(path):
         with open(path, newline='', encoding='utf-8', errors=NAMES) as f:
@@ -241,10 +234,8 @@ def ends_the_run(err):
 class StageRun:
     """One process's part in a stage's run on OUTPUT: its share of the work, its per-video records (a dict
     with 'filename', 'folder' and its rows, or a 'failure'), kept so that the run can be killed and resumed.
-    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs. Where an earlier
-    run recorded another, the run is refused in one line, or with `redo` its results are discarded (said in
-    one line) and every video is done again; results that recorded none (an older version's) are taken as
-    they are, or redone. `before`: the keys done before (less the failures with `retry_failed`)."""
+    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs (_discarded()).
+    `before`: the keys done before (less the failures with `retry_failed`)."""
 
     def __init__(self, output, retry_failed=False, made_with=None, redo=False):
         self.rank, self.world, self.run = shard()
@@ -252,30 +243,31 @@ class StageRun:
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
-        self.records, previous = self.part_records(), self.previous_table()  # what earlier runs saved: read once
-        if made_with is not None and self._discarded(previous, redo):
-            self.records, previous = [], None
-        self.before = self.done(self.records, previous)
-        self.recorded = self.recorded_sources(self.records, previous)  # {key: source} where known
+        records, previous = self.saved()  # read once
+        if made_with is not None and self._discarded(records, previous, redo):
+            records, previous = [], None
+        self.before = self.done(records, previous)
+        self.recorded = self.recorded_sources(records, previous)  # {key: source} where known
         if retry_failed:
-            self.before -= set(self.failures(self.records))
+            self.before -= set(self.failures(records))
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
-    def _discarded(self, previous, redo):
-        """False where every earlier result recorded this run's made_with; else UserError, or with `redo` True
-        once OUTPUT, its parts and failures are removed. One that recorded none is an older version's: taken
-        as it is, or redone."""
-        made = [r.get('made_with') for r in self.records]
-        made += [previous.attrs.get('made_with')] if previous is not None else []
+    def _discarded(self, records, previous, redo):
+        """False where every earlier result recorded this run's made_with (or, without `redo`, none: an older
+        version's, taken as it is); else UserError in one line, or with `redo` True once OUTPUT, its parts and
+        failures are removed (said in one line): every video is done again."""
+        made = [r.get('made_with') for r in records]
+        made += [] if previous is None else [previous.attrs.get('made_with')]
         other = [m for m in made if m != self.made_with and (m is not None or redo)]
         if other and not redo:
-            raise UserError(f'{self.output} was made with other settings (' + '; '.join(
-                f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in differences(
-                    other[0], self.made_with)) + f'): give another --output, or delete it, {os.path.basename(self.parts)}/'
-                f' and {os.path.basename(self.failures_path)} to make it again with these')
+            changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now'
+                                for k in differences(other[0], self.made_with))
+            raise UserError(f'{self.output} was made with other settings ({changes}): give another --output, or '
+                            f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
+                            f'to make it again with these')
         if other:
-            what = ', '.join(differences(other[0], self.made_with) if other[0] is not None
-                             else ['settings (an earlier run did not record them)'])
+            what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(
+                differences(other[0], self.made_with))
             print(f'{self.output}: made with another {what}; discarding it, doing every video again')
             for path in (self.output, self.failures_path):
                 with contextlib.suppress(FileNotFoundError):
@@ -284,43 +276,38 @@ class StageRun:
             os.makedirs(self.parts)
         return bool(other)
 
+    def saved(self):
+        """(the parts' records, OUTPUT's table or None): what earlier runs saved. Both are written atomically,
+        so a corrupt one is not a killed writer's: said, not guessed at."""
+        records = [read_pickle(os.path.join(self.parts, name), 'delete it and rerun: its video is done again',
+                               table=False) for name in sorted(os.listdir(self.parts)) if name.endswith('.pkl')]
+        return records, read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are '
+                                    'done again') if os.path.exists(self.output) else None
+
     def recorded_sources(self, records, previous=None):
         """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
         return {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
                 **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
 
-    def previous_table(self):
-        if os.path.exists(self.output):
-            return read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are done again')
-
-    def part_records(self):
-        # written atomically, so a corrupt part is not a killed writer's: said, not guessed at
-        return [read_pickle(os.path.join(self.parts, name), 'delete it and rerun: its video is done again',
-                            table=False) for name in sorted(os.listdir(self.parts)) if name.endswith('.pkl')]
-
-    def failures(self, records=None):
-        """{key: (folder, reason)} of the failures file and the failure parts (`records`: read already)."""
-        out = read_failures(self.failures_path)
-        out.update({record_key(r): (r.get('folder', ''), r['failure'])
-                    for r in (self.part_records() if records is None else records) if 'failure' in r})
-        return out
+    def failures(self, records):
+        """{key: (folder, reason)} of the failures file and the failure parts."""
+        return {**read_failures(self.failures_path),
+                **{record_key(r): (r.get('folder', ''), r['failure']) for r in records if 'failure' in r}}
 
     def done(self, records=None, previous=None):
-        """Keys processed already: in OUTPUT (`previous`, where read already), in a part, or failed."""
-        records = self.part_records() if records is None else records
-        previous = self.previous_table() if previous is None else previous
+        """Keys processed already: in OUTPUT, in a part, or failed (`records`, `previous`: saved(), read already)."""
+        records, previous = self.saved() if records is None else (records, previous)
         return set(self.failures(records)) | set(row_keys(previous)) | {record_key(r) for r in records}
 
-    def part_name(self, key_):
+    @staticmethod
+    def part_name(key_):
         """The part file of a video's key: one per key, whichever process writes it."""
-        return hashlib.sha1(key_.encode('utf-8', 'surrogateescape')).hexdigest()[:16] + '.pkl'
+        return hashlib.sha1(key_.encode('utf-8', NAMES)).hexdigest()[:16] + '.pkl'
 
     def add(self, record):
         source = self.sources.get(record_key(record))
-        if source is not None:
-            record = {**record, 'source': source}
-        if self.made_with is not None:
-            record = {**record, 'made_with': self.made_with}
+        record = {**record, **({} if source is None else {'source': source}),
+                  **({} if self.made_with is None else {'made_with': self.made_with})}
         write_pickle(record, os.path.join(self.parts, self.part_name(record_key(record))))
 
     def fail(self, filename, folder, reason):
@@ -363,10 +350,9 @@ class StageRun:
             self.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
 
     def share_done(self, left):
-        """After this process's share of a run of several: 'merge' where every key of `left` (what the run
-        had left to do when this process started) has its part and this process is the one that merges,
-        'wait' where one has none yet (a process is at work, or was killed: a rerun merges), 'taken' where
-        another process merges or has merged."""
+        """After this process's share of a run of several: 'merge' where every key of `left` (what the run had
+        left when this process started) has its part and this process merges, 'wait' where one has none yet (a
+        process is at work, or was killed: a rerun merges), 'taken' where another process merges or merged."""
         path = os.path.join(self.parts, 'merge.lock')
         try:
             names = set(os.listdir(self.parts))
@@ -377,24 +363,23 @@ class StageRun:
             return 'taken'
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it when the process ends
+            # else the lock of a merge that has ended, its folder removed since we opened it
+            if os.path.exists(path) and os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
+                self._merge_lock = lock
+                return 'merge'
         except BlockingIOError:
-            lock.close()
-            return 'taken'
-        if not os.path.exists(path) or os.stat(path).st_ino != os.fstat(lock.fileno()).st_ino:
-            lock.close()  # the lock of a merge that has ended, its folder removed since we opened it
-            return 'taken'
-        self._merge_lock = lock
-        return 'merge'
+            pass
+        lock.close()
+        return 'taken'
 
     def merging(self, what):
         """True where this process writes the stage's output now; else says who will."""
         state = 'merge' if self.world == 1 else self.share_done(self.left)
-        if state == 'wait':
-            print(f'{self.who}share done; the last process to finish writes {what} (if one was killed, run the '
-                  f'same command again: it does what is left and writes it)')
-        elif state == 'taken':
-            print(f'{self.who}share done; another process of this run writes {what} (if it does not appear, '
-                  f'run the same command again)')
+        if state != 'merge':
+            print(f'{self.who}share done; ' + (
+                f'the last process to finish writes {what} (if one was killed, run the same command again: it '
+                f'does what is left and writes it)' if state == 'wait' else
+                f'another process of this run writes {what} (if it does not appear, run the same command again)'))
         return state == 'merge'
 
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
@@ -402,7 +387,7 @@ class StageRun:
         without rows) and the failures, then remove the parts; a run that added nothing leaves OUTPUT as it is."""
         for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
             sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
-        previous, records = self.previous_table(), self.part_records()
+        records, previous = self.saved()
         if previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records:
             shutil.rmtree(self.parts, ignore_errors=True)
             return previous, self.failures(records)
@@ -424,12 +409,10 @@ class StageRun:
         failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
         sources = self.recorded_sources(records)  # the failures file's and the parts'
         write_pickle(table, self.output)
-        with atomic_path(self.failures_path) as tmp:
-            with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
-                writer = csv.writer(f)
-                writer.writerow(['filename', 'folder', 'reason', 'source'])
-                writer.writerows([filename_of(k, folder), folder, reason, sources.get(k, '')]
-                                 for k, (folder, reason) in sorted(failures.items()))
+        with atomic_path(self.failures_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
+            csv.writer(f).writerows([['filename', 'folder', 'reason', 'source']] + [
+                [filename_of(k, folder), folder, reason, sources.get(k, '')]
+                for k, (folder, reason) in sorted(failures.items())])
         shutil.rmtree(self.parts, ignore_errors=True)
         return table, failures
 

@@ -4,11 +4,8 @@ training.py and test.py, and by predict.py for one video in memory (Store.one).
              train.bin; read with positioned reads, not np.memmap, whose touched pages count in resident
              memory (the whole file after an epoch): the page cache can drop them, so memory stays flat.
   index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
-             audio_dim) float32; where the table has their columns (OPTIONAL: an older store lacks them, None
-             in Store) split, face_size (face_size), lead_rms (extract_audio.leading_rms), head_score (GenD's verdict
-             from frame_logits: faces/clip.py's video_score, NaN without a face); meta: the dimensions,
-             attrs, the pickle's and faces.f16's size and mtime, and what the merge was made with
-             (common.stage's made_with: its inputs' stamps).
+             audio_dim) float32, and the OPTIONAL arrays the table has columns for; meta: the dimensions,
+             attrs, the pickle's and faces.f16's stamps, and the merge's made_with (its inputs' stamps).
              Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
              is one line saying to rerun the merge.
 """
@@ -24,7 +21,9 @@ from common.dataset import groups_of
 from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
-OPTIONAL = ('split', 'face_size', 'lead_rms', 'head_score')  # per-video arrays where the table has the columns
+# per-video arrays where the table has their columns (an older store lacks them: None in Store): split,
+# face_size(), lead_rms (extract_audio.leading_rms), head_score (GenD's verdict: faces/clip.py's video_score)
+OPTIONAL = ('split', 'face_size', 'lead_rms', 'head_score')
 
 
 def face_size(boxes):
@@ -55,50 +54,44 @@ def store_dir(pickle_path):
     return os.path.abspath(pickle_path) + '.store'
 
 
-def _not_finite(table, faces, audio):
-    """'' where every face and audio embedding is finite, else one line: how many videos are not, and the
-    first (its key)."""
-    # per video: a vectorised check of one video's faces at a time, never a copy of the whole table
-    bad_faces = np.array([not np.isfinite(block).all() for block in faces], bool)
+def _refuse_not_finite(table, faces, audio, pickle_path):
+    """UserError where a face or audio embedding is inf or NaN (e.g. past float16's 65504: the weights would
+    be NaN after the first epoch): how many videos, and the first (its key)."""
+    bad_faces = np.array([not np.isfinite(block).all() for block in faces], bool)  # a video at a time, no copy
     bad_audio = ~np.isfinite(audio).all(axis=1)
     rows = np.flatnonzero(bad_faces | bad_audio)
-    if not len(rows):
-        return ''
-    # a video may have several rows (one per face track): count videos, not rows
-    names = row_keys(table.iloc[rows])
-    first = rows[0]
-    what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
-    return (f'an embedding is not finite (inf or NaN; float16 holds at most 65504) in {len(set(names))} video(s), '
-            f'the first {names[0]} (its {what} embedding); make that table again')
+    if len(rows):
+        names, first = row_keys(table.iloc[rows]), rows[0]  # several rows (face tracks) may be one video
+        what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
+        raise UserError(f'{pickle_path}: an embedding is not finite (inf or NaN; float16 holds at most 65504) in '
+                        f'{len(set(names))} video(s), the first {names[0]} (its {what} embedding); make that '
+                        f'table again')
 
 
 def save(table, pickle_path, made_with=None):
     """A merged table (filename, folder, label, original, video_embedding, audio_embedding, has_audio) as
     its pickle, then its store, which records `made_with` (what it was made from: is_current). Killed at any
     point, it leaves the previous pair or a store that does not match the pickle, never a mismatch unseen.
-    UserError, before any write, where an embedding is not finite or a label not 0 or 1."""
-    # the checks come before any write: a refused table leaves the previous pickle and store as they were
+    UserError, before any write (which leaves the previous pair as it was), where an embedding is not finite
+    or a label not 0 or 1."""
     with np.errstate(over='ignore', invalid='ignore'):  # what overflows float16 is refused below, in one line
         faces = [np.asarray(e, np.float16) for e in table['video_embedding']]  # (faces, video_dim) each
         audio = np.stack([np.asarray(e, np.float32).reshape(-1) for e in table['audio_embedding']])  # (videos, A)
-    # an inf or NaN (e.g. a value past float16's 65504) makes the weights NaN in the first epoch
-    not_finite = _not_finite(table, faces, audio)
-    if not_finite:
-        raise UserError(f'{pickle_path}: {not_finite}')
+    _refuse_not_finite(table, faces, audio, pickle_path)
     labels = table['label'].map(lambda v: -1 if v is None or v != v else v)  # None and NaN: no label
-    if not labels.isin([0, 1, -1]).all():
-        raise UserError(f'{pickle_path}: a label is 1 (FAKE) or 0 (REAL); {int((~labels.isin([0, 1, -1])).sum())} '
-                        f'are not, e.g. {table["label"][~labels.isin([0, 1, -1])].iloc[0]!r}')
+    wrong = ~labels.isin([0, 1, -1])
+    if wrong.any():
+        raise UserError(f'{pickle_path}: a label is 1 (FAKE) or 0 (REAL); {int(wrong.sum())} are not, e.g. '
+                        f'{table["label"][wrong].iloc[0]!r}')
     folder = store_dir(pickle_path)
     os.makedirs(folder, exist_ok=True)
-    sweep_temporaries(os.path.join(os.path.dirname(pickle_path), glob.escape(os.path.basename(pickle_path))))
-    for name in (FACES, INDEX):
-        sweep_temporaries(os.path.join(folder, name))
+    for pattern in (os.path.join(os.path.dirname(pickle_path), glob.escape(os.path.basename(pickle_path))),
+                    os.path.join(folder, FACES), os.path.join(folder, INDEX)):
+        sweep_temporaries(pattern)
     write_pickle(table, pickle_path)
-    with atomic_path(os.path.join(folder, FACES)) as tmp:
-        with open(tmp, 'wb') as f:
-            for block in faces:
-                f.write(np.ascontiguousarray(block).tobytes())
+    with atomic_path(os.path.join(folder, FACES)) as tmp, open(tmp, 'wb') as f:
+        for block in faces:
+            f.write(np.ascontiguousarray(block).tobytes())
     n_faces = np.array([len(block) for block in faces], np.int64)
     names, folders = (np.array(table[c].astype(str).tolist(), str) for c in ('filename', 'folder'))  # no pickles
     attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float, bool))}
@@ -107,12 +100,11 @@ def save(table, pickle_path, made_with=None):
             attrs.setdefault(column, ', '.join(sorted({str(v) for v in table[column].unique()})))
     meta = {'video_dim': int(faces[0].shape[1]) if faces else 0, 'audio_dim': int(audio.shape[1]), 'attrs': attrs,
             'pickle': stamp(pickle_path), 'faces': stamp(os.path.join(folder, FACES)), 'made_with': made_with or {}}
-    with atomic_path(os.path.join(folder, INDEX)) as tmp:
-        with open(tmp, 'wb') as f:
-            np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
-                     group=np.array(groups_of(names.tolist(), table['original'].tolist(), folders.tolist()), str),
-                     face_start=np.cumsum(n_faces) - n_faces, has_audio=table['has_audio'].to_numpy(bool),
-                     audio=audio, meta=json.dumps(meta), **_optional(table))
+    with atomic_path(os.path.join(folder, INDEX)) as tmp, open(tmp, 'wb') as f:
+        np.savez(f, filename=names, folder=folders, label=labels.to_numpy(np.int8), n_faces=n_faces,
+                 group=np.array(groups_of(names.tolist(), table['original'].tolist(), folders.tolist()), str),
+                 face_start=np.cumsum(n_faces) - n_faces, has_audio=table['has_audio'].to_numpy(bool),
+                 audio=audio, meta=json.dumps(meta), **_optional(table))
 
 
 def is_current(pickle_path, made_with=None):
