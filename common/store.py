@@ -16,7 +16,6 @@ import os
 import numpy as np
 
 from common.config import UserError
-from faces.clip import video_score
 from common.dataset import groups_of
 from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
@@ -45,6 +44,7 @@ def _optional(table):
     if 'lead_rms' in table.columns:
         out['lead_rms'] = table['lead_rms'].to_numpy(np.float32, na_value=np.nan)
     if 'frame_logits' in table.columns:  # a table of --face_encoder=gend: its head's verdict, scored without training
+        from faces.clip import video_score  # here: faces.clip imports torch, 2 s of every merge's start-up
         out['head_score'] = np.array([video_score(x) if isinstance(x, np.ndarray) and len(x) else np.nan
                                       for x in table['frame_logits']], np.float64)
     return out
