@@ -59,7 +59,7 @@ EXPLAIN = ''                # a folder: one PNG a video, its windows' scores and
 
 def main():
     face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
-    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT or '.')):
+    for what, value in (('--input', INPUT), ('--checkpoint', CHECKPOINT or '.')):  # '': the encoder's head
         if not value or not os.path.exists(value):
             raise UserError(f'{what}={value!r} does not exist')
     # one video prints its probability: files only where --output asks for them
