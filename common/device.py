@@ -25,13 +25,20 @@ def pick_device(name='auto'):
     return device
 
 
-def autocast(device, enabled=True):
-    """Mixed precision where it pays: float16 on CUDA, bfloat16 on CPUs with bf16 units (AMX/AVX-512)."""
+def amp_dtype(device, enabled=True):
+    """The mixed-precision type where it pays: float16 on CUDA, bfloat16 on CPUs with bf16 units
+    (AMX/AVX-512); None elsewhere (and where not enabled)."""
     if enabled and device.type == 'cuda':
-        return torch.autocast('cuda', dtype=torch.float16)
+        return torch.float16
     if enabled and device.type == 'cpu' and cpu_has_bf16():
-        return torch.autocast('cpu', dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
+        return torch.bfloat16
+    return None
+
+
+def autocast(device, enabled=True):
+    """Mixed precision (amp_dtype) for the block, where it pays."""
+    dtype = amp_dtype(device, enabled)
+    return torch.autocast(device.type, dtype=dtype) if dtype else torch.autocast(device.type, enabled=False)
 
 
 def cpu_has_bf16():

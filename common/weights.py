@@ -9,6 +9,7 @@ same numbers (tests only). A download that fails is one line that says what to d
     python -m common.weights gend            # GenD's CLIP ViT-L/14 (yermandy/GenD_CLIP_L_14)
     python -m common.weights audio_cnn imagenet
 """
+import contextlib
 import json
 import os
 import sys
@@ -178,6 +179,7 @@ def clip_encoder(encoder='gend', weights='default', flag='--face_weights'):
     untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a UserError.
     """
     from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers.initialization import no_init_weights
     from transformers.utils import logging as hf_logging
 
     from faces.clip import ClipEncoder
@@ -196,8 +198,10 @@ def clip_encoder(encoder='gend', weights='default', flag='--face_weights'):
                         f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
     torch.manual_seed(UNTRAINED_SEED)
     hf_logging.set_verbosity_error()  # transformers' notes on the config's unused keys
-    vision = CLIPVisionModel(CLIPVisionConfig(**config.get('vision_config', CLIP_BACKBONES.get(backbone, {}))))
-    head = nn.Linear(vision.config.hidden_size, 2) if spec['head'] else None
+    # loaded weights replace every tensor (a strict load): their random init (3 s for ViT-L/14) is skipped
+    with no_init_weights() if path is not None else contextlib.nullcontext():
+        vision = CLIPVisionModel(CLIPVisionConfig(**config.get('vision_config', CLIP_BACKBONES.get(backbone, {}))))
+        head = nn.Linear(vision.config.hidden_size, 2) if spec['head'] else None
     if path is not None:
         parts = [(vision, spec['vision'])] + ([(head, spec['head'])] if head is not None else [])
         state = _clip_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])

@@ -7,10 +7,14 @@ Their inputs are small uint8 images (downscaled frames, regions around faces, fa
 import numpy as np
 import torch
 
-from common.device import autocast
+from common.device import amp_dtype, autocast
 from common.weights import clip_encoder, describe, face_embedder
-from faces.clip import preprocess
+from faces.clip import for_inference, preprocess
 from faces.mtcnn import MTCNN
+
+# faces per ViT batch on a CPU: the MLP's activations of 2 faces (4 MB in bfloat16) stay in the caches, those
+# of 64 go through memory and cost more than the matrix products (BENCHMARKS.md, Face encoders)
+CPU_CLIP_BATCH = 2
 
 
 class Nets:
@@ -25,7 +29,9 @@ class Nets:
             self.dim = 512
         else:
             self.embedder = clip_encoder(face_encoder, face_weights).to(device)
+            for_inference(self.embedder.vision, amp_dtype(device, amp))
             self.dim = self.embedder.dim
+            self.clip_batch = batch_size if device.type == 'cuda' else min(batch_size, CPU_CLIP_BATCH)
         self.embedder_name = describe(face_weights, face_encoder)
         if device.type == 'cpu':
             # oneDNN's convolutions and max-pooling are faster channels-last (BENCHMARKS.md, Video)
@@ -62,11 +68,9 @@ class Nets:
         head = self.embedder.head is not None
         out = (np.zeros(len(crops), [('embedding', np.float16, (self.dim,)), ('logit', np.float32)]) if head
                else np.zeros((len(crops), self.dim), np.float16))
-        for start in range(0, len(crops), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.batch_size])).to(self.device)
-            pixels = preprocess(x)  # (batch, 3, 224, 224) float32
-            with autocast(self.device, self.amp):
-                features, logits = self.embedder(pixels)  # (batch, D), (batch,) or None
+        for start in range(0, len(crops), self.clip_batch):
+            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.clip_batch])).to(self.device)
+            features, logits = self.embedder(preprocess(x))  # (batch, D), (batch,) or None; AMP: for_inference
             part = slice(start, start + len(x))
             features = features.float().cpu().numpy().astype(np.float16)
             if head:

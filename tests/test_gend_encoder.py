@@ -1,5 +1,6 @@
 """faces/clip.py and common/weights.py's clip_encoder: GenD's checkpoint layout loaded into transformers'
 CLIPVisionModel, strictly; CLIP's preprocessing; GenD's video score."""
+import copy
 import glob
 import os
 import subprocess
@@ -14,7 +15,7 @@ import torch.nn.functional as F
 from common import config
 from common.weights import clip_encoder, describe
 from conftest import ROOT, TESTDATA, testdata
-from faces.clip import preprocess, video_score
+from faces.clip import for_inference, preprocess, video_score
 from gend_models import tiny_gend
 
 
@@ -45,6 +46,27 @@ def test_tiny_gend_checkpoint_gives_transformers_outputs_and_gends_score(tmp_pat
     assert video_score(fake_logit.numpy()) == pytest.approx(p_fake, abs=1e-6)  # float32 logits
     with pytest.raises(ValueError, match='no face'):
         video_score([])
+
+
+def test_for_inference_keeps_the_numbers(tmp_path):
+    """for_inference on the tiny model and real face crops. QuickGELU folded into fc1, SiLU and fc2 is the same
+    function: equal to float32 rounding (the weights times 1.702; measured 5e-7 on outputs of ~0.8). In
+    bfloat16 (on any CPU: torch emulates what the CPU lacks) it rounds what autocast rounds, every matrix
+    product's inputs, and keeps the LayerNorms and the residual stream in float32 as autocast does: within
+    twice autocast's error from float32 (measured 0.7-0.95 of it over 5 seeds; a network wholly in bfloat16
+    is ~2.7 times it and fails), and never equal to float32 (bfloat16 did run)."""
+    vision, _ = tiny_gend(tmp_path)
+    pixels = preprocess(torch.from_numpy(np.stack([cv2.resize(p, (256, 256)) for p in face_photos()])))
+    with torch.inference_mode():
+        want = vision(pixel_values=pixels).pooler_output  # (faces, 32)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            autocast_error = (vision(pixel_values=pixels).pooler_output.float() - want).abs().max()
+        folded = for_inference(copy.deepcopy(vision))
+        assert isinstance(folded.encoder.layers[0].mlp.activation_fn, torch.nn.SiLU)
+        torch.testing.assert_close(folded(pixel_values=pixels).pooler_output, want, atol=1e-5, rtol=1e-5)
+        mixed = for_inference(copy.deepcopy(vision), torch.bfloat16)(pixel_values=pixels).pooler_output
+    assert mixed.dtype == torch.float32 and mixed.shape == want.shape
+    assert 0 < (mixed - want).abs().max() <= 2 * autocast_error
 
 
 def test_preprocessing_is_clip_image_processors(tmp_path):
