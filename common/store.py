@@ -1,10 +1,8 @@
-"""The training store that merge_embeddings.py writes beside its pickle (`<pickle>.store/`), read by training.py,
-test.py, and predict.py for one video in memory (Store.one).
-  faces.f16  the face embeddings of every video end to end, (total faces, video_dim) float16, read with positioned
-             reads: np.memmap's touched pages would count in resident memory (the whole file after an epoch).
-  index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos, audio_dim)
-             float32, the OPTIONAL arrays the table has columns for; meta: the dimensions, attrs, the pickle's and
-             faces.f16's stamps, and made_with. Written last: a store that does not match its pickle is refused.
+"""The training store merge_embeddings.py writes beside its pickle (`<pickle>.store/`) for training.py and test.py;
+predict.py makes one in memory (Store.one). faces.f16: every video's face embeddings end to end, (total faces,
+video_dim) float16, read with positioned reads (np.memmap's touched pages would stay in resident memory).
+index.npz, written last: per-video arrays and meta (the dimensions, attrs, the pickle's and faces.f16's stamps,
+made_with); a store that does not match its pickle is refused.
 """
 import glob
 import json
@@ -17,8 +15,8 @@ from common.dataset import groups_of
 from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
-# per-video arrays where the table has their columns (else None in Store): split, face_size(), lead_rms
-# (extract_audio.leading_rms), head_score (GenD's verdict: faces/clip.py's video_score)
+# per-video arrays where the table has their columns, else None in Store: lead_rms is extract_audio.leading_rms,
+# head_score GenD's verdict (faces/clip.py's video_score)
 OPTIONAL = ('split', 'face_size', 'lead_rms', 'head_score')
 
 
