@@ -1,15 +1,7 @@
-"""What every stage does with files: atomic writes, per-video results that survive a kill, failures, and what
-the results were made with.
-
-A stage writes OUTPUT (a pandas pickle), OUTPUT.parts/ (a pickle per finished video, removed once OUTPUT is
-written), OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim(), taken before any
-work). A rerun skips what OUTPUT, the parts and the failures hold and rewrites OUTPUT with the union: no video
-is done twice or dropped. A video's key is folder/filename (key()).
-Provenance, one contract: a stage declares once what its results depend on (StageRun's made_with); a rerun
-with another is refused in one line, or (redo) redoes everything. Each video's source (StageRun.todo) is kept
-with its results: a rerun redoes a video whose source changed.
-Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video of the sorted dataset;
-the one that finds, after its share, a part for every video the run had left merges, once (an flock).
+"""What every stage does with files: atomic writes, per-video results that survive a kill, failures, provenance.
+A stage writes OUTPUT (a pandas pickle), OUTPUT.parts/ (a pickle per video done, removed once OUTPUT is written),
+OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim()); a rerun does only what these
+lack. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video (shard()).
 """
 import contextlib
 import csv
@@ -19,10 +11,10 @@ import glob
 import hashlib
 import os
 import pickle
+import secrets
 import shutil
 import socket
 import sys
-import tempfile
 
 import pandas as pd
 
@@ -30,9 +22,8 @@ from common import config
 from common.config import UserError
 from common.video import VideoError
 
-# How a file name that is not UTF-8 (a Latin-1 'caf\xe9.mp4' of an old archive: Python's str holds its bytes as
-# surrogates) goes into every CSV: as the bytes the file system holds, so that it names that very file. Such a
-# CSV is not UTF-8 text: read it with this error handler (pandas: encoding_errors=NAMES). JSON escapes them.
+# How a file name that is not UTF-8 (Python's str holds its bytes as surrogates) goes into every CSV: as the bytes
+# the file system holds, naming that very file. Read such a CSV with this error handler (pandas: encoding_errors).
 NAMES = 'surrogateescape'
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
 # what unpickling a truncated, garbage or foreign file raises (an OSError config.cli reports with its file)
@@ -55,9 +46,8 @@ def record_key(record):
 
 def row_keys(table):
     """The key of each of a table's rows, in order; a table without a folder column is in the data folder."""
-    if table is None or not len(table):
-        return []
-    return [key(*row) for row in zip(table['folder'] if 'folder' in table else [''] * len(table), table['filename'])]
+    n = 0 if table is None else len(table)
+    return [key(*r) for r in zip(table['folder'] if 'folder' in table else [''] * n, table['filename'])] if n else []
 
 
 def sources_of(table):
@@ -71,8 +61,7 @@ def stamp(path):
 
 
 def stamps(paths):
-    """{absolute path: stamp (size, mtime), or None where it does not exist}: what a result records (in its
-    made_with) of the files it was made from, taken before they are read."""
+    """{absolute path: [size, mtime], or None where absent}: what a result's made_with records of its input files."""
     return {os.path.abspath(p): stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
 
 
@@ -83,8 +72,7 @@ def differences(old, new):
 
 
 def read_pickle(path, todo, table=True):
-    """The object pickled at `path` (a pandas table where `table`); UserError naming the file and `todo`
-    (what to do) where it is truncated, garbage, or not a table."""
+    """The object pickled at `path` (a pandas table where `table`), or UserError saying `todo` (what to do)."""
     try:
         obj = pd.read_pickle(path)
     except UNREADABLE as err:
@@ -96,33 +84,29 @@ def read_pickle(path, todo, table=True):
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside `path`; on success it replaces `path` in one rename."""
+    """Yield a temporary path beside `path` (`.NAME.xxxxxxxx.tmp`); on success it replaces `path` in one rename."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+    folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.' + os.path.basename(path) + '.', suffix='.tmp')
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make outputs private to their writer
+    tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as open() gives
     try:
-        try:
-            yield tmp
-            with open(tmp, 'rb+') as f:
-                os.fsync(f.fileno())
-        except OSError as err:  # a failed write (a full disk) names no file: config.cli's one line names this
-            if err.filename is None:
-                raise OSError(err.errno, err.strerror, path) from None
-            raise
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:  # a failed write (a full disk) names no file: config.cli's one line names this
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, path) from None
+        raise
     finally:
-        if os.path.exists(tmp):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
 
 
 def sweep_temporaries(pattern):
-    """Remove what atomic_path left of writers killed before their rename (`.NAME.xxxxxxxx.tmp` beside each
-    NAME the pattern's glob matches); only for a writer that knows nobody else writes those names now."""
+    """Remove what atomic_path left of writers killed before their rename, beside each NAME the pattern's glob
+    matches; only for a writer that knows nobody else writes those names now."""
     folder, name = os.path.split(pattern)
     for path in glob.glob(os.path.join(glob.escape(folder or '.'), f'.{name}.*.tmp')):
         os.remove(path)
@@ -139,30 +123,28 @@ def write_text(text, path):
 
 
 def shard():
-    """(rank, world size, run id): torchrun's RANK / WORLD_SIZE, a SLURM array's task, or (0, 1, 'local').
-    A torchrun id is its rendezvous id (by default 'none', whatever the job) and the address and port its
-    processes meet at, which no other job running at the same time has."""
+    """(rank, world size, run id) of torchrun (id: its rendezvous id and address), a SLURM array, or (0, 1, 'local')."""
     env = os.environ
     if _number('WORLD_SIZE', '1') > 1:
-        meet = f'@{env["MASTER_ADDR"]}:{env.get("MASTER_PORT", "")}' if env.get('MASTER_ADDR') else ''
-        rank, world = _number('RANK'), _number('WORLD_SIZE')
-        if not 0 <= rank < world:
-            raise UserError(f'RANK={rank} is not one of the WORLD_SIZE={world} ranks 0..{world - 1}')
-        return rank, world, env.get('TORCHELASTIC_RUN_ID', 'torchrun') + meet
-    if _number('SLURM_ARRAY_TASK_COUNT', '1') > 1:
-        rank = _number('SLURM_ARRAY_TASK_ID') - _number('SLURM_ARRAY_TASK_MIN', '0')
-        world = _number('SLURM_ARRAY_TASK_COUNT')
-        if not 0 <= rank < world:  # it would take other tasks' videos, and no task would write the output
-            raise UserError(f'SLURM_ARRAY_TASK_ID={env["SLURM_ARRAY_TASK_ID"]} is task {rank} from '
-                            f'SLURM_ARRAY_TASK_MIN={env.get("SLURM_ARRAY_TASK_MIN", "0")}, not one of the '
-                            f'SLURM_ARRAY_TASK_COUNT={world} tasks 0..{world - 1}: give the array as one range '
-                            f'without a step (sbatch --array=0-{world - 1})')
-        return rank, world, env.get('SLURM_ARRAY_JOB_ID', 'slurm')
-    return 0, 1, 'local'
+        rank, world, meet = _number('RANK'), _number('WORLD_SIZE'), env.get('MASTER_ADDR')
+        run = env.get('TORCHELASTIC_RUN_ID', 'torchrun') + (f'@{meet}:{env.get("MASTER_PORT", "")}' if meet else '')
+        wrong = f'RANK={rank} is not one of the WORLD_SIZE={world} ranks 0..{world - 1}'
+    elif _number('SLURM_ARRAY_TASK_COUNT', '1') > 1:
+        first, world, run = _number('SLURM_ARRAY_TASK_MIN', '0'), _number('SLURM_ARRAY_TASK_COUNT'), env.get(
+            'SLURM_ARRAY_JOB_ID', 'slurm')
+        rank = _number('SLURM_ARRAY_TASK_ID') - first
+        wrong = (f'SLURM_ARRAY_TASK_ID={env["SLURM_ARRAY_TASK_ID"]} is task {rank} from SLURM_ARRAY_TASK_MIN={first}, '
+                 f'not one of the SLURM_ARRAY_TASK_COUNT={world} tasks 0..{world - 1}: give the array as one range '
+                 f'without a step (sbatch --array=0-{world - 1})')
+    else:
+        return 0, 1, 'local'
+    if not 0 <= rank < world:  # it would take other processes' videos, and none would write the output
+        raise UserError(wrong)
+    return rank, world, run
 
 
 def _number(name, default=None):
-    """The integer in environment variable `name` (`default` where it is unset); UserError where it is none."""
+    """The integer in environment variable `name` (or `default`); UserError where it is none."""
     text = os.environ.get(name, default)
     try:
         return int(text)
@@ -176,17 +158,15 @@ def share(items, rank, world):
 
 
 def read_failures(path, column='reason'):
-    """A failures file as {key: (folder, reason)} (column='source': {key: (folder, source)} where recorded);
-    {} where there is none."""
+    """A failures file as {key: (folder, reason)} (column='source': {key: (folder, source)} where recorded)."""
     out = {}
-    if os.path.exists(path):
-        with open(path, newline='', encoding='utf-8', errors=NAMES) as f:
-            for row in csv.DictReader(f):
-                if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
-                    raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and '
-                                    f'rerun: its videos are tried again')
-                if column == 'reason' or row.get(column):
-                    out[key(row['folder'], row['filename'])] = (row['folder'], row[column])
+    with contextlib.suppress(FileNotFoundError), open(path, newline='', encoding='utf-8', errors=NAMES) as f:
+        for row in csv.DictReader(f):
+            if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
+                raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and rerun: its '
+                                f'videos are tried again')
+            if column == 'reason' or row.get(column):
+                out[key(row['folder'], row['filename'])] = (row['folder'], row[column])
     return out
 
 
@@ -194,9 +174,8 @@ _CLAIMED = {}  # absolute output path: the lock file this process holds
 
 
 def claim(output):
-    """Hold OUTPUT for this run (UserError where another run writes it: both would remove each other's
-    parts): every process of the run holds a shared flock on OUTPUT.lock, which holds the run's id; the
-    kernel releases it when the process ends, killed or not. OUTPUT.lock.gate serialises the check."""
+    """Hold OUTPUT for this run, UserError where another run writes it: each of the run's processes holds a shared
+    flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check."""
     output = os.path.abspath(output)
     if output in _CLAIMED:
         return
@@ -209,8 +188,7 @@ def claim(output):
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:  # a run holds it: ours, or another
-            holder = lock.read()
-            if holder != run:
+            if (holder := lock.read()) != run:
                 lock.close()
                 raise UserError(f'{output} is being written by another run ({holder}): wait until it ends, '
                                 f'or use another output') from None
@@ -223,8 +201,7 @@ def claim(output):
 
 
 def ends_the_run(err):
-    """An error that no video should be failed for: a full disk, or a signal, which torch's elastic agent
-    raises in torchrun's workers as a SignalException (an Exception)."""
+    """An error no video is failed for: a full disk, or a signal (torchrun's workers' SignalException)."""
     if isinstance(err, OSError):
         return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
     elastic = sys.modules.get('torch.distributed.elastic.multiprocessing.api')  # never raised where not loaded
@@ -232,42 +209,37 @@ def ends_the_run(err):
 
 
 class StageRun:
-    """One process's part in a stage's run on OUTPUT: its share of the work, its per-video records (a dict
-    with 'filename', 'folder' and its rows, or a 'failure'), kept so that the run can be killed and resumed.
-    made_with: {what: value} the results depend on, in every record and in OUTPUT's attrs (_discarded()).
-    `before`: the keys done before (less the failures with `retry_failed`)."""
+    """One process's part in a stage's run on OUTPUT: its share of the work and its per-video records (a dict with
+    'filename', 'folder' and its rows, or a 'failure'), so that a killed run resumes. made_with: {what: value} the
+    results depend on, in every record and OUTPUT's attrs. `before`: the keys done before."""
 
     def __init__(self, output, retry_failed=False, made_with=None, redo=False):
-        self.rank, self.world, self.run = shard()
+        self.rank, self.world, _ = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
-        records, previous = self.saved()  # read once
-        if made_with is not None and self._discarded(records, previous, redo):
-            records, previous = [], None
-        self.before = self.done(records, previous)
-        self.recorded = self.recorded_sources(records, previous)  # {key: source} where known
+        saved = self.saved()  # read once
+        if made_with is not None and self._discarded(*saved[:2], redo):
+            saved = self.saved()
+        self.before, self.recorded = self.done(saved), saved[3]  # recorded: {key: source} where known
         if retry_failed:
-            self.before -= set(self.failures(records))
+            self.before -= set(saved[2])
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
     def _discarded(self, records, previous, redo):
-        """False where every earlier result recorded this run's made_with (or, without `redo`, none: an older
-        version's, taken as it is); else UserError in one line, or with `redo` True once OUTPUT, its parts and
-        failures are removed (said in one line): every video is done again."""
-        made = [r.get('made_with') for r in records]
-        made += [] if previous is None else [previous.attrs.get('made_with')]
+        """Whether earlier results recorded another made_with (none counts only with `redo`): UserError in one line,
+        or with `redo` OUTPUT, its parts and failures removed, said in one line."""
+        made = [r.get('made_with') for r in records] + ([] if previous is None else [previous.attrs.get('made_with')])
         other = [m for m in made if m != self.made_with and (m is not None or redo)]
+        names = differences(other[0], self.made_with) if other else []
         if other and not redo:
-            changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now'
-                                for k in differences(other[0], self.made_with))
+            changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names)
             raise UserError(f'{self.output} was made with other settings ({changes}): give another --output, or '
                             f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
                             f'to make it again with these')
         if other:
-            what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(
-                differences(other[0], self.made_with))
+            what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(names)
             print(f'{self.output}: made with another {what}; discarding it, doing every video again')
             for path in (self.output, self.failures_path):
                 with contextlib.suppress(FileNotFoundError):
@@ -277,27 +249,22 @@ class StageRun:
         return bool(other)
 
     def saved(self):
-        """(the parts' records, OUTPUT's table or None): what earlier runs saved. Both are written atomically,
-        so a corrupt one is not a killed writer's: said, not guessed at."""
+        """What earlier runs saved: (the parts' records, OUTPUT's table or None, {key: (folder, reason)} of the
+        failures, {key: source} where recorded)."""
         records = [read_pickle(os.path.join(self.parts, name), 'delete it and rerun: its video is done again',
                                table=False) for name in sorted(os.listdir(self.parts)) if name.endswith('.pkl')]
-        return records, read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are '
-                                    'done again') if os.path.exists(self.output) else None
+        previous = read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are done '
+                               'again') if os.path.exists(self.output) else None
+        failures = {**read_failures(self.failures_path),
+                    **{record_key(r): (r.get('folder', ''), r['failure']) for r in records if 'failure' in r}}
+        sources = {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
+                   **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
+        return records, previous, failures, sources
 
-    def recorded_sources(self, records, previous=None):
-        """{key: source} of what earlier runs did, where they recorded it: the failures file, OUTPUT, the parts."""
-        return {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
-                **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
-
-    def failures(self, records):
-        """{key: (folder, reason)} of the failures file and the failure parts."""
-        return {**read_failures(self.failures_path),
-                **{record_key(r): (r.get('folder', ''), r['failure']) for r in records if 'failure' in r}}
-
-    def done(self, records=None, previous=None):
-        """Keys processed already: in OUTPUT, in a part, or failed (`records`, `previous`: saved(), read already)."""
-        records, previous = self.saved() if records is None else (records, previous)
-        return set(self.failures(records)) | set(row_keys(previous)) | {record_key(r) for r in records}
+    def done(self, saved=None):
+        """Keys processed already: in OUTPUT, in a part, or failed (`saved`: saved(), read already)."""
+        records, previous, failures, _ = saved or self.saved()
+        return set(failures) | set(row_keys(previous)) | {record_key(r) for r in records}
 
     @staticmethod
     def part_name(key_):
@@ -320,9 +287,8 @@ class StageRun:
                 self.fail(name, folder, reason)
 
     def todo(self, items, where, source=None):
-        """This process's share of the sorted items, less what is done (where(item): (folder, filename)).
-        With `source` (source(item): what the video is made from, a string, or None where unknown), a video
-        done before from another source (its file replaced, its label corrected) is done again, and said."""
+        """This process's share of the sorted items, less what is done (where(item): (folder, filename)). With
+        `source` (source(item): what the video is made from, a string, or None), one done from another is redone."""
         keys = [key(*where(item)) for item in items]
         if source is not None:
             self.sources = dict(zip(keys, map(source, items)))
@@ -338,37 +304,32 @@ class StageRun:
 
     @contextlib.contextmanager
     def video(self, filename, folder):
-        """The work on one video: a VideoError is its failure, and any other error too, as an unexpected one
-        (a bug to report): one video never costs the rest. Not what ends_the_run."""
+        """The work on one video: an error is its failure (an unexpected one, a bug, where not a VideoError), unless
+        it ends_the_run."""
         try:
             yield
-        except VideoError as err:
-            self.fail(filename, folder, str(err))
         except Exception as err:  # anything: the record says what, print_failures counts it
             if ends_the_run(err):
                 raise
-            self.fail(filename, folder, f'{UNEXPECTED}{type(err).__name__}: {err}')
+            self.fail(filename, folder, str(err) if isinstance(err, VideoError) else
+                      f'{UNEXPECTED}{type(err).__name__}: {err}')
 
     def share_done(self, left):
-        """After this process's share of a run of several: 'merge' where every key of `left` (what the run had
-        left when this process started) has its part and this process merges, 'wait' where one has none yet (a
-        process is at work, or was killed: a rerun merges), 'taken' where another process merges or merged."""
+        """After this process's share: 'merge' where every key of `left` has its part and this process merges,
+        'wait' where one has none yet (a process at work, or killed), 'taken' where another merges or merged."""
         path = os.path.join(self.parts, 'merge.lock')
         try:
-            names = set(os.listdir(self.parts))
-            if any(self.part_name(k) not in names for k in left):
+            if not {self.part_name(k) for k in left} <= set(os.listdir(self.parts)):
                 return 'wait'
             lock = open(path, 'a')
         except FileNotFoundError:  # merged, and its parts removed, by another process
             return 'taken'
-        try:
+        with contextlib.suppress(BlockingIOError):
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the kernel releases it when the process ends
             # else the lock of a merge that has ended, its folder removed since we opened it
             if os.path.exists(path) and os.stat(path).st_ino == os.fstat(lock.fileno()).st_ino:
                 self._merge_lock = lock
                 return 'merge'
-        except BlockingIOError:
-            pass
         lock.close()
         return 'taken'
 
@@ -387,10 +348,10 @@ class StageRun:
         without rows) and the failures, then remove the parts; a run that added nothing leaves OUTPUT as it is."""
         for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
             sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
-        records, previous = self.saved()
+        records, previous, failures, sources = self.saved()
         if previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records:
             shutil.rmtree(self.parts, ignore_errors=True)
-            return previous, self.failures(records)
+            return previous, failures
         previous = previous if previous is not None and len(previous) else None
         # a video done again because its source changed: its new record replaces what OUTPUT holds of it
         before = sources_of(previous)
@@ -406,8 +367,7 @@ class StageRun:
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
         table.attrs.update(attrs or {}, **({} if self.made_with is None else {'made_with': self.made_with}))
         succeeded = set(row_keys(table))  # a retried failure that worked
-        failures = {k: v for k, v in self.failures(records).items() if k not in succeeded}
-        sources = self.recorded_sources(records)  # the failures file's and the parts'
+        failures = {k: v for k, v in failures.items() if k not in succeeded}
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
             csv.writer(f).writerows([['filename', 'folder', 'reason', 'source']] + [

@@ -1,13 +1,8 @@
-"""The training store, written by merge_embeddings.py beside its pickle (`<pickle>.store/`), read by
-training.py and test.py, and by predict.py for one video in memory (Store.one).
-  faces.f16  every video's face embeddings end to end (total faces, video_dim) float16, like nanoGPT's
-             train.bin; read with positioned reads, not np.memmap, whose touched pages count in resident
-             memory (the whole file after an epoch): the page cache can drop them, so memory stays flat.
-  index.npz  per video: filename, folder, label, group, face_start, n_faces, has_audio, audio (videos,
-             audio_dim) float32, and the OPTIONAL arrays the table has columns for; meta: the dimensions,
-             attrs, the pickle's and faces.f16's stamps, and the merge's made_with (its inputs' stamps).
-             Written last: a store that does not match its pickle (an older merge, a merge killed half-way)
-             is one line saying to rerun the merge.
+"""The training store merge_embeddings.py writes beside its pickle (`<pickle>.store/`) for training.py and test.py;
+predict.py makes one in memory (Store.one). faces.f16: every video's face embeddings end to end, (total faces,
+video_dim) float16, read with positioned reads (np.memmap's touched pages would stay in resident memory).
+index.npz, written last: per-video arrays and meta (the dimensions, attrs, the pickle's and faces.f16's stamps,
+made_with); a store that does not match its pickle is refused.
 """
 import glob
 import json
@@ -20,30 +15,27 @@ from common.dataset import groups_of
 from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
-# per-video arrays where the table has their columns (an older store lacks them: None in Store): split,
-# face_size(), lead_rms (extract_audio.leading_rms), head_score (GenD's verdict: faces/clip.py's video_score)
+# per-video arrays where the table has their columns, else None in Store: lead_rms is extract_audio.leading_rms,
+# head_score GenD's verdict (faces/clip.py's video_score)
 OPTIONAL = ('split', 'face_size', 'lead_rms', 'head_score')
 
 
 def face_size(boxes):
-    """A face track's size in the frame's pixels: the median over its faces of sqrt(width * height) of the
-    (faces, 4) x1, y1, x2, y2 boxes; NaN without a face."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 4)  # (faces, 4)
-    if not len(boxes):
-        return float('nan')
-    return float(np.median(np.sqrt((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]))))
+    """A face track's size in pixels: the median of sqrt(width * height) of its (faces, 4) x1, y1, x2, y2 boxes."""
+    b = np.asarray(boxes, np.float64).reshape(-1, 4)  # (faces, 4)
+    return float(np.median(np.sqrt((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))) if len(b) else float('nan')
 
 
 def _optional(table):
     """The OPTIONAL arrays of the index that the table's columns give (split: '' where None)."""
-    out = {}
-    if 'split' in table.columns:
+    columns, out = table.columns, {}
+    if 'split' in columns:
         out['split'] = np.array([s if isinstance(s, str) else '' for s in table['split']], str)
-    if 'boxes' in table.columns:
+    if 'boxes' in columns:
         out['face_size'] = np.array([face_size(b) for b in table['boxes']], np.float32)
-    if 'lead_rms' in table.columns:
+    if 'lead_rms' in columns:
         out['lead_rms'] = table['lead_rms'].to_numpy(np.float32, na_value=np.nan)
-    if 'frame_logits' in table.columns:  # a table of --face_encoder=gend: its head's verdict, scored without training
+    if 'frame_logits' in columns:  # a table of --face_encoder=gend: its head's verdict, scored without training
         from faces.clip import video_score  # here: faces.clip imports torch, 2 s of every merge's start-up
         out['head_score'] = np.array([video_score(x) if isinstance(x, np.ndarray) and len(x) else np.nan
                                       for x in table['frame_logits']], np.float64)
@@ -54,40 +46,29 @@ def store_dir(pickle_path):
     return os.path.abspath(pickle_path) + '.store'
 
 
-def _refuse_not_finite(table, faces, audio, pickle_path):
-    """UserError where a face or audio embedding is inf or NaN (e.g. past float16's 65504: the weights would
-    be NaN after the first epoch): how many videos, and the first (its key)."""
-    bad_faces = np.array([not np.isfinite(block).all() for block in faces], bool)  # a video at a time, no copy
-    bad_audio = ~np.isfinite(audio).all(axis=1)
-    rows = np.flatnonzero(bad_faces | bad_audio)
-    if len(rows):
-        names, first = row_keys(table.iloc[rows]), rows[0]  # several rows (face tracks) may be one video
-        what = ' and '.join(w for w, bad in (('face', bad_faces[first]), ('audio', bad_audio[first])) if bad)
-        raise UserError(f'{pickle_path}: an embedding is not finite (inf or NaN; float16 holds at most 65504) in '
-                        f'{len(set(names))} video(s), the first {names[0]} (its {what} embedding); make that '
-                        f'table again')
-
-
 def save(table, pickle_path, made_with=None):
-    """A merged table (filename, folder, label, original, video_embedding, audio_embedding, has_audio) as
-    its pickle, then its store, which records `made_with` (what it was made from: is_current). Killed at any
-    point, it leaves the previous pair or a store that does not match the pickle, never a mismatch unseen.
-    UserError, before any write (which leaves the previous pair as it was), where an embedding is not finite
-    or a label not 0 or 1."""
+    """A merged table (filename, folder, label, original, video_embedding, audio_embedding, has_audio) as its
+    pickle, then its store, which records `made_with` (is_current). Killed at any point, it leaves the previous
+    pair or a store that does not match. UserError before any write where an embedding is not finite (inf, NaN,
+    past float16's 65504) or a label not 0 or 1."""
     with np.errstate(over='ignore', invalid='ignore'):  # what overflows float16 is refused below, in one line
         faces = [np.asarray(e, np.float16) for e in table['video_embedding']]  # (faces, video_dim) each
         audio = np.stack([np.asarray(e, np.float32).reshape(-1) for e in table['audio_embedding']])  # (videos, A)
-    _refuse_not_finite(table, faces, audio, pickle_path)
+    bad = np.array([not np.isfinite(block).all() for block in faces], bool), ~np.isfinite(audio).all(axis=1)
+    if (rows := np.flatnonzero(bad[0] | bad[1])).size:  # several rows (face tracks) may be one video
+        names = row_keys(table.iloc[rows])
+        what = ' and '.join(w for w, b in zip(('face', 'audio'), bad) if b[rows[0]])
+        raise UserError(f'{pickle_path}: an embedding is not finite (inf or NaN; float16 holds at most 65504) in '
+                        f'{len(set(names))} video(s), the first {names[0]} (its {what} embedding); make that '
+                        f'table again')
     labels = table['label'].map(lambda v: -1 if v is None or v != v else v)  # None and NaN: no label
-    wrong = ~labels.isin([0, 1, -1])
-    if wrong.any():
+    if (wrong := ~labels.isin([0, 1, -1])).any():
         raise UserError(f'{pickle_path}: a label is 1 (FAKE) or 0 (REAL); {int(wrong.sum())} are not, e.g. '
                         f'{table["label"][wrong].iloc[0]!r}')
     folder = store_dir(pickle_path)
     os.makedirs(folder, exist_ok=True)
-    for pattern in (os.path.join(os.path.dirname(pickle_path), glob.escape(os.path.basename(pickle_path))),
-                    os.path.join(folder, FACES), os.path.join(folder, INDEX)):
-        sweep_temporaries(pattern)
+    sweep_temporaries(os.path.join(os.path.dirname(pickle_path), glob.escape(os.path.basename(pickle_path))))
+    sweep_temporaries(os.path.join(folder, '*'))  # faces.f16's and index.npz's
     write_pickle(table, pickle_path)
     with atomic_path(os.path.join(folder, FACES)) as tmp, open(tmp, 'wb') as f:
         for block in faces:
@@ -108,13 +89,12 @@ def save(table, pickle_path, made_with=None):
 
 
 def is_current(pickle_path, made_with=None):
-    """Whether pickle_path has a store written with it; with `made_with`, one that recorded the same (the
-    merge's: the same input files, paths, sizes and mtimes)."""
+    """Whether pickle_path has a store written with it; with `made_with`, one that recorded the same."""
+    folder = store_dir(pickle_path)
     try:
-        with np.load(os.path.join(store_dir(pickle_path), INDEX)) as index:
+        with np.load(os.path.join(folder, INDEX)) as index:
             meta = json.loads(str(index['meta']))
-        return (meta['pickle'] == stamp(pickle_path)
-                and meta['faces'] == stamp(os.path.join(store_dir(pickle_path), FACES))
+        return (meta['pickle'] == stamp(pickle_path) and meta['faces'] == stamp(os.path.join(folder, FACES))
                 and (made_with is None or meta.get('made_with') == made_with))
     except (OSError, KeyError, ValueError):
         return False
@@ -122,14 +102,15 @@ def is_current(pickle_path, made_with=None):
 
 def open_store(pickle_path):
     """The store of the merged table pickle_path, or UserError in one line."""
+    folder = store_dir(pickle_path)
     if not os.path.isfile(pickle_path):
         raise UserError(f'{pickle_path}: no such file')
     if not is_current(pickle_path):
-        raise UserError(f'{pickle_path} has no training store written with it ({store_dir(pickle_path)}: made by '
-                        f'an older merge_embeddings.py, or a merge was stopped); run merge_embeddings.py again')
-    with np.load(os.path.join(store_dir(pickle_path), INDEX)) as f:
+        raise UserError(f'{pickle_path} has no training store written with it ({folder}: made by an older '
+                        f'merge_embeddings.py, or a merge was stopped); run merge_embeddings.py again')
+    with np.load(os.path.join(folder, INDEX)) as f:
         index = {k: f[k] for k in f.files}
-    return Store(index, json.loads(str(index['meta'])), os.path.join(store_dir(pickle_path), FACES))
+    return Store(index, json.loads(str(index['meta'])), os.path.join(folder, FACES))
 
 
 class Store:
@@ -179,8 +160,7 @@ class Store:
         elif length:  # a video without faces has no bytes to read
             view, offset, done = memoryview(out).cast('B'), first * self.video_dim * 2, 0
             while done < len(view):
-                got = os.preadv(self._fd, [view[done:]], offset + done)
-                if got == 0:
+                if not (got := os.preadv(self._fd, [view[done:]], offset + done)):
                     raise UserError(f'{FACES} is cut short at byte {offset + done}: rerun merge_embeddings.py')
                 done += got
         return out
