@@ -157,17 +157,19 @@ def share(items, rank, world):
     return items[rank::world]
 
 
-def read_failures(path, column='reason'):
-    """A failures file as {key: (folder, reason)} (column='source': {key: (folder, source)} where recorded)."""
-    out = {}
+def read_failures(path, with_sources=False):
+    """A failures file as {key: (folder, reason)}; with_sources, also {key: source} where recorded, in one read."""
+    out, sources = {}, {}
     with contextlib.suppress(FileNotFoundError), open(path, newline='', encoding='utf-8', errors=NAMES) as f:
         for row in csv.DictReader(f):
             if None in row.values() or not {'filename', 'folder', 'reason'} <= set(row):
                 raise UserError(f'{path}: not a failures file (filename, folder, reason); delete it and rerun: its '
                                 f'videos are tried again')
-            if column == 'reason' or row.get(column):
-                out[key(row['folder'], row['filename'])] = (row['folder'], row[column])
-    return out
+            k = key(row['folder'], row['filename'])
+            out[k] = (row['folder'], row['reason'])
+            if row.get('source'):
+                sources[k] = row['source']
+    return (out, sources) if with_sources else out
 
 
 _CLAIMED = {}  # absolute output path: the lock file this process holds
@@ -255,10 +257,9 @@ class StageRun:
                                table=False) for name in sorted(os.listdir(self.parts)) if name.endswith('.pkl')]
         previous = read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are done '
                                'again') if os.path.exists(self.output) else None
-        failures = {**read_failures(self.failures_path),
-                    **{record_key(r): (r.get('folder', ''), r['failure']) for r in records if 'failure' in r}}
-        sources = {**{k: s for k, (_, s) in read_failures(self.failures_path, 'source').items()},
-                   **sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}}
+        failures, sources = read_failures(self.failures_path, with_sources=True)
+        failures.update({record_key(r): (r.get('folder', ''), r['failure']) for r in records if 'failure' in r})
+        sources.update({**sources_of(previous), **{record_key(r): r['source'] for r in records if 'source' in r}})
         return records, previous, failures, sources
 
     def done(self, saved=None):
