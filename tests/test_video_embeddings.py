@@ -186,3 +186,25 @@ def test_a_video_replaced_or_relabelled_since_is_done_again_not_returned_stale(t
         np.testing.assert_array_equal(after.loc[name, 'video_embedding'], before.loc[name, 'video_embedding'])
     r = run(*common)
     assert '0 videos to embed' in r.stdout and 'changed since' not in r.stdout
+
+
+def test_a_failed_video_replaced_since_is_tried_again(tmp_path, sample):
+    """A video that failed (a corrupt file) and is then replaced by a good one at the same path: the rerun
+    tries it again (the failures file recorded what it was made from), without --retry_failed; the
+    failures file no longer lists it."""
+    import shutil
+    data, out = tmp_path / 'data', tmp_path / 'v.pkl'
+    shutil.copytree(sample, data)
+    common = [f'--data_dir={data}', f'--output={out}', '--face_weights=none', '--frame_step=30']
+    good = (data / 'camera_real.mp4').read_bytes()
+    (data / 'camera_real.mp4').write_bytes(b'not a video\n' * 100)
+    assert run(*common).returncode == 0
+    failures = pd.read_csv(f'{out}.failures.csv')
+    assert list(failures.filename) == ['camera_real.mp4'] and failures.source.notna().all()
+    assert 'camera_real.mp4' not in set(pd.read_pickle(out).filename)
+    (data / 'camera_real.mp4').write_bytes(good)
+    r = run(*common)
+    assert r.returncode == 0, r.stderr
+    assert '1 videos changed since they were done (their file or metadata entry), e.g. camera_real.mp4' in r.stdout
+    assert 'camera_real.mp4' in set(pd.read_pickle(out).filename)
+    assert pd.read_csv(f'{out}.failures.csv').empty
