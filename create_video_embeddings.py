@@ -32,6 +32,7 @@ from common.device import share_cpu
 from common.dataset import label_of, plan, source_of
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
+from common.weights import has_head
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/sample'        # folder tree with DFDC parts (folders with a metadata.json)
@@ -62,7 +63,7 @@ def embed(todo, bad, skipped, face):
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
     run = StageRun(OUTPUT, RETRY_FAILED, made_with=dp.made_with(cfg))
     who = run.who
-    columns = COLUMNS + (('frame_logits',) if cfg['face_encoder'] == 'gend' else ())
+    columns = COLUMNS + (('frame_logits',) if has_head(cfg['face_encoder']) else ())
     run.record(bad)
     todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
     print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '

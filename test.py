@@ -156,7 +156,7 @@ def _check_compatible(ckpt, table, path):
     if 'network' not in ckpt:  # no checkpoint: the encoder's head scores, where the faces were made with one
         if table.head_score is None:
             raise config.UserError(f'{path}: no face encoder head scored its faces (made with --face_encoder=gend '
-                                   f'it would have): give --checkpoint=best.pt (training.py\'s)')
+                                   f'or gend_dinov3 it would have): give --checkpoint=best.pt (training.py\'s)')
         return
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):

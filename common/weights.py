@@ -1,12 +1,13 @@
 """The one place that loads pretrained weights.
 
 Each network takes a weights setting: the name of its published weights (downloaded once into the
-library's own cache, by the library's own mechanism; for CLIP, a Hugging Face hub id), a path to a local
+library's own cache, by the library's own mechanism; for the ViTs, a Hugging Face hub id), a path to a local
 copy (offline machines, Kaggle kernels), or 'none': untrained weights, seeded so that two runs give the
 same numbers (tests only). A download that fails is one line that says what to do, never a traceback.
 
     python -m common.weights face vggface2   # exit 0 where the VGGFace2 weights can be had, else 3
     python -m common.weights gend            # GenD's CLIP ViT-L/14 (yermandy/GenD_CLIP_L_14)
+    python -m common.weights gend_dinov3     # GenD's DINOv3 ViT-L/16 (yermandy/GenD_DINOv3_L)
     python -m common.weights audio_cnn imagenet
 """
 import contextlib
@@ -24,32 +25,49 @@ UNTRAINED_SEED = 0
 
 
 
-# CLIP face encoders (DetectionPipeline's FACE_ENCODER other than 'facenet'): their published weights (a hub
-# id), where the vision tower's tensors are in their checkpoint, their head's, and the tensors they hold that
-# the encoder does not use (GenD keeps CLIP's visual projection; OpenAI's CLIP holds its text tower too)
-CLIP_ENCODERS = {
-    'gend': dict(default='yermandy/GenD_CLIP_L_14', vision='feature_extractor.vision_model.', head='model.linear.',
+# ViT face encoders (DetectionPipeline's FACE_ENCODER other than 'facenet'): their published weights (a hub
+# id), the backbone a checkpoint without a config.json is, where the vision tower's tensors are in their
+# checkpoint, their head's, and the tensors they hold that the encoder does not use (GenD keeps CLIP's visual
+# projection; OpenAI's CLIP holds its text tower too)
+VIT_ENCODERS = {
+    'gend': dict(default='yermandy/GenD_CLIP_L_14', backbone='openai/clip-vit-large-patch14',
+                 vision='feature_extractor.vision_model.', head='model.linear.',
                  unused=('feature_extractor.visual_projection.',)),
-    'clip': dict(default='openai/clip-vit-large-patch14', vision='vision_model.', head=None,
+    'gend_dinov3': dict(default='yermandy/GenD_DINOv3_L', backbone='facebook/dinov3-vitl16-pretrain-lvd1689m',
+                        vision='feature_extractor.backbone.', head='model.linear.', unused=()),
+    'clip': dict(default='openai/clip-vit-large-patch14', backbone='openai/clip-vit-large-patch14',
+                 vision='vision_model.', head=None,
                  unused=('text_model.', 'text_projection.', 'visual_projection.', 'logit_scale')),
 }
-# transformers' CLIPVisionConfig of a backbone a GenD config.json names (it gives no sizes); a config.json
-# with a 'vision_config' (OpenAI's CLIPConfig, a small test model) gives its own
-CLIP_BACKBONES = {
-    'openai/clip-vit-large-patch14': dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                                          num_attention_heads=16, patch_size=14, image_size=224,
-                                          projection_dim=768, hidden_act='quick_gelu', layer_norm_eps=1e-5),
+# The backbones a GenD config.json names (it gives no sizes): their architecture, transformers'
+# CLIPVisionModel or DINOv3ViTModel, and its config (DINOv3's: transformers' conversion of facebook's
+# ViT-L/16, convert_dinov3_vit_to_hf.py); a config.json with a 'vision_config' (OpenAI's CLIPConfig, a small
+# test model) gives its own
+VIT_BACKBONES = {
+    'openai/clip-vit-large-patch14': ('clip', dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
+        image_size=224, projection_dim=768, hidden_act='quick_gelu', layer_norm_eps=1e-5)),
+    'facebook/dinov3-vitl16-pretrain-lvd1689m': ('dinov3', dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
+        image_size=224, num_register_tokens=4, layerscale_value=1.0, layer_norm_eps=1e-5, rope_theta=100.0)),
 }
-FACE_ENCODERS = ('facenet', *CLIP_ENCODERS)
+# buffers a checkpoint may hold (older transformers saved position_ids) that the models compute from their config
+OLD_BUFFERS = ('embeddings.position_ids', 'rope_embeddings.inv_freq')
+FACE_ENCODERS = ('facenet', *VIT_ENCODERS)
 
 
 def default_weights(encoder='facenet'):
     """The published weights FACE_WEIGHTS='default' stands for."""
-    return 'vggface2' if encoder == 'facenet' else CLIP_ENCODERS[encoder]['default']
+    return 'vggface2' if encoder == 'facenet' else VIT_ENCODERS[encoder]['default']
+
+
+def has_head(encoder):
+    """Whether the face encoder scores faces itself (GenD's: a FAKE logit a face), so a video without training."""
+    return bool(VIT_ENCODERS.get(encoder, {}).get('head'))
 
 
 def describe(weights, encoder='facenet'):
-    """What a table records as the embedder: the weights' name, a file name, or the untrained seed; a CLIP
+    """What a table records as the embedder: the weights' name, a file name, or the untrained seed; a ViT
     encoder's prefixed by its name ('gend:yermandy/GenD_CLIP_L_14', 'gend:untrained(seed=0)')."""
     if weights == 'default':
         weights = default_weights(encoder)
@@ -125,12 +143,12 @@ def _hub_files(repo, flag):
             f'(or {flag}=none for untrained weights)') from None
 
 
-def _clip_files(weights, flag):
+def _vit_files(weights, flag):
     """(config.json or None, model.safetensors) for a folder, a .safetensors file or a hub id."""
     if os.path.isdir(weights):
         files = [os.path.join(weights, n) for n in ('config.json', 'model.safetensors')]
         if not all(os.path.isfile(f) for f in files):
-            raise UserError(f'{flag}={weights}: a folder of CLIP weights holds config.json and model.safetensors '
+            raise UserError(f'{flag}={weights}: a folder of ViT weights holds config.json and model.safetensors '
                             f'(as the hub has them: hf download REPO --local-dir {weights})')
         return files
     if os.path.isfile(weights):
@@ -150,61 +168,72 @@ def _read_config(path):
         raise UserError(f'cannot read {path}: {type(err).__name__}: {err}') from None
 
 
-def _clip_state(path, spec, expected):
+def _vit_state(path, spec, expected):
     """The tensors of `expected` (names in the checkpoint) from safetensors file `path`; UserError naming a
     tensor that is missing, or one the checkpoint holds that the encoder neither uses nor knows to leave."""
     from safetensors import SafetensorError, safe_open
     try:
         with safe_open(path, framework='pt') as f:
             names = set(f.keys())
-            missing = sorted(set(expected) - names)
-            unexpected = sorted(n for n in names - set(expected) if not n.startswith(spec['unused'])
-                                and not n.endswith('embeddings.position_ids'))  # a buffer older versions saved
+            # transformers < 5 saved DINOv3's blocks as `layer.N.`, now `model.layer.N.` (its own loader renames
+            # them as this does: transformers/conversion_mapping.py)
+            stored = {n: n if n in names else n.replace('.model.layer.', '.layer.') for n in expected}
+            missing = sorted(n for n in expected if stored[n] not in names)
+            unexpected = sorted(n for n in names - set(stored.values()) if not n.startswith(spec['unused'])
+                                and not n.endswith(OLD_BUFFERS))
             if missing or unexpected:
                 which, listed = ('missing', missing) if missing else ('unexpected', unexpected)
                 more = f' (and {len(listed) - 1} more)' if len(listed) > 1 else ''
                 raise UserError(f'{path}: tensor {listed[0]} {which}{more}: not the checkpoint of a '
                                 f'{spec["name"]} encoder with this config')
-            return {n: f.get_tensor(n) for n in expected}
+            return {n: f.get_tensor(stored[n]) for n in expected}
     except (OSError, SafetensorError) as err:
         raise UserError(f'cannot read weights file {path}: {type(err).__name__}: {err}') from None
 
 
-def clip_encoder(encoder='gend', weights='default', flag='--face_weights'):
-    """faces/clip.py's ClipEncoder (eval mode, CPU): transformers' CLIPVisionModel, and GenD's head for 'gend'.
+def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
+    """faces/clip.py's VitEncoder (eval mode, CPU): transformers' CLIPVisionModel or DINOv3ViTModel (the
+    encoder's backbone: VIT_BACKBONES), and GenD's head for GenD's encoders.
 
-    weights: 'default' (the encoder's hub id: CLIP_ENCODERS), a hub id (downloaded once into
+    weights: 'default' (the encoder's hub id: VIT_ENCODERS), a hub id (downloaded once into
     huggingface_hub's cache), a folder with config.json and model.safetensors as the hub has them, a
-    .safetensors file (config.json beside it, else the ViT-L/14 of CLIP_BACKBONES), or 'none' (ViT-L/14,
-    untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a UserError.
+    .safetensors file (config.json beside it, else the encoder's backbone), or 'none' (the encoder's
+    backbone, untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a
+    UserError.
     """
-    from transformers import CLIPVisionConfig, CLIPVisionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModel, DINOv3ViTConfig, DINOv3ViTModel
     from transformers.initialization import no_init_weights
     from transformers.utils import logging as hf_logging
 
-    from faces.clip import ClipEncoder
-    spec = {**CLIP_ENCODERS[encoder], 'name': encoder}
+    from faces.clip import VitEncoder
+    spec = {**VIT_ENCODERS[encoder], 'name': encoder}
     if weights == 'default':
         weights = spec['default']
     config, path = {}, None
     if weights != 'none':
-        config_path, path = _clip_files(weights, flag)
+        config_path, path = _vit_files(weights, flag)
         config = _read_config(config_path) if config_path else {}
-    backbone = config.get('backbone', 'openai/clip-vit-large-patch14')
-    if 'vision_config' not in config and backbone not in CLIP_BACKBONES:
-        raise UserError(f'{weights}: config.json names backbone {backbone!r}, not one of {", ".join(CLIP_BACKBONES)}')
-    if encoder == 'gend' and config.get('head', 'LinearNorm') != 'LinearNorm':
-        raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s CLIP checkpoints have '
+    backbone = config.get('backbone', spec['backbone'])
+    arch = VIT_BACKBONES[spec['backbone']][0]
+    if 'vision_config' not in config and VIT_BACKBONES.get(backbone, ('',))[0] != arch:
+        readers = [e for e, s in VIT_ENCODERS.items() if s['backbone'] == backbone]
+        raise UserError(f'{weights}: config.json names backbone {backbone!r}, '
+                        + (f'read by --face_encoder={readers[0]}' if readers else 'not one of '
+                           + ', '.join(b for b, (a, _) in VIT_BACKBONES.items() if a == arch)))
+    if spec['head'] and config.get('head', 'LinearNorm') != 'LinearNorm':
+        raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s checkpoints have '
                         f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
     torch.manual_seed(UNTRAINED_SEED)
     hf_logging.set_verbosity_error()  # transformers' notes on the config's unused keys
+    make_config, model = {'clip': (CLIPVisionConfig, CLIPVisionModel),
+                           'dinov3': (DINOv3ViTConfig, DINOv3ViTModel)}[arch]
     # loaded weights replace every tensor (a strict load): their random init (3 s for ViT-L/14) is skipped
     with no_init_weights() if path is not None else contextlib.nullcontext():
-        vision = CLIPVisionModel(CLIPVisionConfig(**config.get('vision_config', CLIP_BACKBONES.get(backbone, {}))))
+        vision = model(make_config(**(config.get('vision_config') or VIT_BACKBONES[backbone][1])))
         head = nn.Linear(vision.config.hidden_size, 2) if spec['head'] else None
     if path is not None:
         parts = [(vision, spec['vision'])] + ([(head, spec['head'])] if head is not None else [])
-        state = _clip_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])
+        state = _vit_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])
         for module, prefix in parts:
             try:
                 module.load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
@@ -212,7 +241,7 @@ def clip_encoder(encoder='gend', weights='default', flag='--face_weights'):
                 lines = str(err).strip().splitlines()
                 first = (lines[1:] or lines)[0].strip().replace('size mismatch for ', f'size mismatch for {prefix}')
                 raise UserError(f'{path}: {first}') from None
-    return ClipEncoder(vision, head, describe(weights, encoder)).eval()
+    return VitEncoder(vision, head, describe(weights, encoder), arch).eval()
 
 
 # torchvision CNNs whose classifier is one `fc` layer over globally pooled features: the pooled
@@ -297,7 +326,7 @@ def voice_encoder(weights='resemblyzer', device='cpu'):
 def _main(argv):
     loaders = {'face': (face_embedder, 'vggface2'), 'audio_cnn': (audio_cnn, 'imagenet'),
                'voice': (voice_encoder, 'resemblyzer'),
-               **{name: (lambda w, name=name: clip_encoder(name, w), 'default') for name in CLIP_ENCODERS}}
+               **{name: (lambda w, name=name: vit_encoder(name, w), 'default') for name in VIT_ENCODERS}}
     kind = argv[0] if argv else 'face'
     if kind not in loaders:
         print(f'usage: python -m common.weights {{{"|".join(loaders)}}} [weights]', file=sys.stderr)

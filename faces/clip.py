@@ -1,10 +1,12 @@
-"""CLIP ViT-L/14 as a face encoder: GenD's (its LayerNorms tuned for deepfakes, its linear head) or OpenAI's.
+"""ViTs as face encoders: GenD's (CLIP ViT-L/14 or DINOv3 ViT-L/16, their LayerNorms tuned for deepfakes,
+their linear head) or OpenAI's CLIP ViT-L/14.
 
 GenD (Yermakov et al., WACV 2026, github.com/yermandy/GenD, MIT) reads a face aligned on 5 landmarks
-(faces/images.py's align) through CLIP's preprocessing, takes the vision tower's pooler_output (1024-d),
-L2-normalises it and applies a linear head: 2 logits, class 1 = FAKE; a video scores the mean of its
-faces' P(FAKE). The architecture is transformers' CLIPVisionModel (not a copy); the weights come from
-common/weights.py's clip_encoder. The features and FAKE logit are what DetectionPipeline stores.
+(faces/images.py's align) through its backbone's preprocessing, takes the backbone's pooled output (CLIP's
+pooler_output, DINOv3's CLS token: 1024-d), L2-normalises it and applies a linear head: 2 logits, class 1 =
+FAKE; a video scores the mean of its faces' P(FAKE). The architectures are transformers' CLIPVisionModel and
+DINOv3ViTModel (not copies); the weights come from common/weights.py's vit_encoder. The features and FAKE
+logit are what DetectionPipeline stores.
 """
 import numpy as np
 import torch
@@ -12,43 +14,59 @@ import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 
-# CLIP's preprocessing (openai/clip-vit-large-patch14's preprocessor_config.json, transformers' defaults)
-CLIP_SIZE = 224
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# Each backbone's preprocessing, as transformers' image processor with its defaults does it. CLIP
+# (openai/clip-vit-large-patch14's preprocessor_config.json): the shortest side to 224, bicubic, on uint8 (as
+# PIL's), the centre 224 x 224. DINOv3 (DINOv3ViTImageProcessor's defaults, which GenD's DINOv3 read): scaled
+# to [0, 1] first, then 224 x 224, bilinear (as DINOv3's own ToTensor, Resize).
+SIZE = 224
+PREPROCESS = {
+    'clip': dict(square=False, float_first=False, interpolation=TF.InterpolationMode.BICUBIC,
+                 mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)),
+    'dinov3': dict(square=True, float_first=True, interpolation=TF.InterpolationMode.BILINEAR,
+                   mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),  # ImageNet's
+}
 
 
-def preprocess(crops):
-    """(batch, h, w, 3) uint8 tensor (on any device) -> (batch, 3, 224, 224) float32 as CLIPImageProcessor
-    makes them: the shortest side resized to 224 (bicubic, antialiased: torchvision's resize, which
-    transformers' processor calls, on uint8 as PIL's), the centre 224 x 224, scaled to [0, 1], normalised
-    with CLIP's mean and std."""
+def preprocess(crops, arch='clip'):
+    """(batch, h, w, 3) uint8 tensor (on any device) -> (batch, 3, 224, 224) float32 as the backbone's image
+    processor makes them (PREPROCESS): resized with torchvision's antialiased resize (what transformers'
+    processors call), centre-cropped, scaled to [0, 1], normalised."""
+    how = PREPROCESS[arch]
     x = crops.permute(0, 3, 1, 2)  # (batch, 3, h, w) uint8
+    if how['float_first']:
+        x = x.float() / 255.0
     h, w = x.shape[2:]
     short = min(h, w)
-    size = [CLIP_SIZE, int(CLIP_SIZE * w / short)] if h == short else [int(CLIP_SIZE * h / short), CLIP_SIZE]
+    size = ([SIZE, SIZE] if how['square'] else
+            [SIZE, int(SIZE * w / short)] if h == short else [int(SIZE * h / short), SIZE])
     if size != [h, w]:
-        x = TF.resize(x, size, interpolation=TF.InterpolationMode.BICUBIC, antialias=True)
-    x = TF.center_crop(x, [CLIP_SIZE, CLIP_SIZE]).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device)[:, None, None]
-    std = torch.tensor(CLIP_STD, device=x.device)[:, None, None]
+        x = TF.resize(x, size, interpolation=how['interpolation'], antialias=True)
+    x = TF.center_crop(x, [SIZE, SIZE])
+    if not how['float_first']:
+        x = x.float() / 255.0
+    mean = torch.tensor(how['mean'], device=x.device)[:, None, None]
+    std = torch.tensor(how['std'], device=x.device)[:, None, None]
     return (x - mean) / std
 
 
-class ClipEncoder(nn.Module):
+class VitEncoder(nn.Module):
     """pixel values (batch, 3, 224, 224) -> (features (batch, D) L2-normalised, FAKE logits (batch,) or None).
 
-    vision: a transformers CLIPVisionModel; head: GenD's nn.Linear(D, 2) over the normalised features, or
-    None (OpenAI's CLIP has no head). The FAKE logit is logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
+    vision: a transformers CLIPVisionModel or DINOv3ViTModel (arch 'clip' or 'dinov3'); head: GenD's
+    nn.Linear(D, 2) over the normalised features, or None (OpenAI's CLIP has no head). The FAKE logit is
+    logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
     """
 
-    def __init__(self, vision, head=None, name=''):
+    def __init__(self, vision, head=None, name='', arch='clip'):
         super().__init__()
-        self.vision, self.head, self.name = vision, head, name
+        self.vision, self.head, self.name, self.arch = vision, head, name, arch
         self.dim = vision.config.hidden_size
 
+    def preprocess(self, crops):
+        return preprocess(crops, self.arch)
+
     def forward(self, pixel_values):
-        pooled = self.vision(pixel_values=pixel_values).pooler_output  # (batch, D)
+        pooled = self.vision(pixel_values=pixel_values).pooler_output  # (batch, D): CLIP's, DINOv3's CLS
         features = F.normalize(pooled.float(), p=2, dim=1)
         if self.head is None:
             return features, None
@@ -57,22 +75,29 @@ class ClipEncoder(nn.Module):
 
 
 def for_inference(vision, dtype=None):
-    """transformers' CLIPVisionModel made faster to run, in place, for the same numbers. QuickGELU,
-    x * sigmoid(1.702 x), is SiLU(1.702 x) / 1.702: fc1 is scaled by 1.702 and fc2 by 1 / 1.702 around one
-    SiLU (one pass over the MLP's 4096-wide activations instead of three; the weights' rounding the only
-    change). With a dtype (common.device.amp_dtype) the attention and MLP blocks run in it while the
-    LayerNorms, the residual stream and the pooled output stay float32: autocast's precision without its
-    casts of the inputs and weights of every layer at every call (BENCHMARKS.md, Face encoders)."""
-    for layer in vision.encoder.layers:
-        mlp = layer.mlp
-        if vision.config.hidden_act == 'quick_gelu':
+    """transformers' CLIPVisionModel or DINOv3ViTModel made faster to run, in place, for the same numbers.
+    CLIP's QuickGELU, x * sigmoid(1.702 x), is SiLU(1.702 x) / 1.702: fc1 is scaled by 1.702 and fc2 by
+    1 / 1.702 around one SiLU (one pass over the MLP's 4096-wide activations instead of three; the weights'
+    rounding the only change). With a dtype (common.device.amp_dtype) the attention and MLP blocks run in it
+    (DINOv3's RoPE sines and cosines too, which meet the queries and keys there) while the LayerNorms, the
+    residual stream (DINOv3's layer scales) and the pooled output stay float32: autocast's precision without
+    its casts of the inputs and weights of every layer at every call (BENCHMARKS.md, Face encoders)."""
+    clip = hasattr(vision, 'encoder')  # else DINOv3ViTModel
+    for layer in vision.encoder.layers if clip else vision.model.layer:
+        if clip and vision.config.hidden_act == 'quick_gelu':
+            mlp = layer.mlp
             with torch.no_grad():
                 mlp.fc1.weight.mul_(1.702), mlp.fc1.bias.mul_(1.702), mlp.fc2.weight.div_(1.702)
             mlp.activation_fn = nn.SiLU()
         if dtype is not None:
-            layer.self_attn.to(dtype), mlp.to(dtype)
-            for norm in (layer.layer_norm1, layer.layer_norm2):  # their outputs feed the blocks
+            blocks, norms = (((layer.self_attn, layer.mlp), (layer.layer_norm1, layer.layer_norm2)) if clip else
+                             ((layer.attention, layer.mlp), (layer.norm1, layer.norm2)))
+            for block in blocks:
+                block.to(dtype)
+            for norm in norms:  # their outputs feed the blocks
                 norm.register_forward_hook(lambda module, args, out: out.to(dtype))
+    if dtype is not None and not clip:
+        vision.rope_embeddings.register_forward_hook(lambda module, args, out: tuple(t.to(dtype) for t in out))
     return vision
 
 

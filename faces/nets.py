@@ -1,5 +1,6 @@
 """The networks of face extraction on one device: MTCNN (faces/mtcnn.py) and the face encoder:
-InceptionResnetV1 (FACE_ENCODER='facenet'), or CLIP ViT-L/14, GenD's or OpenAI's (faces/clip.py).
+InceptionResnetV1 (FACE_ENCODER='facenet'), or a ViT: GenD's CLIP ViT-L/14 or DINOv3 ViT-L/16, or OpenAI's
+CLIP ViT-L/14 (faces/clip.py).
 
 Their inputs are small uint8 images (downscaled frames, regions around faces, face crops) cut on the CPU
 (faces/images.py); they travel to the device once per batch and only boxes and embeddings come back.
@@ -8,8 +9,8 @@ import numpy as np
 import torch
 
 from common.device import amp_dtype, autocast
-from common.weights import clip_encoder, describe, face_embedder
-from faces.clip import for_inference, preprocess
+from common.weights import describe, face_embedder, vit_encoder
+from faces.clip import for_inference
 from faces.mtcnn import MTCNN
 
 # faces per ViT batch on a CPU: the MLP's activations of 2 faces (4 MB in bfloat16) stay in the caches, those
@@ -28,7 +29,7 @@ class Nets:
             self.embedder = face_embedder(face_weights).to(device)
             self.dim = 512
         else:
-            self.embedder = clip_encoder(face_encoder, face_weights).to(device)
+            self.embedder = vit_encoder(face_encoder, face_weights).to(device)
             for_inference(self.embedder.vision, amp_dtype(device, amp))
             self.dim = self.embedder.dim
             self.clip_batch = batch_size if device.type == 'cuda' else min(batch_size, CPU_CLIP_BATCH)
@@ -49,7 +50,7 @@ class Nets:
     @torch.inference_mode()
     def embed(self, crops):
         """FaceNet: (faces, 160, 160, 3) uint8 -> (faces, 512) float16, InceptionResnetV1 before its L2 norm.
-        CLIP: (faces, 256, 256, 3) aligned uint8 -> (faces, 1024) float16 L2-normalised features; GenD's
+        ViT: (faces, 256, 256, 3) aligned uint8 -> (faces, 1024) float16 L2-normalised features; GenD's
         with its FAKE logit beside them: a record array of 'embedding' and 'logit' (float32)."""
         if self.face_encoder != 'facenet':
             return self._embed_clip(crops)
@@ -70,7 +71,8 @@ class Nets:
                else np.zeros((len(crops), self.dim), np.float16))
         for start in range(0, len(crops), self.clip_batch):
             x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.clip_batch])).to(self.device)
-            features, logits = self.embedder(preprocess(x))  # (batch, D), (batch,) or None; AMP: for_inference
+            # (batch, D), (batch,) or None; AMP: for_inference
+            features, logits = self.embedder(self.embedder.preprocess(x))
             part = slice(start, start + len(x))
             features = features.float().cpu().numpy().astype(np.float16)
             if head:

@@ -1,5 +1,5 @@
-"""The CLIP face encoders behind DetectionPipeline.py (--face_encoder=gend | clip): the faces, features and
-FAKE logits a table stores, and the full-size ViT-L/14 through create_video_embeddings.py."""
+"""The ViT face encoders behind DetectionPipeline.py (--face_encoder=gend | gend_dinov3 | clip): the faces,
+features and FAKE logits a table stores, and the full-size ViT-L/14 through create_video_embeddings.py."""
 import json
 import os
 import subprocess
@@ -13,35 +13,58 @@ import torch
 import torch.nn.functional as F
 
 import DetectionPipeline as dp
+from common.device import cpu_has_bf16
 from common.video import sampled_frames
 from conftest import ROOT, testdata
 from faces import images
 from faces.clip import video_score
-from gend_models import TINY, tiny_gend
+from gend_models import TINY, tiny_gend, tiny_gend_dinov3
 
 
-def test_gend_tracks_hold_transformers_features_and_logits_of_gends_crops(tmp_path):
-    """A real clip through the pipeline with a tiny GenD checkpoint (float32): each face's stored features
-    and FAKE logit are transformers' CLIPVisionModel and the saved head on that face aligned as GenD aligns
-    it and preprocessed by transformers' CLIPImageProcessor (float16 storage of unit-norm features: 1e-3;
-    logits float32, over the same pixels: 1e-4); the video's score is the mean of the head's softmax."""
-    from transformers import CLIPImageProcessor
-    vision, head = tiny_gend(tmp_path)
-    pipeline = dp.DetectionPipeline(face_encoder='gend', face_weights=str(tmp_path), device='cpu', amp=False)
-    assert pipeline.embedder_name == f'gend:file:{tmp_path.name}'
+@pytest.mark.parametrize('encoder', ['gend', 'gend_dinov3'])
+def test_gend_tracks_hold_transformers_features_and_logits_of_gends_crops(tmp_path, encoder):
+    """A real clip through the pipeline with a tiny GenD checkpoint, CLIP's or DINOv3's (float32): each face's
+    stored features and FAKE logit are transformers' model (CLIP's pooler_output, DINOv3's CLS token) and the
+    saved head on that face aligned as GenD aligns it and preprocessed by transformers' image processor of
+    the backbone (float16 storage of unit-norm features: 1e-3; logits float32, over the same pixels: 1e-4);
+    the video's score is the mean of the head's softmax."""
+    from transformers import CLIPImageProcessor, DINOv3ViTImageProcessor
+    make, processor = {'gend': (tiny_gend, CLIPImageProcessor), 'gend_dinov3': (tiny_gend_dinov3,
+                                                                                DINOv3ViTImageProcessor)}[encoder]
+    vision, head = make(tmp_path)
+    pipeline = dp.DetectionPipeline(face_encoder=encoder, face_weights=str(tmp_path), device='cpu', amp=False)
+    assert pipeline.embedder_name == f'{encoder}:file:{tmp_path.name}'
     path = testdata('dfdc_sample', 'brtujopkby.mp4')
     [track] = pipeline(path).tracks
     assert track.embeddings.shape == (len(track.frames), TINY['hidden_size']) and track.embeddings.dtype == np.float16
     assert track.logits.shape == (len(track.frames),) and track.logits.dtype == np.float32
     frames = dict(sampled_frames(path, dp.FRAME_STEP))
     crops = [images.align(frames[f], points) for f, points in zip(track.frames, track.landmarks)]
-    pixels = CLIPImageProcessor()(images=crops, return_tensors='pt')['pixel_values']
+    pixels = processor()(images=crops, return_tensors='pt')['pixel_values']
     with torch.inference_mode():
-        features = F.normalize(vision(pixel_values=pixels).pooler_output, dim=1)
+        features = F.normalize(vision(pixel_values=pixels).last_hidden_state[:, 0] if encoder == 'gend_dinov3'
+                               else vision(pixel_values=pixels).pooler_output, dim=1)
         logits = head(features).double()  # (faces, 2)
     np.testing.assert_allclose(track.embeddings.astype(np.float32), features.numpy(), atol=1e-3)
     np.testing.assert_allclose(track.logits, (logits[:, 1] - logits[:, 0]).numpy(), atol=1e-4)
     assert video_score(track.logits) == pytest.approx(torch.softmax(logits, 1)[:, 1].mean().item(), abs=1e-5)
+
+
+def test_gend_dinov3_in_mixed_precision_stays_near_float32(tmp_path):
+    """With AMP, DINOv3's attention and MLP blocks run in bfloat16 on a CPU with bf16 units (AMX, AVX-512 BF16;
+    faces/clip.py's for_inference) and the LayerNorms, layer scales and residual stream in float32: each
+    matrix product's inputs are rounded to bfloat16 (2^-9 relative), which through the tiny model's 2 blocks
+    moves the unit-norm features by 1.5-1.8e-3 and the logits by 0.6-0.8e-3 (3 seeds; autocast: 1.3-2.3e-3
+    and 1.3-1.9e-3). 5e-3 bounds both, and they must move (bfloat16 did run). Without bf16 units AMP is off
+    on the CPU: the same numbers."""
+    tiny_gend_dinov3(tmp_path)
+    path = testdata('dfdc_sample', 'brtujopkby.mp4')
+    [exact], [mixed] = (dp.DetectionPipeline(face_encoder='gend_dinov3', face_weights=str(tmp_path), device='cpu',
+                                             amp=amp)(path).tracks for amp in (False, True))
+    np.testing.assert_array_equal(mixed.frames, exact.frames)
+    error = np.abs(mixed.embeddings.astype(np.float32) - exact.embeddings.astype(np.float32)).max()
+    assert error <= 5e-3 and np.abs(mixed.logits - exact.logits).max() <= 5e-3
+    assert (error > 0) == cpu_has_bf16()
 
 
 def test_clip_loads_openais_layout_without_its_text_tower_and_has_no_logit(tmp_path):
@@ -96,6 +119,32 @@ def test_full_size_gend_runs_through_create_video_embeddings_on_a_real_clip(tmp_
                             '--face_weights=none', '--device=cpu'], cwd=ROOT, capture_output=True, text=True,
                            timeout=300)  # the same table with FaceNet: refused, not mixed
     assert again.returncode == 2 and 'face_encoder' in again.stderr, again.stderr
+
+
+def test_a_gend_dinov3_table_holds_its_logits(tmp_path):
+    """create_video_embeddings.py with --face_encoder=gend_dinov3 (a tiny checkpoint): the table holds the
+    pipeline's features and FAKE logits (frame_logits, as gend's), which test.py and predict.py score. The
+    script runs with this process's thread count: with another, the float32 sums (MTCNN's, the ViT's) run in
+    another order, which moved a logit by up to 2e-5 (measured), more than 1e-5."""
+    weights = tmp_path / 'weights'
+    weights.mkdir()
+    tiny_gend_dinov3(weights)
+    clip = testdata('dfdc_sample', 'lynaeydofd.mp4')
+    out = tmp_path / 'video.pkl'
+    run = subprocess.run([sys.executable, 'create_video_embeddings.py', f'--data_dir={os.path.dirname(clip)}',
+                          f'--output={out}', '--face_encoder=gend_dinov3', f'--face_weights={weights}',
+                          '--device=cpu', '--amp=false', '--frame_step=30'], cwd=ROOT, capture_output=True,
+                         text=True, timeout=600, env={**os.environ, 'OMP_NUM_THREADS': str(torch.get_num_threads())})
+    assert run.returncode == 0, run.stderr
+    table = pd.read_pickle(out).set_index('filename')
+    [track] = dp.DetectionPipeline(face_encoder='gend_dinov3', face_weights=str(weights), device='cpu', amp=False,
+                                   frame_step=30)(clip).tracks
+    row = table.loc['lynaeydofd.mp4']
+    assert row.embedder == 'gend_dinov3:file:weights'
+    np.testing.assert_array_equal(row.frames, track.frames)
+    np.testing.assert_allclose(row.frame_logits, track.logits, atol=1e-5)  # float32, the same faces
+    np.testing.assert_allclose(row.video_embedding.astype(np.float32), track.embeddings.astype(np.float32),
+                               atol=1e-3)  # float16 of unit-norm features
 
 
 def test_decoding_workers_carry_gends_features_and_logits(tmp_path):

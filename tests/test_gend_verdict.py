@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 import DetectionPipeline as dp
 from common import config, store
 from conftest import ROOT, script_module, testdata
-from gend_models import tiny_gend
+from gend_models import tiny_gend, tiny_gend_dinov3
 from model import synthetic_table
 
 scoring = script_module('test')
@@ -31,15 +31,17 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
 
 
-@pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    """A tiny GenD checkpoint whose head is scaled up (and centred): its faces' P(FAKE) differ by far more than
-    TOLERANCE instead of sitting at 0.5 +- 0.01, so a score of other faces is told from the right one."""
-    folder = tmp_path_factory.mktemp('gend')
-    _, head = tiny_gend(folder)
-    tiny_gend(folder, extra={'model.linear.weight': head.weight.detach() * 10,
-                             'model.linear.bias': torch.zeros(2)})
-    return folder
+@pytest.fixture(scope='module', params=['gend', 'gend_dinov3'])
+def weights(request, tmp_path_factory):
+    """(encoder, a tiny GenD checkpoint of it whose head is scaled up and centred): its faces' P(FAKE) differ by
+    far more than TOLERANCE instead of sitting at 0.5 +- 0.01, so a score of other faces is told from the
+    right one."""
+    folder = tmp_path_factory.mktemp(request.param)
+    make = tiny_gend if request.param == 'gend' else tiny_gend_dinov3
+    _, head = make(folder)
+    make(folder, extra={'model.linear.weight': head.weight.detach() * 10,
+                        'model.linear.bias': torch.zeros(2)})
+    return request.param, folder
 
 
 def predict(*args):
@@ -48,13 +50,15 @@ def predict(*args):
 
 
 def test_predict_without_a_checkpoint_gives_the_mean_of_the_heads_probabilities(weights, tmp_path):
+    encoder, weights = weights
     clip = testdata('dfdc_sample', 'lynaeydofd.mp4')
-    r = predict(f'--input={clip}', f'--face_weights={weights}', f'--output={tmp_path / "sub.csv"}', *FAST)
+    r = predict(f'--input={clip}', f'--face_weights={weights}', f'--output={tmp_path / "sub.csv"}', *FAST[1:],
+                f'--face_encoder={encoder}')
     assert r.returncode == 0, r.stderr[-2000:]
     assert "scorer: the face encoder's own head" in r.stdout
     [row] = list(csv.DictReader(open(tmp_path / 'sub.csv')))
     # the same faces, computed here: each face's FAKE logit from the pipeline, P(FAKE) = its sigmoid
-    [track] = dp.DetectionPipeline(face_encoder='gend', face_weights=str(weights), device='cpu', amp=False,
+    [track] = dp.DetectionPipeline(face_encoder=encoder, face_weights=str(weights), device='cpu', amp=False,
                                    frame_step=30)(clip).tracks
     faces_p = sigmoid(track.logits)
     assert len(faces_p) >= 5 and faces_p.std() > 100 * TOLERANCE  # the scaled head: faces differ
