@@ -43,7 +43,7 @@ from common.device import pick_device
 from common.stage import NAMES, StageRun, atomic_path, key, row_keys
 from common.store import Store
 from common.video import VideoError
-from common.weights import has_head
+from common.weights import HEAD_ENCODERS, has_head
 from faces.clip import video_score
 from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, window_starts
 
@@ -183,8 +183,8 @@ class Predictor:
         face, self.audio_settings = settings_from(self.ckpt, face or {}, audio or {})
         chosen = dp.settings(**face)  # its embedder checked before the weights load
         if self.net is None and not has_head(chosen['face_encoder']):
-            raise UserError('no --checkpoint: give one (training.py\'s best.pt), or --face_encoder=gend (or '
-                            'gend_dinov3), whose own head scores a video without training')
+            raise UserError(f'no --checkpoint: give one (training.py\'s best.pt), or --face_encoder='
+                            f'{" or ".join(HEAD_ENCODERS)}, whose own head scores a video without training')
         self._check_embedder('face', dp.embedder_name(chosen), '--face_encoder and --face_weights')
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})

@@ -33,6 +33,7 @@ from common import breakdown, metrics, shortcuts
 from common.device import pick_device
 from common.store import open_store
 from common.stage import NAMES, atomic_path, write_text
+from common.weights import HEAD_ENCODERS
 from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, steady_malloc
 
 # ----------------------------------------------------------------------------- config
@@ -155,8 +156,9 @@ def _check(cfg):
 def _check_compatible(ckpt, table, path):
     if 'network' not in ckpt:  # no checkpoint: the encoder's head scores, where the faces were made with one
         if table.head_score is None:
-            raise config.UserError(f'{path}: no face encoder head scored its faces (made with --face_encoder=gend '
-                                   f'or gend_dinov3 it would have): give --checkpoint=best.pt (training.py\'s)')
+            raise config.UserError(f'{path}: no face encoder head scored its faces (made with --face_encoder='
+                                   f'{" or ".join(HEAD_ENCODERS)} it would have): give --checkpoint=best.pt '
+                                   f'(training.py\'s)')
         return
     net = ckpt['network']
     if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):

@@ -51,6 +51,8 @@ VIT_BACKBONES = {
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
         image_size=224, num_register_tokens=4, layerscale_value=1.0, layer_norm_eps=1e-5, rope_theta=100.0)),
 }
+# the encoders with a head, which scores a video without training (GenD's)
+HEAD_ENCODERS = tuple(name for name, spec in VIT_ENCODERS.items() if spec['head'])
 # buffers a checkpoint may hold (older transformers saved position_ids) that the models compute from their config
 OLD_BUFFERS = ('embeddings.position_ids', 'rope_embeddings.inv_freq')
 FACE_ENCODERS = ('facenet', *VIT_ENCODERS)
@@ -63,7 +65,7 @@ def default_weights(encoder='facenet'):
 
 def has_head(encoder):
     """Whether the face encoder scores faces itself (GenD's: a FAKE logit a face), so a video without training."""
-    return bool(VIT_ENCODERS.get(encoder, {}).get('head'))
+    return encoder in HEAD_ENCODERS
 
 
 def describe(weights, encoder='facenet'):

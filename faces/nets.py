@@ -15,7 +15,7 @@ from faces.mtcnn import MTCNN
 
 # faces per ViT batch on a CPU: the MLP's activations of 2 faces (4 MB in bfloat16) stay in the caches, those
 # of 64 go through memory and cost more than the matrix products (BENCHMARKS.md, Face encoders)
-CPU_CLIP_BATCH = 2
+CPU_VIT_BATCH = 2
 
 
 class Nets:
@@ -32,7 +32,7 @@ class Nets:
             self.embedder = vit_encoder(face_encoder, face_weights).to(device)
             for_inference(self.embedder.vision, amp_dtype(device, amp))
             self.dim = self.embedder.dim
-            self.clip_batch = batch_size if device.type == 'cuda' else min(batch_size, CPU_CLIP_BATCH)
+            self.vit_batch = batch_size if device.type == 'cuda' else min(batch_size, CPU_VIT_BATCH)
         self.embedder_name = describe(face_weights, face_encoder)
         if device.type == 'cpu':
             # oneDNN's convolutions and max-pooling are faster channels-last (BENCHMARKS.md, Video)
@@ -53,7 +53,7 @@ class Nets:
         ViT: (faces, 256, 256, 3) aligned uint8 -> (faces, 1024) float16 L2-normalised features; GenD's
         with its FAKE logit beside them: a record array of 'embedding' and 'logit' (float32)."""
         if self.face_encoder != 'facenet':
-            return self._embed_clip(crops)
+            return self._embed_vit(crops)
         out = []
         for start in range(0, len(crops), self.batch_size):
             x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.batch_size]))
@@ -65,12 +65,12 @@ class Nets:
                 out.append(self.embedder(x).float().cpu().numpy().astype(np.float16))
         return np.concatenate(out) if out else np.zeros((0, 512), np.float16)
 
-    def _embed_clip(self, crops):
+    def _embed_vit(self, crops):
         head = self.embedder.head is not None
         out = (np.zeros(len(crops), [('embedding', np.float16, (self.dim,)), ('logit', np.float32)]) if head
                else np.zeros((len(crops), self.dim), np.float16))
-        for start in range(0, len(crops), self.clip_batch):
-            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.clip_batch])).to(self.device)
+        for start in range(0, len(crops), self.vit_batch):
+            x = torch.from_numpy(np.ascontiguousarray(crops[start:start + self.vit_batch])).to(self.device)
             # (batch, D), (batch,) or None; AMP: for_inference
             features, logits = self.embedder(self.embedder.preprocess(x))
             part = slice(start, start + len(x))

@@ -33,9 +33,9 @@ How and why, step by step (the settings are DetectionPipeline.py's constants):
   KEEP_ALL_TRACKS keeps every track. Frames where the track has no face are left out, not filled: the
   `frames` of a track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
-  InceptionResnetV1 (VGGFace2 weights) in batches (FACE_ENCODER='facenet'; the ViTs, 'gend', 'gend_dinov3' and 'clip',
-  align each face on MTCNN's 5 landmarks instead, carried and interpolated with its box, and embed it:
-  faces/clip.py). FaceNet's embedding is its penultimate layer: the 512-d
+  InceptionResnetV1 (VGGFace2 weights) in batches (FACE_ENCODER='facenet'; the ViTs, 'gend',
+  'gend_dinov3' and 'clip', align each face on MTCNN's 5 landmarks instead, carried and interpolated with
+  its box, and embed it: faces/clip.py). FaceNet's embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
   input of the layer VGGFace2 trained for identity, 3.5x larger to store (6 GB vs 21 GB in float16 for
   the whole DFDC) and no richer for a sequence model. Not after the normalisation: the norm it
