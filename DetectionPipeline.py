@@ -2,8 +2,8 @@
 
 Reads one video; returns (or, run as a script, prints) its face tracks: for each sampled frame that has
 the face, the frame index, the box, MTCNN's 5 landmarks, and an embedding (float16): FaceNet's 512-d, or
-with --face_encoder=gend GenD's 1024-d CLIP features and its FAKE logit (gend_dinov3: GenD's DINOv3 ViT-L/16
-features and logit; clip: OpenAI's CLIP, no logit).
+with --face_encoder=gend GenD's 1024-d CLIP features and its FAKE logit (gend_dinov3, gend_pe: GenD's DINOv3
+ViT-L/16, Perception Encoder ViT-L/14 features and logits; clip: OpenAI's CLIP, no logit).
 Writes nothing (create_video_embeddings.py stores what it returns; predict.py uses it directly).
 How and why each step is done (sampling, chunks, MTCNN on a downscaled copy, interpolation, tracks,
 cropping, the 512-d embedding before the L2 normalisation): faces/pipeline.py's docstring.
@@ -45,7 +45,7 @@ MIN_TRACK_FRACTION = 0.25   # a track must be found on this share of the frames 
 KEEP_ALL_TRACKS = False     # False: the largest face track only; True: every track (DFDC has two-person clips)
 MARGIN = 0.2                # crop margin on each side, as a fraction of the box's width and height
 FACE_SIZE = 160             # crop side in pixels (InceptionResnetV1's input)
-FACE_ENCODER = 'facenet'    # 'facenet' (InceptionResnetV1, VGGFace2) | 'gend' (GenD's CLIP ViT-L/14 + its head) | 'gend_dinov3' (GenD's DINOv3 ViT-L/16 + its head) | 'clip' (OpenAI's, frozen)
+FACE_ENCODER = 'facenet'    # 'facenet' (InceptionResnetV1, VGGFace2) | 'gend' (GenD's CLIP ViT-L/14 + its head) | 'gend_dinov3' (GenD's DINOv3 ViT-L/16 + its head) | 'gend_pe' (GenD's PE ViT-L/14 + its head) | 'clip' (OpenAI's, frozen)
 FACE_WEIGHTS = 'default'    # the encoder's: 'default' (vggface2; GenD's or OpenAI's hub id, downloaded once) | a local file or folder | 'none' (untrained, seeded)
 DEVICE = 'auto'             # 'auto' (CUDA where present) | 'cpu' | 'cuda' | 'cuda:1' ...
 AMP = True                  # embed in float16 on CUDA, bfloat16 on CPUs with bf16 units (faster: BENCHMARKS.md; stored as float16)

@@ -262,8 +262,7 @@ class Predictor:
         read = not isinstance(faces, Exception)
         explain.draw(png, path, name, result, faces.n_frames if read else None, self.pipeline.cfg,
                      faces.tracks[0] if read and faces.tracks else None,
-                     None if result.fallback else self.window_logits(faces, voice), self.evaluation['crop'],
-                     self.shift)
+                     None if result.fallback else self.window_logits(faces, voice), self.evaluation['crop'], self.shift)
 
     def made_with(self):
         """What the probabilities depend on (common.stage's made_with): a resumed run must have made its parts

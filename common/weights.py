@@ -8,6 +8,7 @@ same numbers (tests only). A download that fails is one line that says what to d
     python -m common.weights face vggface2   # exit 0 where the VGGFace2 weights can be had, else 3
     python -m common.weights gend            # GenD's CLIP ViT-L/14 (yermandy/GenD_CLIP_L_14)
     python -m common.weights gend_dinov3     # GenD's DINOv3 ViT-L/16 (yermandy/GenD_DINOv3_L)
+    python -m common.weights gend_pe         # GenD's Perception Encoder ViT-L/14 (yermandy/GenD_PE_L)
     python -m common.weights audio_cnn imagenet
 """
 import contextlib
@@ -35,14 +36,17 @@ VIT_ENCODERS = {
                  unused=('feature_extractor.visual_projection.',)),
     'gend_dinov3': dict(default='yermandy/GenD_DINOv3_L', backbone='facebook/dinov3-vitl16-pretrain-lvd1689m',
                         vision='feature_extractor.backbone.', head='model.linear.', unused=()),
+    'gend_pe': dict(default='yermandy/GenD_PE_L', backbone='vit_pe_core_large_patch14_336',
+                    vision='feature_extractor.backbone.', head='model.linear.', unused=()),
     'clip': dict(default='openai/clip-vit-large-patch14', backbone='openai/clip-vit-large-patch14',
                  vision='vision_model.', head=None,
                  unused=('text_model.', 'text_projection.', 'visual_projection.', 'logit_scale')),
 }
 # The backbones a GenD config.json names (it gives no sizes): their architecture, transformers'
 # CLIPVisionModel or DINOv3ViTModel, and its config (DINOv3's: transformers' conversion of facebook's
-# ViT-L/16, convert_dinov3_vit_to_hf.py); a config.json with a 'vision_config' (OpenAI's CLIPConfig, a small
-# test model) gives its own
+# ViT-L/16, convert_dinov3_vit_to_hf.py), or timm's Eva, which GenD builds for PE as timm.create_model(name,
+# dynamic_img_size=True) without its head (timm's registry holds its sizes); a config.json with a
+# 'vision_config' (OpenAI's CLIPConfig, a small test model) gives its own (for timm: keyword arguments)
 VIT_BACKBONES = {
     'openai/clip-vit-large-patch14': ('clip', dict(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=14,
@@ -50,6 +54,7 @@ VIT_BACKBONES = {
     'facebook/dinov3-vitl16-pretrain-lvd1689m': ('dinov3', dict(
         hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16, patch_size=16,
         image_size=224, num_register_tokens=4, layerscale_value=1.0, layer_norm_eps=1e-5, rope_theta=100.0)),
+    'vit_pe_core_large_patch14_336': ('pe', {}),
 }
 # the encoders with a head, which scores a video without training (GenD's)
 HEAD_ENCODERS = tuple(name for name, spec in VIT_ENCODERS.items() if spec['head'])
@@ -194,8 +199,8 @@ def _vit_state(path, spec, expected):
 
 
 def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
-    """faces/clip.py's VitEncoder (eval mode, CPU): transformers' CLIPVisionModel or DINOv3ViTModel (the
-    encoder's backbone: VIT_BACKBONES), and GenD's head for GenD's encoders.
+    """faces/clip.py's VitEncoder (eval mode, CPU): transformers' CLIPVisionModel or DINOv3ViTModel, or timm's
+    Eva (the encoder's backbone: VIT_BACKBONES), and GenD's head for GenD's encoders.
 
     weights: 'default' (the encoder's hub id: VIT_ENCODERS), a hub id (downloaded once into
     huggingface_hub's cache), a folder with config.json and model.safetensors as the hub has them, a
@@ -203,10 +208,6 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     backbone, untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a
     UserError.
     """
-    from transformers import CLIPVisionConfig, CLIPVisionModel, DINOv3ViTConfig, DINOv3ViTModel
-    from transformers.initialization import no_init_weights
-    from transformers.utils import logging as hf_logging
-
     from faces.clip import VitEncoder
     spec = {**VIT_ENCODERS[encoder], 'name': encoder}
     if weights == 'default':
@@ -225,14 +226,7 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     if spec['head'] and config.get('head', 'LinearNorm') != 'LinearNorm':
         raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s checkpoints have '
                         f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
-    torch.manual_seed(UNTRAINED_SEED)
-    hf_logging.set_verbosity_error()  # transformers' notes on the config's unused keys
-    make_config, model = {'clip': (CLIPVisionConfig, CLIPVisionModel),
-                           'dinov3': (DINOv3ViTConfig, DINOv3ViTModel)}[arch]
-    # loaded weights replace every tensor (a strict load): their random init (3 s for ViT-L/14) is skipped
-    with no_init_weights() if path is not None else contextlib.nullcontext():
-        vision = model(make_config(**(config.get('vision_config') or VIT_BACKBONES[backbone][1])))
-        head = nn.Linear(vision.config.hidden_size, 2) if spec['head'] else None
+    vision, head = _vit_model(arch, backbone, config.get('vision_config'), bool(spec['head']), path is not None)
     if path is not None:
         parts = [(vision, spec['vision'])] + ([(head, spec['head'])] if head is not None else [])
         state = _vit_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])
@@ -244,6 +238,26 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
                 first = (lines[1:] or lines)[0].strip().replace('size mismatch for ', f'size mismatch for {prefix}')
                 raise UserError(f'{path}: {first}') from None
     return VitEncoder(vision, head, describe(weights, encoder), arch).eval()
+
+
+def _vit_model(arch, backbone, sizes, with_head, loaded):
+    """(the vision tower, GenD's nn.Linear(D, 2) head or None), seeded; `sizes`: a config.json's vision_config
+    (else VIT_BACKBONES'); `loaded`: every tensor is replaced next, so transformers' random init is skipped."""
+    torch.manual_seed(UNTRAINED_SEED)
+    if arch == 'pe':
+        import timm
+        vision = timm.create_model(backbone, pretrained=False, dynamic_img_size=True, num_classes=0, **(sizes or {}))
+        return vision, nn.Linear(vision.num_features, 2) if with_head else None
+    from transformers import CLIPVisionConfig, CLIPVisionModel, DINOv3ViTConfig, DINOv3ViTModel
+    from transformers.initialization import no_init_weights
+    from transformers.utils import logging as hf_logging
+    hf_logging.set_verbosity_error()  # transformers' notes on the config's unused keys
+    make_config, model = {'clip': (CLIPVisionConfig, CLIPVisionModel),
+                           'dinov3': (DINOv3ViTConfig, DINOv3ViTModel)}[arch]
+    # its random init costs 3 s for ViT-L/14
+    with no_init_weights() if loaded else contextlib.nullcontext():
+        vision = model(make_config(**(sizes or VIT_BACKBONES[backbone][1])))
+        return vision, nn.Linear(vision.config.hidden_size, 2) if with_head else None
 
 
 # torchvision CNNs whose classifier is one `fc` layer over globally pooled features: the pooled

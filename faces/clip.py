@@ -1,12 +1,12 @@
-"""ViTs as face encoders: GenD's (CLIP ViT-L/14 or DINOv3 ViT-L/16, their LayerNorms tuned for deepfakes,
-their linear head) or OpenAI's CLIP ViT-L/14.
+"""ViTs as face encoders: GenD's (CLIP ViT-L/14, DINOv3 ViT-L/16 or Perception Encoder ViT-L/14, their
+LayerNorms tuned for deepfakes, their linear head) or OpenAI's CLIP ViT-L/14.
 
 GenD (Yermakov et al., WACV 2026, github.com/yermandy/GenD, MIT) reads a face aligned on 5 landmarks
 (faces/images.py's align) through its backbone's preprocessing, takes the backbone's pooled output (CLIP's
-pooler_output, DINOv3's CLS token: 1024-d), L2-normalises it and applies a linear head: 2 logits, class 1 =
-FAKE; a video scores the mean of its faces' P(FAKE). The architectures are transformers' CLIPVisionModel and
-DINOv3ViTModel (not copies); the weights come from common/weights.py's vit_encoder. The features and FAKE
-logit are what DetectionPipeline stores.
+pooler_output, DINOv3's CLS token, PE's attention pooling: 1024-d), L2-normalises it and applies a linear
+head: 2 logits, class 1 = FAKE; a video scores the mean of its faces' P(FAKE). The architectures are
+transformers' CLIPVisionModel and DINOv3ViTModel and timm's Eva (not copies); the weights come from
+common/weights.py's vit_encoder. The features and FAKE logit are what DetectionPipeline stores.
 """
 import numpy as np
 import torch
@@ -17,13 +17,16 @@ from torch import nn
 # Each backbone's preprocessing, as transformers' image processor with its defaults does it. CLIP
 # (openai/clip-vit-large-patch14's preprocessor_config.json): the shortest side to 224, bicubic, on uint8 (as
 # PIL's), the centre 224 x 224. DINOv3 (DINOv3ViTImageProcessor's defaults, which GenD's DINOv3 read): scaled
-# to [0, 1] first, then 224 x 224, bilinear (as DINOv3's own ToTensor, Resize).
+# to [0, 1] first, then 224 x 224, bilinear (as DINOv3's own ToTensor, Resize). PE (timm's transform for its
+# data config with GenD's 224 px input: crop_pct 1.0): CLIP's steps with mean and std 0.5.
 SIZE = 224
 PREPROCESS = {
     'clip': dict(square=False, float_first=False, interpolation=TF.InterpolationMode.BICUBIC,
                  mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)),
     'dinov3': dict(square=True, float_first=True, interpolation=TF.InterpolationMode.BILINEAR,
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),  # ImageNet's
+    'pe': dict(square=False, float_first=False, interpolation=TF.InterpolationMode.BICUBIC,
+               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
 }
 
 
@@ -52,21 +55,22 @@ def preprocess(crops, arch='clip'):
 class VitEncoder(nn.Module):
     """pixel values (batch, 3, 224, 224) -> (features (batch, D) L2-normalised, FAKE logits (batch,) or None).
 
-    vision: a transformers CLIPVisionModel or DINOv3ViTModel (arch 'clip' or 'dinov3'); head: GenD's
-    nn.Linear(D, 2) over the normalised features, or None (OpenAI's CLIP has no head). The FAKE logit is
-    logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
+    vision: transformers' CLIPVisionModel or DINOv3ViTModel, or timm's Eva (arch 'clip', 'dinov3', 'pe');
+    head: GenD's nn.Linear(D, 2) over the normalised features, or None (OpenAI's CLIP has no head). The FAKE
+    logit is logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
     """
 
     def __init__(self, vision, head=None, name='', arch='clip'):
         super().__init__()
         self.vision, self.head, self.name, self.arch = vision, head, name, arch
-        self.dim = vision.config.hidden_size
+        self.dim = vision.num_features if arch == 'pe' else vision.config.hidden_size
 
     def preprocess(self, crops):
         return preprocess(crops, self.arch)
 
     def forward(self, pixel_values):
-        pooled = self.vision(pixel_values=pixel_values).pooler_output  # (batch, D): CLIP's, DINOv3's CLS
+        pooled = self.vision(pixel_values)  # (batch, D): PE's attention pooling (timm returns a tensor)
+        pooled = pooled if self.arch == 'pe' else pooled.pooler_output  # CLIP's, DINOv3's CLS
         features = F.normalize(pooled.float(), p=2, dim=1)
         if self.head is None:
             return features, None
@@ -75,15 +79,16 @@ class VitEncoder(nn.Module):
 
 
 def for_inference(vision, dtype=None):
-    """transformers' CLIPVisionModel or DINOv3ViTModel made faster to run, in place, for the same numbers.
-    CLIP's QuickGELU, x * sigmoid(1.702 x), is SiLU(1.702 x) / 1.702: fc1 is scaled by 1.702 and fc2 by
-    1 / 1.702 around one SiLU (one pass over the MLP's 4096-wide activations instead of three; the weights'
-    rounding the only change). With a dtype (common.device.amp_dtype) the attention and MLP blocks run in it
-    (DINOv3's RoPE sines and cosines too, which meet the queries and keys there) while the LayerNorms, the
-    residual stream (DINOv3's layer scales) and the pooled output stay float32: autocast's precision without
-    its casts of the inputs and weights of every layer at every call (BENCHMARKS.md, Face encoders)."""
-    clip = hasattr(vision, 'encoder')  # else DINOv3ViTModel
-    for layer in vision.encoder.layers if clip else vision.model.layer:
+    """transformers' CLIPVisionModel or DINOv3ViTModel, or timm's Eva, made faster to run, in place, for the
+    same numbers. CLIP's QuickGELU, x * sigmoid(1.702 x), is SiLU(1.702 x) / 1.702: fc1 is scaled by 1.702 and
+    fc2 by 1 / 1.702 around one SiLU (one pass over the MLP's 4096-wide activations instead of three; the
+    weights' rounding the only change). With a dtype (common.device.amp_dtype) the attention and MLP blocks
+    run in it (DINOv3's RoPE sines and cosines too, which meet the queries and keys there; Eva casts its
+    RoPE's results to the values' dtype itself) while the LayerNorms, the residual stream (DINOv3's layer
+    scales) and the pooled output stay float32: autocast's precision without its casts of the inputs and
+    weights of every layer at every call (BENCHMARKS.md, Face encoders)."""
+    clip, eva = hasattr(vision, 'encoder'), hasattr(vision, 'blocks')  # else DINOv3ViTModel
+    for layer in vision.encoder.layers if clip else vision.blocks if eva else vision.model.layer:
         if clip and vision.config.hidden_act == 'quick_gelu':
             mlp = layer.mlp
             with torch.no_grad():
@@ -91,12 +96,13 @@ def for_inference(vision, dtype=None):
             mlp.activation_fn = nn.SiLU()
         if dtype is not None:
             blocks, norms = (((layer.self_attn, layer.mlp), (layer.layer_norm1, layer.layer_norm2)) if clip else
+                             ((layer.attn, layer.mlp), (layer.norm1, layer.norm2)) if eva else
                              ((layer.attention, layer.mlp), (layer.norm1, layer.norm2)))
             for block in blocks:
                 block.to(dtype)
             for norm in norms:  # their outputs feed the blocks
                 norm.register_forward_hook(lambda module, args, out: out.to(dtype))
-    if dtype is not None and not clip:
+    if dtype is not None and not clip and not eva:
         vision.rope_embeddings.register_forward_hook(lambda module, args, out: tuple(t.to(dtype) for t in out))
     return vision
 

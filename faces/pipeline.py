@@ -34,7 +34,7 @@ How and why, step by step (the settings are DetectionPipeline.py's constants):
   `frames` of a track say which frames had one.
 - Faces are cropped from the full-resolution frame with MARGIN on each side and embedded by
   InceptionResnetV1 (VGGFace2 weights) in batches (FACE_ENCODER='facenet'; the ViTs, 'gend',
-  'gend_dinov3' and 'clip', align each face on MTCNN's 5 landmarks instead, carried and interpolated with
+  'gend_dinov3', 'gend_pe' and 'clip', align each face on MTCNN's 5 landmarks instead, carried and interpolated with
   its box, and embed it: faces/clip.py). FaceNet's embedding is its penultimate layer: the 512-d
   output of `last_bn`, before the L2 normalisation. Not the 1792-d pooled features: they are the
   input of the layer VGGFace2 trained for identity, 3.5x larger to store (6 GB vs 21 GB in float16 for
@@ -177,7 +177,7 @@ def refine(frames, filled, size, detect):
 def embed_tracks(indices, frames, filled, cfg, embed):
     """Crops of the boxes of `filled` (find_tracks) embedded: a Track each (frame indices from `indices`,
     the chunk's sampled frames' numbers). FaceNet's crop is the box with MARGIN; a ViT's (gend, gend_dinov3,
-    clip) is the face aligned on its 5 landmarks as GenD's detector.py aligns it (images.align)."""
+    gend_pe, clip) is the face aligned on its 5 landmarks as GenD's detector.py aligns it (images.align)."""
     crops, owners = [], []
     for k, boxes in enumerate(filled):
         for pos, (box, _) in boxes.items():

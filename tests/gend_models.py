@@ -1,4 +1,4 @@
-"""Small random vision towers, CLIP's and DINOv3's, saved as GenD's hub checkpoints are (config.json +
+"""Small random vision towers, CLIP's, DINOv3's and PE's, saved as GenD's hub checkpoints are (config.json +
 model.safetensors, their tensor names), for the tests of the ViT face encoders (tests/test_gend_*.py)."""
 import json
 
@@ -48,3 +48,44 @@ def tiny_gend_dinov3(folder, legacy=True, drop=(), extra=None, seed=1, config=Tr
         'architectures': ['GenD'], 'backbone': 'facebook/dinov3-vitl16-pretrain-lvd1689m', 'head': 'LinearNorm',
         'model_type': 'GenD', **({'vision_config': TINY_DINOV3} if config else {})}))
     return vision, head
+
+
+PE = 'vit_pe_core_large_patch14_336'
+TINY_PE = dict(embed_dim=32, depth=2, num_heads=4)  # timm's keyword arguments over PE-L's (its 336 px grid kept)
+
+
+def tiny_gend_pe(folder, drop=(), extra=None, seed=1, config=True):
+    """GenD's PE layout in `folder`: its PerceptionEncoder (timm's Eva made as GenD makes it, create_model with
+    dynamic_img_size=True and the projection head then replaced by nn.Identity) saved as feature_extractor.
+    backbone.*, the head as model.linear.*; without `drop`, with `extra`; config.json with the tiny sizes
+    (`config`), else GenD's own. Returns the Eva and the nn.Linear head whose weights it holds."""
+    import timm
+    torch.manual_seed(seed)
+    vision = timm.create_model(PE, pretrained=False, dynamic_img_size=True, **TINY_PE)
+    vision.head = torch.nn.Identity()  # GenD's PerceptionEncoder: "Remove head"
+    # timm's init (std 0.02) leaves the blocks' outputs ~1/50 of the residual stream, as an untrained net's:
+    # weights of a trained net's scale (1/sqrt(fan-in)) make the blocks, and their precision, count
+    for layer in vision.blocks.modules():
+        if isinstance(layer, torch.nn.Linear):
+            torch.nn.init.normal_(layer.weight, std=layer.in_features ** -0.5)
+    vision.eval()
+    head = torch.nn.Linear(TINY_PE['embed_dim'], 2)
+    state = {f'feature_extractor.backbone.{k}': v for k, v in vision.state_dict().items()}
+    state.update({f'model.linear.{k}': v for k, v in head.state_dict().items()})
+    state = {k: v.contiguous() for k, v in state.items() if k not in drop}
+    save_file({**state, **(extra or {})}, str(folder / 'model.safetensors'))
+    (folder / 'config.json').write_text(json.dumps({
+        'architectures': ['GenD'], 'backbone': PE, 'head': 'LinearNorm', 'model_type': 'GenD',
+        **({'vision_config': TINY_PE} if config else {})}))
+    return vision, head
+
+
+def timm_pixels(vision, images):
+    """timm's preprocessing of `vision` as GenD's PerceptionEncoder sets it up (its data config at 224 px) on
+    RGB uint8 images, through PIL as GenD gives them: (n, 3, 224, 224) float32."""
+    import timm
+    from PIL import Image
+    data = timm.data.resolve_model_data_config(vision)
+    data['input_size'] = (3, 224, 224)
+    transform = timm.data.create_transform(**data, is_training=False)
+    return torch.stack([transform(Image.fromarray(image)) for image in images])

@@ -1,5 +1,5 @@
 """faces/clip.py and common/weights.py's vit_encoder: GenD's checkpoint layouts loaded into transformers'
-CLIPVisionModel and DINOv3ViTModel, strictly; their preprocessing; GenD's video score."""
+CLIPVisionModel and DINOv3ViTModel and timm's Eva, strictly; their preprocessing; GenD's video score."""
 import copy
 import glob
 import os
@@ -16,7 +16,7 @@ from common import config
 from common.weights import vit_encoder, describe
 from conftest import ROOT, TESTDATA, testdata
 from faces.clip import for_inference, preprocess, video_score
-from gend_models import tiny_gend, tiny_gend_dinov3
+from gend_models import tiny_gend, tiny_gend_dinov3, tiny_gend_pe, timm_pixels
 
 
 def face_photos():
@@ -48,7 +48,14 @@ def test_tiny_gend_checkpoint_gives_transformers_outputs_and_gends_score(tmp_pat
         video_score([])
 
 
-@pytest.mark.parametrize('encoder', ['gend', 'gend_dinov3'])
+def pooled(vision, pixels):
+    """The backbone's pooled output, as GenD's encoders take it: timm's Eva returns it, transformers' models
+    as pooler_output (DINOv3's: its CLS token)."""
+    out = vision(pixels)
+    return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+
+@pytest.mark.parametrize('encoder', ['gend', 'gend_dinov3', 'gend_pe'])
 def test_for_inference_keeps_the_numbers(tmp_path, encoder):
     """for_inference on the tiny models and real face crops. CLIP's QuickGELU folded into fc1, SiLU and fc2 is
     the same function: equal to float32 rounding (the weights times 1.702; measured 5e-7 on outputs of ~0.8).
@@ -57,21 +64,25 @@ def test_for_inference_keeps_the_numbers(tmp_path, encoder):
     in float32 as autocast does. Its mean absolute error from float32 is within 1.4 times autocast's (over
     5 seeds: 0.90-1.09 of it, CLIP and DINOv3; a network wholly in bfloat16 is 1.63-2.41 times it and
     fails; the largest single error is too noisy to tell them apart: 0.63-1.52 against 1.59-3.15), and
-    never zero (bfloat16 did run)."""
-    vision, _ = (tiny_gend if encoder == 'gend' else tiny_gend_dinov3)(tmp_path)
-    arch = 'clip' if encoder == 'gend' else 'dinov3'
+    never zero (bfloat16 did run). PE: autocast also rounds its patch embedding and attention pooling, which
+    for_inference leaves in float32: 0.32-0.62 of autocast's, against 0.94-1.02 wholly in bfloat16, so its
+    bound is 0.8 (in the tiny 2-block model its blocks wholly in bfloat16, LayerNorms too, measure as the
+    mixed ones: for PE this guards the float32 ends, not the LayerNorms)."""
+    make, arch, bound = {'gend': (tiny_gend, 'clip', 1.4), 'gend_dinov3': (tiny_gend_dinov3, 'dinov3', 1.4),
+                         'gend_pe': (tiny_gend_pe, 'pe', 0.8)}[encoder]
+    vision, _ = make(tmp_path)
     pixels = preprocess(torch.from_numpy(np.stack([cv2.resize(p, (256, 256)) for p in face_photos()])), arch)
     with torch.inference_mode():
-        want = vision(pixel_values=pixels).pooler_output  # (faces, 32)
+        want = pooled(vision, pixels)  # (faces, 32)
         with torch.autocast('cpu', dtype=torch.bfloat16):
-            autocast_error = (vision(pixel_values=pixels).pooler_output.float() - want).abs().mean()
+            autocast_error = (pooled(vision, pixels).float() - want).abs().mean()
         if encoder == 'gend':
             folded = for_inference(copy.deepcopy(vision))
             assert isinstance(folded.encoder.layers[0].mlp.activation_fn, torch.nn.SiLU)
-            torch.testing.assert_close(folded(pixel_values=pixels).pooler_output, want, atol=1e-5, rtol=1e-5)
-        mixed = for_inference(copy.deepcopy(vision), torch.bfloat16)(pixel_values=pixels).pooler_output
+            torch.testing.assert_close(pooled(folded, pixels), want, atol=1e-5, rtol=1e-5)
+        mixed = pooled(for_inference(copy.deepcopy(vision), torch.bfloat16), pixels)
     assert mixed.dtype == torch.float32 and mixed.shape == want.shape
-    assert 0 < (mixed - want).abs().mean() <= 1.4 * autocast_error
+    assert 0 < (mixed - want).abs().mean() <= bound * autocast_error
 
 
 def test_preprocessing_is_clip_image_processors(tmp_path):
@@ -134,6 +145,7 @@ def test_names_a_table_records():
     assert describe('default', 'gend') == 'gend:yermandy/GenD_CLIP_L_14'
     assert describe('none', 'clip') == 'clip:untrained(seed=0)'
     assert describe('default', 'gend_dinov3') == 'gend_dinov3:yermandy/GenD_DINOv3_L'
+    assert describe('default', 'gend_pe') == 'gend_pe:yermandy/GenD_PE_L'
     with pytest.raises(config.UserError, match='not a folder'):
         vit_encoder('clip', '/no/such/folder')
 
@@ -159,10 +171,16 @@ def test_tiny_gend_dinov3_checkpoint_gives_transformers_outputs_and_gends_score(
         features, fake_logit = ours(ours.preprocess(torch.from_numpy(crops)))
         out = vision(pixel_values=pixels)
         want = F.normalize(out.last_hidden_state[:, 0], dim=1)  # GenD's DINOEncoder: the CLS token
-        logits = head(want)
+        assert_gends_outputs(features, fake_logit, want, head(want))  # the logits' spread measured: 0.06
+
+
+def assert_gends_outputs(features, fake_logit, want, logits):
+    """The encoder's features and FAKE logits are the saved model's L2-normalised output `want` and its head's
+    `logits` (faces, 2) (the same float32 operations: equal to float rounding); the faces differ, so do their
+    logits; the video score is the mean of the head's softmax P(FAKE)."""
     torch.testing.assert_close(features, want, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(fake_logit, logits[:, 1] - logits[:, 0], atol=1e-5, rtol=1e-5)
-    assert np.ptp(fake_logit.numpy()) > 1e-2  # the faces differ, so do their logits (measured: 0.06)
+    assert np.ptp(fake_logit.numpy()) > 1e-2
     p_fake = torch.softmax(logits.double(), dim=1)[:, 1].mean().item()
     assert video_score(fake_logit.numpy()) == pytest.approx(p_fake, abs=1e-6)
 
@@ -207,3 +225,44 @@ def test_a_checkpoint_of_the_other_backbone_names_the_encoder_that_reads_it(tmp_
     (other / 'config.json').write_text('{"backbone": "openai/clip-vit-large-patch14", "head": "LinearNorm"}')
     with pytest.raises(config.UserError, match='read by --face_encoder=gend'):
         vit_encoder('gend_dinov3', str(other))
+    pe = tmp_path / 'pe'
+    pe.mkdir()
+    tiny_gend_pe(pe, config=False)  # the same feature_extractor.backbone. prefix as DINOv3's: the config tells
+    with pytest.raises(config.UserError, match="vit_pe_core_large_patch14_336', read by --face_encoder=gend_pe"):
+        vit_encoder('gend_dinov3', str(pe))
+
+
+def test_tiny_gend_pe_checkpoint_gives_timms_outputs_and_gends_score(tmp_path):
+    """GenD's PE layout (its PerceptionEncoder: timm's Eva made with dynamic_img_size=True, its projection head
+    replaced by nn.Identity) loads into the Eva vit_encoder makes: on real faces preprocessed by timm's
+    transform as GenD sets it up, the L2-normalised output of its attention pooling and the FAKE logit are
+    those of the saved model and head (the same float32 operations: equal to float rounding)."""
+    vision, head = tiny_gend_pe(tmp_path)
+    ours = vit_encoder('gend_pe', str(tmp_path))
+    assert ours.name == f'gend_pe:file:{tmp_path.name}' and ours.dim == 32 and ours.arch == 'pe'
+    crops = np.stack([cv2.resize(p, (256, 256), interpolation=cv2.INTER_AREA) for p in face_photos()])
+    pixels = timm_pixels(vision, crops)
+    with torch.inference_mode():
+        features, fake_logit = ours(pixels)
+        want = F.normalize(vision(pixels), dim=1)
+        assert_gends_outputs(features, fake_logit, want, head(want))  # the logits' spread measured: 0.20
+    tiny_gend_pe(tmp_path, drop=['feature_extractor.backbone.attn_pool.latent'])  # strict, as the others
+    with pytest.raises(config.UserError, match=r'feature_extractor\.backbone\.attn_pool\.latent missing'):
+        vit_encoder('gend_pe', str(tmp_path))
+
+
+def test_pe_preprocessing_is_timms(tmp_path):
+    """PE's preprocessing (CLIP's steps, mean and std 0.5) against timm's transform as GenD sets it up (PIL's
+    bicubic resize of the shortest side to 224, centre crop, [-1, 1]) on real faces, as GenD's aligned 256
+    px crops and at the photos' own sizes. torchvision's antialiased bicubic on uint8 and PIL's round their
+    fixed-point sums differently: a pixel may be one grey level off (2/255 = 0.0078 in [-1, 1]; measured:
+    at most one, on 0.1-0.4% of the values), never more; and CLIP's mean and std would be another image."""
+    vision, _ = tiny_gend_pe(tmp_path)
+    crops = np.stack([cv2.resize(p, (256, 256), interpolation=cv2.INTER_AREA) for p in face_photos()])
+    for images in [crops, *[[photo] for photo in face_photos()]]:
+        want = timm_pixels(vision, images)
+        got = preprocess(torch.from_numpy(np.stack(images)), 'pe')
+        assert got.shape == want.shape
+        off = (got - want).abs()
+        assert off.max() <= 2 / 255 + 1e-6 and (off > 1e-5).float().mean() < 0.01
+    assert (preprocess(torch.from_numpy(crops), 'clip') - timm_pixels(vision, crops)).abs().max() > 0.1

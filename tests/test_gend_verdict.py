@@ -14,7 +14,7 @@ from sklearn.metrics import roc_auc_score
 import DetectionPipeline as dp
 from common import config, store
 from conftest import ROOT, script_module, testdata
-from gend_models import tiny_gend, tiny_gend_dinov3
+from gend_models import tiny_gend, tiny_gend_dinov3, tiny_gend_pe
 from model import synthetic_table
 
 scoring = script_module('test')
@@ -31,13 +31,13 @@ def sigmoid(x):
     return 1 / (1 + np.exp(-np.asarray(x, np.float64)))
 
 
-@pytest.fixture(scope='module', params=['gend', 'gend_dinov3'])
+@pytest.fixture(scope='module', params=['gend', 'gend_dinov3', 'gend_pe'])
 def weights(request, tmp_path_factory):
     """(encoder, a tiny GenD checkpoint of it whose head is scaled up and centred): its faces' P(FAKE) differ by
     far more than TOLERANCE instead of sitting at 0.5 +- 0.01, so a score of other faces is told from the
     right one."""
     folder = tmp_path_factory.mktemp(request.param)
-    make = tiny_gend if request.param == 'gend' else tiny_gend_dinov3
+    make = {'gend': tiny_gend, 'gend_dinov3': tiny_gend_dinov3, 'gend_pe': tiny_gend_pe}[request.param]
     _, head = make(folder)
     make(folder, extra={'model.linear.weight': head.weight.detach() * 10,
                         'model.linear.bias': torch.zeros(2)})
