@@ -226,9 +226,10 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     if spec['head'] and config.get('head', 'LinearNorm') != 'LinearNorm':
         raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s checkpoints have '
                         f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
-    vision, head = _vit_model(arch, backbone, config.get('vision_config'), bool(spec['head']), path is not None)
+    vision = _vit_model(arch, backbone, config.get('vision_config'), path is not None)
+    ours = VitEncoder(vision, bool(spec['head']), describe(weights, encoder), arch)  # its head: seeded after
     if path is not None:
-        parts = [(vision, spec['vision'])] + ([(head, spec['head'])] if head is not None else [])
+        parts = [(vision, spec['vision'])] + ([(ours.head, spec['head'])] if spec['head'] else [])
         state = _vit_state(path, spec, [prefix + k for module, prefix in parts for k in module.state_dict()])
         for module, prefix in parts:
             try:
@@ -237,17 +238,16 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
                 lines = str(err).strip().splitlines()
                 first = (lines[1:] or lines)[0].strip().replace('size mismatch for ', f'size mismatch for {prefix}')
                 raise UserError(f'{path}: {first}') from None
-    return VitEncoder(vision, head, describe(weights, encoder), arch).eval()
+    return ours.eval()
 
 
-def _vit_model(arch, backbone, sizes, with_head, loaded):
-    """(the vision tower, GenD's nn.Linear(D, 2) head or None), seeded; `sizes`: a config.json's vision_config
-    (else VIT_BACKBONES'); `loaded`: every tensor is replaced next, so transformers' random init is skipped."""
+def _vit_model(arch, backbone, sizes, loaded):
+    """The vision tower, seeded; `sizes`: a config.json's vision_config (else VIT_BACKBONES'); `loaded`: every
+    tensor is replaced next, so transformers' random init is skipped."""
     torch.manual_seed(UNTRAINED_SEED)
     if arch == 'pe':
         import timm
-        vision = timm.create_model(backbone, pretrained=False, dynamic_img_size=True, num_classes=0, **(sizes or {}))
-        return vision, nn.Linear(vision.num_features, 2) if with_head else None
+        return timm.create_model(backbone, pretrained=False, dynamic_img_size=True, num_classes=0, **(sizes or {}))
     from transformers import CLIPVisionConfig, CLIPVisionModel, DINOv3ViTConfig, DINOv3ViTModel
     from transformers.initialization import no_init_weights
     from transformers.utils import logging as hf_logging
@@ -256,8 +256,7 @@ def _vit_model(arch, backbone, sizes, with_head, loaded):
                            'dinov3': (DINOv3ViTConfig, DINOv3ViTModel)}[arch]
     # its random init costs 3 s for ViT-L/14
     with no_init_weights() if loaded else contextlib.nullcontext():
-        vision = model(make_config(**(sizes or VIT_BACKBONES[backbone][1])))
-        return vision, nn.Linear(vision.config.hidden_size, 2) if with_head else None
+        return model(make_config(**(sizes or VIT_BACKBONES[backbone][1])))
 
 
 # torchvision CNNs whose classifier is one `fc` layer over globally pooled features: the pooled

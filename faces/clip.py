@@ -25,9 +25,8 @@ PREPROCESS = {
                  mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711)),
     'dinov3': dict(square=True, float_first=True, interpolation=TF.InterpolationMode.BILINEAR,
                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)),  # ImageNet's
-    'pe': dict(square=False, float_first=False, interpolation=TF.InterpolationMode.BICUBIC,
-               mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)),
 }
+PREPROCESS['pe'] = dict(PREPROCESS['clip'], mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 
 
 def preprocess(crops, arch='clip'):
@@ -56,14 +55,15 @@ class VitEncoder(nn.Module):
     """pixel values (batch, 3, 224, 224) -> (features (batch, D) L2-normalised, FAKE logits (batch,) or None).
 
     vision: transformers' CLIPVisionModel or DINOv3ViTModel, or timm's Eva (arch 'clip', 'dinov3', 'pe');
-    head: GenD's nn.Linear(D, 2) over the normalised features, or None (OpenAI's CLIP has no head). The FAKE
-    logit is logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
+    head: whether it has GenD's nn.Linear(D, 2) over the normalised features (OpenAI's CLIP has none). The
+    FAKE logit is logit[1] - logit[0]: its sigmoid is softmax's P(FAKE).
     """
 
-    def __init__(self, vision, head=None, name='', arch='clip'):
+    def __init__(self, vision, head=False, name='', arch='clip'):
         super().__init__()
-        self.vision, self.head, self.name, self.arch = vision, head, name, arch
+        self.vision, self.name, self.arch = vision, name, arch
         self.dim = vision.num_features if arch == 'pe' else vision.config.hidden_size
+        self.head = nn.Linear(self.dim, 2) if head else None
 
     def preprocess(self, crops):
         return preprocess(crops, self.arch)

@@ -1,6 +1,6 @@
 """The networks of face extraction on one device: MTCNN (faces/mtcnn.py) and the face encoder:
-InceptionResnetV1 (FACE_ENCODER='facenet'), or a ViT: GenD's CLIP ViT-L/14 or DINOv3 ViT-L/16, or OpenAI's
-CLIP ViT-L/14 (faces/clip.py).
+InceptionResnetV1 (FACE_ENCODER='facenet'), or a ViT: GenD's CLIP ViT-L/14, DINOv3 ViT-L/16 or Perception
+Encoder ViT-L/14, or OpenAI's CLIP ViT-L/14 (faces/clip.py).
 
 Their inputs are small uint8 images (downscaled frames, regions around faces, face crops) cut on the CPU
 (faces/images.py); they travel to the device once per batch and only boxes and embeddings come back.
