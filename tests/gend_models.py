@@ -16,14 +16,21 @@ def tiny_gend(folder, drop=(), extra=None, seed=1):
     torch.manual_seed(seed)
     vision, head = CLIPVisionModel(CLIPVisionConfig(**TINY)).eval(), torch.nn.Linear(TINY['hidden_size'], 2)
     state = {f'feature_extractor.vision_model.{k}': v for k, v in vision.state_dict().items()}
-    state.update({f'model.linear.{k}': v for k, v in head.state_dict().items()})
     state['feature_extractor.visual_projection.weight'] = torch.randn(16, TINY['hidden_size'])  # GenD keeps it
+    save_gend(folder, state, head, 'openai/clip-vit-large-patch14', TINY, drop, extra)
+    return vision, head
+
+
+def save_gend(folder, vision, head, backbone, sizes=None, drop=(), extra=None):
+    """`vision` {checkpoint name: tensor} and the head as model.linear.* into folder/model.safetensors, less the
+    names in `drop`, plus `extra` {name: tensor}; config.json as GenD's names the backbone, with the tiny
+    model's `sizes` as its vision_config where given."""
+    state = {**vision, **{f'model.linear.{k}': v for k, v in head.state_dict().items()}}
     state = {k: v.contiguous() for k, v in state.items() if k not in drop}
     save_file({**state, **(extra or {})}, str(folder / 'model.safetensors'))
     (folder / 'config.json').write_text(json.dumps({
-        'architectures': ['GenD'], 'backbone': 'openai/clip-vit-large-patch14', 'head': 'LinearNorm',
-        'model_type': 'GenD', 'vision_config': TINY}))
-    return vision, head
+        'architectures': ['GenD'], 'backbone': backbone, 'head': 'LinearNorm', 'model_type': 'GenD',
+        **({'vision_config': sizes} if sizes else {})}))
 
 
 TINY_DINOV3 = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, patch_size=16,
@@ -41,12 +48,8 @@ def tiny_gend_dinov3(folder, legacy=True, drop=(), extra=None, seed=1, config=Tr
     head = torch.nn.Linear(TINY_DINOV3['hidden_size'], 2)
     state = {f'feature_extractor.backbone.{k.replace("model.layer.", "layer.") if legacy else k}': v
              for k, v in vision.state_dict().items()}
-    state.update({f'model.linear.{k}': v for k, v in head.state_dict().items()})
-    state = {k: v.contiguous() for k, v in state.items() if k not in drop}
-    save_file({**state, **(extra or {})}, str(folder / 'model.safetensors'))
-    (folder / 'config.json').write_text(json.dumps({
-        'architectures': ['GenD'], 'backbone': 'facebook/dinov3-vitl16-pretrain-lvd1689m', 'head': 'LinearNorm',
-        'model_type': 'GenD', **({'vision_config': TINY_DINOV3} if config else {})}))
+    save_gend(folder, state, head, 'facebook/dinov3-vitl16-pretrain-lvd1689m', TINY_DINOV3 if config else None,
+              drop, extra)
     return vision, head
 
 
@@ -70,13 +73,8 @@ def tiny_gend_pe(folder, drop=(), extra=None, seed=1, config=True):
             torch.nn.init.normal_(layer.weight, std=layer.in_features ** -0.5)
     vision.eval()
     head = torch.nn.Linear(TINY_PE['embed_dim'], 2)
-    state = {f'feature_extractor.backbone.{k}': v for k, v in vision.state_dict().items()}
-    state.update({f'model.linear.{k}': v for k, v in head.state_dict().items()})
-    state = {k: v.contiguous() for k, v in state.items() if k not in drop}
-    save_file({**state, **(extra or {})}, str(folder / 'model.safetensors'))
-    (folder / 'config.json').write_text(json.dumps({
-        'architectures': ['GenD'], 'backbone': PE, 'head': 'LinearNorm', 'model_type': 'GenD',
-        **({'vision_config': TINY_PE} if config else {})}))
+    save_gend(folder, {f'feature_extractor.backbone.{k}': v for k, v in vision.state_dict().items()}, head, PE,
+              TINY_PE if config else None, drop, extra)
     return vision, head
 
 
