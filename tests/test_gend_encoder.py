@@ -22,7 +22,8 @@ from gend_models import tiny_gend, tiny_gend_dinov3, tiny_gend_pe, timm_pixels
 def face_photos():
     """Real face photos of ../shared/testdata/faces, RGB uint8, at their own (non-square) sizes."""
     testdata('faces')
-    return [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in sorted(glob.glob(os.path.join(TESTDATA, 'faces', '*.jpg')))]
+    paths = sorted(glob.glob(os.path.join(TESTDATA, 'faces', '*.jpg')))
+    return [cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2RGB) for p in paths]
 
 
 def test_tiny_gend_checkpoint_gives_transformers_outputs_and_gends_score(tmp_path):
@@ -254,9 +255,18 @@ def test_tiny_gend_pe_checkpoint_gives_timms_outputs_and_gends_score(tmp_path):
 def test_pe_preprocessing_is_timms(tmp_path):
     """PE's preprocessing (CLIP's steps, mean and std 0.5) against timm's transform as GenD sets it up (PIL's
     bicubic resize of the shortest side to 224, centre crop, [-1, 1]) on real faces, as GenD's aligned 256
-    px crops and at the photos' own sizes. torchvision's antialiased bicubic on uint8 and PIL's round their
-    fixed-point sums differently: a pixel may be one grey level off (2/255 = 0.0078 in [-1, 1]; measured:
-    at most one, on 0.1-0.4% of the values), never more; and CLIP's mean and std would be another image."""
+    px crops and at the photos' own sizes. Both resize in two passes, each rounded to uint8 and clamped to
+    0..255. Where the passes run in the same order (torchvision: width first, as Pillow before 13), only
+    their fixed-point sums round differently: a pixel may be one grey level off (2/255 = 0.0078 in [-1, 1];
+    measured: at most one, on 0.1-0.4% of the values). Pillow 13 runs the height's pass first for some sizes
+    (python-pillow/Pillow#9549; here a portrait photo, 491 x 1137; requirements.txt pins 12.3.0, other
+    machines may not): the first pass's rounding (half a level, through the second's kernel) and the
+    clamping of the bicubic's overshoot then fall elsewhere (measured: 3 levels at most, on 20% of the
+    photo's values, 0.2 of a level on average; bound: 3, and half a level on average). Bilinear in place of
+    bicubic is 19-29 levels off, resizing in float before rounding 11 on the crops, a pixel's shift 160 or
+    more, CLIP's mean and std 125 or more."""
+    from PIL import Image
+    levels, mean = (1, 0.01) if int(Image.__version__.split('.')[0]) < 13 else (3, 0.5)  # grey levels
     vision, _ = tiny_gend_pe(tmp_path)
     crops = np.stack([cv2.resize(p, (256, 256), interpolation=cv2.INTER_AREA) for p in face_photos()])
     for images in [crops, *[[photo] for photo in face_photos()]]:
@@ -264,5 +274,5 @@ def test_pe_preprocessing_is_timms(tmp_path):
         got = preprocess(torch.from_numpy(np.stack(images)), 'pe')
         assert got.shape == want.shape
         off = (got - want).abs()
-        assert off.max() <= 2 / 255 + 1e-6 and (off > 1e-5).float().mean() < 0.01
+        assert off.max() <= levels * 2 / 255 + 1e-6 and off.mean() <= mean * 2 / 255
     assert (preprocess(torch.from_numpy(crops), 'clip') - timm_pixels(vision, crops)).abs().max() > 0.1
