@@ -150,13 +150,14 @@ def _hub_files(repo, flag):
             f'(or {flag}=none for untrained weights)') from None
 
 
-def _vit_files(weights, flag):
-    """(config.json or None, model.safetensors) for a folder, a .safetensors file or a hub id."""
+def _vit_files(weights, flag, repo):
+    """(config.json or None, model.safetensors) for a folder, a .safetensors file or a hub id (`repo`: the
+    encoder's own, named where a folder lacks them)."""
     if os.path.isdir(weights):
         files = [os.path.join(weights, n) for n in ('config.json', 'model.safetensors')]
         if not all(os.path.isfile(f) for f in files):
             raise UserError(f'{flag}={weights}: a folder of ViT weights holds config.json and model.safetensors '
-                            f'(as the hub has them: hf download REPO --local-dir {weights})')
+                            f'(as the hub has them: hf download {repo} --local-dir {weights})')
         return files
     if os.path.isfile(weights):
         beside = os.path.join(os.path.dirname(weights), 'config.json')
@@ -214,7 +215,7 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
         weights = spec['default']
     config, path = {}, None
     if weights != 'none':
-        config_path, path = _vit_files(weights, flag)
+        config_path, path = _vit_files(weights, flag, spec['default'])
         config = _read_config(config_path) if config_path else {}
     backbone = config.get('backbone', spec['backbone'])
     arch = VIT_BACKBONES[spec['backbone']][0]

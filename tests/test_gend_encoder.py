@@ -151,6 +151,14 @@ def test_names_a_table_records():
         vit_encoder('clip', '/no/such/folder')
 
 
+def test_a_folder_without_the_hubs_files_names_the_encoders_hub_id(tmp_path):
+    (tmp_path / 'model.safetensors').write_bytes(b'')  # config.json missing
+    for encoder, repo in (('gend_pe', 'yermandy/GenD_PE_L'), ('clip', 'openai/clip-vit-large-patch14')):
+        with pytest.raises(config.UserError, match=f'config.json and model.safetensors .*hf download {repo} '
+                                                   f'--local-dir {tmp_path}'):
+            vit_encoder(encoder, str(tmp_path))
+
+
 def dinov3_inputs():
     """Real face photos as GenD's aligned 256 px crops, and DINOv3ViTImageProcessor's pixel values of them."""
     from transformers import DINOv3ViTImageProcessor
