@@ -219,7 +219,7 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
         config = _read_config(config_path) if config_path else {}
     backbone = config.get('backbone', spec['backbone'])
     arch = VIT_BACKBONES[spec['backbone']][0]
-    if 'vision_config' not in config and VIT_BACKBONES.get(backbone, ('',))[0] != arch:
+    if VIT_BACKBONES.get(backbone, ('',))[0] != arch:  # a vision_config gives sizes, not another architecture
         readers = [e for e, s in VIT_ENCODERS.items() if s['backbone'] == backbone]
         raise UserError(f'{weights}: config.json names backbone {backbone!r}, '
                         + (f'read by --face_encoder={readers[0]}' if readers else 'not one of '

@@ -2,6 +2,7 @@
 CLIPVisionModel and DINOv3ViTModel and timm's Eva, strictly; their preprocessing; GenD's video score."""
 import copy
 import glob
+import json
 import os
 import subprocess
 import sys
@@ -239,6 +240,21 @@ def test_a_checkpoint_of_the_other_backbone_names_the_encoder_that_reads_it(tmp_
     tiny_gend_pe(pe, config=False)  # the same feature_extractor.backbone. prefix as DINOv3's: the config tells
     with pytest.raises(config.UserError, match="vit_pe_core_large_patch14_336', read by --face_encoder=gend_pe"):
         vit_encoder('gend_dinov3', str(pe))
+
+
+def test_a_config_with_sizes_of_another_backbone_is_one_line_too(tmp_path):
+    """A config.json with a vision_config (sizes) still names its backbone: each GenD encoder given another's
+    checkpoint says which encoder reads it (a CLIP or DINOv3 one given to gend_pe once reached timm with a
+    transformers name: a traceback)."""
+    makers = {'gend': tiny_gend, 'gend_dinov3': tiny_gend_dinov3, 'gend_pe': tiny_gend_pe}
+    for made, make in makers.items():
+        (tmp_path / made).mkdir()
+        make(tmp_path / made)
+        assert 'vision_config' in json.loads((tmp_path / made / 'config.json').read_text())
+        for encoder in set(makers) - {made}:
+            with pytest.raises(config.UserError, match=f"config.json names backbone '.*', read by "
+                                                       f"--face_encoder={made}$"):
+                vit_encoder(encoder, str(tmp_path / made))
 
 
 def test_tiny_gend_pe_checkpoint_gives_timms_outputs_and_gends_score(tmp_path):
