@@ -169,11 +169,18 @@ def _vit_files(weights, flag, repo):
 
 
 def _read_config(path):
+    """config.json as a dict whose backbone (where given) is a name and vision_config sizes; else UserError."""
     try:
         with open(path, encoding='utf-8') as f:
-            return json.load(f)
+            config = json.load(f)
     except (OSError, ValueError) as err:
         raise UserError(f'cannot read {path}: {type(err).__name__}: {err}') from None
+    for key, kind in ((None, dict), ('backbone', str), ('vision_config', dict)):
+        value = config if key is None else config.get(key, kind())
+        if not isinstance(value, kind):
+            raise UserError(f'{path}: {"its " + key if key else "the file"} is {json.dumps(value)[:60]}, not a '
+                            f'JSON {"string" if kind is str else "object"}')
+    return config
 
 
 def _vit_state(path, spec, expected):
@@ -227,7 +234,14 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     if spec['head'] and config.get('head', 'LinearNorm') != 'LinearNorm':
         raise UserError(f'{weights}: config.json has head {config["head"]!r}; GenD\'s checkpoints have '
                         f'LinearNorm (a linear layer over the L2-normalised features), the only head read here')
-    vision = _vit_model(arch, backbone, config.get('vision_config'), path is not None)
+    from huggingface_hub.errors import StrictDataclassError  # transformers' configs check their fields' types
+    try:
+        vision = _vit_model(arch, backbone, config.get('vision_config'), path is not None)
+    except (TypeError, ValueError, StrictDataclassError) as err:  # a size timm's or transformers' model refuses
+        if 'vision_config' not in config:
+            raise
+        raise UserError(f'{weights}: config.json\'s vision_config does not build {backbone} '
+                        f'({type(err).__name__}: {err})') from None
     ours = VitEncoder(vision, bool(spec['head']), describe(weights, encoder), arch)  # its head: seeded after
     if path is not None:
         parts = [(vision, spec['vision'])] + ([(ours.head, spec['head'])] if spec['head'] else [])

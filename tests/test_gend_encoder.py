@@ -4,6 +4,7 @@ import copy
 import glob
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -255,6 +256,33 @@ def test_a_config_with_sizes_of_another_backbone_is_one_line_too(tmp_path):
             with pytest.raises(config.UserError, match=f"config.json names backbone '.*', read by "
                                                        f"--face_encoder={made}$"):
                 vit_encoder(encoder, str(tmp_path / made))
+
+
+@pytest.mark.parametrize('text, says', [
+    ('[1, 2]', r'config\.json: the file is \[1, 2\], not a JSON object'),
+    ('{"backbone": ["x"]}', r'its backbone is \["x"\], not a JSON string'),
+    ('{"backbone": "vit_pe_core_large_patch14_336", "vision_config": 5}', 'its vision_config is 5, not a JSON object'),
+    ('{"backbone": "vit_pe_core_large_patch14_336", "vision_config": {"hidden_size": 32}}',
+     "vision_config does not build vit_pe_core_large_patch14_336 .*unexpected keyword argument 'hidden_size'"),
+])
+def test_a_malformed_config_json_is_one_line_and_exit_2(tmp_path, text, says):
+    """config.json is GenD's or OpenAI's JSON object; where it is not, or its sizes are not the backbone's
+    (timm's Eva takes depth, embed_dim; transformers' configs check their fields' types), one line, exit 2,
+    never a traceback."""
+    tiny_gend_pe(tmp_path)
+    (tmp_path / 'config.json').write_text(text)
+    with pytest.raises(config.UserError, match=says):
+        vit_encoder('gend_pe', str(tmp_path))
+    run = cli('DetectionPipeline.py', f'--video={tmp_path}/x.mp4', '--face_encoder=gend_pe',
+              f'--face_weights={tmp_path}', '--device=cpu')
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1 and lines[0].startswith('error: '), run.stderr
+    assert re.search(says, lines[0]), lines[0]
+    tiny_gend(tmp_path)
+    (tmp_path / 'config.json').write_text('{"vision_config": {"hidden_size": "x"}}')
+    with pytest.raises(config.UserError, match="vision_config does not build openai/clip-vit-large-patch14 .*"
+                                               "hidden_size"):
+        vit_encoder('gend', str(tmp_path))
 
 
 def test_tiny_gend_pe_checkpoint_gives_timms_outputs_and_gends_score(tmp_path):
