@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
 bash ../shared/gpu/prepare.sh
-grep -qx '/.gpu_vit/' .git/info/exclude || echo '/.gpu_vit/' >> .git/info/exclude
+[ -d .git ] && { grep -qx '/.gpu_vit/' .git/info/exclude || echo '/.gpu_vit/' >> .git/info/exclude; }
 pin() { grep -iE "^$1==" requirements.txt | sed 's/ .*//'; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
