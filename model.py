@@ -348,6 +348,15 @@ def load_scorer(path, device='cpu'):
     return net, ckpt, f'checkpoint {os.path.basename(path)}'
 
 
+def check_dims(ckpt, video_dim, audio_dim, where):
+    """config.UserError where training.py's checkpoint reads face and audio embeddings of other sizes (`where`:
+    what made these, for the message): a table or run whose embedders the checkpoint did not record."""
+    net = ckpt.get('network')  # none: the face encoder's own head scores (load_scorer's HEAD)
+    if net and (net['video_dim'], net['audio_dim']) != (video_dim, audio_dim):
+        raise config.UserError(f'{where}: embeddings of {video_dim} (video) and {audio_dim} (audio) values, the '
+                               f'checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
+
+
 def head_logit(head_p):
     """The log-odds of a video's head score (faces/clip.py's video_score: the mean of its faces' P(FAKE)), so that
     it moves to PRIOR and is clipped as a network's logit is; NaN stays NaN (a video without a face)."""

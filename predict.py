@@ -1,21 +1,19 @@
 """Raw videos in, submission.csv out, in one pass: the DFDC submission.
 
-Reads INPUT (a folder of videos, its subfolders too, or one video) and CHECKPOINT (training.py's best.pt).
-For each video: its faces (DetectionPipeline.py) and voice (extract_audio.py's decoder,
-create_audio_embedding.py's encoder) with the embedders the checkpoint's training table was made with,
-then the network as test.py scores a table (the mean logit of all windows, moved to PRIOR), so this pass
-and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row
-for every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the
-probability of FAKE; a video that cannot be read or has no face gets a fallback (the audio-only model
-where it has audio, else PRIOR), listed with its reason in OUTPUT's .fallbacks.csv. One
-video prints its probability and writes nothing unless --output is given. EXPLAIN, a folder, gets a PNG a
-video (explain.py). Killed, a rerun resumes where the checkpoint and settings are the same (README).
+Reads INPUT (a folder of videos, its subfolders too, or one video) and CHECKPOINT (training.py's best.pt; none:
+GenD's encoders score with their own head). For each video: its faces (DetectionPipeline.py) and voice
+(extract_audio.py's decoder, create_audio_embedding.py's encoder) with the embedders the checkpoint's training table
+was made with, then the network as test.py scores a table (the mean logit of all windows, moved to PRIOR), so this
+pass and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row for
+every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the probability of
+FAKE; a video that cannot be read or has no face gets a fallback (the audio-only model where it has audio, else
+PRIOR), listed with its reason in OUTPUT's .fallbacks.csv. One video prints its probability and writes nothing
+unless --output is given. EXPLAIN, a folder, gets a PNG a video (explain.py). Killed, a rerun resumes where the
+checkpoint and settings are the same (README).
 
 Example:
-    python predict.py --input=../shared/testdata/dfdc_sample --checkpoint=runs/lstm/best.pt \
-        --output=submission.csv
-    python predict.py --input=../shared/testdata/dfdc_sample/abofeumbvv.mp4 --checkpoint=runs/lstm/best.pt \
-        --explain=figures
+    python predict.py --input=../shared/testdata/dfdc_sample --checkpoint=runs/lstm/best.pt --output=submission.csv
+    python predict.py --input=../shared/testdata/dfdc_sample/abofeumbvv.mp4 --face_encoder=gend --explain=figures
 """
 from common import config
 # -h: answered before the heavy imports
@@ -45,7 +43,8 @@ from common.store import Store
 from common.video import VideoError
 from common.weights import HEAD_ENCODERS, has_head
 from faces.clip import video_score
-from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, window_starts
+from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
+                   window_starts)
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
@@ -190,6 +189,7 @@ class Predictor:
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (stream())
         self._check_embedder('audio', self.audio.name, '--audio_encoder and its settings')
+        check_dims(self.ckpt, self.pipeline.nets.dim, self.audio.dim, f'--face_encoder={chosen["face_encoder"]}')
 
     def _check_embedder(self, what, ours, flags):
         """The checkpoint's network only means something on the embeddings it was trained on (None: unknown)."""

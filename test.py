@@ -34,7 +34,8 @@ from common.device import pick_device
 from common.store import open_store
 from common.stage import NAMES, atomic_path, write_text
 from common.weights import HEAD_ENCODERS
-from model import fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid, steady_malloc
+from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
+                   steady_malloc)
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -160,10 +161,7 @@ def _check_compatible(ckpt, table, path):
                                    f'{" or ".join(HEAD_ENCODERS)} it would have): give --checkpoint=best.pt '
                                    f'(training.py\'s)')
         return
-    net = ckpt['network']
-    if (net['video_dim'], net['audio_dim']) != (table.video_dim, table.audio_dim):
-        raise config.UserError(f'{path}: embeddings of {table.video_dim} (video) and {table.audio_dim} (audio) values, '
-                               f'the checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
+    check_dims(ckpt, table.video_dim, table.audio_dim, path)
     trained = ckpt.get('dataset', {}).get('attrs', {})
     for key in ('embedder', 'audio_encoder'):
         if key in trained and key in table.attrs and trained[key] != table.attrs[key]:

@@ -482,6 +482,8 @@ def test_the_audio_embedder_of_a_cnn_checkpoint_is_rebuilt_from_its_name(chain, 
     state['dataset']['attrs']['audio_settings'] = json.dumps(
         {'--audio_encoder': 'cnn', '--cnn_weights': 'none', '--n_mels': 64, '--n_fft': 400, '--top_db': 70.0})
     torch.save(state, tmp_path / 'cnn.pt')
+    # its network still reads Resemblyzer's 256 values, not the CNN's 512: the sizes' check would refuse it
+    monkeypatch.setattr(predict, 'check_dims', lambda *args: None)
     predictor = predict.Predictor(str(tmp_path / 'cnn.pt'), 'cpu')
     assert predictor.audio.name == name and predictor.pipeline.embedder_name == 'untrained(seed=0)'
     assert [predictor.audio.cfg[k] for k in ('audio_encoder', 'n_mels', 'n_fft', 'top_db')] == ['cnn', 64, 400, 70.0]
@@ -616,3 +618,18 @@ def test_list_inputs_walks_subfolders_and_links_to_folders_once(tmp_path):
     assert all(path == os.path.join(root, *folder.split('/'), name) if folder else path == os.path.join(root, name)
                for path, folder, name in found)
     assert predict.list_inputs(str(root / 'top.mp4')) == [(str(root / 'top.mp4'), '', 'top.mp4')]
+
+
+def test_a_checkpoint_of_other_embedding_sizes_is_one_line_before_any_video(tmp_path):
+    """A checkpoint whose training table recorded no embedder (an older or synthetic one) gives no name to
+    check: the sizes still do. Its network reads 6-d faces and 2-d audio, FaceNet and Resemblyzer make 512 and
+    256: one line, exit 2, no submission (it was every video an 'unexpected' fallback, the models' work spent)."""
+    from test_training import fast_checkpoint
+    ckpt = fast_checkpoint(tmp_path / 'best.pt')
+    run = run_script('predict.py', f'--input={testdata("dfdc_sample")}', f'--checkpoint={ckpt}',
+                     f'--output={tmp_path}/submission.csv', '--face_weights=none', '--frame_step=30')
+    lines = run.stderr.strip().splitlines()
+    assert run.returncode == 2 and len(lines) == 1, run.stderr
+    assert lines[0] == ('error: --face_encoder=facenet: embeddings of 512 (video) and 256 (audio) values, the '
+                        'checkpoint was trained on 6 and 2'), lines[0]
+    assert not (tmp_path / 'submission.csv').exists()
