@@ -8,9 +8,11 @@ one-GPU machine and on a CPU-only one (each script's default device). In one run
   stage          - create_video_embeddings.py on the part with its defaults (and EXTRA): N / S of its
                    `N videos in S s of video work` line(s) (several processes: the total over the
                    slowest's S), exit 1 unless it embedded every video; its wall too;
-  predict        - predict.py on the part, with a checkpoint trained like bench_predict.py's: its `X videos/s`;
-  stages         - DetectionPipeline in this process: a warm-up call on each clip, then REPEAT calls on each:
-                   median decode, detect and embed seconds per clip; detect_ms: the median detect of all;
+  predict        - predict.py on the part, with a checkpoint trained like bench_predict.py's (with GenD's encoders
+                   none: their head scores): its `X videos/s`;
+  stages         - DetectionPipeline in this process (EXTRA's settings of it): a warm-up call on each clip, then
+                   REPEAT calls on each: median decode, detect and embed seconds per clip; detect_ms: the
+                   median detect of all;
   host syncs     - on CUDA, the synchronizing CUDA operations of one call on one clip, counted with
                    torch.cuda.set_sync_debug_mode('warn');
   nvdec          - where GPU 0's NVDEC decodes (common.video.nvdec_error), the decode ceiling, the stage and
@@ -167,6 +169,11 @@ def main():
     config.configure(globals())
     import pandas
     import torch
+    import DetectionPipeline as dp
+    from common.weights import has_head
+    # EXTRA's DetectionPipeline.py settings (it may hold the stage's or predict.py's too), for this process's own
+    known = {name.lower() for name in config.constants(dp, shared_only=True)}
+    face = config.apply([a for a in EXTRA.split() if a[2:].split('=', 1)[0].lower() in known], {}, dp, quiet=True)[1][0]
     from common.device import usable_cores
     pattern = CLIPS if os.path.isabs(CLIPS) else os.path.join(ROOT, CLIPS)
     clips = sorted(os.path.abspath(p) for p in glob.glob(pattern)
@@ -200,7 +207,8 @@ def main():
 
         sys.path.insert(0, os.path.join(ROOT, 'bench'))
         from bench_predict import checkpoint
-        ckpt = checkpoint(tmp)
+        encoder = face.get('face_encoder', dp.FACE_ENCODER)  # GenD's: its own head scores, no checkpoint
+        ckpt = '' if has_head(encoder) else checkpoint(tmp, 512 if encoder == 'facenet' else 1024)  # ViT-L's width
         predicted, fallbacks, wall = predict_rate(tmp, ckpt, 'sub.csv')
         print(f'predict.py: {predicted:.2f} clips/s ({fallbacks} fallbacks); wall {wall:.2f} s '
               f'({len(names) / wall:.2f} clips/s, start-up included)')
@@ -216,8 +224,7 @@ def main():
                   f'clips/s; predict.py {nv_predict:.2f} clips/s (against the CPU decoder: {stage:.2f}, '
                   f'{predicted:.2f})')
 
-    import DetectionPipeline as dp
-    pipeline = dp.DetectionPipeline(face_weights=FACE_WEIGHTS)
+    pipeline = dp.DetectionPipeline(**{'face_weights': FACE_WEIGHTS, **face})
     print(f'pipeline device: {pipeline.device}')
     for clip in clips:
         pipeline(clip)

@@ -41,12 +41,12 @@ FACE_WEIGHTS = 'none'       # the embedder's weights do not change its speed
 # -----------------------------------------------------------------------------
 
 
-def checkpoint(folder):
-    """A checkpoint of training.py, trained for one epoch on a small synthetic table."""
+def checkpoint(folder, video_dim=512):
+    """A checkpoint of training.py, trained for one epoch on a small synthetic table of video_dim-d faces."""
     import model
     import training
     from common import store
-    table = model.synthetic_table(200, audio_dim=256, seed=0)
+    table = model.synthetic_table(200, video_dim=video_dim, audio_dim=256, seed=0)
     # it names a 'synthetic' embedder and encoder, which predict.py would rightly refuse
     table = table.drop(columns=['embedder', 'audio_encoder'])
     path = os.path.join(folder, 'synthetic.pkl')
