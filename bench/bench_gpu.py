@@ -174,6 +174,7 @@ def main():
     # EXTRA's DetectionPipeline.py settings (it may hold the stage's or predict.py's too), for this process's own
     known = {name.lower() for name in config.constants(dp, shared_only=True)}
     face = config.apply([a for a in EXTRA.split() if a[2:].split('=', 1)[0].lower() in known], {}, dp, quiet=True)[1][0]
+    pipeline = dp.DetectionPipeline(**{'face_weights': FACE_WEIGHTS, **face})  # idle while the subprocesses run
     from common.device import usable_cores
     pattern = CLIPS if os.path.isabs(CLIPS) else os.path.join(ROOT, CLIPS)
     clips = sorted(os.path.abspath(p) for p in glob.glob(pattern)
@@ -207,8 +208,8 @@ def main():
 
         sys.path.insert(0, os.path.join(ROOT, 'bench'))
         from bench_predict import checkpoint
-        encoder = face.get('face_encoder', dp.FACE_ENCODER)  # GenD's: its own head scores, no checkpoint
-        ckpt = '' if has_head(encoder) else checkpoint(tmp, 512 if encoder == 'facenet' else 1024)  # ViT-L's width
+        # GenD's encoders: their own head scores, no checkpoint; else one that reads the encoder's width
+        ckpt = '' if has_head(pipeline.cfg['face_encoder']) else checkpoint(tmp, pipeline.nets.dim)
         predicted, fallbacks, wall = predict_rate(tmp, ckpt, 'sub.csv')
         print(f'predict.py: {predicted:.2f} clips/s ({fallbacks} fallbacks); wall {wall:.2f} s '
               f'({len(names) / wall:.2f} clips/s, start-up included)')
@@ -224,7 +225,6 @@ def main():
                   f'clips/s; predict.py {nv_predict:.2f} clips/s (against the CPU decoder: {stage:.2f}, '
                   f'{predicted:.2f})')
 
-    pipeline = dp.DetectionPipeline(**{'face_weights': FACE_WEIGHTS, **face})
     print(f'pipeline device: {pipeline.device}')
     for clip in clips:
         pipeline(clip)
