@@ -121,8 +121,8 @@ def _windows(ax, result, track, windows, crop, shift):
     what = (f'{len(p)} window{"s" * (len(p) > 1)} of up to {crop} faces (at its centre face)' if crop > 1 else
             f"{len(p)} faces, each scored by the encoder's head")  # crop 1: no checkpoint (model.HEAD)
     ax.plot(track.frames[starts + (lengths - 1) // 2], p, 'o-', color='tab:blue', ms=4, lw=1, label=what)
-    ax.axhline(result.p_fake, color='tab:red', lw=1.5,
-               label=f'video: {result.p_fake:.4f} ({"mean logit" if crop > 1 else "mean P(FAKE)"})')
+    how = 'mean logit' if crop > 1 else 'mean P(FAKE)' + (', moved to --prior' if shift else '')  # not the dots' mean
+    ax.axhline(result.p_fake, color='tab:red', lw=1.5, label=f'video: {result.p_fake:.4f} ({how})')
     # an untrained or unsure model's windows differ in the third digit: the axis spans what is drawn
     lo, hi = min(p.min(), result.p_fake), max(p.max(), result.p_fake)
     pad = max(0.05, 0.15 * (hi - lo))

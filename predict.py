@@ -6,10 +6,11 @@ GenD's encoders score with their own head). For each video: its faces (Detection
 was made with, then the network as test.py scores a table (the mean logit of all windows, moved to PRIOR), so this
 pass and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row for
 every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the probability of
-FAKE; a video that cannot be read or has no face gets a fallback (the audio-only model where it has audio, else
-PRIOR), listed with its reason in OUTPUT's .fallbacks.csv. One video prints its probability and writes nothing
-unless --output is given. EXPLAIN, a folder, gets a PNG a video (explain.py). Killed, a rerun resumes where the
-checkpoint and settings are the same (README).
+FAKE clipped to the checkpoint's range (the log loss's guard; the verdict printed is not); a video that cannot be
+read or has no face gets a fallback (the audio-only model where it has audio, else PRIOR), listed with its reason
+in OUTPUT's .fallbacks.csv. One video prints its probability and writes nothing unless --output is given. EXPLAIN,
+a folder, gets a PNG a video (explain.py). Killed, a rerun resumes where the checkpoint, settings and video files
+are the same (README).
 
 Example:
     python predict.py --input=../shared/testdata/dfdc_sample --checkpoint=runs/lstm/best.pt --output=submission.csv
@@ -36,9 +37,9 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import VIDEO_EXTENSIONS, is_video, walk
+from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, list_inputs
 from common.device import pick_device
-from common.stage import NAMES, StageRun, atomic_path, key, row_keys
+from common.stage import NAMES, StageRun, atomic_path, claim, key, row_keys
 from common.store import Store
 from common.video import VideoError
 from common.weights import HEAD_ENCODERS, has_head
@@ -65,8 +66,15 @@ def main():
     # one video prints its probability: files only where --output asks for them
     writes = os.path.isdir(INPUT) or OUTPUT != ''
     output = OUTPUT or 'submission.csv'
+    if not (os.path.isdir(INPUT) or is_video(INPUT)):
+        raise UserError(f'--input={INPUT} is not named like a video ({", ".join(VIDEO_EXTENSIONS)}): give a video '
+                        f'or a folder of them')
     if writes:
-        config.writable_file(output, '--output')
+        if is_video(output):  # an input's name, most likely: it would be overwritten
+            raise UserError(f'--output={output} is named like a video: give the submission a .csv name')
+        for path in (output, fallbacks_path(output)):
+            config.writable_file(path, '--output')
+        claim(output + '.pkl')  # one run at a time: another's results would mix with ours
     if EXPLAIN:
         config.writable_folder(EXPLAIN, '--explain')
     others = []
@@ -84,7 +92,7 @@ def main():
         note = f' (fallback: {result.fallback})' if result.fallback else ''
         print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
         return
-    write_submission(*predict_all(predictor, videos, output), videos, output)
+    write_submission(*predict_all(predictor, videos, output), videos, output, predictor.clip)
 
 
 def predict_all(predictor, videos, output):
@@ -93,8 +101,10 @@ def predict_all(predictor, videos, output):
     where = {path: (folder, name) for path, folder, name in videos}
     # results of another checkpoint or settings are discarded (said in one line), and every video predicted
     run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
-    # with --explain, a video done before but not drawn is predicted again (its row stays the first one's)
-    todo = [path for path, folder, name in videos if key(folder, name) not in run.before
+    # a video whose file changed since (another INPUT's of that name, or a chmod) is predicted again; with
+    # --explain, one done before but not drawn too (its row stays the first one's)
+    new = set(run.todo(videos, where=lambda video: video[1:], source=lambda video: file_source(video[0])))
+    todo = [path for path, folder, name in videos if (path, folder, name) in new
             or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
     start = time.perf_counter()
     bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)
@@ -110,21 +120,27 @@ def predict_all(predictor, videos, output):
     return table, todo, seconds
 
 
-def write_submission(table, todo, seconds, videos, output):
-    """OUTPUT (filename,label) and its .fallbacks.csv from the run's table, and the summary lines."""
+def fallbacks_path(output):
+    return os.path.splitext(output)[0] + '.fallbacks.csv'
+
+
+def write_submission(table, todo, seconds, videos, output, clip):
+    """OUTPUT (filename,label: p clipped to `clip`, the log loss's guard) and its .fallbacks.csv from the run's
+    table, and the summary lines."""
     # the submission's filename: the path relative to INPUT, which for a flat folder (DFDC's) is the file name
     table['filename'] = row_keys(table)
     table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
-    table = table.sort_values('filename', kind='stable')
+    table = table.sort_values('filename', kind='stable').assign(p=lambda t: t['label'].clip(*clip))
     with atomic_path(output) as tmp:
         with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:  # a name's bytes as they are
             writer = csv.writer(f)
             writer.writerow(['filename', 'label'])
-            writer.writerows((r.filename, f'{r.label:.6f}') for r in table.itertuples())
+            writer.writerows((r.filename, f'{r.p:.6f}') for r in table.itertuples())
     fallbacks = table[table['fallback'] != '']
-    side = os.path.splitext(output)[0] + '.fallbacks.csv'
+    side = fallbacks_path(output)
     with atomic_path(side) as tmp:
-        fallbacks[['filename', 'label', 'fallback', 'unexpected']].to_csv(tmp, index=False, errors=NAMES)
+        fallbacks[['filename', 'p', 'fallback', 'unexpected']].rename(columns={'p': 'label'}).to_csv(
+            tmp, index=False, errors=NAMES)
     if len(videos) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''
@@ -164,7 +180,7 @@ def settings_from(ckpt, face, audio):
 
 
 class Prediction(NamedTuple):
-    p_fake: float       # clipped to the checkpoint's range
+    p_fake: float       # the probability of FAKE (a submission clips it: write_submission)
     fallback: str       # why this is not the network's prediction; '' where it is
     has_audio: bool
     unexpected: bool    # the fallback is for an unexpected error (a bug to report), not a bad input
@@ -219,7 +235,7 @@ class Predictor:
             if not np.isfinite(logit):  # a face embedding inf or NaN: a NaN row would void the submission
                 return self._fallback(embedding, has_audio, 'the network gave no finite logit (a face embedding '
                                       'is inf or NaN)', True)
-            return Prediction(self._clip(sigmoid(logit + self.shift)), '', has_audio, False)
+            return Prediction(float(sigmoid(logit + self.shift)), '', has_audio, False)
         except Exception as err:  # noqa: BLE001 - one video's bug must not cost the others their rows
             message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
@@ -271,8 +287,8 @@ class Predictor:
         with open(self.checkpoint or os.devnull, 'rb') as f:  # no checkpoint: the encoder's head, by its weights
             for block in iter(lambda: f.read(1 << 20), b''):
                 digest.update(block)
-        return {'checkpoint': digest.hexdigest(), '--prior': self.prior, 'face embedder': self.pipeline.embedder_name,
-                'audio embedder': self.audio.name, **dp.numbers(self.pipeline.cfg), **cae.numbers(self.audio.cfg)}
+        return {'checkpoint': digest.hexdigest(), '--prior': self.prior, **dp.made_with(self.pipeline.cfg),
+                'audio embedder': self.audio.name, **cae.numbers(self.audio.cfg)}
 
     def _fallback(self, embedding, has_audio, reason, unexpected=False):
         # as test.py scores a video without a face: the audio-only model, else no evidence (PRIOR itself, not
@@ -280,10 +296,7 @@ class Predictor:
         audio_only = self.ckpt.get('audio_only')
         logit = fallback_logit(audio_only, embedding, has_audio)
         how = 'audio-only model' if has_audio and audio_only else f'prior {self.prior:g}'
-        return Prediction(self._clip(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected)
-
-    def _clip(self, p):
-        return float(np.clip(p, *self.clip))
+        return Prediction(float(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected)
 
 
 def score_video(predictor, path, explain_png=None):
@@ -306,23 +319,6 @@ def voice_of(audio, path):
     except VideoError:
         pass
     return np.zeros(audio.dim, np.float32), False
-
-
-def list_inputs(path, others=None):
-    """INPUT's videos as (path, folder, filename), sorted by key: the file itself (folder ''), or every file
-    named like a video (a dangling link too: its row says 'file is missing') in the folder and its subfolders
-    (common.dataset.walk: links followed, each folder once; `folder` relative to INPUT, '/' between names).
-    `others`, a list, gets the key of each file passed over (not named like a video)."""
-    if not os.path.isdir(path):
-        return [(path, '', os.path.basename(path))]
-    found = []
-    for top, files in walk(path):
-        rel = os.path.relpath(top, path)
-        folder = '' if rel == '.' else rel.replace(os.sep, '/')
-        found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
-        if others is not None:
-            others += sorted(key(folder, name) for name in files if not is_video(name))
-    return sorted(found, key=lambda video: key(video[1], video[2]))
 
 
 if __name__ == '__main__':

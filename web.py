@@ -232,7 +232,7 @@ def serve(folder):
                     mcp_server=False, pwa=False, css=CSS, footer_links=[])
     except OSError as err:  # the port is taken
         raise UserError(f'cannot listen on {HOST}:{PORT} ({err}); give another --port') from None
-    where = 'this machine only' if HOST in ('127.0.0.1', 'localhost') else 'anyone who can reach it may upload'
+    where = 'this machine only' if HOST in ('127.0.0.1', 'localhost', '::1') else 'anyone who can reach it may upload'
     print(f'page: http://{HOST}:{PORT} ({where}); scorer: {scorer}; temporary folder: {folder}; '
           f'Ctrl-C stops it', flush=True)
     while not stop.wait(1):

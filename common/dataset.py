@@ -43,6 +43,34 @@ def walk(top):
         yield root, files
 
 
+def list_inputs(path, others=None):
+    """The videos of predict.py's INPUT, `path`, as (path, folder, filename), sorted by key: the file itself (folder
+    ''), or every file named like a video (a dangling link too: its row says 'file is missing') in the folder and
+    its subfolders (walk: links followed, each folder once; `folder` relative to `path`, '/' between names).
+    `others`, a list, gets the key of each file passed over (not named like a video)."""
+    if not os.path.isdir(path):
+        return [(path, '', os.path.basename(path))]
+    found = []
+    for top, files in walk(path):
+        rel = os.path.relpath(top, path)
+        folder = '' if rel == '.' else rel.replace(os.sep, '/')
+        found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
+        if others is not None:
+            others += sorted(key(folder, name) for name in files if not is_video(name))
+    return sorted(found, key=lambda video: key(video[1], video[2]))
+
+
+def file_source(path):
+    """What predict.py's result for a video is made from (common.stage.StageRun.todo's source): its file's size,
+    modification time and status-change time (through links; the last changes with a chmod too, so that a file
+    that could not be read, made readable, is tried again), or 'absent'."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 'absent'
+    return f'{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}'
+
+
 def label_of(entry):
     """DFDC's label as the target: 1 = FAKE, 0 = REAL; None where the entry has no usable label. Taken as
     users write it: "FAKE" / "REAL" in any case, or the target itself, 1 / 0 (a number or a string)."""
