@@ -26,7 +26,7 @@ from tqdm import tqdm
 from common.device import my_cores, pick_device, torch_threads
 from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
-from common.weights import FACE_ENCODERS, describe
+from common.weights import FACE_ENCODERS, describe, weights_stamp
 from faces import workers
 from faces.clip import video_score
 from faces.nets import Nets
@@ -106,9 +106,12 @@ def numbers(cfg):
 
 def made_with(cfg):
     """What a face table's results depend on (common.stage's made_with): numbers(cfg), the embedder's name
-    and the --face_weights that give it (a file by its absolute path), which predict.py takes."""
+    and the --face_weights that give it (a file or folder by its absolute path), which predict.py takes, and
+    that file's size and time: weights replaced at the same path make other embeddings."""
     weights = config.recorded(globals(), cfg, set(cfg) - {'face_weights'})['--face_weights']
-    return {**numbers(cfg), 'embedder': embedder_name(cfg), 'face_weights': weights}
+    stamp = weights_stamp(weights)  # None (a hub id, a name): not recorded, as before there was one
+    return {**numbers(cfg), 'embedder': embedder_name(cfg), 'face_weights': weights,
+            **({'face_weights_file': stamp} if stamp else {})}
 
 
 class DetectionPipeline:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 import DetectionPipeline as dp
 from common.device import share_cpu
 from common.dataset import label_of, plan, source_of
-from common.stage import StageRun, claim, print_failures
+from common.stage import StageRun, claim, print_failures, row_keys
 from common.video import VideoError, check_file
 from common.weights import has_head
 
@@ -94,7 +94,7 @@ def embed(todo, bad, skipped, face):
         return
     table, failures = run.finish(rows_of, sort_by=('folder', 'filename', 'track'), columns=columns)
     embedders = sorted(set(table['embedder'])) if len(table) else []
-    print(f'{OUTPUT}: {table["filename"].nunique() if len(table) else 0} videos '
+    print(f'{OUTPUT}: {len(set(row_keys(table)))} videos '
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
           f'{len(failures)} failed (see {run.failures_path}), {skipped} skipped without a '
           f'metadata entry')

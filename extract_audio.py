@@ -52,7 +52,7 @@ LEAD_SECONDS = 0.5          # the start of a track whose loudness test.py's shor
 def main():
     config.configure(globals())
     index = os.path.join(AUDIO_DIR, INDEX)
-    claim(index)  # before any work: an index that cannot be written, or that another run writes
+    claim(index, '--audio_dir')  # before any work: an index that cannot be written, or that another run writes
     # the video step's own listing: both halves read the same videos under the same keys
     videos, problems, skipped = plan(DATA_DIR)
     extract_all(videos, problems, skipped, index)
@@ -156,7 +156,7 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
 def extract_all(videos, problems, skipped, index):
     """One process's share of plan()'s videos; the last process to finish writes the index."""
     # a rerun at another rate is refused: the index would list WAVs of two rates
-    run = StageRun(index, RETRY_FAILED, made_with={'--sample_rate': f'{SAMPLE_RATE} Hz'})
+    run = StageRun(index, RETRY_FAILED, made_with={'--sample_rate': f'{SAMPLE_RATE} Hz'}, setting='--audio_dir')
     who = run.who
     run.record(problems)
     todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2], source=source_of)]

@@ -26,7 +26,7 @@ import os
 import numpy as np
 
 from common import store
-from common.stage import read_failures, read_pickle, row_keys, stamps
+from common.stage import claim, read_failures, read_pickle, row_keys, stamps
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -43,7 +43,8 @@ ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 def main():
     config.configure(globals())
-    config.writable_file(OUTPUT, '--output')  # before any work
+    config.writable_file(OUTPUT, '--output', reads=(VIDEO_TABLE, AUDIO_TABLE))  # before any work
+    claim(OUTPUT)  # another merge into it would remove the files this one writes
     # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
     # tables merged into the same output is merged, however old; stamped before reading, so that a table
     # rewritten while this runs is merged again next time

@@ -22,6 +22,7 @@ from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import ctypes
+import io
 import math
 import os
 import pickle
@@ -304,8 +305,10 @@ def save_checkpoint(path, net, **fields):
     """Network config and weights plus `fields` (plain Python values, tensors, state dicts), atomically."""
     state = {'format': FORMAT, 'network': net.config_dict(),
              'state_dict': {k: v.detach().cpu() for k, v in net.state_dict().items()}, **fields}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory: a full disk is then Python's OSError (one line), not torch's RuntimeError
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        f.write(buffer.getbuffer())
 
 
 def load_checkpoint(path, device='cpu'):

@@ -150,7 +150,7 @@ def _check(cfg):
     report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(beside)), 'report.json')
     stem = report_path[:-5] if report_path.endswith('.json') else report_path
     for path in (report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'):
-        config.writable_file(path, '--report')
+        config.writable_file(path, '--report', reads=(cfg['dataset'], cfg['checkpoint']))
     return report_path, stem
 
 

@@ -95,12 +95,15 @@ def check(name, value):
         raise UserError(f'--{name.lower()} must be {wants}, not {value!r}')
 
 
-def writable_file(path, setting='--output'):
-    """Raise UserError where `path` cannot be written as a file: it is a folder, or its folder cannot be
-    created or written (tried with a probe file). Scripts call it before any work, so that no work is
-    lost on the write at the end. Creates the folder."""
+def writable_file(path, setting='--output', reads=()):
+    """Raise UserError where `path` cannot be written as a file: it is a folder, one of the files `reads` (the
+    run's inputs, which it would destroy), or its folder cannot be created or written (tried with a probe
+    file). Scripts call it before any work, so that no work is lost on the write at the end. Creates the folder."""
     if os.path.isdir(path):
         raise UserError(f'{path} is a folder, where {setting} writes a file; remove it or give another {setting}')
+    if os.path.exists(path) and any(os.path.isfile(r) and os.path.samefile(path, r) for r in reads if r):
+        raise UserError(f'{setting}={path} is a file this run reads, which writing would destroy; give another '
+                        f'{setting}')
     try:
         writable_folder(os.path.dirname(os.path.abspath(path)), setting)
     except UserError as err:
@@ -178,10 +181,12 @@ def recorded(namespace, cfg, leave_out):
     """{'--name': value} of the settings of `cfg` (lower-case) that are shared constants of `namespace` (a
     module or a globals() dict), less the names of `leave_out`: what a result records it was made with, so
     that a rerun or a later script can match it (leave_out: where and how fast it is made, not what it is).
-    A file (weights) is recorded by its absolute path, which a later script can open from any folder."""
+    A file, or a folder of weights (GenD's), is recorded by its absolute path, which a later script can open from
+    any folder, however it was spelt ('w', './w/', '/abs/w' are one)."""
     shared = {k.lower() for k in constants(namespace, shared_only=True)}
-    return {f'--{k}': os.path.abspath(v) if isinstance(v, str) and os.path.isfile(v) else v
-            for k, v in sorted(cfg.items()) if k in shared and k not in leave_out}
+    return {f'--{k}': os.path.abspath(v) if isinstance(v, str) and (
+        os.path.isfile(v) or k.endswith('_weights') and os.path.isdir(v)) else v
+        for k, v in sorted(cfg.items()) if k in shared and k not in leave_out}
 
 
 def help_if_asked(name, path, *also):
@@ -349,8 +354,9 @@ def fail(message):
 
 def cli(main):
     """Run a script's main(): a UserError, or an OSError on a named file (disk full, no permission, a
-    folder where a file should be), is one line and exit code 2, not a traceback. A file name that is not
-    UTF-8 (common.stage.NAMES) is printed escaped, as Python prints it on stderr, not as an error."""
+    folder where a file should be), is one line and exit code 2, not a traceback; Ctrl-C one line and 130, the
+    shell's code for it. A file name that is not UTF-8 (common.stage.NAMES) is printed escaped, as Python
+    prints it on stderr, not as an error."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors='backslashreplace')
@@ -362,3 +368,6 @@ def cli(main):
         if err.filename is None:
             raise
         fail(f'{err.filename}: {err.strerror or err}')
+    except KeyboardInterrupt:  # what is done is kept (common.stage): the same command resumes
+        print('\ninterrupted: run the same command again to go on from here', file=sys.stderr)
+        raise SystemExit(130) from None

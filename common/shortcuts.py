@@ -26,7 +26,7 @@ def cues(table, indices, audio_only):
             return None, f'the table has no {what}: made before it was recorded; make the table again'
         return np.asarray(values, np.float64)[indices], None
     audio = ((np.array([fallback_logit(audio_only, table.audio[i], table.has_audio[i]) for i in indices]), None)
-             if audio_only else (None, 'the checkpoint has no audio-only model'))
+             if audio_only else (None, 'no audio-only model (no checkpoint, or one without it)'))
     return {'audio': audio,
             'lead_silence': stored(table.lead_rms, "audio's leading RMS (extract_audio.py's lead_rms)"),
             'face_size': stored(table.face_size, 'face boxes')}

@@ -175,13 +175,14 @@ def read_failures(path, with_sources=False):
 _CLAIMED = {}  # absolute output path: the lock file this process holds
 
 
-def claim(output):
+def claim(output, setting='--output'):
     """Hold OUTPUT for this run, UserError where another run writes it: each of the run's processes holds a shared
-    flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check."""
+    flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check.
+    `setting`: the flag that gives OUTPUT, which the messages name."""
     output = os.path.abspath(output)
     if output in _CLAIMED:
         return
-    config.writable_file(output, '--output')
+    config.writable_file(output, setting)
     _, world, run_id = shard()
     run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
     with open(output + '.lock.gate', 'a') as gate:
@@ -215,10 +216,11 @@ class StageRun:
     'filename', 'folder' and its rows, or a 'failure'), so that a killed run resumes. made_with: {what: value} the
     results depend on, in every record and OUTPUT's attrs. `before`: the keys done before."""
 
-    def __init__(self, output, retry_failed=False, made_with=None, redo=False):
+    def __init__(self, output, retry_failed=False, made_with=None, redo=False, setting='--output'):
         self.rank, self.world, _ = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
+        self.setting = setting  # the flag that gives OUTPUT, for the messages
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
         saved = self.saved()  # read once
@@ -237,7 +239,7 @@ class StageRun:
         names = differences(other[0], self.made_with) if other else []
         if other and not redo:
             changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names)
-            raise UserError(f'{self.output} was made with other settings ({changes}): give another --output, or '
+            raise UserError(f'{self.output} was made with other settings ({changes}): give another {self.setting}, or '
                             f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
                             f'to make it again with these')
         if other:
@@ -350,6 +352,9 @@ class StageRun:
         for path in (self.output, self.failures_path):  # left by a run killed while it wrote them
             sweep_temporaries(os.path.join(os.path.dirname(path), glob.escape(os.path.basename(path))))
         records, previous, failures, sources = self.saved()
+        if other := [r['made_with'] for r in records if r.get('made_with', self.made_with) != self.made_with]:
+            raise UserError(f'{self.output}: a process of this run was given other settings ('
+                            f'{", ".join(differences(other[0], self.made_with))}): give every one the same')
         if previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records:
             shutil.rmtree(self.parts, ignore_errors=True)
             return previous, failures

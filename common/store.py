@@ -107,7 +107,8 @@ def open_store(pickle_path):
         raise UserError(f'{pickle_path}: no such file')
     if not is_current(pickle_path):
         raise UserError(f'{pickle_path} has no training store written with it ({folder}: made by an older '
-                        f'merge_embeddings.py, or a merge was stopped); run merge_embeddings.py again')
+                        f'merge_embeddings.py, a merge that was stopped, or a table changed or copied since, e.g. '
+                        f'by cp without -a: its time is the store\'s check); run merge_embeddings.py again')
     with np.load(os.path.join(folder, INDEX)) as f:
         index = {k: f[k] for k in f.files}
     return Store(index, json.loads(str(index['meta'])), os.path.join(folder, FACES))

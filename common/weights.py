@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from common.config import UserError
+from common.stage import stamp
 
 UNTRAINED_SEED = 0
 
@@ -71,6 +72,13 @@ def default_weights(encoder='facenet'):
 def has_head(encoder):
     """Whether the face encoder scores faces itself (GenD's: a FAKE logit a face), so a video without training."""
     return encoder in HEAD_ENCODERS
+
+
+def weights_stamp(weights):
+    """[size, mtime] of a local weights file (a folder's model.safetensors, as vit_encoder reads it); None for a
+    hub id, a name or 'none'."""
+    path = os.path.join(weights, 'model.safetensors') if os.path.isdir(weights) else weights
+    return stamp(path) if os.path.isfile(path) else None
 
 
 def describe(weights, encoder='facenet'):

@@ -150,7 +150,7 @@ def test_the_shortcut_warning_fires_where_face_size_alone_separates_the_classes(
     assert rep['warning'].count('(the model') == 1  # face size only
     # what the table and checkpoint lack is unavailable, with the reason, never a score of 0
     assert rep['lead_silence']['roc_auc'] is None and rep['lead_silence']['note'].startswith('unavailable: ')
-    assert rep['audio']['note'] == 'unavailable: the checkpoint has no audio-only model'
+    assert rep['audio']['note'] == 'unavailable: no audio-only model (no checkpoint, or one without it)'
 
 
 def test_the_shortcut_check_is_silent_where_no_cue_separates_the_classes(tmp_path):

@@ -514,8 +514,9 @@ def test_a_tree_with_one_file_name_in_two_folders_gets_two_rows_and_resumes(
             yield item
 
     monkeypatch.setattr(predict.Predictor, 'stream', killed_after_one)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stopped:  # Ctrl-C: config.cli's one line, the shell's code for it
         run_main(monkeypatch, *args)
+    assert stopped.value.code == 130
     assert not out.exists()
     monkeypatch.setattr(predict.Predictor, 'stream', stream)
     capsys.readouterr()
