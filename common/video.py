@@ -14,9 +14,11 @@ Frames come out upright: a phone clip stored sideways with a display matrix (the
 files) is turned as a player shows it, so its width and height are the displayed ones. A clip that ends
 well before its container says it does (a file cut short) is a VideoError, not a short video.
 """
+import errno
 import io
 import math
 import os
+import stat
 
 import av
 import numpy as np
@@ -32,10 +34,16 @@ class VideoError(Exception):
 
 
 def check_file(path):
-    """Raise VideoError for what can be told before decoding (missing, empty)."""
-    if not os.path.exists(path):
-        raise VideoError('file is missing')
-    if os.path.getsize(path) == 0:
+    """Raise VideoError for what can be told before decoding: missing (a link whose file is gone too), a link that
+    leads back to itself, not a regular file (a pipe would block the decoder), empty."""
+    try:
+        st = os.stat(path)
+    except OSError as err:
+        why = {errno.ELOOP: 'a link that leads back to itself', errno.ENOENT: 'file is missing'}
+        raise VideoError(why.get(err.errno, f'cannot be read: {err.strerror}')) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise VideoError('not a regular file (a pipe, a device or a folder)')
+    if st.st_size == 0:
         raise VideoError('file is empty (0 bytes)')
 
 

@@ -155,3 +155,20 @@ def test_an_unreadable_video_whose_path_holds_a_line_break_is_one_line(tmp_path)
     r = run_script('DetectionPipeline.py', f'--video={video}', '--face_weights=none', '--device=cpu')
     assert r.returncode == 1 and r.stderr.count('\n') == 1, r.stderr
     assert r.stderr.startswith(f'error: {tmp_path}/two lines.mp4: not a readable video'), r.stderr
+
+
+# ----------------------------------------------------------------------------- what a file is
+def test_a_link_loop_a_pipe_and_a_device_are_each_recorded_as_what_they_are(tmp_path):
+    """A link to itself was 'file is missing'; a pipe and /dev/zero 'file is empty (0 bytes)'."""
+    from common.video import VideoError, check_file
+    os.symlink(tmp_path / 'loop.mp4', tmp_path / 'loop.mp4')
+    os.mkfifo(tmp_path / 'pipe.mp4')
+    os.symlink(tmp_path / 'gone', tmp_path / 'dangling.mp4')
+    for path, reason in [(tmp_path / 'loop.mp4', 'a link that leads back to itself'),
+                         (tmp_path / 'pipe.mp4', 'not a regular file (a pipe, a device or a folder)'),
+                         ('/dev/zero', 'not a regular file (a pipe, a device or a folder)'),
+                         (tmp_path / 'dangling.mp4', 'file is missing')]:
+        with pytest.raises(VideoError) as err:
+            check_file(str(path))
+        assert str(err.value) == reason
+    check_file(head(2))  # a video: nothing to say
