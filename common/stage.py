@@ -227,8 +227,8 @@ class StageRun:
         if made_with is not None and self._discarded(*saved[:2], redo):
             saved = self.saved()
         self.before, self.recorded = self.done(saved), saved[3]  # recorded: {key: source} where known
-        if retry_failed:
-            self.before -= set(saved[2])
+        self.retried = set(saved[2]) if retry_failed else set()  # a failure not met again is gone: finish()
+        self.before -= self.retried
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
     def _discarded(self, records, previous, redo):
@@ -372,8 +372,8 @@ class StageRun:
         if len(table):
             table = table.sort_values(list(sort_by), kind='stable').reset_index(drop=True)
         table.attrs.update(attrs or {}, **({} if self.made_with is None else {'made_with': self.made_with}))
-        succeeded = set(row_keys(table))  # a retried failure that worked
-        failures = {k: v for k, v in failures.items() if k not in succeeded}
+        succeeded, met = set(row_keys(table)), {record_key(r) for r in records}  # met: failed again, or new
+        failures = {k: v for k, v in failures.items() if k not in succeeded and (k not in self.retried or k in met)}
         write_pickle(table, self.output)
         with atomic_path(self.failures_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
             csv.writer(f).writerows([['filename', 'folder', 'reason', 'source']] + [
@@ -396,3 +396,5 @@ def print_failures(failures, path, show=20):
         print(f'  failed: {name}: {failures[name][1]}')
     if len(failures) > show:
         print(f'  ... and {len(failures) - show} more in {path}')
+    if failures:  # a rerun passes over them: what was done stays done
+        print('  a rerun with --retry_failed tries them again (a video or metadata.json fixed since)')

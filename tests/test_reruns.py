@@ -15,6 +15,7 @@ import sys
 import time
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -267,3 +268,23 @@ def test_training_on_a_full_disk_is_one_line(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=600, preexec_fn=small_files)
     assert r.returncode == 2 and r.stderr.strip().splitlines() == [
         f'error: {tmp_path / "run" / "best.pt"}: File too large'], r.stderr[-2000:]
+
+
+def test_a_retried_failure_that_is_not_met_again_is_gone(weights, tmp_path):
+    """A metadata.json that could not be read is a failure of its own; fixed, and the stage rerun with
+    --retry_failed, its videos were embedded but its failure stayed in the failures file and the count."""
+    data = tmp_path / 'data'
+    dfdc_part(str(data / 'p'), {'a.mp4': heads(2)[0]})
+    dfdc_part(str(data / 'q'), {'b.mp4': heads(3)[0]})
+    (data / 'q' / 'metadata.json').write_text('{"b.mp4": {"label": "FAKE",}')  # a comma too many
+    out = tmp_path / 'faces.pkl'
+    args = [f'--data_dir={data}', f'--output={out}', f'--face_weights={weights}', *FAST]
+    r = run_script('create_video_embeddings.py', *args)
+    assert r.returncode == 0 and 'failed: q/metadata.json' in r.stdout, r.stdout[-2000:]
+    assert 'a rerun with --retry_failed tries them again' in r.stdout
+    (data / 'q' / 'metadata.json').write_text('{"b.mp4": {"label": "FAKE"}}')
+    r = run_script('create_video_embeddings.py', *args, '--retry_failed=true')
+    assert r.returncode == 0 and '0 failed' in r.stdout and 'retry_failed' not in r.stdout, r.stdout[-2000:]
+    with open(f'{out}.failures.csv', newline='') as f:
+        assert list(csv.DictReader(f)) == []
+    assert sorted(pd.read_pickle(out)['filename']) == ['a.mp4', 'b.mp4']
