@@ -181,8 +181,10 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path):
         os.symlink(path, folder / f'{n}.mp4')
     args = [sys.executable, os.path.join(ROOT, 'predict.py'), f'--input={folder}', f'--output={tmp_path / "s.csv"}',
             f'--face_weights={weights}', *FAST[:-1], '--frame_step=3']
+    # a background job's shell ignores SIGINT, and a child inherits that (Python then installs no handler for it)
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert any('scorer:' in proc.stdout.readline() for _ in range(20))  # the models are loaded
     time.sleep(3)  # inside the videos' work
     proc.send_signal(signal.SIGINT)
