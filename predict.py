@@ -101,10 +101,11 @@ def predict_all(predictor, videos, output):
     where = {path: (folder, name) for path, folder, name in videos}
     # results of another checkpoint or settings are discarded (said in one line), and every video predicted
     run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
-    # a video whose file changed since (another INPUT's of that name, or a chmod) is predicted again; with
-    # --explain, one done before but not drawn too (its row stays the first one's)
-    new = set(run.todo(videos, where=lambda video: video[1:], source=lambda video: file_source(video[0])))
-    todo = [path for path, folder, name in videos if (path, folder, name) in new
+    # a video whose file changed since (another INPUT's of that name, or a chmod) leaves run.before: predicted
+    # again (every video, whatever share a SLURM array's environment would give this process); with --explain,
+    # one done before but not drawn too (its row stays the first one's)
+    run.todo(videos, where=lambda video: video[1:], source=lambda video: file_source(video[0]))
+    todo = [path for path, folder, name in videos if key(folder, name) not in run.before
             or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]
     start = time.perf_counter()
     bar = tqdm(predictor.stream(todo), total=len(todo), unit='video', desc='predict', disable=len(videos) == 1)

@@ -290,3 +290,17 @@ def test_a_retried_failure_that_is_not_met_again_is_gone(weights, tmp_path):
     with open(f'{out}.failures.csv', newline='') as f:
         assert list(csv.DictReader(f)) == []
     assert sorted(pd.read_pickle(out)['filename']) == ['a.mp4', 'b.mp4']
+
+
+def test_predict_does_every_video_in_a_slurm_array_tasks_environment(weights, tmp_path):
+    """predict.py is one process (README): a SLURM array task's variables must not give it a share of the videos
+    (the stages take one; a submission with half its rows would be the result)."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    for n, path in enumerate(heads(2, 3)):
+        os.symlink(path, folder / f'{n}.mp4')
+    env = {**os.environ, 'SLURM_ARRAY_TASK_COUNT': '2', 'SLURM_ARRAY_TASK_ID': '1', 'SLURM_ARRAY_TASK_MIN': '0'}
+    r = run_script('predict.py', f'--input={folder}', f'--output={tmp_path / "s.csv"}', f'--face_weights={weights}',
+                   *FAST, env=env)
+    assert r.returncode == 0 and '2 predicted now' in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+    assert sorted(rows(tmp_path / 's.csv')) == ['0.mp4', '1.mp4']
