@@ -43,8 +43,9 @@ ON = ['folder', 'filename']  # a video's key: the two tables' rows of one video
 
 def main():
     config.configure(globals())
-    config.writable_file(OUTPUT, '--output', reads=(VIDEO_TABLE, AUDIO_TABLE))  # before any work
-    claim(OUTPUT)  # another merge into it would remove the files this one writes
+    # before any work: an output that cannot be written, is an input, or that another merge writes (it would
+    # remove the files this one writes)
+    claim(OUTPUT, reads=(VIDEO_TABLE, AUDIO_TABLE))
     # the very files it was made from (paths, sizes, mtimes), not only files older than it: another pair of
     # tables merged into the same output is merged, however old; stamped before reading, so that a table
     # rewritten while this runs is merged again next time

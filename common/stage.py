@@ -175,14 +175,14 @@ def read_failures(path, with_sources=False):
 _CLAIMED = {}  # absolute output path: the lock file this process holds
 
 
-def claim(output, setting='--output'):
+def claim(output, setting='--output', reads=()):
     """Hold OUTPUT for this run, UserError where another run writes it: each of the run's processes holds a shared
     flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check.
-    `setting`: the flag that gives OUTPUT, which the messages name."""
+    `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's."""
     output = os.path.abspath(output)
     if output in _CLAIMED:
         return
-    config.writable_file(output, setting)
+    config.writable_file(output, setting, reads)
     _, world, run_id = shard()
     run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
     with open(output + '.lock.gate', 'a') as gate:
