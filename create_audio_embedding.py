@@ -28,8 +28,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from common.dataset import filename_of
 from common.device import autocast, pick_device, share_cpu, torch_threads
-from common.stage import StageRun, claim, filename_of, print_failures, read_failures, read_pickle
+from common.files import read_pickle
+from common.stage import StageRun, claim, print_failures, read_failures
 from common.video import VideoError
 import extract_audio as ea
 from common.weights import audio_cnn, voice_encoder

@@ -28,9 +28,9 @@ import time
 from tqdm import tqdm
 
 import DetectionPipeline as dp
+from common.dataset import label_of, plan, row_keys, source_of
 from common.device import share_cpu
-from common.dataset import label_of, plan, source_of
-from common.stage import StageRun, claim, print_failures, row_keys
+from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, check_file
 from common.weights import has_head
 

@@ -61,7 +61,7 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     title = f'{name}: p(FAKE) = {result.p_fake:.4f}'
     if result.fallback:
         title += '\n' + textwrap.fill(f'fallback: {result.fallback}', 110)
-    # a file name that is not UTF-8 (common.stage.NAMES) is drawn escaped, as Python prints it: no font has
+    # a file name that is not UTF-8 (common.files.NAMES) is drawn escaped, as Python prints it: no font has
     # its surrogates
     title = title.encode('utf-8', 'backslashreplace').decode('utf-8')
     if track is None or not len(track.frames):

@@ -31,8 +31,9 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common.dataset import plan, source_of
-from common.stage import StageRun, atomic_path, claim, key, print_failures, sweep_temporaries
+from common.dataset import key, plan, source_of
+from common.files import atomic_path, sweep_temporaries
+from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, open_video
 
 # ----------------------------------------------------------------------------- config

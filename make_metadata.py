@@ -25,7 +25,7 @@ import os
 import re
 
 from common.dataset import is_video
-from common.stage import write_text
+from common.files import write_text
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)

@@ -24,7 +24,7 @@ import av
 import cv2
 import numpy as np
 
-from common.stage import atomic_path, write_text
+from common.files import atomic_path, write_text
 
 # ----------------------------------------------------------------------------- config
 OUTPUT_DIR = 'data/sample'  # where metadata.json and the clips go

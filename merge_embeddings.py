@@ -26,7 +26,9 @@ import os
 import numpy as np
 
 from common import store
-from common.stage import claim, read_failures, read_pickle, row_keys, stamps
+from common.dataset import row_keys
+from common.files import read_pickle, stamps
+from common.stage import claim, read_failures
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output

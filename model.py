@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from common.device import autocast
 from common import store
-from common.stage import atomic_path
+from common.device import autocast
+from common.files import atomic_path
 from network import build
 
 # ----------------------------------------------------------------------------- config

@@ -37,9 +37,10 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, list_inputs
+from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, row_keys
 from common.device import pick_device
-from common.stage import NAMES, StageRun, atomic_path, claim, key, row_keys
+from common.files import NAMES, atomic_path
+from common.stage import StageRun, claim
 from common.store import Store
 from common.video import VideoError
 from common.weights import HEAD_ENCODERS, has_head

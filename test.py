@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from common import breakdown, metrics, shortcuts
 from common.device import pick_device
+from common.files import NAMES, atomic_path, write_text
 from common.store import open_store
-from common.stage import NAMES, atomic_path, write_text
 from common.weights import HEAD_ENCODERS
 from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
                    steady_malloc)

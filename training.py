@@ -38,7 +38,8 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.stage import differences, write_text
+from common.files import write_text
+from common.stage import differences
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits,
                    save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)

@@ -355,7 +355,7 @@ def fail(message):
 def cli(main):
     """Run a script's main(): a UserError, or an OSError on a named file (disk full, no permission, a
     folder where a file should be), is one line and exit code 2, not a traceback; Ctrl-C one line and 130, the
-    shell's code for it. A file name that is not UTF-8 (common.stage.NAMES) is printed escaped, as Python
+    shell's code for it. A file name that is not UTF-8 (common.files.NAMES) is printed escaped, as Python
     prints it on stderr, not as an error."""
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):

@@ -1,16 +1,31 @@
 """A DFDC-style dataset: every folder under a data folder that holds a metadata.json is a part, and its
 metadata.json names the part's videos: {"name.mp4": {"label": "FAKE" | "REAL", "original": ...}}.
-make_metadata.py writes such files for FaceForensics++ and Celeb-DF-v2 trees."""
+make_metadata.py writes such files for FaceForensics++ and Celeb-DF-v2 trees. A video is known by its key: its
+path relative to the data folder."""
 import json
 import os
 
 from common.config import UserError
-from common.stage import key
 
 # what every stage, make_metadata.py and predict.py take for a video (is_video): the containers FFmpeg reads
 # that cameras, broadcasts (MPEG transport streams) and old archives (MPEG-1/2, Windows Media, Flash) hold
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.ts', '.mts', '.m2ts', '.mpg', '.mpeg',
                     '.wmv', '.flv', '.3gp', '.ogv')
+
+
+def key(folder, filename):
+    """A video's key: its path relative to the data folder ('' or '.': the data folder itself)."""
+    return filename if folder in ('', '.') else f'{folder}/{filename}'
+
+
+def filename_of(key_, folder):
+    return key_ if folder in ('', '.') else key_[len(folder) + 1:]
+
+
+def row_keys(table):
+    """The key of each of a table's rows, in order; a table without a folder column is in the data folder."""
+    n = 0 if table is None else len(table)
+    return [key(*r) for r in zip(table['folder'] if 'folder' in table else [''] * n, table['filename'])] if n else []
 
 
 def is_video(name):
@@ -20,7 +35,7 @@ def is_video(name):
 def is_text(name):
     """True where `name` can be a file's name: JSON's escapes can give lone surrogates. "\\udce9" is the byte
     0xe9 of a name that is not UTF-8 (Python's json writes a Latin-1 'caf\\xe9.mp4' so), which every output
-    holds (common.stage.NAMES); "\\ud800" is no byte, and no file the stages write can hold it."""
+    holds (common.files.NAMES); "\\ud800" is no byte, and no file the stages write can hold it."""
     try:
         name.encode('utf-8', 'surrogateescape')
     except UnicodeEncodeError:

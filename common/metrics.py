@@ -17,7 +17,7 @@ import numpy as np
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from common.stage import atomic_path
+from common.files import atomic_path
 
 CLIP = (0.01, 0.99)
 CALIBRATION_BINS = 10  # bins of equal width over [0, 1], for the ECE and the calibration plot

@@ -1,4 +1,4 @@
-"""What every stage does with files: atomic writes, per-video results that survive a kill, failures, provenance.
+"""What every stage does with its results: per-video results that survive a kill, failures, provenance.
 A stage writes OUTPUT (a pandas pickle), OUTPUT.parts/ (a pickle per video done, removed once OUTPUT is written),
 OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim()); a rerun does only what these
 lack. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video (shard()).
@@ -10,8 +10,6 @@ import fcntl
 import glob
 import hashlib
 import os
-import pickle
-import secrets
 import shutil
 import socket
 import sys
@@ -20,34 +18,15 @@ import pandas as pd
 
 from common import config
 from common.config import UserError
+from common.dataset import filename_of, key, row_keys
+from common.files import NAMES, atomic_path, read_pickle, sweep_temporaries, write_pickle
 from common.video import VideoError
 
-# How a file name that is not UTF-8 (Python's str holds its bytes as surrogates) goes into every CSV: as the bytes
-# the file system holds, naming that very file. Read such a CSV with this error handler (pandas: encoding_errors).
-NAMES = 'surrogateescape'
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
-# what unpickling a truncated, garbage or foreign file raises (an OSError config.cli reports with its file)
-UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
-              IndexError, KeyError, UnicodeDecodeError, MemoryError)
-
-
-def key(folder, filename):
-    """A video's key: its path relative to the data folder ('' or '.': the data folder itself)."""
-    return filename if folder in ('', '.') else f'{folder}/{filename}'
-
-
-def filename_of(key_, folder):
-    return key_ if folder in ('', '.') else key_[len(folder) + 1:]
 
 
 def record_key(record):
     return key(record.get('folder', ''), record['filename'])
-
-
-def row_keys(table):
-    """The key of each of a table's rows, in order; a table without a folder column is in the data folder."""
-    n = 0 if table is None else len(table)
-    return [key(*r) for r in zip(table['folder'] if 'folder' in table else [''] * n, table['filename'])] if n else []
 
 
 def sources_of(table):
@@ -56,70 +35,10 @@ def sources_of(table):
         k: s for k, s in zip(row_keys(table), table['source']) if isinstance(s, str)}
 
 
-def stamp(path):
-    return [os.stat(path).st_size, os.stat(path).st_mtime_ns]
-
-
-def stamps(paths):
-    """{absolute path: [size, mtime], or None where absent}: what a result's made_with records of its input files."""
-    return {os.path.abspath(p): stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
-
-
 def differences(old, new):
     """The names whose values differ between two made_with dicts (None: one that recorded nothing), sorted."""
     old, new = old or {}, new or {}
     return [k for k in sorted({*old, *new}) if old.get(k) != new.get(k)]
-
-
-def read_pickle(path, todo, table=True):
-    """The object pickled at `path` (a pandas table where `table`), or UserError saying `todo` (what to do)."""
-    try:
-        obj = pd.read_pickle(path)
-    except UNREADABLE as err:
-        raise UserError(f'{path}: not a readable pickle ({type(err).__name__}: {err}); {todo}') from None
-    if table and not isinstance(obj, pd.DataFrame):
-        raise UserError(f'{path}: a {type(obj).__name__}, not a pandas table; {todo}')
-    return obj
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside `path` (`.NAME.xxxxxxxx.tmp`); on success it replaces `path` in one rename."""
-    path = os.fspath(path)
-    folder, name = os.path.split(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
-    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as open() gives
-    try:
-        yield tmp
-        with open(tmp, 'rb+') as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:  # a failed write (a full disk) names no file: config.cli's one line names this
-        if err.filename is None:
-            raise OSError(err.errno, err.strerror, path) from None
-        raise
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)
-
-
-def sweep_temporaries(pattern):
-    """Remove what atomic_path left of writers killed before their rename, beside each NAME the pattern's glob
-    matches; only for a writer that knows nobody else writes those names now."""
-    folder, name = os.path.split(pattern)
-    for path in glob.glob(os.path.join(glob.escape(folder or '.'), f'.{name}.*.tmp')):
-        os.remove(path)
-
-
-def write_pickle(obj, path):
-    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
-        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)  # as DataFrame.to_pickle does
-
-
-def write_text(text, path):
-    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
-        f.write(text)
 
 
 def shard():

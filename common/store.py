@@ -11,8 +11,8 @@ import os
 import numpy as np
 
 from common.config import UserError
-from common.dataset import groups_of
-from common.stage import atomic_path, row_keys, stamp, sweep_temporaries, write_pickle
+from common.dataset import groups_of, row_keys
+from common.files import atomic_path, stamp, sweep_temporaries, write_pickle
 
 FACES, INDEX = 'faces.f16', 'index.npz'
 # per-video arrays where the table has their columns, else None in Store: lead_rms is extract_audio.leading_rms,

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from common.config import UserError
-from common.stage import stamp
+from common.files import stamp
 
 UNTRAINED_SEED = 0
 

@@ -1,0 +1,81 @@
+"""Files as every script writes and reads them: atomic writes (a temporary file beside the target, then one rename,
+so that a killed writer leaves the old file or the new one), pickles read with a one-line error, and the stamps
+(size, modification time) that say whether a file changed since a result was made from it.
+"""
+import contextlib
+import glob
+import os
+import pickle
+import secrets
+
+import pandas as pd
+
+from common.config import UserError
+
+# How a file name that is not UTF-8 (Python's str holds its bytes as surrogates) goes into every CSV: as the bytes
+# the file system holds, naming that very file. Read such a CSV with this error handler (pandas: encoding_errors).
+NAMES = 'surrogateescape'
+# what unpickling a truncated, garbage or foreign file raises (an OSError config.cli reports with its file)
+UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
+              IndexError, KeyError, UnicodeDecodeError, MemoryError)
+
+
+def stamp(path):
+    status = os.stat(path)
+    return [status.st_size, status.st_mtime_ns]
+
+
+def stamps(paths):
+    """{absolute path: [size, mtime], or None where absent}: what a result's made_with records of its input files."""
+    return {os.path.abspath(p): stamp(p) if os.path.exists(p) else None for p in map(str, paths)}
+
+
+def read_pickle(path, todo, table=True):
+    """The object pickled at `path` (a pandas table where `table`), or UserError saying `todo` (what to do)."""
+    try:
+        obj = pd.read_pickle(path)
+    except UNREADABLE as err:
+        raise UserError(f'{path}: not a readable pickle ({type(err).__name__}: {err}); {todo}') from None
+    if table and not isinstance(obj, pd.DataFrame):
+        raise UserError(f'{path}: a {type(obj).__name__}, not a pandas table; {todo}')
+    return obj
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside `path` (`.NAME.xxxxxxxx.tmp`); on success it replaces `path` in one rename."""
+    path = os.fspath(path)
+    folder, name = os.path.split(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as open() gives
+    try:
+        yield tmp
+        with open(tmp, 'rb+') as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:  # a failed write (a full disk) names no file: config.cli's one line names this
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror, path) from None
+        raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+
+
+def sweep_temporaries(pattern):
+    """Remove what atomic_path left of writers killed before their rename, beside each NAME the pattern's glob
+    matches; only for a writer that knows nobody else writes those names now."""
+    folder, name = os.path.split(pattern)
+    for path in glob.glob(os.path.join(glob.escape(folder or '.'), f'.{name}.*.tmp')):
+        os.remove(path)
+
+
+def write_pickle(obj, path):
+    with atomic_path(path) as tmp, open(tmp, 'wb') as f:
+        pickle.dump(obj, f, protocol=pickle.HIGHEST_PROTOCOL)  # as DataFrame.to_pickle does
+
+
+def write_text(text, path):
+    with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
+        f.write(text)
