@@ -25,7 +25,7 @@ import os
 import re
 
 from common.dataset import is_video
-from common.files import write_text
+from common.files import NAMES, write_text
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)
@@ -183,11 +183,12 @@ def celebdf_parts(root):
 
 def read_test_list(path):
     """{(folder in lower case, name): ('REAL' | 'FAKE', the path as listed)} of Celeb-DF-v2's test list (some
-    copies spell YouTube-real Youtube-real); {} where it is absent."""
+    copies spell YouTube-real Youtube-real); {} where it is absent. A BOM (a Windows editor's) is skipped, and
+    a name that is not UTF-8 is read as os.listdir reads it (common.files.NAMES), so that it names that file."""
     if not os.path.exists(path):
         return {}
     out = {}
-    with open(path, encoding='utf-8') as f:
+    with open(path, encoding='utf-8-sig', errors=NAMES) as f:
         for n, line in enumerate(f, 1):
             fields = line.split()
             if not fields:

@@ -220,3 +220,22 @@ def test_real_clips_in_an_ff_tree_are_planned_by_the_stages_with_their_labels_an
         assert os.stat(clip).st_mtime_ns == before[rel].st_mtime_ns and os.stat(clip).st_size == before[rel].st_size
     groups = groups_by_key(str(tmp_path))
     assert groups[FAKES.format(m='Deepfakes', c='c23') + '/000_003.mp4'] == YOUTUBE.format(c='c23') + '/000.mp4'
+
+
+def test_a_test_list_saved_on_windows_with_a_latin1_name_marks_those_videos(tmp_path):
+    # a BOM and CRLF line ends (a Windows editor), and a name that is not UTF-8 (an old archive's café):
+    # the listed videos, real clips behind links, are 'test', as the list says
+    cafe = 'id0_caf\udce9.mp4'  # how os.listdir gives the Latin-1 name b'id0_caf\xe9.mp4'
+    clips = {'Celeb-real/id0_0000.mp4': 'lynaeydofd.mp4', f'Celeb-real/{cafe}': 'abofeumbvv.mp4',
+             'Celeb-synthesis/id0_id1_0000.mp4': 'brtujopkby.mp4', 'YouTube-real/00000.mp4': 'yhffcuhhjy.mp4'}
+    for rel, clip in clips.items():
+        os.makedirs(os.path.dirname(os.fsencode(tmp_path / rel)), exist_ok=True)
+        os.symlink(testdata('dfdc_sample', clip), os.fsencode(tmp_path / rel))
+    (tmp_path / 'List_of_testing_videos.txt').write_bytes(
+        b'\xef\xbb\xbf1 Celeb-real/id0_0000.mp4\r\n1 Celeb-real/id0_caf\xe9.mp4\r\n0 Celeb-synthesis/id0_id1_0000.mp4\r\n')
+    run = make_metadata(tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert {n: e['split'] for n, e in read(tmp_path / 'Celeb-real').items()} == {'id0_0000.mp4': 'test', cafe: 'test'}
+    assert read(tmp_path / 'Celeb-synthesis')['id0_id1_0000.mp4']['split'] == 'test'
+    assert read(tmp_path / 'YouTube-real')['00000.mp4']['split'] == 'train'
+    assert 'listed videos absent' not in run.stdout
