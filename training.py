@@ -220,7 +220,7 @@ def _epochs(fit, started):
         entry = {'epoch': epoch, 'train_loss': train_loss, 'train_seconds': round(seconds, 3),
                  'videos_per_second': round(len(train) / seconds, 1)}
         if len(val):
-            entry.update(_validate(fit))
+            entry.update(_validate(fit, epoch))
         score = entry['val_loss'] if len(val) else train_loss  # no validation side: the last epoch is the best
         entry['best'] = improved = (state['best_loss'] is None or score < state['best_loss'] - cfg['min_delta']
                                     or not len(val))
@@ -332,7 +332,15 @@ def _train_epoch(fit, epoch):
         total += loss.item() * len(y)
         n += len(y)
         bar.set_postfix(loss=f'{total / n:.4f}', refresh=False)
-    return float(total / n)  # a Python float: the checkpoint's history loads with weights_only
+    if not all(bool(torch.isfinite(w).all()) for w in fit.net.parameters()) or not (fit.amp or np.isfinite(total)):
+        _diverged(fit, epoch, 'the training loss or the weights are not finite')  # (AMP's scaler skips inf steps)
+    return float(total / n)
+
+
+def _diverged(fit, epoch, what):
+    """A NaN would go on into every later epoch, and the figures: stop, with the previous epoch kept."""
+    raise config.UserError(f'epoch {epoch}: {what}: the training diverged (lower --lr, now {fit.cfg["lr"]:g}, '
+                           f'with --resume=false){"" if epoch == 1 else f"; last.pt holds epoch {epoch - 1}"}')  # a Python float: the checkpoint's history loads with weights_only
 
 
 def _progress(cfg):
@@ -341,11 +349,15 @@ def _progress(cfg):
                              disable=None if cfg['progress'] else True)
 
 
-def _validate(fit):
+def _validate(fit, epoch):
     cfg = fit.cfg
     logits = predict_logits(fit.net, fit.table, fit.val, fit.device, cfg['crop'], cfg['eval_stride'],
                             cfg['eval_batch_size'], fit.amp,
                             progress=lambda batches: _progress(cfg)(batches, desc='validation'))
+    broken = ~np.isfinite(logits)  # (videos,)
+    if broken.any():
+        _diverged(fit, epoch, f'{int(broken.sum())} validation videos have no finite logit (e.g. '
+                              f'{fit.table.keys[fit.val[broken][0]]}; or their face embeddings hold inf or NaN)')
     y = fit.table.labels[fit.val].astype(np.float32)
     bce = F.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(), torch.from_numpy(y),
                                              reduction='none').numpy()

@@ -188,6 +188,17 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path):
         scoring.run(scoring.settings(dataset=str(tmp_path / 'b.pkl'), checkpoint=str(tmp_path / 'run' / 'best.pt')))
 
 
+
+@pytest.mark.parametrize('val_fraction', ['0.2', '0'])
+def test_a_diverged_training_is_one_line_not_a_nan_traceback(tmp_path, val_fraction):
+    # --lr=1e30: the weights overflow float32 in the first epochs; with a validation side its logits are NaN,
+    # without one the training loss is: either way one line saying so and what to change, exit 2
+    store.save(synthetic_table(30, faces=6, video_dim=8, audio_dim=2, seed=2), str(tmp_path / 't.pkl'))
+    run = cli('training.py', f'--dataset={tmp_path}/t.pkl', f'--out_dir={tmp_path}/run', '--max_epochs=4',
+              '--lr=1e30', f'--val_fraction={val_fraction}', '--crop=4', '--hidden=8')
+    assert run.returncode == 2 and run.stderr.startswith('error: epoch ') and run.stderr.count('\n') == 1, run.stderr
+    assert 'the training diverged (lower --lr, now 1e+30, with --resume=false)' in run.stderr
+
 # ----------------------------------------------------------------------------- chains of originals
 def chained_table(tmp_path):
     """30 originals, each with a fake and a fake of that fake (r -> f -> g), a cycle of three fakes, a
