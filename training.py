@@ -202,8 +202,7 @@ def _epochs(fit, started):
     # common.stage's made_with: what the weights depend on, the table and the settings
     made_with = {'dataset': dataset_key, **{f'--{k}': cfg[k] for k in _SAME_FOR_RESUME}}
     state = {'history': [], 'best_loss': None, 'best_epoch': None, 'bad_epochs': 0, 'finished': False}
-    if cfg['resume'] and os.path.exists(last_path):
-        _resume(fit, last_path, state, made_with)
+    _start(fit, last_path, state, made_with)
     if state['finished']:
         log(f'{cfg["out_dir"]} holds a run that stopped early (best epoch {state["best_epoch"]}); '
             f'--resume=false starts over')
@@ -240,6 +239,23 @@ def _epochs(fit, started):
     log(f'best checkpoint: {best_path} (epoch {state["best_epoch"]}, '
         f'{"validation" if len(val) else "training"} loss {state["best_loss"]:.4f})')
     return state['history']
+
+
+def _start(fit, last_path, state, made_with):
+    """Resume from last.pt where RESUME and it is there, and bring the history and curves up to it (a kill
+    between last.pt and them left them an epoch behind); else clear OUT_DIR of an earlier run's files, which a
+    new run killed before its first epoch would leave beside its config.json, to be taken for its own."""
+    out_dir = fit.cfg['out_dir']
+    if fit.cfg['resume'] and os.path.exists(last_path):
+        _resume(fit, last_path, state, made_with)
+        _write_history(state['history'], out_dir)
+        _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
+        return
+    earlier = [name for name in OUT_FILES if name != 'config.json' and os.path.exists(os.path.join(out_dir, name))]
+    for name in earlier:
+        os.remove(os.path.join(out_dir, name))
+    if earlier:
+        fit.log(f'a new run in {out_dir}: the earlier run\'s {", ".join(earlier)} removed')
 
 
 def _save_epoch(fit, state, epoch, best_loss, common):

@@ -182,6 +182,52 @@ def test_a_resume_over_a_record_that_is_not_one_is_one_line_that_names_it(tmp_pa
 
 
 
+def test_a_kill_between_last_pt_and_the_history_is_made_good_by_the_rerun(tmp_path, monkeypatch):
+    # Ctrl-C (or SIGKILL) after the last epoch's last.pt, before its history: the rerun, with nothing left to
+    # train, still writes the history and curves of every epoch last.pt holds
+    path, _ = tiny_table(tmp_path)
+    cfg = training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=2, patience=10, **TINY)
+    write = training._write_history
+
+    def killed_at_epoch_2(history, out_dir):
+        if len(history) == 2:
+            raise KeyboardInterrupt
+        write(history, out_dir)
+    monkeypatch.setattr(training, '_write_history', killed_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(cfg, log=lambda *_: None)
+    assert load_checkpoint(tmp_path / 'run' / 'last.pt')[1]['epoch'] == 2
+    (tmp_path / 'run' / 'curves.png').unlink()
+    monkeypatch.setattr(training, '_write_history', write)
+    history = training.run(cfg, log=lambda *_: None)
+    assert [e['epoch'] for e in history] == [1, 2]
+    assert json.loads((tmp_path / 'run' / 'history.json').read_text()) == history
+    same_entries(read_csv(tmp_path / 'run' / 'history.csv'), history)
+    assert (tmp_path / 'run' / 'curves.png').exists()
+
+
+def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replaces(tmp_path, monkeypatch):
+    # --resume=false over a finished run, killed before its first epoch ends: its config.json beside the old
+    # run's best.pt would pass that model off as this run's, and the next plain rerun would resume the old run
+    path, _ = tiny_table(tmp_path)
+    cfg = training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=2, **TINY)
+    training.run(cfg, log=lambda *_: None)
+
+    def killed(fit, epoch):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(training, '_train_epoch', killed)
+    lines = []
+    with pytest.raises(KeyboardInterrupt):
+        training.run({**cfg, 'resume': False}, log=lines.append)
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json']
+    assert any('the earlier run\'s best.pt, last.pt, history.json, history.csv, curves.png removed' in line
+               for line in lines)
+    monkeypatch.undo()
+    lines = []
+    history = training.run(cfg, log=lines.append)
+    assert not any(line.startswith('resuming') for line in lines) and [e['epoch'] for e in history] == [1, 2]
+
+
 def test_fakes_whose_original_is_absent_are_counted_once(tmp_path):
     path, table = tiny_table(tmp_path, absent=3)
     # a fake made from the first of them: its chain of originals ends at the same missing name
