@@ -62,7 +62,8 @@ RANGES = {
         'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
-        'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin', 'seed')},
+        'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin')},
+    'seed': (lambda v: 0 <= v < 2 ** 63, 'from 0 to 2**63 - 1 (what torch.manual_seed takes)'),
     'workers': _at_least(-1), 'worker_timeout': _at_least(0),
     # MTCNN divides by its smallest face (ROI_SIZE // 4 in the regions of interest); InceptionResnetV1's
     # layers need at least 75 pixels
