@@ -350,13 +350,13 @@ def _train_epoch(fit, epoch):
         bar.set_postfix(loss=f'{total / n:.4f}', refresh=False)
     if not all(bool(torch.isfinite(w).all()) for w in fit.net.parameters()) or not (fit.amp or np.isfinite(total)):
         _diverged(fit, epoch, 'the training loss or the weights are not finite')  # (AMP's scaler skips inf steps)
-    return float(total / n)
+    return float(total / n)  # a Python float: the checkpoint's history loads with weights_only
 
 
 def _diverged(fit, epoch, what):
     """A NaN would go on into every later epoch, and the figures: stop, with the previous epoch kept."""
     raise config.UserError(f'epoch {epoch}: {what}: the training diverged (lower --lr, now {fit.cfg["lr"]:g}, '
-                           f'with --resume=false){"" if epoch == 1 else f"; last.pt holds epoch {epoch - 1}"}')  # a Python float: the checkpoint's history loads with weights_only
+                           f'with --resume=false){"" if epoch == 1 else f"; last.pt holds epoch {epoch - 1}"}')
 
 
 def _progress(cfg):

@@ -232,7 +232,8 @@ def test_a_test_list_saved_on_windows_with_a_latin1_name_marks_those_videos(tmp_
         os.makedirs(os.path.dirname(os.fsencode(tmp_path / rel)), exist_ok=True)
         os.symlink(testdata('dfdc_sample', clip), os.fsencode(tmp_path / rel))
     (tmp_path / 'List_of_testing_videos.txt').write_bytes(
-        b'\xef\xbb\xbf1 Celeb-real/id0_0000.mp4\r\n1 Celeb-real/id0_caf\xe9.mp4\r\n0 Celeb-synthesis/id0_id1_0000.mp4\r\n')
+        b'\xef\xbb\xbf1 Celeb-real/id0_0000.mp4\r\n1 Celeb-real/id0_caf\xe9.mp4\r\n'
+        b'0 Celeb-synthesis/id0_id1_0000.mp4\r\n')
     run = make_metadata(tmp_path)
     assert run.returncode == 0, run.stderr
     assert {n: e['split'] for n, e in read(tmp_path / 'Celeb-real').items()} == {'id0_0000.mp4': 'test', cafe: 'test'}
