@@ -9,7 +9,8 @@ with PyAV), as DFDC lays them out:
     camera_fake.mp4      FAKE  of camera_real.mp4: the astronaut's face blended in, the voice pitched up
                                (DFDC has fakes with altered audio too)
 The clips are deterministic: the same bytes of pixels every run (the encoder's output may differ between
-FFmpeg versions). It writes nothing when the four clips and the metadata are already there.
+FFmpeg versions). It writes nothing when the four clips and the metadata are already there, made with these
+SECONDS, FPS and SAMPLE_RATE (read back from the clips); else it makes them again.
 
 Example:
     python make_sample_dataset.py --output_dir=data/sample
@@ -33,6 +34,7 @@ FPS = 30                    # frame rate (DFDC: 29.97)
 SAMPLE_RATE = 44100         # audio rate (DFDC: 44.1 or 48 kHz, mono AAC)
 # -----------------------------------------------------------------------------
 
+AAC_RATES = (7350, 8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000, 64000, 88200, 96000)
 # MTCNN's boxes (x1, y1, x2, y2) of the one face in each photo, from facenet-pytorch's defaults.
 FACE_BOX = {'astronaut': (181, 62, 268, 172), 'camera': (199, 119, 254, 192)}
 CLIPS = {  # name: (photo, face pasted from, (width, height), voice pitch in Hz, label, original)
@@ -45,12 +47,16 @@ CLIPS = {  # name: (photo, face pasted from, (width, height), voice pitch in Hz,
 
 def main():
     config.configure(globals())
+    n = int(round(SECONDS * FPS))
+    if SAMPLE_RATE not in AAC_RATES or n < 1:
+        raise config.UserError(f'--sample_rate must be one of AAC\'s, {", ".join(map(str, AAC_RATES))}, not '
+                               f'{SAMPLE_RATE}' if n else f'--seconds={SECONDS:g} at --fps={FPS} is no frame')
     os.makedirs(OUTPUT_DIR, exist_ok=True)
     meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
-    if os.path.exists(meta_path) and all(os.path.exists(os.path.join(OUTPUT_DIR, n)) for n in CLIPS):
+    made = [made_with(os.path.join(OUTPUT_DIR, name)) for name in CLIPS]
+    if os.path.exists(meta_path) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
         print(f'{OUTPUT_DIR}: the sample dataset is there already')
         return
-    n = int(round(SECONDS * FPS))
     for seed, (name, (target, source, size, pitch, _, _)) in enumerate(CLIPS.items()):
         image = swap_face(target, source) if source else photo(target)
         write_clip(os.path.join(OUTPUT_DIR, name), frames(image, size, n), size,
@@ -59,6 +65,18 @@ def main():
             for name, (_, _, _, _, label, original) in CLIPS.items()}
     write_text(json.dumps(meta, indent=1), meta_path)
     print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
+
+
+def made_with(path):
+    """(frames, frame rate, sample rate) of a clip write_clip wrote; None where there is none."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        with av.open(path) as clip:
+            video, audio = clip.streams.video[0], clip.streams.audio[0]
+            return video.frames, round(float(video.average_rate or 0)), audio.sample_rate
+    except (av.FFmpegError, IndexError):  # not a clip of ours: made again
+        return None
 
 
 def photo(name):

@@ -91,6 +91,23 @@ def test_bad_inputs_are_recorded_and_the_good_videos_embedded(tmp_path, sample):
     assert '1 without a metadata entry skipped' in r.stdout or '1 skipped without' in r.stdout
 
 
+def test_the_sample_is_made_again_for_other_settings_and_bad_ones_are_one_line(tmp_path):
+    def make(*args):
+        return subprocess.run([sys.executable, 'make_sample_dataset.py', f'--output_dir={tmp_path}', *args],
+                              cwd=ROOT, capture_output=True, text=True)
+    import av
+    assert make('--seconds=0.5').returncode == 0
+    assert 'there already' in make('--seconds=0.5').stdout
+    run = make('--seconds=1', '--fps=25', '--sample_rate=16000')  # was 'there already', the 0.5 s clips kept
+    assert run.returncode == 0 and 'there already' not in run.stdout, run.stderr
+    with av.open(str(tmp_path / 'camera_fake.mp4')) as clip:
+        assert (clip.streams.video[0].frames, clip.streams.audio[0].sample_rate) == (25, 16000)
+    for args, says in ((['--sample_rate=1000'], "--sample_rate must be one of AAC's"),
+                       (['--seconds=0.01'], '--seconds=0.01 at --fps=30 is no frame')):
+        run = make(*args)  # were an FFmpeg traceback, and four clips without a frame
+        assert run.returncode == 2 and run.stderr.startswith(f'error: {says}') and run.stderr.count('\n') == 1
+
+
 def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
     r = run(f'--data_dir={tmp_path / "nowhere"}', f'--output={tmp_path / "o.pkl"}', '--face_weights=none')
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
