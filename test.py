@@ -104,10 +104,12 @@ def run(cfg, log=print):
             'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, ckpt.get('audio_only'))),
         })
         what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
-        if metrics.save_roc_png(labels, p, stem + '_roc.png', title=f'ROC: {what}'):
-            rep['roc_png'] = stem + '_roc.png'
-        if metrics.save_calibration_png(labels, p, stem + '_calibration.png', title=f'calibration: {what}'):
-            rep['calibration_png'] = stem + '_calibration.png'
+        for name, save, title in (('roc', metrics.save_roc_png, 'ROC'),
+                                  ('calibration', metrics.save_calibration_png, 'calibration')):
+            if save(labels, p, f'{stem}_{name}.png', title=f'{title}: {what}'):
+                rep[f'{name}_png'] = f'{stem}_{name}.png'
+            elif os.path.exists(f'{stem}_{name}.png'):  # an earlier report's: not this one's figure
+                os.remove(f'{stem}_{name}.png')
         write_text(json.dumps(rep, indent=1), report_path)  # with the figures' paths: what run() returns
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
