@@ -6,7 +6,8 @@ videos, against the full model on the same videos. The cues:
   face_size     the face track's size in pixels (common.store.face_size, from the table's boxes)
 A cue is scored by ROC AUC over the videos that have it, and so is the model on those videos. A raw cue
 (lead_silence, face_size) is a shortcut whichever way it points, so its `separation` is max(AUC, 1 - AUC); the
-audio model's is its AUC. One warning line where a cue's separation comes within MARGIN of the model's AUC.
+audio model's is its AUC. One warning line where a cue's separation comes within MARGIN of the model's AUC,
+and beats chance (0.5) by more than MARGIN: a cue at chance separates nothing, however poor the model.
 A cue the table or checkpoint lacks is unavailable, with the reason, never zero.
 """
 import numpy as np
@@ -50,7 +51,7 @@ def check(y, p, found, margin=MARGIN):
             continue
         entry['separation'] = max(auc, 1 - auc) if name in RAW else auc
         out[name] = entry
-        if model is not None and entry['separation'] >= model - margin:
+        if model is not None and entry['separation'] >= model - margin and entry['separation'] > 0.5 + margin:
             close.append(f'{name} {entry["separation"]:.4f} (the model {model:.4f} on the same videos)')
     warning = (f'warning: shortcut check: a cue alone separates real from fake within {margin} ROC AUC of the model '
                f'or better: {"; ".join(close)}; see the report\'s shortcuts' if close else None)

@@ -176,6 +176,22 @@ def test_the_shortcut_check_is_silent_where_no_cue_separates_the_classes(tmp_pat
     assert rep['audio']['roc_auc'] > 0.99 and 'or better: audio ' in rep['warning']
 
 
+def test_a_cue_at_chance_is_no_shortcut_however_poor_the_model(tmp_path):
+    # a model at chance (one p for every video: ROC AUC 0.5, as an untrained or collapsed one) and every face of
+    # one size (AUC 0.5): the face size separates nothing, and was warned about as within 0.02 of the model
+    n = 120
+    same = table_with(n)
+    same['boxes'] = [np.tile(np.float32([800, 300, 1000, 500]), (10, 1))] * n
+    with stored(same, tmp_path / 'same.pkl') as table:
+        rep = shortcuts.check(table.labels, np.full(n, 0.5), shortcuts.cues(table, np.arange(n), None))
+    assert rep['face_size']['separation'] == rep['face_size']['model_roc_auc'] == 0.5
+    assert rep['warning'] is None
+    # the same model where the face size does follow the label: warned about
+    with stored(table_with(n, face_by_label=True), tmp_path / 'big.pkl') as table:
+        rep = shortcuts.check(table.labels, np.full(n, 0.5), shortcuts.cues(table, np.arange(n), None))
+    assert 'or better: face_size 1.0000 (the model 0.5000 ' in rep['warning']
+
+
 def test_test_py_reports_the_breakdown_and_warns_of_a_shortcut(tmp_path):
     """End to end: a checkpoint scored on an FF++-shaped table whose fakes have larger faces: the report
     holds the breakdown per method and per split and the shortcut fields, and the log the warning line."""
