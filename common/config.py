@@ -18,6 +18,7 @@ import io
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import tokenize
@@ -197,6 +198,8 @@ def help_if_asked(name, path, *also):
     constants configure() is given after this script's."""
     folder = os.path.dirname(os.path.abspath(path))
     _ALSO[os.path.abspath(path)] = tuple(os.path.abspath(os.path.join(folder, a)) for a in also)
+    if name == '__main__' and signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where ignored
+        signal.signal(signal.SIGINT, _interrupted_at_start)  # until cli() runs main()
     if name != '__main__' or not {'-h', '--help'} & set(sys.argv[1:]):
         return
     with open(path, encoding='utf-8') as f:
@@ -220,6 +223,13 @@ def help_if_asked(name, path, *also):
                 text = f'{text}\n  {"":<{width}}'
             print(f'  {text:<{width}}{s.comment}'.rstrip())
     raise SystemExit(0)
+
+
+def _interrupted_at_start(signum, frame):
+    """Ctrl-C in the heavy imports (torch's take seconds), before cli() runs main(): one line and 130, as
+    cli() answers it later, not an import's traceback."""
+    print('\ninterrupted before any work', file=sys.stderr)
+    raise SystemExit(130)
 
 
 def _shown(default):
@@ -361,6 +371,8 @@ def cli(main):
     for stream in (sys.stdout, sys.stderr):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors='backslashreplace')
+    if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: what is done is kept
     try:
         main()
     except UserError as err:

@@ -1,5 +1,6 @@
 """The shared --name=value override helper, and the ranges of every script's settings."""
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -188,3 +189,13 @@ def test_help_before_the_heavy_imports_lists_exactly_the_settings_the_script_tak
         err = capsys.readouterr().err
         stopped_at = 'zz_stop' if arg in listed else arg[2:].split('=')[0]
         assert exit_.value.code == 2 and err.startswith(f'error: unknown setting --{stopped_at};'), (arg, err)
+
+
+def test_ctrl_c_in_the_heavy_imports_is_one_line_and_130(tmp_path):
+    # a script between help_if_asked and cli(): where torch's import takes seconds, and Ctrl-C right after
+    # starting a command was an import's traceback; the SIGINT here is the keyboard's, at that moment
+    code = ("import os, signal, sys, time; sys.argv = ['training.py']; from common import config; "
+            "config.help_if_asked('__main__', 'training.py'); os.kill(os.getpid(), signal.SIGINT); time.sleep(60)")
+    run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    assert run.returncode == 130 and run.stderr.strip() == 'interrupted before any work', run.stderr
