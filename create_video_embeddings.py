@@ -65,7 +65,7 @@ def embed(todo, bad, skipped, face):
     who = run.who
     columns = COLUMNS + (('frame_logits',) if has_head(cfg['face_encoder']) else ())
     run.record(bad)
-    todo = run.todo(todo, where=lambda t: t[:2], source=source_of)
+    todo = run.todo(todo, where=lambda t: t[:2], source=lambda t: source_of(t, split=True))  # rows record it
     print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:

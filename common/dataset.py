@@ -136,16 +136,18 @@ def plan(data_dir):
     return todo, failures, skipped
 
 
-def source_of(item):
+def source_of(item, split=False):
     """What one of plan()'s videos is made from, as a string: its file (size and modification time, as the
-    stat of the path sees it through links) and its metadata entry's label and original. A rerun redoes a
-    video whose source changed (common.stage.StageRun.todo)."""
+    stat of the path sees it through links) and its metadata entry's label and original; split=True (the face
+    table, which records it) also its split where that is not 'train' (DFDC's everywhere: its runs stay done),
+    such as Celeb-DF-v2's test list's 'test'. A rerun redoes a video whose source changed (StageRun.todo)."""
     _, _, path, entry = item
+    tail = f':{entry["split"]}' if split and entry.get('split') not in (None, 'train') else ''
     try:
         st = os.stat(path)
     except OSError:
-        return f'absent:{label_of(entry)}:{entry.get("original")}'
-    return f'{st.st_size}:{st.st_mtime_ns}:{label_of(entry)}:{entry.get("original")}'
+        return f'absent:{label_of(entry)}:{entry.get("original")}{tail}'
+    return f'{st.st_size}:{st.st_mtime_ns}:{label_of(entry)}:{entry.get("original")}{tail}'
 
 
 def groups_of(filenames, originals, folders=None):

@@ -241,3 +241,12 @@ def test_a_celeb_df_tree_gives_its_methods_and_test_list_to_the_video_table(tmp_
     assert table.loc['id1_id0_0000.mp4', 'split'] == 'test' and table.loc['id0_0000.mp4', 'split'] == 'train'
     assert [breakdown.method_of(f) for f in table.loc[['id0_0000.mp4', 'id1_id0_0000.mp4'], 'folder']] == [
         'Celeb-real', 'Celeb-synthesis']
+    # the test list corrected (a video added, one taken out) and the metadata written again: the stage's rerun
+    # redoes those two videos, whose rows kept their old split ('train' for a test video: by_split missed it)
+    (root / mm.CELEB_TEST_LIST).write_text('1 Celeb-real/id0_0000.mp4\n')
+    assert run_script('make_metadata.py', f'--data_dir={root}', '--overwrite=true').returncode == 0
+    r = run_script('create_video_embeddings.py', f'--data_dir={root}', f'--output={tmp_path / "video.pkl"}',
+                   '--face_weights=none')
+    assert r.returncode == 0 and '2 videos changed since they were done' in r.stdout, r.stdout + r.stderr
+    table = pd.read_pickle(tmp_path / 'video.pkl').drop_duplicates(['folder', 'filename']).set_index('filename')
+    assert table.loc['id1_id0_0000.mp4', 'split'] == 'train' and table.loc['id0_0000.mp4', 'split'] == 'test'
