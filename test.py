@@ -103,19 +103,27 @@ def run(cfg, log=print):
             'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
             'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, ckpt.get('audio_only'))),
         })
-        what = f'{os.path.basename(cfg["dataset"])}, subset={subset} ({len(indices)} videos)'
-        for name, save, title in (('roc', metrics.save_roc_png, 'ROC'),
-                                  ('calibration', metrics.save_calibration_png, 'calibration')):
-            if save(labels, p, f'{stem}_{name}.png', title=f'{title}: {what}'):
-                rep[f'{name}_png'] = f'{stem}_{name}.png'
-            elif os.path.exists(f'{stem}_{name}.png'):  # an earlier report's: not this one's figure
-                os.remove(f'{stem}_{name}.png')
+        rep.update(_figures(labels, p, stem, f'{os.path.basename(cfg["dataset"])}, subset={subset} '
+                                             f'({len(indices)} videos)'))
         write_text(json.dumps(rep, indent=1), report_path)  # with the figures' paths: what run() returns
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
     log(_summary(rep))
     log(f'report: {report_path}')
     return rep
+
+
+def _figures(labels, p, stem, what):
+    """{'roc_png': path, 'calibration_png': path} of the figures drawn; one a set leaves undefined (one class)
+    is not drawn, and an earlier report's at its path is removed: it would pass for this one's."""
+    drawn = {}
+    for name, save, title in (('roc', metrics.save_roc_png, 'ROC'),
+                              ('calibration', metrics.save_calibration_png, 'calibration')):
+        if save(labels, p, f'{stem}_{name}.png', title=f'{title}: {what}'):
+            drawn[f'{name}_png'] = f'{stem}_{name}.png'
+        elif os.path.exists(f'{stem}_{name}.png'):
+            os.remove(f'{stem}_{name}.png')
+    return drawn
 
 
 def _logits(cfg, net, ckpt, table, indices, device):
