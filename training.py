@@ -187,6 +187,9 @@ def _split(cfg, table, log):
     no_faces = table.n_faces == 0
     if no_faces.any():
         log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')
+        if len(val) and no_faces[val].all():  # else it would train on with no validation, as if none was asked for
+            raise config.UserError(f'none of the {len(val)} videos of the validation side has a face embedding: '
+                                   f'--val_fraction=0 trains without one, another --seed draws another side')
         train, val = train[~no_faces[train]], val[~no_faces[val]]
     if len(train) == 0:
         raise config.UserError('no video with faces to train on')

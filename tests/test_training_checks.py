@@ -1,16 +1,19 @@
 """Settings that training would otherwise ignore in silence are refused before any work: --val_folders
 where the split is not by folder, or where --val_fraction=0 asks for no validation side at all. A
---split=folder --val_folders run holds out exactly the folders named."""
+--split=folder --val_folders run holds out exactly the folders named. A validation side without a face is
+refused, not trained on without validation."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT
 
 import training
 from common import config, store
-from model import load_checkpoint, synthetic_table
+from common.dataset import groups_of
+from model import load_checkpoint, split_indices, synthetic_table
 
 torch.set_num_threads(1)  # steadier on a shared 2-core machine (training.py's THREADS)
 TINY = dict(crop=4, project=8, hidden=8, fc=0, batch_size=16, progress=False)
@@ -67,3 +70,19 @@ def test_a_folder_split_holds_out_exactly_the_folders_named(tmp_path):
         assert split['how'] == 'folder' and split['n_val'] == int(in_wanted.sum()) == len(split['val_keys'])
         assert sorted(split['val_keys']) == sorted(f'{wanted}/{name}' for name in table.filename[in_wanted])
         assert split['n_train'] == int((~in_wanted).sum())
+
+
+def test_a_validation_side_without_faces_is_one_line_not_a_run_without_validation(tmp_path):
+    # every video the split holds out has no face: training went on with no validation and no early stopping,
+    # saying "no validation side (--val_fraction=0)" of a run given --val_fraction=0.2
+    table = synthetic_table(40, faces=8, video_dim=8, audio_dim=4, seed=1)
+    groups = np.array(groups_of(table.filename.tolist(), table.original.tolist(), table.folder.tolist()), object)
+    _, val = split_indices(table.label.to_numpy(), groups, table.folder.to_numpy(), 'original', 0.2, 0)
+    table['video_embedding'] = [e[:0] if i in set(val.tolist()) else e for i, e in enumerate(table.video_embedding)]
+    store.save(table, str(tmp_path / 't.pkl'))
+    cfg = training.settings(dataset=str(tmp_path / 't.pkl'), out_dir=str(tmp_path / 'run'), max_epochs=1,
+                            progress=False)
+    with pytest.raises(config.UserError, match=f'none of the {len(val)} videos of the validation side has a face'):
+        training.run(cfg, log=lambda *_: None)
+    assert not (tmp_path / 'run' / 'best.pt').exists()
+    assert training.run({**cfg, 'val_fraction': 0.0}, log=lambda *_: None)[0]['epoch'] == 1  # as it says
