@@ -24,7 +24,7 @@ import json
 import os
 import re
 
-from common.dataset import is_video
+from common.dataset import check_folder, is_video
 from common.files import NAMES, write_text
 
 # ----------------------------------------------------------------------------- config
@@ -54,8 +54,7 @@ def main():
     if COMPRESSION not in ('', *FF_COMPRESSIONS):
         raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
                                f'not {COMPRESSION!r}')
-    if not os.path.isdir(DATA_DIR):
-        raise config.UserError(f'data folder {DATA_DIR} does not exist')
+    check_folder(DATA_DIR)
     layout = layout_of(DATA_DIR, LAYOUT)
     if layout == 'ff++':
         parts, others = ff_parts(DATA_DIR, COMPRESSION)

@@ -97,13 +97,19 @@ def label_of(entry):
     return {'FAKE': 1, 'REAL': 0, '1': 1, '0': 0}.get(label.strip().upper())
 
 
+def check_folder(data_dir):
+    """UserError where the data folder is not one: absent, or a file (a video given for a folder)."""
+    if not os.path.isdir(data_dir):
+        raise UserError(f'data folder {data_dir} ' + ('is a file: give the folder that holds the videos'
+                                                      if os.path.exists(data_dir) else 'does not exist'))
+
+
 def plan(data_dir):
     """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
     [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
     same file name: both are videos (their keys, folder/filename, differ). Links to folders are followed, each
     folder once (walk())."""
-    if not os.path.isdir(data_dir):
-        raise UserError(f'data folder {data_dir} does not exist')
+    check_folder(data_dir)
     parts = [root for root, files in walk(data_dir) if 'metadata.json' in files]
     if not parts:
         raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')

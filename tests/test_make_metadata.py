@@ -174,6 +174,9 @@ def test_a_celebdf_test_list_that_contradicts_the_folders_is_refused(tmp_path):
 
 def test_a_tree_of_neither_layout_and_an_existing_metadata_are_refused_in_one_line(tmp_path):
     touch(str(tmp_path / 'videos'), 'a.mp4')
+    run = make_metadata(tmp_path / 'videos' / 'a.mp4')  # a video for the folder: said so, not 'does not exist'
+    assert run.returncode == 2 and run.stderr.count('\n') == 1
+    assert f'data folder {tmp_path / "videos" / "a.mp4"} is a file: give the folder' in run.stderr
     run = make_metadata(tmp_path)
     assert run.returncode == 2 and run.stderr.count('\n') == 1
     assert run.stderr.startswith('error: ') and 'neither a FaceForensics++ tree' in run.stderr
