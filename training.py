@@ -19,6 +19,7 @@ One process: all of DFDC is seconds an epoch (BENCHMARKS.md), so several would o
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
+import contextlib
 import csv
 import functools
 import io
@@ -126,14 +127,29 @@ def run(cfg, log=print):
         w_real, w_fake = class_weights(table.labels[train])
         log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior '
             f'{table.labels[train].mean():.3f} fake)')
-        net = build(NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
-                                  layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
-                                  project=cfg['project'], deltas=cfg['deltas'])).to(device)
+        with _memory(device, '--hidden, --layers, --project and --fc'):
+            net = build(NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
+                                      layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
+                                      project=cfg['project'], deltas=cfg['deltas'])).to(device)
         amp = cfg['amp'] and device.type == 'cuda'
         fit = Fit(cfg, table, train, val, torch.tensor([w_real, w_fake], dtype=torch.float32, device=device),
                   device, amp, net, torch.optim.AdamW(net.parameters(), lr=cfg['lr'], weight_decay=cfg['weight_decay']),
                   torch.amp.GradScaler(device.type, enabled=amp), log)
-        return _epochs(fit, started)
+        with _memory(device, '--batch_size, --eval_batch_size and --crop'):
+            return _epochs(fit, started)
+
+
+@contextlib.contextmanager
+def _memory(device, sizes):
+    """Torch's allocation failure (CUDA's OutOfMemoryError, the CPU allocator's RuntimeError) as one line
+    naming the settings that size what did not fit; what an epoch finished is kept (last.pt)."""
+    try:
+        yield
+    except RuntimeError as err:
+        if not isinstance(err, torch.OutOfMemoryError) and "can't allocate memory" not in str(err):
+            raise
+        raise config.UserError(f'out of memory on {device} ({str(err).splitlines()[0]}): '
+                               f'give smaller {sizes}') from None
 
 
 def _check(cfg):

@@ -199,6 +199,16 @@ def test_a_diverged_training_is_one_line_not_a_nan_traceback(tmp_path, val_fract
     assert run.returncode == 2 and run.stderr.startswith('error: epoch ') and run.stderr.count('\n') == 1, run.stderr
     assert 'the training diverged (lower --lr, now 1e+30, with --resume=false)' in run.stderr
 
+
+def test_a_network_too_big_for_memory_is_one_line_naming_its_sizes(tmp_path):
+    # --hidden=10**9: the LSTM's first weight alone is terabytes; torch's allocator error was a traceback
+    store.save(synthetic_table(12, faces=4, video_dim=6, audio_dim=2), str(tmp_path / 't.pkl'))
+    run = cli('training.py', f'--dataset={tmp_path}/t.pkl', f'--out_dir={tmp_path}/run', '--hidden=1000000000',
+              '--device=cpu')
+    assert run.returncode == 2 and run.stderr.count('\n') == 1, run.stderr
+    assert run.stderr.startswith('error: out of memory on cpu (') and run.stderr.rstrip().endswith(
+        'give smaller --hidden, --layers, --project and --fc')
+
 # ----------------------------------------------------------------------------- chains of originals
 def chained_table(tmp_path):
     """30 originals, each with a fake and a fake of that fake (r -> f -> g), a cycle of three fakes, a
