@@ -10,7 +10,8 @@ with PyAV), as DFDC lays them out:
                                (DFDC has fakes with altered audio too)
 The clips are deterministic: the same bytes of pixels every run (the encoder's output may differ between
 FFmpeg versions). It writes nothing when the four clips and the metadata are already there, made with these
-SECONDS, FPS and SAMPLE_RATE (read back from the clips); else it makes them again.
+SECONDS, FPS and SAMPLE_RATE (read back from the clips); else it makes them again. A metadata.json of other
+videos (a DFDC part's) is refused, not replaced.
 
 Example:
     python make_sample_dataset.py --output_dir=data/sample
@@ -53,6 +54,7 @@ def main():
                                f'{SAMPLE_RATE}' if n else f'--seconds={SECONDS:g} at --fps={FPS} is no frame')
     os.makedirs(OUTPUT_DIR, exist_ok=True)
     meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
+    check_not_another_dataset(meta_path)
     made = [made_with(os.path.join(OUTPUT_DIR, name)) for name in CLIPS]
     if os.path.exists(meta_path) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
         print(f'{OUTPUT_DIR}: the sample dataset is there already')
@@ -65,6 +67,21 @@ def main():
             for name, (_, _, _, _, label, original) in CLIPS.items()}
     write_text(json.dumps(meta, indent=1), meta_path)
     print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
+
+
+def check_not_another_dataset(meta_path):
+    """UserError where OUTPUT_DIR's metadata.json is not the sample's (a DFDC part's: ours would replace it)."""
+    if not os.path.exists(meta_path):
+        return
+    try:
+        with open(meta_path, encoding='utf-8-sig') as f:
+            listed = json.load(f)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise config.UserError(f'{meta_path} is not the sample\'s ({err}): give another --output_dir') from None
+    if not isinstance(listed, dict) or set(listed) != set(CLIPS):
+        other = sorted(set(listed) - set(CLIPS) or listed)[:1] if isinstance(listed, dict) else [type(listed).__name__]
+        raise config.UserError(f'{meta_path} lists other videos than the sample\'s ({other[0]!r}): give another '
+                               f'--output_dir')
 
 
 def made_with(path):

@@ -106,6 +106,15 @@ def test_the_sample_is_made_again_for_other_settings_and_bad_ones_are_one_line(t
                        (['--seconds=0.01'], '--seconds=0.01 at --fps=30 is no frame')):
         run = make(*args)  # were an FFmpeg traceback, and four clips without a frame
         assert run.returncode == 2 and run.stderr.startswith(f'error: {says}') and run.stderr.count('\n') == 1
+    # a DFDC part given for the output folder: its metadata.json, which ours replaced, is left as it is
+    part = tmp_path / 'dfdc_train_part_0'
+    part.mkdir()
+    with open(testdata('dfdc_sample', 'metadata.json'), 'rb') as f:
+        (part / 'metadata.json').write_bytes(theirs := f.read())
+    run = subprocess.run([sys.executable, 'make_sample_dataset.py', f'--output_dir={part}'], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and "lists other videos than the sample's ('abofeumbvv.mp4')" in run.stderr
+    assert (part / 'metadata.json').read_bytes() == theirs and sorted(os.listdir(part)) == ['metadata.json']
 
 
 def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
