@@ -77,7 +77,8 @@ def main():
 
 
 def videos_in(folder):
-    return sorted(n for n in os.listdir(folder) if is_video(n) and os.path.isfile(os.path.join(folder, n)))
+    """The names of its videos: a link whose target is gone included (the stages record it as a failure)."""
+    return sorted(n for n in os.listdir(folder) if is_video(n) and not os.path.isdir(os.path.join(folder, n)))
 
 
 def layout_of(root, wanted):
