@@ -172,3 +172,31 @@ def test_a_link_loop_a_pipe_and_a_device_are_each_recorded_as_what_they_are(tmp_
             check_file(str(path))
         assert str(err.value) == reason
     check_file(head(2))  # a video: nothing to say
+
+
+# ----------------------------------------------------------------------------- a still before the clip
+def test_a_file_whose_first_video_stream_is_a_still_decodes_the_clip_as_ffmpeg_does(tmp_path):
+    """A Matroska file with a one-frame picture (cover art, a thumbnail track) as its first video stream, then
+    the clip: the still was taken for the video ('no face found in 1 frames'), as FFmpeg's tools never do."""
+    import av
+    import numpy as np
+    from common import video
+    path = tmp_path / 'with_cover.mkv'
+    with av.open(head(2)) as inp, av.open(str(path), 'w') as out:
+        still = out.add_stream('mjpeg', rate=1)
+        still.width, still.height, still.pix_fmt = 160, 120, 'yuvj420p'
+        clip = {s.index: out.add_stream_from_template(s) for s in (inp.streams.video[0], inp.streams.audio[0])}
+        picture = av.VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8), 'rgb24').reformat(format='yuvj420p')
+        for packet in [*still.encode(picture), *still.encode()]:
+            out.mux(packet)
+        for packet in inp.demux(*inp.streams.video[:1], *inp.streams.audio[:1]):
+            if packet.dts is not None:  # the demuxer's flush packets have none
+                packet.stream = clip[packet.stream.index]
+                out.mux(packet)
+    with av.open(str(path)) as container:
+        assert [s.codec_context.name for s in container.streams.video] == ['mjpeg', 'h264']
+    assert {k: v for k, v in video.probe(path).items() if k != 'n_frames'} == \
+        {k: v for k, v in video.probe(head(2)).items() if k != 'n_frames'}  # Matroska's header has no count
+    ours, theirs = list(video.sampled_frames(path, 25)), list(video.sampled_frames(head(2), 25))
+    assert [i for i, _ in ours] == [i for i, _ in theirs] == [0, 25, 50, 75, 100]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs))  # the same packets, decoded
