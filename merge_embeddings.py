@@ -27,7 +27,7 @@ import numpy as np
 
 from common import store
 from common.dataset import row_keys
-from common.files import read_pickle, stamps
+from common.files import read_pickle, shown, stamps
 from common.stage import claim, read_failures, sources_of
 
 # ----------------------------------------------------------------------------- config
@@ -177,14 +177,15 @@ def unmatched(videos, video_keys, audio_keys, video_failures):
     silent = videos[~videos['has_audio']]
     if len(silent):
         lines.append(f'{len(silent)} videos without audio (zero embedding, has_audio False):')
-        lines += [f'  {name}: {status}' for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
+        lines += [f'  {shown(name)}: {shown(status)}'
+                  for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
         if len(silent) > SHOW:
             lines.append(f'  ... and {len(silent) - SHOW} more (audio_status says why)')
     orphans = sorted(set(audio_keys) - set(video_keys))
     if len(orphans):
         lines.append(f'{len(orphans)} audio rows have no video row (left out):')
-        lines += [f'  {name}: ' + (f'video failed: {video_failures[name][1]}' if name in video_failures
-                                   else 'not in the video table')
+        lines += [f'  {shown(name)}: ' + (f'video failed: {shown(video_failures[name][1])}'
+                                          if name in video_failures else 'not in the video table')
                   for name in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')

@@ -20,6 +20,12 @@ UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, Attribute
               IndexError, KeyError, UnicodeDecodeError, MemoryError)
 
 
+def shown(text):
+    """`text` (a file name, a reason) for one line of a report: a character that would break the line or cannot be
+    printed (a line break; a byte of a name that is not UTF-8, held as a surrogate) as its escape: 'new\\nline.mp4'."""
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def stamp(path):
     status = os.stat(path)
     return [status.st_size, status.st_mtime_ns]

@@ -200,3 +200,28 @@ def test_a_file_whose_first_video_stream_is_a_still_decodes_the_clip_as_ffmpeg_d
     ours, theirs = list(video.sampled_frames(path, 25)), list(video.sampled_frames(head(2), 25))
     assert [i for i, _ in ours] == [i for i, _ in theirs] == [0, 25, 50, 75, 100]
     assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs))  # the same packets, decoded
+
+
+# ----------------------------------------------------------------------------- a line break in a name
+def test_a_name_with_a_line_break_is_one_line_of_each_report(tmp_path):
+    """'  failed: p/bad' and 'name.mp4: not a readable video ...' were two lines: a reader of the report (or grep)
+    took 'p/bad' for the video. So were predict.py's fallback line and its one-video verdict."""
+    import pathlib
+    from gend_models import tiny_gend
+    data, audio = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'bad\nname.mp4': b'not a video', 'ok.mp4': head(2), 'gone\nx.mp4': None})
+    r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    failed = [line for line in r.stdout.splitlines() if line.startswith('  failed: ')]
+    assert failed == ['  failed: p/bad\\nname.mp4: not a readable video: [Errno 1094995529] Invalid data found '
+                      f"when processing input: '{data}/p/bad\\nname.mp4'", '  failed: p/gone\\nx.mp4: file is missing']
+    weights = pathlib.Path(tmp_path / 'gend')
+    weights.mkdir()
+    tiny_gend(weights)
+    gend = ('--face_encoder=gend', f'--face_weights={weights}', '--device=cpu', '--frame_step=30')
+    r = run_script('predict.py', f'--input={data / "p" / "bad"}\nname.mp4', *gend)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
+        'bad\\nname.mp4: p(FAKE) = 0.5000 (fallback: unreadable video: not a readable video'), r.stdout
+    r = run_script('predict.py', f'--input={data / "p"}', f'--output={tmp_path / "s.csv"}', *gend)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
+        '  fallback: bad\\nname.mp4: unreadable video: not a readable video'), r.stdout
