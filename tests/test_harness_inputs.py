@@ -225,3 +225,16 @@ def test_a_name_with_a_line_break_is_one_line_of_each_report(tmp_path):
     r = run_script('predict.py', f'--input={data / "p"}', f'--output={tmp_path / "s.csv"}', *gend)
     assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
         '  fallback: bad\\nname.mp4: unreadable video: not a readable video'), r.stdout
+
+
+def test_detection_pipeline_given_no_such_video_or_a_folder_is_a_setting_error(tmp_path):
+    """--video=a path that does not exist, or a folder, exited 1 as a bad video does ('file is missing'), where
+    predict.py's --input says it in one line with exit 2."""
+    for path, words in [(tmp_path / 'nope.mp4', ['--video=', 'nope.mp4 does not exist']),
+                        (tmp_path, ['is a folder: give one video (create_video_embeddings.py takes a folder)'])]:
+        one_line_exit_2(run_script('DetectionPipeline.py', f'--video={path}', '--face_weights=none'), *words)
+    video = tmp_path / 'two\nlines.mp4'
+    os.symlink(head(2), video)
+    r = run_script('DetectionPipeline.py', f'--video={video}', '--face_weights=none', '--device=cpu',
+                   '--frame_step=30')
+    assert r.returncode == 0 and r.stdout.splitlines()[-3].startswith(f'{tmp_path}/two\\nlines.mp4: 844x844, '), r.stdout
