@@ -32,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common.dataset import key, plan, source_of
-from common.files import atomic_path, sweep_temporaries
+from common.files import atomic_path, fit_name, sweep_temporaries
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, open_video
 
@@ -109,8 +109,9 @@ def leading_rms(pcm, rate=SAMPLE_RATE, seconds=LEAD_SECONDS):
 
 
 def wav_name(filename, folder=''):
-    """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav'."""
-    return key(folder, filename) + '.wav'
+    """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav' (common.files.fit_name: a name
+    too long for the file system is cut and given a hash)."""
+    return key(folder, fit_name(filename, '.wav'))
 
 
 def write_wav(pcm, path, rate=SAMPLE_RATE):
