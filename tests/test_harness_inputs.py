@@ -237,4 +237,5 @@ def test_detection_pipeline_given_no_such_video_or_a_folder_is_a_setting_error(t
     os.symlink(head(2), video)
     r = run_script('DetectionPipeline.py', f'--video={video}', '--face_weights=none', '--device=cpu',
                    '--frame_step=30')
-    assert r.returncode == 0 and r.stdout.splitlines()[-3].startswith(f'{tmp_path}/two\\nlines.mp4: 844x844, '), r.stdout
+    said = r.stdout.splitlines()
+    assert r.returncode == 0 and said[-3].startswith(f'{tmp_path}/two\\nlines.mp4: 844x844, '), r.stdout
