@@ -19,11 +19,13 @@ Example:
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
+import os
 import sys
 
 from tqdm import tqdm
 
 from common.device import my_cores, pick_device, torch_threads
+from common.files import shown
 from common.stage import ends_the_run
 from common.video import VideoError, nvdec_error
 from common.weights import FACE_ENCODERS, describe, weights_stamp
@@ -64,13 +66,16 @@ def main():
     config.configure(globals())
     if not VIDEO:
         raise config.UserError('give a video: --video=PATH')
-    pipeline = DetectionPipeline()
+    pipeline = DetectionPipeline()  # its settings and weights first: their errors say more
+    if not os.path.lexists(VIDEO) or os.path.isdir(VIDEO):  # the setting, not the video (a bad file: exit 1)
+        raise config.UserError(f'--video={VIDEO} ' + ('is a folder: give one video (create_video_embeddings.py '
+                                                      'takes a folder)' if os.path.isdir(VIDEO) else 'does not exist'))
     try:
         faces = pipeline(VIDEO)
     except VideoError as err:
         print('error: ' + ' '.join(f'{VIDEO}: {err}'.split()), file=sys.stderr)  # one line, as config.fail's
         raise SystemExit(1) from None
-    print(f'{VIDEO}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
+    print(f'{shown(VIDEO)}: {faces.width}x{faces.height}, {faces.n_frames} frames decoded ({faces.decoder}), '
           f'MTCNN on {faces.n_detections} of them, embedder {pipeline.embedder_name}')
     for k, track in enumerate(faces.tracks):
         score = '' if track.logits is None else f", GenD's P(FAKE) {video_score(track.logits):.3f}"

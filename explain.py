@@ -16,6 +16,7 @@ import textwrap
 
 import numpy as np
 
+from common.files import fit_name
 from common.video import VideoError, sampled_frames
 from faces import images
 from model import sigmoid
@@ -25,8 +26,9 @@ N_CROPS = 8  # faces in the strip
 
 def png_path(folder, video_folder, filename):
     """The figure of video `filename` in subfolder `video_folder` of INPUT ('' at its top): the same tree
-    under `folder`, so two videos of one name in two subfolders get two figures."""
-    return os.path.join(folder, *[p for p in video_folder.split('/') if p], filename + '.png')
+    under `folder`, so two videos of one name in two subfolders get two figures (a name too long for the file
+    system: common.files.fit_name's)."""
+    return os.path.join(folder, *[p for p in video_folder.split('/') if p], fit_name(filename, '.png'))
 
 
 def face_strip(path, track, cfg, n=N_CROPS):

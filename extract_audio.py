@@ -32,7 +32,7 @@ import soundfile as sf
 from tqdm import tqdm
 
 from common.dataset import key, plan, source_of
-from common.files import atomic_path, sweep_temporaries
+from common.files import atomic_path, fit_name, sweep_temporaries
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, open_video
 
@@ -48,6 +48,7 @@ SHOW = 20                   # failures listed at the end of a run (all of them a
 COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
            'wav', 'lead_rms')
 LEAD_SECONDS = 0.5          # the start of a track whose loudness test.py's shortcut check reads (leading_rms)
+LATE_START = 0.1            # s: an audio track that starts this much after the video gets that silence first
 
 
 def main():
@@ -80,19 +81,33 @@ def decode_audio(path, rate=SAMPLE_RATE, need_video=True):
         # int16 straight from the resampler: the WAV stores exactly these numbers, so an embedding made
         # from the WAV equals one made from this array in memory (predict.py).
         resampler = av.AudioResampler(format='s16', layout='mono', rate=rate)
-        chunks = []  # (1, n) int16 each
+        chunks, first = [], None  # (1, n) int16 each; the first frame's time (s)
         try:
             for frame in container.decode(stream):
+                first = frame.time if first is None else first
                 chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
         except (av.FFmpegError, ValueError) as err:  # ValueError: a frame the resampler cannot take
             done = sum(c.shape[1] for c in chunks) / rate
             raise VideoError(f'audio decoding failed after {done:.2f} s: {err}') from None
         pcm = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
+        pcm = np.concatenate([np.zeros(round(late_start(container, first) * rate), np.int16), pcm])
         return AudioTrack(pcm=pcm, rate=rate, source_rate=int(stream.rate or 0),
                           source_channels=int(stream.channels or 0), codec=stream.codec_context.name)
     finally:
         container.close()
+
+
+def late_start(container, first):
+    """Seconds the audio track starts after the video (its first frame's time `first`), where it is more than
+    LATE_START: a track muxed late plays silence first, which its samples hold none of (the lead's loudness, the
+    voice's place). Shorter offsets (encoders' few ms) are left as FFmpeg's tools leave them; so is a file with
+    no video."""
+    video = container.streams.video
+    if first is None or not video or video[0].start_time is None:
+        return 0.0
+    late = first - float(video[0].start_time * video[0].time_base)
+    return late if late > LATE_START else 0.0
 
 
 def pcm_to_float(pcm):
@@ -109,8 +124,9 @@ def leading_rms(pcm, rate=SAMPLE_RATE, seconds=LEAD_SECONDS):
 
 
 def wav_name(filename, folder=''):
-    """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav'."""
-    return key(folder, filename) + '.wav'
+    """The WAV's path in AUDIO_DIR: the video's key (folder/filename) and '.wav' (common.files.fit_name: a name
+    too long for the file system is cut and given a hash)."""
+    return key(folder, fit_name(filename, '.wav'))
 
 
 def write_wav(pcm, path, rate=SAMPLE_RATE):

@@ -27,8 +27,8 @@ import numpy as np
 
 from common import store
 from common.dataset import row_keys
-from common.files import read_pickle, stamps
-from common.stage import claim, read_failures
+from common.files import read_pickle, shown, stamps
+from common.stage import claim, read_failures, sources_of
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -117,6 +117,18 @@ def check_audio(audio, path='the audio table'):
     return encoder, int(dim)
 
 
+def check_sources(video, audio, video_path, audio_path):
+    """config.UserError where a video's two rows were made from different files: its file changed (replaced,
+    re-encoded) between the stages, and its faces would be joined with another file's voice. The sources are
+    common.dataset.source_of's, 'size:mtime:label:original'; only the file's part is compared."""
+    file_of = {k: s.split(':')[:2] for k, s in sources_of(audio).items()}
+    changed = [k for k, s in sources_of(video).items() if file_of.get(k, s.split(':')[:2]) != s.split(':')[:2]]
+    if changed:
+        raise config.UserError(f'{len(changed)} videos changed between the stages (their rows in {video_path} and '
+                               f'{audio_path} were made from different files), e.g. {sorted(changed)[0]}: rerun '
+                               f'the stages (each redoes the videos whose file changed), then the merge')
+
+
 def merge(video, audio, audio_failures=None, video_failures=None, video_path='the video table',
           audio_path='the audio table'):
     """(merged table, report lines). Raises config.UserError for tables that cannot be merged.
@@ -124,6 +136,7 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     audio_failures / video_failures: {key: (folder, reason)} of the stages' failures files (read_failures)."""
     embedder, video_dim = check_video(video, video_path)
     encoder, audio_dim = check_audio(audio, audio_path)
+    check_sources(video, audio, video_path, audio_path)
     audio_failures, video_failures = audio_failures or {}, video_failures or {}
     keep = [c for c in audio.columns if c not in video.columns or c in ON]
     side = audio[keep].rename(columns={'seconds': 'audio_seconds'})
@@ -164,14 +177,15 @@ def unmatched(videos, video_keys, audio_keys, video_failures):
     silent = videos[~videos['has_audio']]
     if len(silent):
         lines.append(f'{len(silent)} videos without audio (zero embedding, has_audio False):')
-        lines += [f'  {name}: {status}' for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
+        lines += [f'  {shown(name)}: {shown(status)}'
+                  for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
         if len(silent) > SHOW:
             lines.append(f'  ... and {len(silent) - SHOW} more (audio_status says why)')
     orphans = sorted(set(audio_keys) - set(video_keys))
     if len(orphans):
         lines.append(f'{len(orphans)} audio rows have no video row (left out):')
-        lines += [f'  {name}: ' + (f'video failed: {video_failures[name][1]}' if name in video_failures
-                                   else 'not in the video table')
+        lines += [f'  {shown(name)}: ' + (f'video failed: {shown(video_failures[name][1])}'
+                                          if name in video_failures else 'not in the video table')
                   for name in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')

@@ -39,7 +39,7 @@ import extract_audio as ea
 from common.config import UserError
 from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, row_keys
 from common.device import pick_device
-from common.files import NAMES, atomic_path
+from common.files import NAMES, atomic_path, shown
 from common.stage import StageRun, claim
 from common.store import Store
 from common.video import VideoError
@@ -91,7 +91,7 @@ def main():
         [(path, _, name)] = videos
         _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
         note = f' (fallback: {result.fallback})' if result.fallback else ''
-        print(f'{name}: p(FAKE) = {result.p_fake:.4f}{note}')
+        print(f'{shown(name)}: p(FAKE) = {result.p_fake:.4f}{shown(note)}')
         return
     write_submission(*predict_all(predictor, videos, output), videos, output, predictor.clip)
 
@@ -146,13 +146,13 @@ def write_submission(table, todo, seconds, videos, output, clip):
     if len(videos) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''
-        print(f'{os.path.basename(row.filename)}: p(FAKE) = {row.label:.4f}{note}')
+        print(f'{shown(os.path.basename(row.filename))}: p(FAKE) = {row.label:.4f}{shown(note)}')
     rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
     errors = int(fallbacks['unexpected'].sum())
     print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
           f'{errors} of them after an unexpected error (listed in {side})')
     for r in fallbacks.itertuples():
-        print(f'  fallback: {r.filename}: {r.fallback}')
+        print(f'  fallback: {shown(r.filename)}: {shown(r.fallback)}')
     if EXPLAIN:
         print(f'{EXPLAIN}: a figure of each video predicted now ({len(todo)})')
 

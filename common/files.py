@@ -4,6 +4,7 @@ so that a killed writer leaves the old file or the new one), pickles read with a
 """
 import contextlib
 import glob
+import hashlib
 import os
 import pickle
 import secrets
@@ -18,6 +19,26 @@ NAMES = 'surrogateescape'
 # what unpickling a truncated, garbage or foreign file raises (an OSError config.cli reports with its file)
 UNREADABLE = (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError,
               IndexError, KeyError, UnicodeDecodeError, MemoryError)
+
+
+def fit_name(name, suffix):
+    """`name` + `suffix`, a file name short enough for atomic_path's temporary beside it (.NAME.xxxxxxxx.tmp) to
+    fit the file system's 255 bytes; a longer one keeps its start and gets a hash of the whole name instead of
+    the rest, so that two long names stay two files."""
+    whole = os.fsencode(name + suffix)
+    if len(whole) <= 255 - len('..xxxxxxxx.tmp'):
+        return name + suffix
+    tag = '~' + hashlib.sha1(whole).hexdigest()[:16] + suffix
+    start = name
+    while len(os.fsencode(start + tag)) > 255 - len('..xxxxxxxx.tmp'):  # whole characters: UTF-8 stays UTF-8
+        start = start[:-1]
+    return start + tag
+
+
+def shown(text):
+    """`text` (a file name, a reason) for one line of a report: a character that would break the line or cannot be
+    printed (a line break; a byte of a name that is not UTF-8, held as a surrogate) as its escape: 'new\\nline.mp4'."""
+    return ''.join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
 
 
 def stamp(path):

@@ -19,7 +19,7 @@ import pandas as pd
 from common import config
 from common.config import UserError
 from common.dataset import filename_of, key, row_keys
-from common.files import NAMES, atomic_path, read_pickle, sweep_temporaries, write_pickle
+from common.files import NAMES, atomic_path, read_pickle, shown, sweep_temporaries, write_pickle
 from common.video import VideoError
 
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
@@ -312,7 +312,7 @@ def print_failures(failures, path, show=20):
         print(f'  {len(unexpected)} of the failures are unexpected errors (a bug, not a bad video: please '
               f'report them with the video)')
     for name in (unexpected + sorted(set(failures) - set(unexpected)))[:show]:
-        print(f'  failed: {name}: {failures[name][1]}')
+        print(f'  failed: {shown(name)}: {shown(failures[name][1])}')
     if len(failures) > show:
         print(f'  ... and {len(failures) - show} more in {path}')
     if failures:  # a rerun passes over them: what was done stays done

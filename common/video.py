@@ -88,11 +88,17 @@ def open_video(path, need_video=True, gpu=None):
     return container
 
 
+def main_stream(container, kind='video'):
+    """The stream of `kind` FFmpeg's own tools take (av_find_best_stream), not the first one: a file may hold a
+    still (cover art, a thumbnail track) or another track before the clip's own."""
+    return container.streams.best(kind)
+
+
 def probe(path):
     """Width and height as displayed (upright), frame count (from the header, may be 0) and frame rate,
     decoding one frame only (the rotation is on the frames)."""
     with open_video(path) as container:
-        stream = container.streams.video[0]
+        stream = main_stream(container)
         width, height = stream.codec_context.width, stream.codec_context.height
         try:
             first = next(container.decode(stream), None)
@@ -168,7 +174,7 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False, gpu=Non
     """
     container = open_video(path, gpu=gpu)
     try:
-        stream = container.streams.video[0]
+        stream = main_stream(container)
         if gpu is not None:
             stream.codec_context.thread_count = 1
         else:

@@ -10,11 +10,14 @@ with DECODER='nvdec' they decode on the GPU and are spawned instead (CUDA does n
 
 A worker that dies (a decoder crash, the kernel's OOM killer) costs its video only: the video is a
 VideoError with the exit code, and a new worker takes the next video. So does one that spends more than
-`timeout` seconds on a video (a decoder caught in a loop would stall the whole run): it is stopped.
+`timeout` seconds on a video (a decoder caught in a loop would stall the whole run): it is stopped. A worker
+whose process is gone (SIGKILL, the OOM killer) ends within CHECK_EVERY seconds (_orphaned).
 """
 import multiprocessing as mp
+import os
 import pickle
 import queue
+import threading
 import time
 
 import numpy as np
@@ -60,7 +63,16 @@ def _sendable(value):
     return value
 
 
-def _work(wid, cfg, threads, gpu, also, requests, inbox):
+def _orphaned(parent):
+    """End this worker once `parent` is no longer its parent: killed, the parent runs no `finally`, and its workers
+    waited for their next video for ever, holding the output's lock (common.stage.claim): no rerun could start."""
+    while os.getppid() == parent:
+        time.sleep(CHECK_EVERY)
+    os._exit(1)
+
+
+def _work(wid, cfg, threads, gpu, also, requests, inbox, parent):
+    threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     # A fork keeps the parent's pool sizes: OpenBLAS (numpy, scipy, OpenCV) and OpenMP at one thread a core.
     # librosa's mel spectrogram (predict.py's voice) then woke a pool of every core in every worker, and
     # its spinning threads took the cores the decoders needed (BENCHMARKS.md, issue 11).
@@ -95,8 +107,8 @@ def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_meth
     def start():
         wid = next(ids)
         inboxes[wid] = ctx.Queue()
-        procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, gpu, also, requests, inboxes[wid]),
-                                 name=f'decode-{wid}', daemon=True)
+        procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, gpu, also, requests, inboxes[wid],
+                                                          os.getpid()), name=f'decode-{wid}', daemon=True)
         procs[wid].start()
         give(wid)
 

@@ -172,3 +172,70 @@ def test_a_link_loop_a_pipe_and_a_device_are_each_recorded_as_what_they_are(tmp_
             check_file(str(path))
         assert str(err.value) == reason
     check_file(head(2))  # a video: nothing to say
+
+
+# ----------------------------------------------------------------------------- a still before the clip
+def test_a_file_whose_first_video_stream_is_a_still_decodes_the_clip_as_ffmpeg_does(tmp_path):
+    """A Matroska file with a one-frame picture (cover art, a thumbnail track) as its first video stream, then
+    the clip: the still was taken for the video ('no face found in 1 frames'), as FFmpeg's tools never do."""
+    import av
+    import numpy as np
+    from common import video
+    path = tmp_path / 'with_cover.mkv'
+    with av.open(head(2)) as inp, av.open(str(path), 'w') as out:
+        still = out.add_stream('mjpeg', rate=1)
+        still.width, still.height, still.pix_fmt = 160, 120, 'yuvj420p'
+        clip = {s.index: out.add_stream_from_template(s) for s in (inp.streams.video[0], inp.streams.audio[0])}
+        picture = av.VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8), 'rgb24').reformat(format='yuvj420p')
+        for packet in [*still.encode(picture), *still.encode()]:
+            out.mux(packet)
+        for packet in inp.demux(*inp.streams.video[:1], *inp.streams.audio[:1]):
+            if packet.dts is not None:  # the demuxer's flush packets have none
+                packet.stream = clip[packet.stream.index]
+                out.mux(packet)
+    with av.open(str(path)) as container:
+        assert [s.codec_context.name for s in container.streams.video] == ['mjpeg', 'h264']
+    assert {k: v for k, v in video.probe(path).items() if k != 'n_frames'} == \
+        {k: v for k, v in video.probe(head(2)).items() if k != 'n_frames'}  # Matroska's header has no count
+    ours, theirs = list(video.sampled_frames(path, 25)), list(video.sampled_frames(head(2), 25))
+    assert [i for i, _ in ours] == [i for i, _ in theirs] == [0, 25, 50, 75, 100]
+    assert all(np.array_equal(a, b) for (_, a), (_, b) in zip(ours, theirs))  # the same packets, decoded
+
+
+# ----------------------------------------------------------------------------- a line break in a name
+def test_a_name_with_a_line_break_is_one_line_of_each_report(tmp_path):
+    """'  failed: p/bad' and 'name.mp4: not a readable video ...' were two lines: a reader of the report (or grep)
+    took 'p/bad' for the video. So were predict.py's fallback line and its one-video verdict."""
+    import pathlib
+    from gend_models import tiny_gend
+    data, audio = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'bad\nname.mp4': b'not a video', 'ok.mp4': head(2), 'gone\nx.mp4': None})
+    r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
+    assert r.returncode == 0, r.stderr[-2000:]
+    failed = [line for line in r.stdout.splitlines() if line.startswith('  failed: ')]
+    assert failed == ['  failed: p/bad\\nname.mp4: not a readable video: [Errno 1094995529] Invalid data found '
+                      f"when processing input: '{data}/p/bad\\nname.mp4'", '  failed: p/gone\\nx.mp4: file is missing']
+    weights = pathlib.Path(tmp_path / 'gend')
+    weights.mkdir()
+    tiny_gend(weights)
+    gend = ('--face_encoder=gend', f'--face_weights={weights}', '--device=cpu', '--frame_step=30')
+    r = run_script('predict.py', f'--input={data / "p" / "bad"}\nname.mp4', *gend)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
+        'bad\\nname.mp4: p(FAKE) = 0.5000 (fallback: unreadable video: not a readable video'), r.stdout
+    r = run_script('predict.py', f'--input={data / "p"}', f'--output={tmp_path / "s.csv"}', *gend)
+    assert r.returncode == 0 and r.stdout.splitlines()[-1].startswith(
+        '  fallback: bad\\nname.mp4: unreadable video: not a readable video'), r.stdout
+
+
+def test_detection_pipeline_given_no_such_video_or_a_folder_is_a_setting_error(tmp_path):
+    """--video=a path that does not exist, or a folder, exited 1 as a bad video does ('file is missing'), where
+    predict.py's --input says it in one line with exit 2."""
+    for path, words in [(tmp_path / 'nope.mp4', ['--video=', 'nope.mp4 does not exist']),
+                        (tmp_path, ['is a folder: give one video (create_video_embeddings.py takes a folder)'])]:
+        one_line_exit_2(run_script('DetectionPipeline.py', f'--video={path}', '--face_weights=none'), *words)
+    video = tmp_path / 'two\nlines.mp4'
+    os.symlink(head(2), video)
+    r = run_script('DetectionPipeline.py', f'--video={video}', '--face_weights=none', '--device=cpu',
+                   '--frame_step=30')
+    said = r.stdout.splitlines()
+    assert r.returncode == 0 and said[-3].startswith(f'{tmp_path}/two\\nlines.mp4: 844x844, '), r.stdout

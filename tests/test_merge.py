@@ -210,3 +210,31 @@ def test_other_tables_merged_into_the_same_output_are_merged_however_old(tmp_pat
     assert 'up to date' in merge(second) and os.stat(merged).st_mtime_ns == made  # the same pair: nothing redone
     assert 'up to date' not in merge(first)  # and back
     assert pd.read_pickle(merged).filename.tolist() == ['a.mp4', 'b.mp4']
+
+
+def test_a_video_replaced_between_the_stages_is_refused_until_the_stale_stage_is_rerun(tmp_path):
+    """A file replaced after the face stage and before the audio stage: the merge joined the old file's faces
+    with the new file's voice, silently (the video table's source column won, the audio table's was dropped)."""
+    data, audio_dir = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'a.mp4': open(testdata('talking_heads', '1.mp4'), 'rb').read(),
+                                'b.mp4': testdata('talking_heads', '2.mp4')})
+    paths = {k: str(tmp_path / f'{k}.pkl') for k in ('video', 'audio', 'merged')}
+    faces = ('create_video_embeddings.py', f'--data_dir={data}', f'--output={paths["video"]}', '--face_weights=none',
+             '--frame_step=30', '--device=cpu')
+    assert run_script(*faces).returncode == 0 and pd.read_pickle(paths['video']).n_frames.tolist() == [135, 125]
+    (data / 'p' / 'a.mp4').write_bytes(open(testdata('talking_heads', '3.mp4'), 'rb').read())  # another clip
+    for args in [('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio_dir}'),
+                 ('create_audio_embedding.py', f'--audio_dir={audio_dir}', f'--output={paths["audio"]}')]:
+        assert run_script(*args).returncode == 0
+    merge = ('merge_embeddings.py', f'--video_table={paths["video"]}', f'--audio_table={paths["audio"]}',
+             f'--output={paths["merged"]}')
+    r = run_script(*merge)
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'e.g. p/a.mp4: rerun the stages' in r.stderr, r.stderr
+    assert '1 videos changed between the stages' in r.stderr and not os.path.exists(paths['merged'])
+    r = run_script(*faces)  # the face stage redoes a.mp4 from its new file
+    assert r.returncode == 0 and '1 videos to embed' in r.stdout, r.stdout
+    r = run_script(*merge)
+    assert r.returncode == 0, r.stderr
+    table = pd.read_pickle(paths['merged']).set_index('filename')
+    assert table.n_frames['a.mp4'] == 125  # 3.mp4's frames, not 1.mp4's 135
+    assert sorted(table.index) == ['a.mp4', 'b.mp4'] and table.has_audio.all()

@@ -195,6 +195,62 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path):
     assert r.returncode == 0 and len(rows(tmp_path / 's.csv')) == 10, r.stderr[-2000:]
 
 
+def children(pid):
+    """The process ids whose parent is `pid` (/proc: Linux)."""
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                if entry.isdigit() and int(f.read().rsplit(')', 1)[1].split()[1]) == pid:
+                    found.append(int(entry))
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            pass
+    return found
+
+
+def alive(pid):
+    """Whether process `pid` runs (a zombie, ended and not yet reaped by whoever adopted it, does not)."""
+    try:
+        with open(f'/proc/{pid}/stat') as f:
+            return f.read().rsplit(')', 1)[1].split()[0] != 'Z'
+    except OSError:
+        return False
+
+
+def test_a_run_killed_with_its_decoding_workers_alive_is_resumed_by_the_same_command(weights, tmp_path):
+    """SIGKILL (the OOM killer's, a scheduler's) on a run with --workers: its forked workers waited for their next
+    video for ever, holding the output's lock, and every rerun was 'being written by another run' (a dead pid)."""
+    folder = tmp_path / 'in'
+    folder.mkdir()
+    for n, path in enumerate(heads(1, 2, 3, 4, 5)):
+        os.symlink(path, folder / f'{n}.mp4')
+    args = [sys.executable, os.path.join(ROOT, 'predict.py'), f'--input={folder}', f'--output={tmp_path / "s.csv"}',
+            f'--face_weights={weights}', *FAST[:-1], '--frame_step=3', '--workers=2']
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'})
+    workers = []
+    try:
+        assert any('scorer:' in proc.stdout.readline() for _ in range(20))  # the models are loaded
+        for _ in range(600):  # both workers started (forked after the models loaded)
+            if len(workers := children(proc.pid)) >= 2:
+                break
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+        proc.kill()
+        proc.wait()
+        for _ in range(300):  # they notice within a second or two; waited for up to 30 s on a loaded machine
+            if not any(map(alive, workers)):
+                break
+            time.sleep(0.1)
+        assert not any(map(alive, workers)), 'the workers outlived their run'
+    finally:
+        for w in workers:  # the test's own processes, by id, where the code under test left them
+            if alive(w):
+                os.kill(w, signal.SIGKILL)
+    r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and len(rows(tmp_path / 's.csv')) == 5, r.stderr[-2000:]
+
+
 # ----------------------------------------------------------------------------- the stages
 def test_weights_replaced_at_their_path_are_other_settings_and_spellings_of_one_path_are_not(tmp_path):
     """A face table resumed with weights rewritten in place used to hold two models' embeddings without a word;
