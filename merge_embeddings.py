@@ -121,8 +121,8 @@ def check_sources(video, audio, video_path, audio_path):
     """config.UserError where a video's two rows were made from different files: its file changed (replaced,
     re-encoded) between the stages, and its faces would be joined with another file's voice. The sources are
     common.dataset.source_of's, 'size:mtime:label:original'; only the file's part is compared."""
-    file_of = {k: s.split(':')[:2] for k, s in sources_of(audio).items()}
-    changed = [k for k, s in sources_of(video).items() if file_of.get(k, s.split(':')[:2]) != s.split(':')[:2]]
+    audio_files, video_files = ({k: s.split(':')[:2] for k, s in sources_of(t).items()} for t in (audio, video))
+    changed = [k for k, f in video_files.items() if audio_files.get(k, f) != f]
     if changed:
         raise config.UserError(f'{len(changed)} videos changed between the stages (their rows in {video_path} and '
                                f'{audio_path} were made from different files), e.g. {sorted(changed)[0]}: rerun '
