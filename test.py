@@ -21,6 +21,7 @@ Settings that do not fit together and a REPORT that cannot be written are refuse
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
+import contextlib
 import csv
 import json
 import os
@@ -103,11 +104,14 @@ def run(cfg, log=print):
             'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
             'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, ckpt.get('audio_only'))),
         })
+        # the report last, none meanwhile: a run killed before it leaves none beside another run's files
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(report_path)
         rep.update(_figures(labels, p, stem, f'{os.path.basename(cfg["dataset"])}, subset={subset} '
                                              f'({len(indices)} videos)'))
-        write_text(json.dumps(rep, indent=1), report_path)  # with the figures' paths: what run() returns
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
+        write_text(json.dumps(rep, indent=1), report_path)
     log(_summary(rep))
     log(f'report: {report_path}')
     return rep

@@ -363,6 +363,30 @@ def test_the_predictions_csv_survives_commas_quotes_and_newlines_in_names(tmp_pa
     assert ((back.p_fake > 0) & (back.p_fake < 1)).all()
 
 
+def test_a_report_killed_before_its_predictions_leaves_no_report_of_another_run(tmp_path, monkeypatch):
+    """report.json was written before report_predictions.csv: a run killed between them left the new report
+    beside the earlier run's predictions, which it did not describe. The report is now written last."""
+    store.save(synthetic_table(12, faces=4, video_dim=6, audio_dim=2), str(tmp_path / 'a.pkl'))
+    cfg = dict(dataset=str(tmp_path / 'a.pkl'), checkpoint=str(fast_checkpoint(tmp_path / 'c.pt')),
+               report=str(tmp_path / 'r.json'))
+    scoring.run(scoring.settings(**cfg), log=lambda *_: None)
+    assert json.loads((tmp_path / 'r.json').read_text())['prior_scored_set'] == 0.5
+    before = pd.read_csv(tmp_path / 'r_predictions.csv')
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(scoring, '_write_predictions', killed)
+    with pytest.raises(KeyboardInterrupt):
+        scoring.run(scoring.settings(**cfg, prior=0.2), log=lambda *_: None)
+    assert not (tmp_path / 'r.json').exists()  # not a report of prior 0.2 beside the predictions of 0.5
+    assert pd.read_csv(tmp_path / 'r_predictions.csv').equals(before)
+    monkeypatch.undo()
+    report = scoring.run(scoring.settings(**cfg, prior=0.2), log=lambda *_: None)  # the rerun writes both
+    after = pd.read_csv(tmp_path / 'r_predictions.csv')
+    assert report['prior_scored_set'] == 0.2 and (after.p_fake < before.p_fake).all()
+
+
 # ----------------------------------------------------------------------------- devices
 @pytest.mark.skipif(torch.cuda.is_available(), reason='CUDA is available here')
 def test_cuda_asked_for_without_a_gpu_is_one_line_and_exit_2(tmp_path):
