@@ -24,7 +24,7 @@ import json
 import os
 import re
 
-from common.dataset import check_folder, is_video
+from common.dataset import check_folder, videos_in
 from common.files import NAMES, write_text
 
 # ----------------------------------------------------------------------------- config
@@ -76,27 +76,31 @@ def main():
     summarise(layout, parts, untested)
 
 
-def videos_in(folder):
-    """The names of its videos: a link whose target is gone included (the stages record it as a failure)."""
-    return sorted(n for n in os.listdir(folder) if is_video(n) and not os.path.isdir(os.path.join(folder, n)))
-
-
 def layout_of(root, wanted):
     """'ff++' or 'celebdf': `wanted` where the tree has its folders, else the one layout whose folders are at
     the tree's root ('auto'); UserError where that is none, or both."""
-    names = set(os.listdir(root))
-    present = {'ff++'} if set(FF_TOPS) & names else set()
-    present |= {'celebdf'} if any(n.lower() in CELEB_FOLDERS for n in names) else set()
+    present = layouts_in(root)
+    # an archive unpacked into a folder of its own name (Celeb-DF-v2/Celeb-DF-v2/): say which folder to give
+    inner = [os.path.join(root, n) for n in sorted(os.listdir(root)) if not n.startswith('.')
+             and os.path.isdir(os.path.join(root, n)) and layouts_in(os.path.join(root, n))] if not present else []
+    hint = f': give --data_dir={inner[0]}' if inner else ''
     if wanted != 'auto':
         if wanted not in present:
-            raise config.UserError(f'{root} is not a {wanted} tree: none of {LOOKS[wanted]} in it')
+            raise config.UserError(f'{root} is not a {wanted} tree: none of {LOOKS[wanted]} in it{hint}')
         return wanted
     if not present:
         raise config.UserError(f'{root} is neither a FaceForensics++ tree ({LOOKS["ff++"]}) nor a Celeb-DF-v2 '
-                               f'one ({LOOKS["celebdf"]})')
+                               f'one ({LOOKS["celebdf"]}){hint}')
     if len(present) > 1:
         raise config.UserError(f'{root} holds both a FaceForensics++ and a Celeb-DF-v2 tree: give --layout')
     return present.pop()
+
+
+def layouts_in(folder):
+    """The layouts whose folders are in `folder`."""
+    names = set(os.listdir(folder))
+    return ({'ff++'} if set(FF_TOPS) & names else set()) | (
+        {'celebdf'} if any(n.lower() in CELEB_FOLDERS for n in names) else set())
 
 
 class Part:

@@ -68,8 +68,8 @@ def main():
     writes = os.path.isdir(INPUT) or OUTPUT != ''
     output = OUTPUT or 'submission.csv'
     if not (os.path.isdir(INPUT) or is_video(INPUT)):
-        raise UserError(f'--input={INPUT} is not named like a video ({", ".join(VIDEO_EXTENSIONS)}): give a video '
-                        f'or a folder of them')
+        raise UserError(f'--input={INPUT} is not named like a video ({", ".join(VIDEO_EXTENSIONS)}; not macOS\'s '
+                        f'._ file beside one): give a video or a folder of them')
     if writes:
         if is_video(output):  # an input's name, most likely: it would be overwritten
             raise UserError(f'--output={output} is named like a video: give the submission a .csv name')
@@ -78,11 +78,13 @@ def main():
         claim(output + '.pkl')  # one run at a time: another's results would mix with ours
     if EXPLAIN:
         config.writable_folder(EXPLAIN, '--explain')
-    others = []
-    videos = list_inputs(INPUT, others)
+    others, passed = [], []
+    videos = list_inputs(INPUT, others, passed)
     if others:
-        print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}) passed '
-              f'over, e.g. {others[0]}')
+        print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}; macOS\'s ._ '
+              f'files neither) passed over, e.g. {others[0]}')
+    if passed:
+        print(f'{len(passed)} hidden or system folders (a bin, a NAS\'s @eaDir) not read, e.g. {passed[0]}')
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)

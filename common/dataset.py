@@ -1,7 +1,7 @@
 """A DFDC-style dataset: every folder under a data folder that holds a metadata.json is a part, and its
 metadata.json names the part's videos: {"name.mp4": {"label": "FAKE" | "REAL", "original": ...}}.
 make_metadata.py writes such files for FaceForensics++ and Celeb-DF-v2 trees. A video is known by its key: its
-path relative to the data folder."""
+path relative to the data folder. Hidden folders and NASes' system ones are not parts (walk)."""
 import json
 import os
 
@@ -11,6 +11,10 @@ from common.config import UserError
 # that cameras, broadcasts (MPEG transport streams) and old archives (MPEG-1/2, Windows Media, Flash) hold
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm', '.m4v', '.ts', '.mts', '.m2ts', '.mpg', '.mpeg',
                     '.wmv', '.flv', '.3gp', '.ogv')
+# folders no walk enters: hidden ones ('.git', '.Trash-1000' of a Linux desktop's bin, '.Spotlight-V100') and the
+# bins and thumbnail stores NASes and Windows keep beside the data (Synology's '@eaDir' names its folders after the
+# videos); their copies of a part would be read as a second part: the same clips twice, on both sides of a split
+SYSTEM_FOLDERS = ('@eaDir', '#recycle', '#snapshot', '$RECYCLE.BIN', 'System Volume Information')
 
 
 def key(folder, filename):
@@ -29,7 +33,15 @@ def row_keys(table):
 
 
 def is_video(name):
-    return name.lower().endswith(VIDEO_EXTENSIONS)
+    """Named like a video, and not an AppleDouble file: macOS writes '._clip.mp4' (4 KB of Finder metadata) beside
+    every file it copies onto a drive without its attributes (exFAT, FAT, a network share)."""
+    return name.lower().endswith(VIDEO_EXTENSIONS) and not os.path.basename(name).startswith('._')
+
+
+def videos_in(folder):
+    """The sorted names of a folder's videos: a link whose target is gone included (the stages record it as a
+    failure), a folder named like a video not."""
+    return sorted(n for n in os.listdir(folder) if is_video(n) and not os.path.isdir(os.path.join(folder, n)))
 
 
 def is_text(name):
@@ -43,10 +55,11 @@ def is_text(name):
     return True
 
 
-def walk(top):
+def walk(top, passed=None):
     """(folder, file names) of `top` and every folder under it, subfolders in sorted order; links to folders
     are followed, each folder once (a link back up the tree, or a second link to one folder, is not walked
-    again: the first path the walk reaches it by stands)."""
+    again: the first path the walk reaches it by stands). Hidden and system folders under `top` are not entered
+    (SYSTEM_FOLDERS); `passed`, a list, gets their paths."""
     seen = set()
     for root, dirs, files in os.walk(top, followlinks=True):
         real = os.path.realpath(root)
@@ -54,19 +67,23 @@ def walk(top):
             dirs[:] = []
             continue
         seen.add(real)
-        dirs.sort()
+        skip = sorted(d for d in dirs if d.startswith('.') or d in SYSTEM_FOLDERS)
+        if passed is not None:
+            passed += [os.path.join(root, d) for d in skip]
+        dirs[:] = sorted(set(dirs) - set(skip))
         yield root, files
 
 
-def list_inputs(path, others=None):
+def list_inputs(path, others=None, passed=None):
     """The videos of predict.py's INPUT, `path`, as (path, folder, filename), sorted by key: the file itself (folder
     ''), or every file named like a video (a dangling link too: its row says 'file is missing') in the folder and
     its subfolders (walk: links followed, each folder once; `folder` relative to `path`, '/' between names).
-    `others`, a list, gets the key of each file passed over (not named like a video)."""
+    `others`, a list, gets the key of each file passed over (not named like a video); `passed`, the path of each
+    hidden or system folder walk() does not enter."""
     if not os.path.isdir(path):
         return [(path, '', os.path.basename(path))]
     found = []
-    for top, files in walk(path):
+    for top, files in walk(path, passed):
         rel = os.path.relpath(top, path)
         folder = '' if rel == '.' else rel.replace(os.sep, '/')
         found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
@@ -97,6 +114,15 @@ def label_of(entry):
     return {'FAKE': 1, 'REAL': 0, '1': 1, '0': 0}.get(label.strip().upper())
 
 
+class Entries(dict):
+    """A JSON object as json.load gives it (the last of a name given twice stands), with `twice`: the names it
+    gives twice or more with different values (a metadata.json merged by hand: which label is meant is unknown)."""
+
+    def __init__(self, pairs):
+        super().__init__(pairs)
+        self.twice = {k for k, v in pairs if self[k] != v}
+
+
 def check_folder(data_dir):
     """UserError where the data folder is not one: absent, or a file (a video given for a folder)."""
     if not os.path.isdir(data_dir):
@@ -118,7 +144,7 @@ def plan(data_dir):
         rel, path = os.path.relpath(folder, data_dir), os.path.join(folder, 'metadata.json')
         try:
             with open(path, encoding='utf-8-sig') as f:  # a BOM, as Windows editors write it, is not JSON
-                meta = json.load(f)
+                meta = json.load(f, object_pairs_hook=Entries)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             failures.append(('metadata.json', rel, f'{path}: not readable JSON ({err})'))
             continue
@@ -126,7 +152,8 @@ def plan(data_dir):
             failures.append(('metadata.json', rel, f'{path}: expected an object of file names, got '
                                                    f'{type(meta).__name__}'))
             continue
-        skipped += len({n for n in os.listdir(folder) if is_video(n)} - set(meta))
+        skipped += len(set(videos_in(folder)) - set(meta))
+        first = {}  # a name in lower case: the first name of the part that is it
         for name in sorted(meta):
             if not is_text(name):
                 failures.append((name.encode('utf-8', 'backslashreplace').decode('utf-8'), rel,
@@ -135,11 +162,26 @@ def plan(data_dir):
             elif name in ('', '.', '..') or '/' in name or '\\' in name or '\0' in name:
                 # '../x.mp4' or '/etc/x' would be read outside the part, and its WAV written outside AUDIO_DIR
                 failures.append((name, rel, 'metadata.json names a path, not a file in its folder: refused'))
+            elif twice := sorted({name} & meta.twice or getattr(meta[name], 'twice', ())):
+                failures.append((name, rel, f'metadata.json gives {"it" if twice == [name] else ", ".join(twice)} '
+                                            f'twice, differently: refused'))
+            elif (same := first.setdefault(name.casefold(), name)) != name and one_file(folder, same, name):
+                # a case-insensitive file system (macOS, exFAT, Windows, SMB) finds both names: one clip, two keys
+                failures.append((name, rel, f'metadata.json lists this file as {same} too (a file system that ignores '
+                                            f'case): listed once, as {same}'))
             elif label_of(meta[name]) is None:
                 failures.append((name, rel, f'metadata.json has no REAL/FAKE label for it: {meta[name]!r}'))
             else:
                 todo.append((rel, name, os.path.join(folder, name), meta[name]))
     return todo, failures, skipped
+
+
+def one_file(folder, a, b):
+    """Whether names a and b of `folder` are one file (False where either is absent)."""
+    try:
+        return os.path.samefile(os.path.join(folder, a), os.path.join(folder, b))
+    except OSError:
+        return False
 
 
 def source_of(item, split=False):

@@ -140,6 +140,7 @@ class StageRun:
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.setting = setting  # the flag that gives OUTPUT, for the messages
+        self.redo = redo
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
         saved = self.saved()  # read once
@@ -220,9 +221,26 @@ class StageRun:
                 print(f'{self.who}{len(changed)} videos changed since they were done (their file or metadata '
                       f'entry), e.g. {changed[0]}: done again')
             self.before = self.before - set(changed)
+            if not self.redo:  # predict.py's: its submission holds only the videos listed now
+                self._check_root(keys)
         self.left = set(keys) - self.before
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
+
+    def _check_root(self, keys):
+        """UserError where the listing names videos done before by other keys: a data folder given a level above or
+        below the one the earlier run was given ('p/a.mp4' done, 'a.mp4' listed, one file), or a part renamed since,
+        which would do every video again and keep both rows, one clip under two keys (two groups: both sides of a
+        split). The same file: the same name, size, modification time and metadata entry."""
+        gone = {}  # filename: the keys done before, not listed now
+        for old in self.before - set(keys):
+            gone.setdefault(old.rsplit('/', 1)[-1], []).append(old)
+        for new in (k for k in keys if k not in self.before) if gone else ():
+            for old in gone.get(new.rsplit('/', 1)[-1], ()):
+                if self.sources[new] is not None and self.recorded.get(old) == self.sources[new]:
+                    raise UserError(f'{self.output} has {old} done, which this data folder lists as {new} (the same '
+                                    f'file): give the data folder its earlier run was given (a part renamed since: '
+                                    f'rename it back, or give another {self.setting})')
 
     @contextlib.contextmanager
     def video(self, filename, folder):
