@@ -14,6 +14,7 @@ same numbers (tests only). A download that fails is one line that says what to d
 import contextlib
 import json
 import os
+import re
 import sys
 import warnings
 
@@ -75,10 +76,10 @@ def has_head(encoder):
 
 
 def weights_stamp(weights):
-    """[size, mtime] of a local weights file (a folder's model.safetensors, as vit_encoder reads it); None for a
-    hub id, a name or 'none'."""
-    path = os.path.join(weights, 'model.safetensors') if os.path.isdir(weights) else weights
-    return stamp(path) if os.path.isfile(path) else None
+    """[size, mtime] of a local weights file (a folder's checkpoint, as vit_encoder reads it: a sharded one's
+    index); None for a hub id, a name or 'none'."""
+    path = _checkpoint_in(weights) if os.path.isdir(weights) else weights
+    return stamp(path) if path and os.path.isfile(path) else None
 
 
 def describe(weights, encoder='facenet'):
@@ -95,12 +96,13 @@ def describe(weights, encoder='facenet'):
     return name if encoder == 'facenet' else f'{encoder}:{name}'
 
 
-def _load_file(path):
+def _load_file(path, todo=''):
+    """The state dict torch.save wrote at `path` (a checkpoint's 'state_dict'); else UserError, ending with `todo`."""
     try:
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - a corrupt file makes torch.load raise whatever its unpickler hits
         first = (str(err).strip().splitlines() or [''])[0]  # torch's unpickling errors run to 10 lines
-        raise UserError(f'cannot read weights file {path}: {type(err).__name__} {first}') from None
+        raise UserError(f'cannot read weights file {path}: {type(err).__name__} {first}{todo}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
     return state
@@ -158,22 +160,36 @@ def _hub_files(repo, flag):
             f'(or {flag}=none for untrained weights)') from None
 
 
+# a folder's checkpoint, in the order transformers' from_pretrained takes them: the hub's file, a sharded one's
+# index (large models), PyTorch's pickle (older repos, Kaggle copies); each index names its shards
+CHECKPOINTS = ('model.safetensors', 'model.safetensors.index.json', 'pytorch_model.bin', 'pytorch_model.bin.index.json')
+
+
+def _checkpoint_in(folder):
+    """The first of CHECKPOINTS in `folder`, or None."""
+    return next((p for p in (os.path.join(folder, n) for n in CHECKPOINTS) if os.path.isfile(p)), None)
+
+
 def _vit_files(weights, flag, repo):
-    """(config.json or None, model.safetensors) for a folder, a .safetensors file or a hub id (`repo`: the
-    encoder's own, named where a folder lacks them)."""
+    """(config.json or None, the checkpoint: CHECKPOINTS') for a folder, a checkpoint file or a hub id (`repo`:
+    the encoder's own, named where a folder lacks them)."""
     if os.path.isdir(weights):
-        files = [os.path.join(weights, n) for n in ('config.json', 'model.safetensors')]
-        if not all(os.path.isfile(f) for f in files):
+        files = [os.path.join(weights, 'config.json'), _checkpoint_in(weights)]
+        if not (os.path.isfile(files[0]) and files[1]):
             raise UserError(f'{flag}={weights}: a folder of ViT weights holds config.json and model.safetensors '
                             f'(as the hub has them: hf download {repo} --local-dir {weights})')
         return files
     if os.path.isfile(weights):
         beside = os.path.join(os.path.dirname(weights), 'config.json')
         return (beside if os.path.isfile(beside) else None), weights
-    if weights.count('/') == 1 and not weights.startswith(('.', '/', '~')):
+    # a hub id is owner/name in the hub's characters; a path that is not here, as a mistyped one in a folder that
+    # is (models/GenD_CLIP_L14), is said to be missing, not downloaded
+    hub_id, owner = re.fullmatch(r'[\w-][\w.-]*/[\w.-]+', weights, re.ASCII), weights.split('/')[0]
+    if hub_id and not os.path.isdir(owner):
         return _hub_files(weights, flag)
-    raise UserError(f'{flag}={weights!r}: not a folder, a .safetensors file, a hub id (owner/name), '
-                    f'default or none')
+    here = f' ({owner}/ is a folder here: not taken for a hub id)' if hub_id else ''
+    raise UserError(f'{flag}={weights!r}: not a folder, a checkpoint file, a hub id (owner/name), '
+                    f'default or none{here}')
 
 
 def _read_config(path):
@@ -191,13 +207,39 @@ def _read_config(path):
     return config
 
 
-def _vit_state(path, spec, expected):
-    """The tensors of `expected` (names in the checkpoint) from safetensors file `path`; UserError naming a
-    tensor that is missing, or one the checkpoint holds that the encoder neither uses nor knows to leave."""
-    from safetensors import SafetensorError, safe_open
+def _shards(path):
+    """The checkpoint files of `path`: itself, or the shards its index (*.index.json, transformers') names."""
+    if not path.endswith('.index.json'):
+        return [path]
     try:
-        with safe_open(path, framework='pt') as f:
-            names = set(f.keys())
+        with open(path, encoding='utf-8') as f:
+            names = set(json.load(f)['weight_map'].values())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:  # not JSON, or no {name: shard}
+        raise UserError(f'cannot read {path}: {type(err).__name__}: {err} (a sharded checkpoint\'s index maps '
+                        f'each tensor to its file in "weight_map")') from None
+    return [os.path.join(os.path.dirname(path), str(name)) for name in sorted(names, key=str)]
+
+
+def _vit_state(path, spec, expected):
+    """The tensors of `expected` (names in the checkpoint) from checkpoint `path` (CHECKPOINTS'); UserError
+    naming a tensor that is missing, or one the checkpoint holds that the encoder neither uses nor knows to
+    leave, or a file that cannot be read."""
+    from safetensors import SafetensorError, safe_open
+    todo = f' (a damaged or partial copy: download it again, as hf download {spec["default"]} --local-dir DIR does)'
+    file = path
+    try:
+        with contextlib.ExitStack() as stack:
+            read = {}  # name -> the function that reads its tensor (safetensors reads only those asked for)
+            for file in _shards(path):
+                if not file.endswith('.safetensors'):  # torch.save's: pytorch_model.bin, a .pt or .pth of one
+                    state = _load_file(file, todo)
+                    if not isinstance(state, dict):
+                        raise UserError(f'{file}: holds a {type(state).__name__}, not a state dict')
+                    read.update(dict.fromkeys(state, state.__getitem__))
+                else:
+                    f = stack.enter_context(safe_open(file, framework='pt'))
+                    read.update(dict.fromkeys(f.keys(), f.get_tensor))
+            names = set(read)
             # transformers < 5 saved DINOv3's blocks as `layer.N.`, now `model.layer.N.` (its own loader renames
             # them as this does: transformers/conversion_mapping.py)
             stored = {n: n if n in names else n.replace('.model.layer.', '.layer.') for n in expected}
@@ -207,11 +249,16 @@ def _vit_state(path, spec, expected):
             if missing or unexpected:
                 which, listed = ('missing', missing) if missing else ('unexpected', unexpected)
                 more = f' (and {len(listed) - 1} more)' if len(listed) > 1 else ''
+                # GenD's CLIP and OpenAI's have one config.json backbone: their tensors' names tell them apart
+                readers = [e for e, s in VIT_ENCODERS.items() if e != spec['name']
+                           and not any(n.startswith(spec['vision']) for n in names)
+                           and any(n.startswith(s['vision']) for n in names)]
+                read_by = f' (its tensors are read by --face_encoder={" or ".join(readers)})' if readers else ''
                 raise UserError(f'{path}: tensor {listed[0]} {which}{more}: not the checkpoint of a '
-                                f'{spec["name"]} encoder with this config')
-            return {n: f.get_tensor(stored[n]) for n in expected}
-    except (OSError, SafetensorError) as err:
-        raise UserError(f'cannot read weights file {path}: {type(err).__name__}: {err}') from None
+                                f'{spec["name"]} encoder with this config{read_by}')
+            return {n: read[stored[n]](stored[n]) for n in expected}
+    except (OSError, SafetensorError) as err:  # a partial download, an HTML page saved under its name
+        raise UserError(f'cannot read weights file {file}: {type(err).__name__}: {err}{todo}') from None
 
 
 def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
@@ -219,10 +266,10 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     Eva (the encoder's backbone: VIT_BACKBONES), and GenD's head for GenD's encoders.
 
     weights: 'default' (the encoder's hub id: VIT_ENCODERS), a hub id (downloaded once into
-    huggingface_hub's cache), a folder with config.json and model.safetensors as the hub has them, a
-    .safetensors file (config.json beside it, else the encoder's backbone), or 'none' (the encoder's
-    backbone, untrained, seeded). Only the vision tower (and head) are read; a tensor missing or unknown is a
-    UserError.
+    huggingface_hub's cache), a folder with config.json and model.safetensors as the hub has them (or another
+    of CHECKPOINTS: shards, pytorch_model.bin), a checkpoint file (config.json beside it, else the encoder's
+    backbone), or 'none' (the encoder's backbone, untrained, seeded). Only the vision tower (and head) are read;
+    a tensor missing or unknown, or a file that cannot be read, is a UserError.
     """
     from faces.clip import VitEncoder
     spec = {**VIT_ENCODERS[encoder], 'name': encoder}
@@ -245,7 +292,8 @@ def vit_encoder(encoder='gend', weights='default', flag='--face_weights'):
     from huggingface_hub.errors import StrictDataclassError  # transformers' configs check their fields' types
     try:
         vision = _vit_model(arch, backbone, config.get('vision_config'), path is not None)
-    except (TypeError, ValueError, StrictDataclassError) as err:  # a size timm's or transformers' model refuses
+    # a size timm's or transformers' model refuses; a hidden_act transformers does not have (its ACT2FN[name])
+    except (TypeError, ValueError, KeyError, StrictDataclassError) as err:
         if 'vision_config' not in config:
             raise
         raise UserError(f'{weights}: config.json\'s vision_config does not build {backbone} '
