@@ -5,10 +5,10 @@ faces at `stride`), each drawn as a segment over the frames it covers with a dot
 video's own probability (what the submission holds: the mean logit over the windows, moved to PRIOR and
 clipped) as a horizontal line. The windows' probabilities are moved to PRIOR too but not clipped. Below, a
 strip of crops of the face track the windows came from, at evenly spaced frames (marked above by dotted
-lines): the sampled frames are decoded again (common/video.py, the one decoder) and cropped with the
-pipeline's own box, margin and size (faces/images.py), so they are what the face embedder saw. A video
-the network did not score has its fallback reason in the title; one without a face is a figure that says
-so. Nothing here changes a probability.
+lines): the sampled frames are decoded again (common/video.py, the one decoder) and cropped as the pipeline
+crops them (faces/images.py: FaceNet's box, margin and size; GenD's alignment on the landmarks), so they are
+what the face embedder saw. A video the network did not score has its fallback reason in the title; one
+without a face is a figure that says so. Nothing here changes a probability.
 """
 import contextlib
 import os
@@ -32,16 +32,19 @@ def png_path(folder, video_folder, filename):
 
 
 def face_strip(path, track, cfg, n=N_CROPS):
-    """[(frame index, (size, size, 3) uint8 crop)] of up to n faces of `track`, evenly spaced along it.
-    Raises VideoError where the video cannot be decoded again."""
+    """[(frame index, (size, size, 3) uint8 crop)] of up to n faces of `track`, evenly spaced along it, as the
+    face encoder saw them (faces/pipeline.py's embed_tracks): FaceNet's box with its margin, a ViT's (GenD's)
+    face aligned on its landmarks. Raises VideoError where the video cannot be decoded again."""
     positions = np.unique(np.linspace(0, len(track.frames) - 1, min(n, len(track.frames))).round().astype(int))
-    wanted = {int(track.frames[p]): track.boxes[p] for p in positions}
+    wanted = {int(track.frames[p]): p for p in positions}
     crops = {}
     # the track's frames are sampled ones (multiples of the frame step): the same decoder, the same step
     with contextlib.closing(sampled_frames(path, cfg['frame_step'])) as frames:
         for index, rgb in frames:
             if index in wanted:
-                crops[index] = images.crop(rgb, wanted[index], cfg['margin'], cfg['face_size'])
+                p = wanted[index]
+                crops[index] = (images.crop(rgb, track.boxes[p], cfg['margin'], cfg['face_size'])
+                                if cfg['face_encoder'] == 'facenet' else images.align(rgb, track.landmarks[p]))
                 if len(crops) == len(wanted):
                     break
     return sorted(crops.items())
@@ -61,8 +64,8 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     from common.metrics import save_figure  # here: scikit-learn, which it imports, is not needed otherwise
 
     title = f'{name}: p(FAKE) = {result.p_fake:.4f}'
-    if result.fallback:
-        title += '\n' + textwrap.fill(f'fallback: {result.fallback}', 110)
+    if result.fallback:  # a note where the network scored it all the same (without its audio: predict.py)
+        title += '\n' + textwrap.fill(f'{"note" if result.scored else "fallback"}: {result.fallback}', 110)
     # a file name that is not UTF-8 (common.files.NAMES) is drawn escaped, as Python prints it: no font has
     # its surrogates
     title = title.encode('utf-8', 'backslashreplace').decode('utf-8')

@@ -1,16 +1,14 @@
 """Raw videos in, submission.csv out, in one pass: the DFDC submission.
 
-Reads INPUT (a folder of videos, its subfolders too, or one video) and CHECKPOINT (training.py's best.pt; none:
-GenD's encoders score with their own head). For each video: its faces (DetectionPipeline.py) and voice
-(extract_audio.py's decoder, create_audio_embedding.py's encoder) with the embedders the checkpoint's training table
-was made with, then the network as test.py scores a table (the mean logit of all windows, moved to PRIOR), so this
-pass and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row for
-every input video (filename: its path relative to INPUT, the bare name in a flat folder), label the probability of
-FAKE clipped to the checkpoint's range (the log loss's guard; the verdict printed is not); a video that cannot be
-read or has no face gets a fallback (the audio-only model where it has audio, else PRIOR), listed with its reason
-in OUTPUT's .fallbacks.csv. One video prints its probability and writes nothing unless --output is given. EXPLAIN,
-a folder, gets a PNG a video (explain.py). Killed, a rerun resumes where the checkpoint, settings and video files
-are the same (README).
+Reads INPUT (one video, or a folder of them and its subfolders) and CHECKPOINT (training.py's best.pt; none: GenD's
+encoders score with their own head). Each video's faces and voice are embedded as the checkpoint's training table's
+were (DetectionPipeline.py, extract_audio.py, create_audio_embedding.py) and scored as test.py scores a table, so
+this pass and the stage chain give the same probability. Writes OUTPUT (submission.csv): `filename,label`, a row a
+video (its path relative to INPUT), label p(FAKE) clipped to the checkpoint's range (the log loss's guard); a video
+that cannot be read or has no face gets a fallback (the audio-only model where it has audio, else PRIOR), listed
+with its reason in OUTPUT's .fallbacks.csv, as is one whose audio track breaks (scored without it). One video
+prints its probability and writes nothing unless --output is given. EXPLAIN, a folder, gets a PNG a video
+(explain.py). Killed, a rerun resumes where the checkpoint, settings and video files are the same (README).
 
 Example:
     python predict.py --input=../shared/testdata/dfdc_sample --checkpoint=runs/lstm/best.pt --output=submission.csv
@@ -20,7 +18,6 @@ from common import config
 # -h: answered before the heavy imports
 config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_embedding.py')
 
-import csv
 import functools
 import hashlib
 import json
@@ -135,24 +132,18 @@ def write_submission(table, todo, seconds, videos, output, clip):
     table['filename'] = row_keys(table)
     table = table[table['filename'].isin({key(folder, name) for _, folder, name in videos})]
     table = table.sort_values('filename', kind='stable').assign(p=lambda t: t['label'].clip(*clip))
-    with atomic_path(output) as tmp:
-        with open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:  # a name's bytes as they are
-            writer = csv.writer(f)
-            writer.writerow(['filename', 'label'])
-            writer.writerows((r.filename, f'{r.p:.6f}') for r in table.itertuples())
-    fallbacks = table[table['fallback'] != '']
-    side = fallbacks_path(output)
-    with atomic_path(side) as tmp:
-        fallbacks[['filename', 'p', 'fallback', 'unexpected']].rename(columns={'p': 'label'}).to_csv(
-            tmp, index=False, errors=NAMES)
+    fallbacks, side = table[table['fallback'] != ''], fallbacks_path(output)
+    for path, rows, columns in ((output, table, ['p']), (side, fallbacks, ['p', 'fallback', 'unexpected'])):
+        with atomic_path(path) as tmp:  # NAMES: a name's bytes as they are
+            out = rows[['filename', *columns]].rename(columns={'p': 'label'})
+            out.to_csv(tmp, index=False, float_format='%.6f', errors=NAMES)
     if len(videos) == 1:
         row = table.iloc[0]
         note = f' (fallback: {row.fallback})' if row.fallback else ''
         print(f'{shown(os.path.basename(row.filename))}: p(FAKE) = {row.label:.4f}{shown(note)}')
     rate = f', {len(todo) / seconds:.2f} videos/s' if todo else ''
-    errors = int(fallbacks['unexpected'].sum())
     print(f'{output}: {len(table)} videos, {len(todo)} predicted now{rate}; {len(fallbacks)} fallbacks, '
-          f'{errors} of them after an unexpected error (listed in {side})')
+          f'{int(fallbacks["unexpected"].sum())} of them after an unexpected error (listed in {side})')
     for r in fallbacks.itertuples():
         print(f'  fallback: {shown(r.filename)}: {shown(r.fallback)}')
     if EXPLAIN:
@@ -185,9 +176,10 @@ def settings_from(ckpt, face, audio):
 
 class Prediction(NamedTuple):
     p_fake: float       # the probability of FAKE (a submission clips it: write_submission)
-    fallback: str       # why this is not the network's prediction; '' where it is
+    fallback: str       # why this is not the network's prediction (or, scored, what it went without); '' if none
     has_audio: bool
     unexpected: bool    # the fallback is for an unexpected error (a bug to report), not a bad input
+    scored: bool        # p_fake is the network's (or the encoder head's), even with a note in fallback
 
 
 class Predictor:
@@ -206,6 +198,8 @@ class Predictor:
                             f'{" or ".join(HEAD_ENCODERS)}, whose own head scores a video without training')
         self._check_embedder('face', dp.embedder_name(chosen), '--face_encoder and --face_weights')
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
+        if self.net is None:  # the head's weights are the verdict's: named ('gend:untrained(seed=0)' means nothing)
+            self.scorer = f'{self.scorer}, weights {self.pipeline.embedder_name}'
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (stream())
         self._check_embedder('audio', self.audio.name, '--audio_encoder and its settings')
@@ -224,8 +218,12 @@ class Predictor:
         """A Prediction for one video from its faces (a VideoFaces) and its voice (voice()), each possibly the
         exception met making it: the network's, else a fallback with its reason. Any exception but a
         VideoError (an unreadable file, expected) is unexpected: the fallback records its type and message."""
-        embedding, has_audio = np.zeros(self.audio.dim, np.float32), False
+        embedding, has_audio, unheard = np.zeros(self.audio.dim, np.float32), False, ''
         try:
+            if isinstance(voice, VideoError):  # an unreadable file (said below), or its audio track alone
+                # noted where the network reads audio (GenD's head reads none)
+                unheard = f'audio not decoded ({voice}): scored without it' if self.net is not None else ''
+                voice = (embedding, False)
             if isinstance(voice, Exception):
                 raise voice
             embedding, has_audio = voice
@@ -234,12 +232,13 @@ class Predictor:
             if isinstance(faces, Exception):
                 raise faces
             if not faces.tracks:
-                return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames')
+                return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames'
+                                      + (f', {unheard}' if unheard else ''))
             logit = self.video_logit(faces, voice)
             if not np.isfinite(logit):  # a face embedding inf or NaN: a NaN row would void the submission
                 return self._fallback(embedding, has_audio, 'the network gave no finite logit (a face embedding '
                                       'is inf or NaN)', True)
-            return Prediction(float(sigmoid(logit + self.shift)), '', has_audio, False)
+            return Prediction(float(sigmoid(logit + self.shift)), unheard, has_audio, False, True)
         except Exception as err:  # noqa: BLE001 - one video's bug must not cost the others their rows
             message = ' '.join(str(err).split())[:300]  # one line in the summary and the CSV
             return self._fallback(embedding, has_audio, f'unexpected {type(err).__name__}: {message}', True)
@@ -280,9 +279,11 @@ class Predictor:
     def explain(self, png, path, name, faces, voice, result):
         """explain.py's figure of one video (what stream() yielded for it) in `png`."""
         read = not isinstance(faces, Exception)
+        if isinstance(voice, VideoError):  # an audio track not decoded: the video was scored without it (predict())
+            voice = (np.zeros(self.audio.dim, np.float32), False)
         explain.draw(png, path, name, result, faces.n_frames if read else None, self.pipeline.cfg,
                      faces.tracks[0] if read and faces.tracks else None,
-                     None if result.fallback else self.window_logits(faces, voice), self.evaluation['crop'], self.shift)
+                     self.window_logits(faces, voice) if result.scored else None, self.evaluation['crop'], self.shift)
 
     def made_with(self):
         """What the probabilities depend on (common.stage's made_with): a resumed run must have made its parts
@@ -300,7 +301,7 @@ class Predictor:
         audio_only = self.ckpt.get('audio_only')
         logit = fallback_logit(audio_only, embedding, has_audio)
         how = 'audio-only model' if has_audio and audio_only else f'prior {self.prior:g}'
-        return Prediction(float(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected)
+        return Prediction(float(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected, False)
 
 
 def score_video(predictor, path, explain_png=None):
@@ -314,15 +315,13 @@ def score_video(predictor, path, explain_png=None):
 
 def voice_of(audio, path):
     """(embedding (D,) float32, has_audio) of a video's audio track (or an audio-only file's): zeros and False
-    where it has none, or one not decoded or embedded (not finite). Other errors: the unexpected fallback."""
-    try:
-        track = ea.decode_audio(path, need_video=False)
-        if track is not None:
-            embedding, status = audio(ea.pcm_to_float(track.pcm))
-            return embedding, status in cae.HAS_AUDIO
-    except VideoError:
-        pass
-    return np.zeros(audio.dim, np.float32), False
+    where it has none. Raises VideoError where it is not decoded or embedded (not finite): Predictor.predict
+    scores the video without it, and says so."""
+    track = ea.decode_audio(path, need_video=False)
+    if track is None:
+        return np.zeros(audio.dim, np.float32), False
+    embedding, status = audio(ea.pcm_to_float(track.pcm))
+    return embedding, status in cae.HAS_AUDIO
 
 
 if __name__ == '__main__':

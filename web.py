@@ -108,7 +108,7 @@ class Page:
         print(f'scoring {ascii(name)}', flush=True)
         png = os.path.join(tempfile.mkdtemp(dir=self.figures), 'explain.png')
         try:
-            faces, _, result = in_thread(lambda: predict.score_video(self.predictor, path, png), path, progress)
+            faces, voice, result = in_thread(lambda: predict.score_video(self.predictor, path, png), path, progress)
         except (UserError, OSError) as err:
             print(f'failed {ascii(name)}: {err}', flush=True)
             return self.message(name, f'could not be scored: {err}')
@@ -122,13 +122,15 @@ class Page:
             lines.append(paragraph(f'This file is not a readable video: {faces}.'.replace(path, name), 'message'))
         lines += [paragraph(f'p(FAKE) = {result.p_fake:.4f}', 'p'), paragraph(f'scorer: {self.scorer}', 'scorer')]
         if result.fallback:
-            what = 'fallback after an unexpected error (a bug to report)' if result.unexpected else 'fallback'
+            # a note where the network scored the video all the same (without an audio track that did not decode)
+            what = ('fallback after an unexpected error (a bug to report)' if result.unexpected else
+                    'note' if result.scored else 'fallback')
             # FFmpeg's messages name the file: by its name, not where the server stored it
             lines.append(paragraph(f'{what}: {result.fallback}'.replace(path, name), 'fallback'))
         if not isinstance(faces, Exception):
             n_faces = len(faces.tracks[0].frames) if faces.tracks else 0
-            lines.append(paragraph(f'{n_faces} faces read of {faces.n_frames} frames; voice: '
-                                   f'{"yes" if result.has_audio else "none"}', 'detail'))
+            heard = 'yes' if result.has_audio else 'not decoded' if isinstance(voice, VideoError) else 'none'
+            lines.append(paragraph(f'{n_faces} faces read of {faces.n_frames} frames; voice: {heard}', 'detail'))
         return '\n'.join(lines), (png if os.path.exists(png) else None), None
 
 

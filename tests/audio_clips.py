@@ -1,5 +1,6 @@
 """Clips and folders the audio and merge tests make from the real ones, in a temporary folder (never in
-the repository): a clip stripped of its audio track, a clip with a track of given samples, a DFDC part."""
+the repository): a clip stripped of its audio track, a clip with a track of given samples or a broken one, a DFDC
+part."""
 import json
 import os
 import subprocess
@@ -40,6 +41,28 @@ def remux(src, dst, audio=None, rate=44100):
                     out.mux(p)
             for p in aout.encode(None):
                 out.mux(p)
+    return dst
+
+
+def garble_audio(src, dst, keep=20, seed=0):
+    """dst = src's video and audio packets as they are (not re-encoded), but every audio packet after the first
+    `keep` replaced by random bytes of its size: the video decodes as src's, the audio track breaks at that point
+    (FFmpeg's AAC decoder: 'Invalid data found')."""
+    rng = np.random.default_rng(seed)
+    with av.open(str(src)) as inp, av.open(str(dst), 'w') as out:
+        vin, ain = inp.streams.video[0], inp.streams.audio[0]
+        vout, aout = out.add_stream_from_template(vin), out.add_stream_from_template(ain)
+        n_audio = 0
+        for packet in inp.demux(vin, ain):
+            if packet.dts is None:  # the demuxer's flush packet
+                continue
+            audio = packet.stream is ain
+            if audio and (n_audio := n_audio + 1) > keep:
+                noise = av.Packet(rng.integers(0, 256, packet.size, dtype=np.uint8).tobytes())
+                noise.pts, noise.dts, noise.time_base = packet.pts, packet.dts, packet.time_base
+                packet = noise
+            packet.stream = aout if audio else vout
+            out.mux(packet)
     return dst
 
 

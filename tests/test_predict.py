@@ -19,7 +19,7 @@ import create_audio_embedding as cae
 import extract_audio as ea
 import make_sample_dataset as sample
 import predict
-from audio_clips import dfdc_part, remux, run_script
+from audio_clips import dfdc_part, garble_audio, remux, run_script
 from common import config
 from conftest import testdata
 from model import audio_only_logit, prior_shift, sigmoid
@@ -154,6 +154,7 @@ def odd_run(chain, tmp_path_factory):
     voiced_clip(folder / 'tiny.mp4', 16, seed=1)  # 16x16: MTCNN raised on it (torch.cat of an empty list)
     os.symlink(folder / 'gone.mp4', folder / 'dangling.mp4')  # a link to nothing
     audio_only(good, folder / 'audio_only.mp4')
+    garble_audio(good, folder / 'bad_audio.mp4')  # silent_video.mp4's video, an audio track that breaks at 0.4 s
     out = folder.parent / 'sub.csv'
     r = run_script('predict.py', f'--input={folder}', f'--checkpoint={chain / "run" / "best.pt"}',
                    f'--output={out}', '--face_weights=none', '--device=cpu')
@@ -165,13 +166,27 @@ def test_every_bad_file_gets_a_row_and_the_fallbacks_are_reported(odd_run):
     assert r.returncode == 0, r.stderr[-2000:]
     rows = labels(out)
     assert sorted(rows) == sorted(['zero.mp4', 'truncated.mp4', 'text.mp4', 'silent_video.mp4', 'noface.mp4',
-                                   'vidéo à tester.mp4', 'tiny.mp4', 'dangling.mp4', 'audio_only.mp4'])
+                                   'vidéo à tester.mp4', 'tiny.mp4', 'dangling.mp4', 'audio_only.mp4',
+                                   'bad_audio.mp4'])
     assert all(0.01 <= p <= 0.99 for p in rows.values())
     fallbacks = {name: row['fallback'] for name, row in fallbacks_of(out).items()}
     assert set(fallbacks) == {'zero.mp4', 'truncated.mp4', 'text.mp4', 'noface.mp4', 'tiny.mp4', 'dangling.mp4',
-                              'audio_only.mp4'}
+                              'audio_only.mp4', 'bad_audio.mp4'}
     assert 'audio-only' in fallbacks['noface.mp4']  # it has a voice
-    assert 'unreadable' in fallbacks['zero.mp4'] and '7 fallbacks' in r.stdout
+    assert 'unreadable' in fallbacks['zero.mp4'] and '8 fallbacks' in r.stdout
+
+
+def test_a_video_whose_audio_breaks_is_scored_without_it_and_says_so(odd_run):
+    """Its audio track failing to decode was passed over in silence: the video was scored as one without audio,
+    and neither the submission's fallbacks nor the summary said so (the stage chain records 'audio failed')."""
+    folder, out, r = odd_run
+    fallback = fallbacks_of(out)['bad_audio.mp4']
+    assert re.fullmatch(r'audio not decoded \(audio decoding failed after 0\.\d+ s: .*Invalid data.*\): scored '
+                        r'without it', fallback['fallback']) and fallback['unexpected'] == 'False'
+    # the network's own score of the same video stream without audio (silent_video.mp4 has the same packets):
+    # the same faces through the same computation, so the same digits
+    rows = labels(out)
+    assert rows['bad_audio.mp4'] == rows['silent_video.mp4'] and 'silent_video.mp4' not in fallbacks_of(out)
 
 
 def test_a_video_with_neither_face_nor_voice_gets_the_prior(chain, odd_run):
@@ -209,7 +224,7 @@ def test_a_tiny_video_costs_only_its_own_row(odd_run):
     assert re.fullmatch(r'no face found in \d+ frames; audio-only model', fallbacks['tiny.mp4']['fallback'])
     assert 'vidéo à tester.mp4' in rows and 'vidéo à tester.mp4' not in fallbacks
     assert [name for name, row in fallbacks.items() if row['unexpected'] == 'True'] == []
-    assert counts(r.stdout)[1:] == (7, 0)
+    assert counts(r.stdout)[1:] == (8, 0)
 
 
 def test_a_dangling_link_gets_a_row_with_its_reason(odd_run):

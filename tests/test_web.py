@@ -272,3 +272,33 @@ def test_the_page_scores_only_files_in_its_own_folder(tmp_path):
         shown, figure, _ = page.score(str(path))
         assert 'not a file uploaded to this page' in shown and figure is None, shown
     assert outside.read_bytes() == b'not a video'  # neither read nor deleted
+
+
+def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_fallback(tmp_path):
+    """GenD's head (no checkpoint) scores a video whose audio track breaks from its faces, as the same video
+    without an audio track (the same packets: the same number): the page called that a fallback and said
+    'voice: none'; it is the head's verdict, which reads no audio (no note, no fallback), and its voice did not
+    decode."""
+    import shutil as sh
+    import torch
+    import predict
+    import web
+    from audio_clips import garble_audio, remux
+    from gend_models import tiny_gend
+    (tmp_path / 'gend').mkdir(), (tmp_path / 'server').mkdir()
+    tiny_gend(tmp_path / 'gend')
+    good = os.path.join(testdata('talking_heads'), '2.mp4')
+    predictor = predict.Predictor('', 'cpu', face={'face_encoder': 'gend', 'face_weights': str(tmp_path / 'gend'),
+                                                   'frame_step': 30, 'amp': False})
+    page, shown = web.Page(predictor, predictor.scorer, tmp_path / 'server', MAX_MB), {}
+    for name, make in (('bad_audio.mp4', garble_audio), ('silent.mp4', remux)):
+        make(good, tmp_path / name)
+        sh.copy(tmp_path / name, tmp_path / 'server' / name)  # as Gradio stores an upload: the page deletes it
+        with torch.no_grad():
+            shown[name], figure, _ = page.score(str(tmp_path / 'server' / name))
+        assert figure and os.path.getsize(figure) > 5000
+    assert '>note' not in shown['bad_audio.mp4'] and '>fallback' not in shown['bad_audio.mp4']
+    assert 'faces read of 125 frames; voice: not decoded<' in shown['bad_audio.mp4']
+    assert 'voice: none<' in shown['silent.mp4'] and 'fallback' not in shown['silent.mp4']
+    [p_broken], [p_silent] = (re.findall(r'p\(FAKE\) = (0\.\d{4})', shown[n]) for n in ('bad_audio.mp4', 'silent.mp4'))
+    assert p_broken == p_silent
