@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from common.config import UserError
-from common.files import stamp
+from common.files import stamp, stamps
 
 UNTRAINED_SEED = 0
 
@@ -76,10 +76,13 @@ def has_head(encoder):
 
 
 def weights_stamp(weights):
-    """[size, mtime] of a local weights file (a folder's checkpoint, as vit_encoder reads it: a sharded one's
-    index); None for a hub id, a name or 'none'."""
+    """[size, mtime] of a local weights file (a folder's checkpoint, as vit_encoder reads it); a sharded one's
+    index and shards, {path: [size, mtime] or None}: a shard downloaded again under an unchanged index (new
+    weights of the same shapes) is other weights. None for a hub id, a name or 'none'."""
     path = _checkpoint_in(weights) if os.path.isdir(weights) else weights
-    return stamp(path) if path and os.path.isfile(path) else None
+    if not (path and os.path.isfile(path)):
+        return None
+    return stamps([path, *_shards(path)]) if path.endswith('.index.json') else stamp(path)
 
 
 def describe(weights, encoder='facenet'):

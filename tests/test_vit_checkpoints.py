@@ -39,15 +39,23 @@ def assert_loads_the_saved_network(folder, vision, head):
 def test_sharded_and_pytorch_checkpoints_load_the_saved_network(tmp_path, safe, shard, index):
     """A folder holding the checkpoint as huggingface_hub's save_torch_state_dict writes it (what
     save_pretrained calls) in place of model.safetensors loads the same network (these were refused as a
-    folder without model.safetensors); the table records the stamp of the file read first."""
+    folder without model.safetensors); the table records the stamps of the files read (a sharded one's index
+    and every shard: the index alone stays the same when a shard of new weights of the same shapes replaces one)."""
     vision, head = tiny_gend(tmp_path)
     state = load_file(tmp_path / 'model.safetensors')
     os.remove(tmp_path / 'model.safetensors')
     save_torch_state_dict(state, tmp_path, max_shard_size=shard, safe_serialization=safe)
     assert (tmp_path / index).is_file() and len(os.listdir(tmp_path)) > (3 if index.endswith('json') else 1)
     assert_loads_the_saved_network(tmp_path, vision, head)
-    assert weights_stamp(str(tmp_path)) == [os.stat(tmp_path / index).st_size, os.stat(tmp_path / index).st_mtime_ns]
     shards = json.loads((tmp_path / index).read_text())['weight_map'] if index.endswith('json') else {}
+    files = [tmp_path / index, *(tmp_path / name for name in sorted(set(shards.values())))]
+    recorded = weights_stamp(str(tmp_path))  # what the face table records of them (DetectionPipeline.made_with)
+    stat = [[os.stat(f).st_size, os.stat(f).st_mtime_ns] for f in files]
+    assert recorded == ({str(f): s for f, s in zip(files, stat)} if shards else stat[0])
+    if shards:  # one shard downloaded again under the index it had (new weights, the same shapes): other weights
+        os.utime(files[-1], ns=(stat[-1][1] + 10**9, stat[-1][1] + 10**9))
+        assert weights_stamp(str(tmp_path)) != recorded
+        assert weights_stamp(str(tmp_path))[str(files[1])] == recorded[str(files[1])]
     if shards:  # a shard lost in the copy: one line naming it
         lost = sorted(set(shards.values()))[-1]
         os.remove(tmp_path / lost)
