@@ -2,6 +2,7 @@
 metadata.json names the part's videos: {"name.mp4": {"label": "FAKE" | "REAL", "original": ...}}.
 make_metadata.py writes such files for FaceForensics++ and Celeb-DF-v2 trees. A video is known by its key: its
 path relative to the data folder. Hidden folders and NASes' system ones are not parts (walk)."""
+import functools
 import json
 import os
 
@@ -120,7 +121,10 @@ class Entries(dict):
 
     def __init__(self, pairs):
         super().__init__(pairs)
-        self.twice = {k for k, v in pairs if self[k] != v}
+        # compared as JSON text: NaN (json.dump's for pandas' missing original) is not equal to itself as a float,
+        # and a name given once was 'twice, differently'
+        text = functools.partial(json.dumps, sort_keys=True)
+        self.twice = {k for k, v in pairs if text(self[k]) != text(v)} if len(self) < len(pairs) else set()
 
 
 def check_folder(data_dir):

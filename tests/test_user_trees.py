@@ -87,6 +87,23 @@ def test_a_video_a_metadata_json_gives_twice_differently_is_a_failure_not_the_la
     assert skipped == 0
 
 
+def test_a_metadata_json_written_from_pandas_with_nan_originals_is_read_whole(tmp_path):
+    """A metadata.json made from a CSV with pandas and json.dump holds NaN where a REAL video has no original (as
+    the float it is: NaN is not equal to itself) and may give an entry twice, the same: each REAL video was
+    refused as 'given twice, differently', though given once."""
+    part = tmp_path / 'p'
+    dfdc_part(str(part), {n: testdata('talking_heads', f'{i}.mp4') for i, n in enumerate('abc', 1)})
+    rows = pd.DataFrame({'name': ['a.mp4', 'b.mp4', 'c.mp4'], 'label': ['REAL', 'FAKE', 'REAL'],
+                         'original': [float('nan'), 'a.mp4', float('nan')]})
+    meta = {r['name']: {'label': r['label'], 'original': r['original']} for r in rows.to_dict('records')}
+    text = json.dumps(meta)
+    assert 'NaN' in text  # json.dump's spelling of pandas' missing value
+    (part / 'metadata.json').write_text(text[:-1] + ', "c.mp4": ' + json.dumps(meta['c.mp4']) + '}')
+    todo, failures, skipped = plan(str(tmp_path))
+    assert [name for _, name, _, _ in todo] == ['a.mp4', 'b.mp4', 'c.mp4'] and failures == [] and skipped == 0
+    assert todo[1][3] == {'label': 'FAKE', 'original': 'a.mp4'}
+
+
 def test_a_rerun_given_the_data_folder_a_level_above_or_below_is_one_line_not_every_video_twice(tmp_path):
     """Pointed at the part instead of the dataset's root (or the reverse), or after a part was renamed, a rerun
     gave every video a second key ('a.mp4' beside 'p/a.mp4'): each done again and kept twice, in two groups that a
