@@ -147,6 +147,7 @@ class StageRun:
         if made_with is not None and self._discarded(*saved[:2], redo):
             saved = self.saved()
         self.before, self.recorded = self.done(saved), saved[3]  # recorded: {key: source} where known
+        self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
         self.retried = set(saved[2]) if retry_failed else set()  # a failure not met again is gone: finish()
         self.before -= self.retried
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
@@ -223,6 +224,7 @@ class StageRun:
             self.before = self.before - set(changed)
             if not self.redo:  # predict.py's: its submission holds only the videos listed now
                 self._check_root(keys)
+                self._unlisted(keys)
         self.left = set(keys) - self.before
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
@@ -241,6 +243,20 @@ class StageRun:
                     raise UserError(f'{self.output} has {old} done, which this data folder lists as {new} (the same '
                                     f'file): give the data folder its earlier run was given (a part renamed since: '
                                     f'rename it back, or give another {self.setting})')
+
+    def _unlisted(self, keys):
+        """The videos done before that the listing lacks while their folder is in it (an entry removed from its
+        metadata.json: a video the user took out) become `dropped`: finish() removes their rows, said in one line.
+        Those of a folder that is not in it (a part moved away, a drive not mounted) are kept, said too."""
+        gone = sorted(self.before - set(keys) - self.failed)
+        folders = {k.rpartition('/')[0] for k in keys}
+        self.dropped = {k for k in gone if k.rpartition('/')[0] in folders}
+        if self.dropped:
+            print(f'{self.who}{len(self.dropped)} videos done before are no longer listed (taken out of their '
+                  f'part\'s metadata.json), e.g. {min(self.dropped)}: their rows are dropped')
+        if kept := [k for k in gone if k not in self.dropped]:
+            print(f'{self.who}{len(kept)} videos done before are in folders not in this data folder, e.g. {kept[0]}: '
+                  f'kept (a part moved away, a drive not mounted); give another {self.setting} for a table without')
 
     @contextlib.contextmanager
     def video(self, filename, folder):
@@ -292,16 +308,18 @@ class StageRun:
         if other := [r['made_with'] for r in records if r.get('made_with', self.made_with) != self.made_with]:
             raise UserError(f'{self.output}: a process of this run was given other settings ('
                             f'{", ".join(differences(other[0], self.made_with))}): give every one the same')
-        if previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records:
+        if (previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records
+                and not self.dropped):
             shutil.rmtree(self.parts, ignore_errors=True)
             return previous, failures
         previous = previous if previous is not None and len(previous) else None
         # a video done again because its source changed: its new record replaces what OUTPUT holds of it
         before = sources_of(previous)
         redone = {record_key(r) for r in records if 'source' in r and r['source'] != before.get(record_key(r))}
+        redone |= self.dropped
         if previous is not None and redone:
             previous = previous[[k not in redone for k in row_keys(previous)]]
-        known = set(row_keys(previous))  # a run killed between writing OUTPUT and removing the parts
+        known = set(row_keys(previous)) | self.dropped  # a run killed between writing OUTPUT and removing the parts
         rows = [{**row, 'source': r['source']} if 'source' in r else row
                 for r in records if 'failure' not in r and record_key(r) not in known for row in rows_of(r)]
         frames = [f for f in (previous, pd.DataFrame(rows) if rows else None) if f is not None]

@@ -134,6 +134,46 @@ def test_a_rerun_given_the_data_folder_a_level_above_or_below_is_one_line_not_ev
     assert 'has p/a.mp4 done, which this data folder lists as dfdc_train_part_0/a.mp4' in run.stderr
 
 
+def test_a_video_taken_out_of_its_metadata_json_leaves_every_table_a_part_moved_away_stays(tmp_path):
+    """An entry removed from its part's metadata.json (a clip the user took out: a wrong label, a duplicate) kept
+    its rows in every stage's table on the rerun, in silence: merged and trained on. Its rows are dropped, said in
+    one line, through the face, audio and audio-embedding stages; a part no longer in the data folder (moved away,
+    a drive not mounted) keeps its videos, said in one line too: hours of extraction are not thrown away. A video
+    whose entry stays but whose file is gone was already done again (a 'file is missing' failure)."""
+    data, audio = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'a.mp4': testdata('talking_heads', '2.mp4'), 'b.mp4': testdata('talking_heads', '3.mp4')})
+    dfdc_part(str(data / 'q'), {'c.mp4': testdata('talking_heads', '4.mp4')})
+    stages = [('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}'),
+              ('create_audio_embedding.py', f'--audio_dir={audio}', f'--output={tmp_path / "audio.pkl"}'),
+              ('create_video_embeddings.py', f'--data_dir={data}', f'--output={tmp_path / "video.pkl"}',
+               '--face_weights=none', '--frame_step=30')]
+    tables = [audio / 'index.pkl', tmp_path / 'audio.pkl', tmp_path / 'video.pkl']
+
+    def rerun():
+        outs = [run_script(*stage) for stage in stages]
+        assert all(r.returncode == 0 for r in outs), [r.stderr for r in outs]
+        return [r.stdout for r in outs], [sorted(set(zip(*pd.read_pickle(t)[['folder', 'filename']].T.values)))
+                                          for t in tables]
+
+    _, done = rerun()
+    assert done == [[('p', 'a.mp4'), ('p', 'b.mp4'), ('q', 'c.mp4')]] * 3
+    meta = json.loads((data / 'p' / 'metadata.json').read_text())
+    del meta['b.mp4']
+    (data / 'p' / 'metadata.json').write_text(json.dumps(meta))
+    said, done = rerun()
+    assert done == [[('p', 'a.mp4'), ('q', 'c.mp4')]] * 3
+    assert all("1 videos done before are no longer listed (taken out of their part's metadata.json), e.g. p/b.mp4: "
+               "their rows are dropped\n" in out for out in said), said
+    os.rename(data / 'q', tmp_path / 'q')
+    said, done = rerun()
+    assert done == [[('p', 'a.mp4'), ('q', 'c.mp4')]] * 3
+    # the audio embeddings' listing is extract_audio's index, which keeps q/c.mp4: nothing to say there
+    for out, flag in zip(said, ('--audio_dir', None, '--output')):
+        assert 'no longer listed' not in out and ('in folders not in this data folder' in out) == bool(flag)
+        assert not flag or ('1 videos done before are in folders not in this data folder, e.g. q/c.mp4: kept (a '
+                            f'part moved away, a drive not mounted); give another {flag} for a table without\n') in out
+
+
 def test_an_appledouble_file_given_to_predict_is_one_line_not_a_prediction(tmp_path):
     """predict.py --input=clips/._a.mp4 (the Finder's file, picked by a shell's completion) was scored as a video
     that cannot be read: a prior of 0.5 printed as its p(FAKE)."""
