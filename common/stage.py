@@ -214,6 +214,7 @@ class StageRun:
         """This process's share of the sorted items, less what is done (where(item): (folder, filename)). With
         `source` (source(item): what the video is made from, a string, or None), one done from another is redone."""
         keys = [key(*where(item)) for item in items]
+        listed = set(keys)
         if source is not None:
             self.sources = dict(zip(keys, map(source, items)))
             changed = sorted(k for k in keys if k in self.before and self.sources[k] is not None
@@ -223,32 +224,33 @@ class StageRun:
                       f'entry), e.g. {changed[0]}: done again')
             self.before = self.before - set(changed)
             if not self.redo:  # predict.py's: its submission holds only the videos listed now
-                self._check_root(keys)
-                self._unlisted(keys)
-        self.left = set(keys) - self.before
+                gone = self.before - listed  # the keys done before, not listed now
+                self._check_root(keys, gone)
+                self._unlisted(keys, gone)
+        self.left = listed - self.before
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
 
-    def _check_root(self, keys):
+    def _check_root(self, keys, gone):
         """UserError where the listing names videos done before by other keys: a data folder given a level above or
         below the one the earlier run was given ('p/a.mp4' done, 'a.mp4' listed, one file), or a part renamed since,
         which would do every video again and keep both rows, one clip under two keys (two groups: both sides of a
         split). The same file: the same name, size, modification time and metadata entry."""
-        gone = {}  # filename: the keys done before, not listed now
-        for old in self.before - set(keys):
-            gone.setdefault(old.rsplit('/', 1)[-1], []).append(old)
-        for new in (k for k in keys if k not in self.before) if gone else ():
-            for old in gone.get(new.rsplit('/', 1)[-1], ()):
+        by_name = {}  # filename: the keys of `gone` (done before, not listed now) that end in it
+        for old in gone:
+            by_name.setdefault(old.rsplit('/', 1)[-1], []).append(old)
+        for new in (k for k in keys if k not in self.before) if by_name else ():
+            for old in by_name.get(new.rsplit('/', 1)[-1], ()):
                 if self.sources[new] is not None and self.recorded.get(old) == self.sources[new]:
                     raise UserError(f'{self.output} has {old} done, which this data folder lists as {new} (the same '
                                     f'file): give the data folder its earlier run was given (a part renamed since: '
                                     f'rename it back, or give another {self.setting})')
 
-    def _unlisted(self, keys):
+    def _unlisted(self, keys, gone):
         """The videos done before that the listing lacks while their folder is in it (an entry removed from its
         metadata.json: a video the user took out) become `dropped`: finish() removes their rows, said in one line.
         Those of a folder that is not in it (a part moved away, a drive not mounted) are kept, said too."""
-        gone = sorted(self.before - set(keys) - self.failed)
+        gone = sorted(gone - self.failed)
         folders = {k.rpartition('/')[0] for k in keys}
         self.dropped = {k for k in gone if k.rpartition('/')[0] in folders}
         if self.dropped:
