@@ -34,7 +34,7 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, row_keys
+from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, row_keys, say_passed
 from common.device import pick_device
 from common.files import NAMES, atomic_path, shown
 from common.stage import StageRun, claim
@@ -80,8 +80,7 @@ def main():
     if others:
         print(f'{len(others)} files in {INPUT} not named like a video ({", ".join(VIDEO_EXTENSIONS)}; macOS\'s ._ '
               f'files neither) passed over, e.g. {others[0]}')
-    if passed:
-        print(f'{len(passed)} hidden or system folders (a bin, a NAS\'s @eaDir) not read, e.g. {passed[0]}')
+    say_passed(passed)
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)

@@ -75,6 +75,12 @@ def walk(top, passed=None):
         yield root, files
 
 
+def say_passed(passed):
+    """One line for the hidden and system folders a walk did not enter (its `passed`), where there are any."""
+    if passed:
+        print(f'{len(passed)} hidden or system folders (a bin, a NAS\'s @eaDir) not read, e.g. {passed[0]}')
+
+
 def list_inputs(path, others=None, passed=None):
     """The videos of predict.py's INPUT, `path`, as (path, folder, filename), sorted by key: the file itself (folder
     ''), or every file named like a video (a dangling link too: its row says 'file is missing') in the folder and
@@ -138,9 +144,11 @@ def plan(data_dir):
     """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
     [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
     same file name: both are videos (their keys, folder/filename, differ). Links to folders are followed, each
-    folder once (walk())."""
+    folder once (walk()); the hidden and system folders it does not enter are said in one line."""
     check_folder(data_dir)
-    parts = [root for root, files in walk(data_dir) if 'metadata.json' in files]
+    passed = []
+    parts = [root for root, files in walk(data_dir, passed) if 'metadata.json' in files]
+    say_passed(passed)
     if not parts:
         raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
     todo, failures, skipped = [], [], 0

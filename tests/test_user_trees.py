@@ -56,6 +56,8 @@ def test_a_part_in_a_bin_or_a_nas_thumbnail_store_is_not_read_as_a_second_part(t
         dfdc_part(str(data / hidden), clips, {'a.mp4': 'REAL', 'b.mp4': 'FAKE'})
     run = run_script('extract_audio.py', f'--data_dir={data}/', f'--audio_dir={audio}')
     assert run.returncode == 0, run.stderr
+    # said, as predict.py says it: a user who keeps a part in a hidden folder learns why it was not read
+    assert f'3 hidden or system folders (a bin, a NAS\'s @eaDir) not read, e.g. {data}/.Trash-1000\n' in run.stdout
     index = pd.read_pickle(audio / 'index.pkl')
     assert sorted(zip(index['folder'], index['filename'])) == [('p', 'a.mp4'), ('p', 'b.mp4')]
     assert index['has_track'].all()
