@@ -7,7 +7,8 @@ Reads the names under DATA_DIR (never the videos):
            in the tree: every video 'train'.
   celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
            face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
-Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos. `original` is
+Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos (with OUT_DIR, into
+the same folders under OUT_DIR, beside links to the videos: a DATA_DIR that cannot be written). `original` is
 a bare file name, as in DFDC: common.dataset.groups_of finds it in the one other folder that holds that
 name, so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
 compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
@@ -16,6 +17,7 @@ folder's real and fake counts and the fakes whose original is absent or unknown.
 
 Example:
     python make_metadata.py --data_dir=/data/FaceForensics++ --compression=c23
+    python make_metadata.py --data_dir=/kaggle/input/celeb-df-v2 --out_dir=/kaggle/working/celeb-df-v2
 """
 from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the imports
@@ -23,6 +25,7 @@ config.help_if_asked(__name__, __file__)  # -h: answered before the imports
 import json
 import os
 import re
+import secrets
 
 from common.dataset import check_folder, videos_in
 from common.files import NAMES, write_text
@@ -32,6 +35,7 @@ DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as do
 LAYOUT = 'auto'                    # 'auto' | 'ff++' | 'celebdf'
 COMPRESSION = ''                   # FF++: 'raw' | 'c23' | 'c40'; '' = the one the tree holds
 OVERWRITE = False                  # replace existing metadata.json files
+OUT_DIR = ''                       # '' = into DATA_DIR; else here, beside links to the videos (a read-only DATA_DIR)
 # -----------------------------------------------------------------------------
 
 LAYOUTS = ('auto', 'ff++', 'celebdf')
@@ -55,9 +59,11 @@ def main():
         raise config.UserError(f'--compression must be one of {", ".join(FF_COMPRESSIONS)} (or empty), '
                                f'not {COMPRESSION!r}')
     check_folder(DATA_DIR)
+    check_out_dir(DATA_DIR, OUT_DIR)
     layout = layout_of(DATA_DIR, LAYOUT)
     if layout == 'ff++':
         parts, others = ff_parts(DATA_DIR, COMPRESSION)
+        others = [path for path in (os.path.join(home(f), 'metadata.json') for f in others) if os.path.exists(path)]
         if others:
             raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
                                    f'stages would read both, and group fakes with the wrong original; remove them')
@@ -66,14 +72,43 @@ def main():
         parts, untested = celebdf_parts(DATA_DIR)
         if not parts:
             raise config.UserError(f'{DATA_DIR}: no videos in Celeb-real/, Celeb-synthesis/ or YouTube-real/')
-    existing = [os.path.join(p.folder, 'metadata.json') for p in parts
-                if os.path.exists(os.path.join(p.folder, 'metadata.json'))]
+    existing = [os.path.join(home(p.folder), 'metadata.json') for p in parts
+                if os.path.exists(os.path.join(home(p.folder), 'metadata.json'))]
     if existing and not OVERWRITE:
         raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
                                f'replaces them')
     for part in parts:
-        write_text(json.dumps(part.meta, indent=1), os.path.join(part.folder, 'metadata.json'))
+        if OUT_DIR:
+            link_videos(part, home(part.folder))
+        write_text(json.dumps(part.meta, indent=1), os.path.join(home(part.folder), 'metadata.json'))
     summarise(layout, parts, untested)
+
+
+def home(folder):
+    """Where the metadata.json of DATA_DIR's `folder` goes: the folder, or its place under OUT_DIR."""
+    return os.path.join(OUT_DIR, os.path.relpath(folder, DATA_DIR)) if OUT_DIR else folder
+
+
+def check_out_dir(data_dir, out_dir):
+    """UserError where OUT_DIR is DATA_DIR, or one is inside the other: a walk of the outer would read both."""
+    if out_dir:
+        outer, inner = sorted((os.path.realpath(data_dir), os.path.realpath(out_dir)), key=len)
+        if os.path.commonpath([outer, inner]) == outer:
+            raise config.UserError(f'--out_dir={out_dir} and --data_dir={data_dir} overlap: give a folder outside '
+                                   f'the data folder (or no --out_dir, to write into it)')
+
+
+def link_videos(part, folder):
+    """A link in `folder` to each video of the part (its absolute path), made or pointed at it again; UserError
+    where a file that is not a link holds a video's name there (another dataset's copy: never replaced)."""
+    os.makedirs(folder, exist_ok=True)
+    for name in part.meta:
+        link, target = os.path.join(folder, name), os.path.abspath(os.path.join(part.folder, name))
+        if os.path.lexists(link) and not os.path.islink(link):
+            raise config.UserError(f'{link} is a file, not a link to {target}: give an --out_dir of its own')
+        tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')  # then renamed: a link is never absent
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
 
 
 def layout_of(root, wanted):
@@ -118,7 +153,7 @@ class Part:
 
 
 def ff_parts(root, compression):
-    """FF++: the Parts of one compression, and the folders of the others that hold a metadata.json."""
+    """FF++: the Parts of one compression, and the video folders of the others."""
     found = {}  # compression: [(folder, label)]
     for top, label in FF_TOPS.items():
         base = os.path.join(root, top)
@@ -139,8 +174,7 @@ def ff_parts(root, compression):
     if compression not in found:
         raise config.UserError(f'{root}: no FF++ videos in compression {compression} '
                                f'(there are: {", ".join(sorted(found))})')
-    others = [os.path.join(folder, 'metadata.json') for comp, rows in sorted(found.items()) if comp != compression
-              for folder, _ in rows if os.path.exists(os.path.join(folder, 'metadata.json'))]
+    others = [folder for comp, rows in sorted(found.items()) if comp != compression for folder, _ in rows]
     homes = {s: os.path.join(root, 'original_sequences', s, compression, 'videos') for s in ('youtube', 'actors')}
     parts = []
     for folder, label in found[compression]:
@@ -228,7 +262,8 @@ def summarise(layout, parts, untested, show=5):
     if layout == 'celebdf' and not os.path.exists(os.path.join(DATA_DIR, CELEB_TEST_LIST)):
         print(f'no {CELEB_TEST_LIST} in {DATA_DIR}: every video has split \'train\'')
     print(f'{DATA_DIR} ({layout}): metadata.json written in {len(parts)} folders: '
-          f'{total["REAL"]} real, {total["FAKE"]} fake videos')
+          f'{total["REAL"]} real, {total["FAKE"]} fake videos' + (
+              f'; under {OUT_DIR}, beside links to the videos: give it as the stages\' --data_dir' if OUT_DIR else ''))
 
 
 if __name__ == '__main__':

@@ -2,15 +2,18 @@
 (common.dataset.plan) unchanged, with each fake grouped with its original (common.store.groups_of)."""
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from common.store import groups_of
 from common.dataset import label_of, plan
 from common.stage import key
+from audio_clips import run_script
 from conftest import ROOT, testdata
 from model import assert_no_leak, split_indices
 
@@ -258,3 +261,44 @@ def test_a_link_whose_clip_is_gone_is_listed_and_the_stages_record_it(tmp_path):
     assert sorted(read(youtube)) == ['000.mp4', '003.mp4']
     todo, failures, skipped = plan(str(tmp_path))
     assert [name for _, name, _, _ in todo] == ['000.mp4', '003.mp4'] and failures == [] and skipped == 0
+
+
+def test_a_data_folder_that_cannot_be_written_gets_its_metadata_in_a_tree_of_links(tmp_path):
+    """A Kaggle dataset (/kaggle/input) or a read-only mount: metadata.json could not be written beside the
+    videos, and no stage could read the tree. --out_dir writes the same folders elsewhere, each video a link."""
+    data, out = tmp_path / 'Celeb-DF-v2', tmp_path / 'work' / 'celebdf'
+    clips = {'Celeb-real/id0_0000.mp4': 'lynaeydofd.mp4', 'Celeb-synthesis/id0_id1_0000.mp4': 'brtujopkby.mp4'}
+    for rel, clip in clips.items():
+        os.makedirs(os.path.dirname(data / rel), exist_ok=True)
+        shutil.copy(testdata('dfdc_sample', clip), data / rel)
+    tree = lambda: sorted((os.path.relpath(d, data), sorted(n)) for d, _, n in os.walk(data))  # noqa: E731
+    before = tree()
+    run = make_metadata(data, f'--out_dir={out}')
+    assert run.returncode == 0, run.stderr
+    assert tree() == before  # nothing written into the data folder
+    assert f"under {out}, beside links to the videos: give it as the stages' --data_dir" in run.stdout
+    for rel in clips:
+        assert os.readlink(out / rel) == str(data / rel)
+    assert read(out / 'Celeb-synthesis')['id0_id1_0000.mp4'] == {'label': 'FAKE', 'split': 'train',
+                                                                  'original': 'id0_0000.mp4'}
+    # a stage given the tree of links reads the videos, under the data folder's own keys
+    audio = tmp_path / 'audio'
+    run = run_script('extract_audio.py', f'--data_dir={out}', f'--audio_dir={audio}')
+    assert run.returncode == 0, run.stderr
+    index = pd.read_pickle(audio / 'index.pkl')
+    assert sorted(key(f, n) for f, n in zip(index['folder'], index['filename'])) == sorted(clips)
+    assert index['has_track'].all()
+    # a rerun replaces the metadata only when asked, as in the data folder; the links are pointed again
+    assert make_metadata(data, f'--out_dir={out}').returncode == 2
+    assert make_metadata(data, f'--out_dir={out}', '--overwrite=true').returncode == 0
+    assert os.readlink(out / 'Celeb-real' / 'id0_0000.mp4') == str(data / 'Celeb-real' / 'id0_0000.mp4')
+    # never a file of the user's replaced by a link, nor a tree inside the data folder (both would be read)
+    os.remove(out / 'Celeb-real' / 'id0_0000.mp4')
+    (out / 'Celeb-real' / 'id0_0000.mp4').write_bytes(b'mine')
+    run = make_metadata(data, f'--out_dir={out}', '--overwrite=true')
+    assert run.returncode == 2 and run.stderr.count('\n') == 1 and 'is a file, not a link' in run.stderr
+    assert (out / 'Celeb-real' / 'id0_0000.mp4').read_bytes() == b'mine'
+    for inside in (data / 'meta', data, tmp_path):
+        run = make_metadata(data, f'--out_dir={inside}')
+        assert run.returncode == 2 and run.stderr.count('\n') == 1 and 'overlap' in run.stderr, inside
+    assert tree() == before
