@@ -34,7 +34,7 @@ from tqdm import tqdm
 from common.dataset import key, plan, source_of
 from common.files import atomic_path, fit_name, sweep_temporaries
 from common.stage import StageRun, claim, print_failures
-from common.video import VideoError, open_video
+from common.video import VideoError, open_video, reason
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data'           # folder tree of DFDC parts (folders with a metadata.json)
@@ -89,7 +89,7 @@ def decode_audio(path, rate=SAMPLE_RATE, need_video=True):
             chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
         except (av.FFmpegError, ValueError) as err:  # ValueError: a frame the resampler cannot take
             done = sum(c.shape[1] for c in chunks) / rate
-            raise VideoError(f'audio decoding failed after {done:.2f} s: {err}') from None
+            raise VideoError(f'audio decoding failed after {done:.2f} s: {reason(err)}') from None
         pcm = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
         pcm = np.concatenate([np.zeros(round(late_start(container, first) * rate), np.int16), pcm])
         return AudioTrack(pcm=pcm, rate=rate, source_rate=int(stream.rate or 0),

@@ -119,7 +119,7 @@ class Page:
         print(f'scored {ascii(name)}: p(FAKE) = {result.p_fake:.4f}', flush=True)
         lines = [paragraph(name, 'name')]
         if isinstance(faces, VideoError):
-            lines.append(paragraph(f'This file is not a readable video: {faces}.'.replace(path, name), 'message'))
+            lines.append(paragraph(f'This file could not be read: {faces}.'.replace(path, name), 'message'))
         lines += [paragraph(f'p(FAKE) = {result.p_fake:.4f}', 'p'), paragraph(f'scorer: {self.scorer}', 'scorer')]
         if result.fallback:
             # a note where the network scored the video all the same (without an audio track that did not decode)

@@ -33,6 +33,16 @@ class VideoError(Exception):
     """A video that cannot be read; str(err) is the reason recorded in a failures file."""
 
 
+def reason(err):
+    """An error as a failure's reason: an FFmpeg error by its message and the last line FFmpeg logged (its
+    str() adds '[Errno 1094995529]' and the file's path, which the failure's row names already)."""
+    if not isinstance(err, av.FFmpegError) or not err.strerror:
+        return str(err)
+    log = getattr(err, 'log', None)  # (level, the component, its message) or None
+    last = f' ({str(log[1]).strip()}: {str(log[2]).strip()})' if log and len(log) > 2 and log[2] else ''
+    return err.strerror + last
+
+
 def check_file(path):
     """Raise VideoError for what can be told before decoding: missing (a link whose file is gone too), a link that
     leads back to itself, not a regular file (a pipe would block the decoder), empty."""
@@ -81,7 +91,7 @@ def open_video(path, need_video=True, gpu=None):
     try:
         container = av.open(str(path), hwaccel=None if gpu is None else nvdec(gpu))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
-        raise VideoError(f'not a readable video{"" if gpu is None else " by NVDEC"}: {err}') from None
+        raise VideoError(f'not a readable video{"" if gpu is None else " by NVDEC"}: {reason(err)}') from None
     if need_video and not container.streams.video:
         container.close()
         raise VideoError('no video stream')
@@ -190,7 +200,7 @@ def sampled_frames(path, step, threads=0, convert=True, count_all=False, gpu=Non
                 elif count_all:
                     yield index, None
         except av.FFmpegError as err:
-            failed = err
+            failed = reason(err)
         if index < 0:
             raise VideoError('no frame could be decoded' + (f': {failed}' if failed else ''))
         cut = truncation(index + 1, container, stream)

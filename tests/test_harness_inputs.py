@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import av
 import pandas as pd
 import pytest
 
@@ -14,6 +15,7 @@ from audio_clips import dfdc_part, run_script
 from common import config, stage
 from common.config import UserError
 from common.dataset import label_of, plan
+from common.video import reason as failure_reason
 from conftest import script_module, testdata
 from test_config import SCRIPTS
 from test_stage_failures import one_line_exit_2
@@ -213,8 +215,8 @@ def test_a_name_with_a_line_break_is_one_line_of_each_report(tmp_path):
     r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
     assert r.returncode == 0, r.stderr[-2000:]
     failed = [line for line in r.stdout.splitlines() if line.startswith('  failed: ')]
-    assert failed == ['  failed: p/bad\\nname.mp4: not a readable video: [Errno 1094995529] Invalid data found '
-                      f"when processing input: '{data}/p/bad\\nname.mp4'", '  failed: p/gone\\nx.mp4: file is missing']
+    assert failed == ['  failed: p/bad\\nname.mp4: not a readable video: Invalid data found when processing input',
+                      '  failed: p/gone\\nx.mp4: file is missing']
     weights = pathlib.Path(tmp_path / 'gend')
     weights.mkdir()
     tiny_gend(weights)
@@ -239,3 +241,13 @@ def test_detection_pipeline_given_no_such_video_or_a_folder_is_a_setting_error(t
                    '--frame_step=30')
     said = r.stdout.splitlines()
     assert r.returncode == 0 and said[-3].startswith(f'{tmp_path}/two\\nlines.mp4: 844x844, '), r.stdout
+
+
+def test_an_ffmpeg_error_is_said_by_its_message_and_last_log_line_not_its_errno_and_path():
+    """Failure reasons held FFmpeg's str(): '[Errno 1094995529] ...: '/the/path'' (the row names the video)."""
+    err = av.error.InvalidDataError(1094995529, 'Invalid data found when processing input', '/data/p/x.mp4',
+                                    (16, 'h264', 'no frame!\n'))
+    assert failure_reason(err) == 'Invalid data found when processing input (h264: no frame!)'
+    assert failure_reason(av.error.InvalidDataError(1094995529, 'Invalid data found when processing input', '/d/x.mp4')) \
+        == 'Invalid data found when processing input'
+    assert failure_reason(ValueError('a frame the resampler cannot take')) == 'a frame the resampler cannot take'

@@ -195,8 +195,9 @@ def test_a_file_that_is_not_a_video_or_too_large_or_oddly_named_gets_a_message(s
     # the name as Gradio stored it (it drops '<>' and the browser sends '"' as %22), shown as text, not HTML
     assert shown['name'] == "it's %22ünïcödé%22 bboldb ..mp4", shown
     assert not browser.find_elements(By.CSS_SELECTOR, '#verdict b')
-    assert re.fullmatch(r'This file is not a readable video: not a readable video: \[Errno \d+\] Invalid data found '
-                        r'when processing input: ["\']' + re.escape(shown['name']) + r'["\']\.', shown['message']), shown
+    # FFmpeg's reason without its '[Errno N]' and the path (where the server stored the upload)
+    assert shown['message'] == 'This file could not be read: not a readable video: Invalid data found when ' \
+                               'processing input.', shown
     assert shown['fallback'].startswith('fallback: unreadable video: not a readable video') and \
         shown['fallback'].endswith('; prior 0.5'), shown
     assert server.folder not in browser.find_element(By.TAG_NAME, 'body').text  # where uploads are stored
