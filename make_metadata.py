@@ -77,6 +77,11 @@ def main():
     if existing and not OVERWRITE:
         raise config.UserError(f'{existing[0]} exists (and {len(existing) - 1} more): --overwrite=true '
                                f'replaces them')
+    files = [path for p in parts for path in (os.path.join(home(p.folder), n) for n in p.meta)
+             if os.path.lexists(path) and not os.path.islink(path)] if OUT_DIR else []
+    if files:  # another dataset's copy, most likely: never replaced by a link
+        raise config.UserError(f'{files[0]} is a file, not a link to the data folder\'s video: give an --out_dir '
+                               f'of its own')
     for part in parts:
         if OUT_DIR:
             link_videos(part, home(part.folder))
@@ -99,13 +104,10 @@ def check_out_dir(data_dir, out_dir):
 
 
 def link_videos(part, folder):
-    """A link in `folder` to each video of the part (its absolute path), made or pointed at it again; UserError
-    where a file that is not a link holds a video's name there (another dataset's copy: never replaced)."""
+    """A link in `folder` to each video of the part (its absolute path), made, or pointed at it again."""
     os.makedirs(folder, exist_ok=True)
     for name in part.meta:
         link, target = os.path.join(folder, name), os.path.abspath(os.path.join(part.folder, name))
-        if os.path.lexists(link) and not os.path.islink(link):
-            raise config.UserError(f'{link} is a file, not a link to {target}: give an --out_dir of its own')
         tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')  # then renamed: a link is never absent
         os.symlink(target, tmp)
         os.replace(tmp, link)

@@ -293,11 +293,15 @@ def test_a_data_folder_that_cannot_be_written_gets_its_metadata_in_a_tree_of_lin
     assert make_metadata(data, f'--out_dir={out}', '--overwrite=true').returncode == 0
     assert os.readlink(out / 'Celeb-real' / 'id0_0000.mp4') == str(data / 'Celeb-real' / 'id0_0000.mp4')
     # never a file of the user's replaced by a link, nor a tree inside the data folder (both would be read)
-    os.remove(out / 'Celeb-real' / 'id0_0000.mp4')
-    (out / 'Celeb-real' / 'id0_0000.mp4').write_bytes(b'mine')
+    mine = out / 'Celeb-synthesis' / 'id0_id1_0000.mp4'  # the folder written after Celeb-real/
+    os.remove(mine)
+    mine.write_bytes(b'mine')
+    written = (lambda st: (st.st_ino, st.st_mtime_ns))(os.stat(out / 'Celeb-real' / 'metadata.json'))
     run = make_metadata(data, f'--out_dir={out}', '--overwrite=true')
     assert run.returncode == 2 and run.stderr.count('\n') == 1 and 'is a file, not a link' in run.stderr
-    assert (out / 'Celeb-real' / 'id0_0000.mp4').read_bytes() == b'mine'
+    assert mine.read_bytes() == b'mine'
+    st = os.stat(out / 'Celeb-real' / 'metadata.json')
+    assert (st.st_ino, st.st_mtime_ns) == written  # refused before any write
     for inside in (data / 'meta', data, tmp_path):
         run = make_metadata(data, f'--out_dir={inside}')
         assert run.returncode == 2 and run.stderr.count('\n') == 1 and 'overlap' in run.stderr, inside
