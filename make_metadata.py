@@ -25,10 +25,9 @@ config.help_if_asked(__name__, __file__)  # -h: answered before the imports
 import json
 import os
 import re
-import secrets
 
 from common.dataset import check_folder, videos_in
-from common.files import NAMES, write_text
+from common.files import NAMES, write_link, write_text
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)
@@ -107,10 +106,7 @@ def link_videos(part, folder):
     """A link in `folder` to each video of the part (its absolute path), made, or pointed at it again."""
     os.makedirs(folder, exist_ok=True)
     for name in part.meta:
-        link, target = os.path.join(folder, name), os.path.abspath(os.path.join(part.folder, name))
-        tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')  # then renamed: a link is never absent
-        os.symlink(target, tmp)
-        os.replace(tmp, link)
+        write_link(os.path.abspath(os.path.join(part.folder, name)), os.path.join(folder, name))
 
 
 def layout_of(root, wanted):

@@ -68,7 +68,7 @@ def atomic_path(path):
     path = os.fspath(path)
     folder, name = os.path.split(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+    tmp = _temporary(folder, name)
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask's mode, as open() gives
     try:
         yield tmp
@@ -82,6 +82,19 @@ def atomic_path(path):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+
+
+def _temporary(folder, name):
+    """A temporary name beside folder/name (hidden; sweep_temporaries removes what a killed writer left)."""
+    return os.path.join(folder, f'.{name}.{secrets.token_hex(4)}.tmp')
+
+
+def write_link(target, path):
+    """A symbolic link at `path` to `target`, made, or replacing what `path` was, in one rename: never absent."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = _temporary(folder, name)
+    os.symlink(target, tmp)
+    os.replace(tmp, path)
 
 
 def sweep_temporaries(pattern):
