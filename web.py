@@ -125,7 +125,7 @@ class Page:
             # a note where the network scored the video all the same (without an audio track that did not decode)
             what = ('fallback after an unexpected error (a bug to report)' if result.unexpected else
                     'note' if result.scored else 'fallback')
-            # FFmpeg's messages name the file: by its name, not where the server stored it
+            # a message that names the file (an OSError's): by its name, not where the server stored it
             lines.append(paragraph(f'{what}: {result.fallback}'.replace(path, name), 'fallback'))
         if not isinstance(faces, Exception):
             n_faces = len(faces.tracks[0].frames) if faces.tracks else 0

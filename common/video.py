@@ -38,8 +38,7 @@ def reason(err):
     str() adds '[Errno 1094995529]' and the file's path, which the failure's row names already)."""
     if not isinstance(err, av.FFmpegError) or not err.strerror:
         return str(err)
-    log = getattr(err, 'log', None)  # (level, the component, its message) or None
-    last = f' ({str(log[1]).strip()}: {str(log[2]).strip()})' if log and len(log) > 2 and log[2] else ''
+    last = f' ({err.log[1].strip()}: {err.log[2].strip()})' if err.log else ''  # (level, component, message)
     return err.strerror + last
 
 
