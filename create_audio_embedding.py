@@ -244,7 +244,8 @@ def embed_all(index, extract_failures):
     # the index's source of each video (extract_audio.py's): a video extracted again from a changed file is
     # embedded again
     todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']),
-                    source=lambda e: e['source'] if isinstance(e.get('source'), str) else None)
+                    source=lambda e: e['source'] if isinstance(e.get('source'), str) else None,
+                    folders=index.attrs.get('parts', ()))  # a part whose every video was taken out
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
           f'index, {len(run.before)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):

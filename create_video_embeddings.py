@@ -51,13 +51,14 @@ def rows_of(record):
 def main():
     face, = config.configure(globals(), dp)  # DetectionPipeline.py's settings given here
     claim(OUTPUT)  # before any work: an output that cannot be written, or that another run writes
-    videos = plan(DATA_DIR)
-    embed(*videos, face)
+    parts = []  # every part read, one that lists no video now too: the rows of a video taken out are dropped
+    videos = plan(DATA_DIR, parts)
+    embed(*videos, face, parts)
 
 
-def embed(todo, bad, skipped, face):
-    """One process's share of plan()'s videos, with the pipeline's settings `face` (a dict of overrides);
-    the last process to finish writes OUTPUT."""
+def embed(todo, bad, skipped, face, parts=()):
+    """One process's share of plan()'s videos (`parts`: plan()'s), with the pipeline's settings `face` (a dict of
+    overrides); the last process to finish writes OUTPUT."""
     share_cpu()
     cfg = dp.settings(**face)
     # a rerun with other face settings or weights is refused: its rows would sit beside these as one table
@@ -65,7 +66,8 @@ def embed(todo, bad, skipped, face):
     who = run.who
     columns = COLUMNS + (('frame_logits',) if has_head(cfg['face_encoder']) else ())
     run.record(bad)
-    todo = run.todo(todo, where=lambda t: t[:2], source=lambda t: source_of(t, split=True))  # rows record it
+    todo = run.todo(todo, where=lambda t: t[:2], source=lambda t: source_of(t, split=True),  # rows record it
+                    folders=parts)
     print(f'{who}{len(todo)} videos to embed ({len(run.before)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:

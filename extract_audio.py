@@ -56,8 +56,9 @@ def main():
     index = os.path.join(AUDIO_DIR, INDEX)
     claim(index, '--audio_dir')  # before any work: an index that cannot be written, or that another run writes
     # the video step's own listing: both halves read the same videos under the same keys
-    videos, problems, skipped = plan(DATA_DIR)
-    extract_all(videos, problems, skipped, index)
+    parts = []  # every part read, one that lists no video now too: the rows of a video taken out are dropped
+    videos, problems, skipped = plan(DATA_DIR, parts)
+    extract_all(videos, problems, skipped, index, parts)
 
 
 @dataclass
@@ -170,13 +171,15 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
     return row
 
 
-def extract_all(videos, problems, skipped, index):
-    """One process's share of plan()'s videos; the last process to finish writes the index."""
+def extract_all(videos, problems, skipped, index, parts=()):
+    """One process's share of plan()'s videos (`parts`: plan()'s); the last process to finish writes the index,
+    which records the parts for create_audio_embedding.py's listing."""
     # a rerun at another rate is refused: the index would list WAVs of two rates
     run = StageRun(index, RETRY_FAILED, made_with={'--sample_rate': f'{SAMPLE_RATE} Hz'}, setting='--audio_dir')
     who = run.who
     run.record(problems)
-    todo = [(rel, name, path) for rel, name, path, _ in run.todo(videos, where=lambda v: v[:2], source=source_of)]
+    todo = [(rel, name, path) for rel, name, path, _ in
+            run.todo(videos, where=lambda v: v[:2], source=source_of, folders=parts)]
     print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.before)} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
@@ -184,8 +187,8 @@ def extract_all(videos, problems, skipped, index):
             run.add({'filename': name, 'folder': rel, 'row': extract(path, rel, AUDIO_DIR, SAMPLE_RATE)})
     if not run.merging(index):
         return
-    table, failures = run.finish(lambda rec: [rec['row']], attrs={'sample_rate': SAMPLE_RATE},
-                                     columns=COLUMNS)
+    table, failures = run.finish(lambda rec: [rec['row']], columns=COLUMNS,
+                                 attrs={'sample_rate': SAMPLE_RATE, 'parts': sorted(parts)})
     for folder in sorted({rel for rel, *_ in videos}):  # WAVs of killed runs, written again since
         sweep_temporaries(os.path.join(AUDIO_DIR, folder, '*.wav'))
     with_track = int(table['has_track'].sum()) if len(table) else 0

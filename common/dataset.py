@@ -140,19 +140,20 @@ def check_folder(data_dir):
                                                       if os.path.exists(data_dir) else 'does not exist'))
 
 
-def plan(data_dir):
+def plan(data_dir, parts=None):
     """The dataset's videos: (todo [(folder relative to data_dir, filename, path, entry)], failures
     [(name, folder, reason)], the count of videos on disk without a metadata entry). Two parts may list the
     same file name: both are videos (their keys, folder/filename, differ). Links to folders are followed, each
-    folder once (walk()); the hidden and system folders it does not enter are said in one line."""
+    folder once (walk()); the hidden and system folders it does not enter are said in one line. `parts`, a list,
+    gets the folder (as keys name it) of each part whose metadata.json was read: one that lists nothing too."""
     check_folder(data_dir)
     passed = []
-    parts = [root for root, files in walk(data_dir, passed) if 'metadata.json' in files]
+    found = [root for root, files in walk(data_dir, passed) if 'metadata.json' in files]
     say_passed(passed)
-    if not parts:
+    if not found:
         raise UserError(f'no metadata.json under {data_dir}: not a DFDC-style dataset')
     todo, failures, skipped = [], [], 0
-    for folder in parts:
+    for folder in found:
         rel, path = os.path.relpath(folder, data_dir), os.path.join(folder, 'metadata.json')
         try:
             with open(path, encoding='utf-8-sig') as f:  # a BOM, as Windows editors write it, is not JSON
@@ -164,6 +165,8 @@ def plan(data_dir):
             failures.append(('metadata.json', rel, f'{path}: expected an object of file names, got '
                                                    f'{type(meta).__name__}'))
             continue
+        if parts is not None:
+            parts.append('' if rel == '.' else rel)
         skipped += len(set(videos_in(folder)) - set(meta))
         first = {}  # a name in lower case: the first name of the part that is it
         for name in sorted(meta):

@@ -210,9 +210,10 @@ class StageRun:
             if key(folder, name) not in self.before:
                 self.fail(name, folder, reason)
 
-    def todo(self, items, where, source=None):
+    def todo(self, items, where, source=None, folders=()):
         """This process's share of the sorted items, less what is done (where(item): (folder, filename)). With
-        `source` (source(item): what the video is made from, a string, or None), one done from another is redone."""
+        `source` (source(item): what the video is made from, a string, or None), one done from another is redone.
+        `folders`: the parts the listing holds beyond its videos' folders (a metadata.json that lists none now)."""
         keys = [key(*where(item)) for item in items]
         listed = set(keys)
         if source is not None:
@@ -226,7 +227,7 @@ class StageRun:
             if not self.redo:  # predict.py's: its submission holds only the videos listed now
                 gone = self.before - listed  # the keys done before, not listed now
                 self._check_root(keys, gone)
-                self._unlisted(keys, gone)
+                self._unlisted(keys, gone, folders)
         self.left = listed - self.before
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
@@ -246,12 +247,12 @@ class StageRun:
                                     f'file): give the data folder its earlier run was given (a part renamed since: '
                                     f'rename it back, or give another {self.setting})')
 
-    def _unlisted(self, keys, gone):
+    def _unlisted(self, keys, gone, folders):
         """The videos done before that the listing lacks while their folder is in it (an entry removed from its
         metadata.json: a video the user took out) become `dropped`: finish() removes their rows, said in one line.
         Those of a folder that is not in it (a part moved away, a drive not mounted) are kept, said too."""
         gone = sorted(gone - self.failed)
-        folders = {k.rpartition('/')[0] for k in keys}
+        folders = {k.rpartition('/')[0] for k in keys} | set(folders)
         self.dropped = {k for k in gone if k.rpartition('/')[0] in folders}
         if self.dropped:
             print(f'{self.who}{len(self.dropped)} videos done before are no longer listed (taken out of their '

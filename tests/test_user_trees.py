@@ -139,9 +139,10 @@ def test_a_rerun_given_the_data_folder_a_level_above_or_below_is_one_line_not_ev
 def test_a_video_taken_out_of_its_metadata_json_leaves_every_table_a_part_moved_away_stays(tmp_path):
     """An entry removed from its part's metadata.json (a clip the user took out: a wrong label, a duplicate) kept
     its rows in every stage's table on the rerun, in silence: merged and trained on. Its rows are dropped, said in
-    one line, through the face, audio and audio-embedding stages; a part no longer in the data folder (moved away,
-    a drive not mounted) keeps its videos, said in one line too: hours of extraction are not thrown away. A video
-    whose entry stays but whose file is gone was already done again (a 'file is missing' failure)."""
+    one line, through the face, audio and audio-embedding stages, also where the part lists no video now ({}); a
+    part no longer in the data folder (moved away, a drive not mounted) keeps its videos, said in one line too:
+    hours of extraction are not thrown away. A video whose entry stays but whose file is gone was already done
+    again (a 'file is missing' failure)."""
     data, audio = tmp_path / 'data', tmp_path / 'audio'
     dfdc_part(str(data / 'p'), {'a.mp4': testdata('talking_heads', '2.mp4'), 'b.mp4': testdata('talking_heads', '3.mp4')})
     dfdc_part(str(data / 'q'), {'c.mp4': testdata('talking_heads', '4.mp4')})
@@ -166,9 +167,14 @@ def test_a_video_taken_out_of_its_metadata_json_leaves_every_table_a_part_moved_
     assert done == [[('p', 'a.mp4'), ('q', 'c.mp4')]] * 3
     assert all("1 videos done before are no longer listed (taken out of their part's metadata.json), e.g. p/b.mp4: "
                "their rows are dropped\n" in out for out in said), said
+    (data / 'p' / 'metadata.json').write_text('{}')  # every entry taken out: the part lists nothing
+    said, done = rerun()
+    assert done == [[('q', 'c.mp4')]] * 3
+    assert all("1 videos done before are no longer listed (taken out of their part's metadata.json), e.g. p/a.mp4: "
+               "their rows are dropped\n" in out for out in said), said
     os.rename(data / 'q', tmp_path / 'q')
     said, done = rerun()
-    assert done == [[('p', 'a.mp4'), ('q', 'c.mp4')]] * 3
+    assert done == [[('q', 'c.mp4')]] * 3
     # the audio embeddings' listing is extract_audio's index, which keeps q/c.mp4: nothing to say there
     for out, flag in zip(said, ('--audio_dir', None, '--output')):
         assert 'no longer listed' not in out and ('in folders not in this data folder' in out) == bool(flag)
