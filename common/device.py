@@ -1,6 +1,7 @@
 """Pick the device once, for every script."""
 import contextlib
 import os
+import platform
 
 import torch
 
@@ -27,7 +28,7 @@ def pick_device(name='auto'):
 
 def amp_dtype(device, enabled=True):
     """The mixed-precision type where it pays: float16 on CUDA, bfloat16 on CPUs with bf16 units
-    (AMX/AVX-512); None elsewhere (and where not enabled)."""
+    (cpu_has_bf16); None elsewhere (and where not enabled)."""
     if enabled and device.type == 'cuda':
         return torch.float16
     if enabled and device.type == 'cpu' and cpu_has_bf16():
@@ -42,7 +43,14 @@ def autocast(device, enabled=True):
 
 
 def cpu_has_bf16():
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether the CPU multiplies bfloat16 in units of its own: AVX512-BF16 or AMX on x86, BF16 on ARM. oneDNN
+    also takes bfloat16 on an AVX-512 CPU without them (Skylake to Ice Lake: many cloud machines) by emulation,
+    2 to 4 times slower than float32 there (BENCHMARKS.md, bfloat16 without its units)."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False  # also where ONEDNN_MAX_CPU_ISA holds oneDNN below AVX-512 (.ci/avx2)
+    if platform.machine().lower() in ('x86_64', 'amd64', 'i386', 'i686'):
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return True  # ARM: oneDNN takes bfloat16 only where the CPU has its instructions
 
 
 def share_cpu():
