@@ -50,9 +50,9 @@ def main():
     import numpy as np
     import torch
 
-    from common.device import cpu_has_bf16
+    from common.device import cpu_has_bf16, cpu_model
     default = 'bfloat16' if cpu_has_bf16() else 'float32'
-    print(f'torch {torch.__version__}, {torch.get_num_threads()} threads, kernels '
+    print(f'{cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} threads, kernels '
           f'{torch.backends.cpu.get_cpu_capability()}, ONEDNN_MAX_CPU_ISA={os.environ.get("ONEDNN_MAX_CPU_ISA", "-")}, '
           f'{FACES} faces a call; the stages take {default} here')
     line = []

@@ -13,7 +13,6 @@ Last line: seconds_per_clip_resemblyzer=X seconds_per_clip_cnn=Y
 """
 import glob
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -21,6 +20,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import config  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__, '../create_audio_embedding.py')  # -h: answered before the heavy imports
 
 import numpy as np  # noqa: E402
@@ -50,7 +50,7 @@ def main():
         raise config.UserError(f'no clip under {CLIPS} or no {WARMUP} (../shared/testdata absent?)')
     embedders = {name: cae.AudioEmbedder(**{**audio, 'audio_encoder': name, 'cnn_weights': CNN_WEIGHTS})
                  for name in ('resemblyzer', 'cnn')}
-    print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, '
+    print(f'{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__}, '
           f'THREADS={embedders["cnn"].cfg["threads"]}, AMP={embedders["cnn"].cfg["amp"]}, device {embedders["cnn"].device}; '
           f'{embedders["resemblyzer"].name}; {embedders["cnn"].name}')
     with tempfile.TemporaryDirectory() as audio_dir:

@@ -13,7 +13,6 @@ Last line: facenet_s=X gend_s=Y gend_over_facenet=R device=D
 """
 import json
 import os
-import platform
 import subprocess
 import sys
 
@@ -71,9 +70,11 @@ def run(encoder, clips):
 def main():
     config.configure(globals())
     import torch
+
+    from common.device import cpu_model
     clips = [os.path.join(ROOT, c) for c in CLIPS.split(',')]
     threads = torch.get_num_threads()
-    print(f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), '
+    print(f'{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} ({threads} threads), '
           f'{len(clips)} clips x {REPEAT}, untrained weights')
     found = {}
     for encoder in ENCODERS.split(','):

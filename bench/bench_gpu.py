@@ -41,6 +41,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from common import config  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 from common.video import nvdec_error, probe, sampled_frames  # noqa: E402
@@ -105,15 +106,6 @@ def video_work(out):
     work = [(int(n), float(s)) for n, s in WORK_LINE.findall(out)]
     assert work, f'no "N videos in S s of video work" line in:\n{out}'
     return sum(n for n, _ in work), max(s for _, s in work)
-
-
-def cpu_model():
-    if os.path.exists('/proc/cpuinfo'):
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    return platform.processor() or platform.machine()
 
 
 def make_part(folder, clips, copies):

@@ -19,6 +19,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from common import config  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 from common.video import remux  # noqa: E402
@@ -53,14 +54,6 @@ def peak(path):
         sys.exit(f'error: the child failed on {path}:\n{out.stderr[-2000:]}')
     mb, seconds, n_frames, tracks, faces = out.stdout.split()[-5:]
     return float(mb), float(seconds), int(n_frames), int(tracks), int(faces)
-
-
-def cpu_model():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def main():

@@ -17,7 +17,6 @@ Last line: seconds_per_video=X ratio_to_decode=Y speedup_vs_stages=Z
 import glob
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from common import config  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import torch  # noqa: E402
@@ -76,7 +76,7 @@ def main():
         predictor = predict.Predictor(ckpt, 'auto', face={'face_weights': FACE_WEIGHTS})
         list(predictor.stream([os.path.abspath(WARMUP)]))
         count_frames(WARMUP)
-        print(f'{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} '
+        print(f'{cpu_model()}, {os.cpu_count()} cores, torch {torch.__version__} '
               f'({torch.get_num_threads()} threads), device {predictor.device}, {len(clips)} clips')
         floor = 0.0
         for path in clips:

@@ -20,13 +20,13 @@ Last line: ours_s=X stream_s=Y ratio_to_decode=Z
 """
 import glob
 import os
-import platform
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import config  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__, '../DetectionPipeline.py')  # -h: answered before the heavy imports
 
 import cv2  # noqa: E402
@@ -93,7 +93,7 @@ def main():
     for fn in (lambda: count_frames(WARMUP), lambda: pipeline(WARMUP),
                lambda: naive(WARMUP, mtcnn, resnet) if NAIVE else None):
         fn()
-    print(f'{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch '
+    print(f'{cpu_model()}, {os.cpu_count()} cores, torch '
           f'{torch.__version__} ({torch.get_num_threads()} threads), device {pipeline.device}, '
           f'{pipeline.workers(len(clips))} decoding workers, DETECT_EVERY={pipeline.cfg["detect_every"]}, '
           f'DETECT_SIZE={pipeline.cfg["detect_size"]}, AMP={pipeline.cfg["amp"]}')

@@ -53,6 +53,19 @@ def cpu_has_bf16():
     return True  # ARM: oneDNN takes bfloat16 only where the CPU has its instructions
 
 
+def cpu_model():
+    """The CPU's model name, family and model (Linux's first core; a VM's model name may be generic), for what
+    a benchmark or a test run's floats came from; else what the platform module says."""
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            cpu = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
+    except OSError:
+        return platform.processor() or platform.machine()
+    cpu = {k.strip(): v.strip() for k, v in cpu.items()}
+    name = cpu.get('model name') or platform.processor() or platform.machine()
+    return f'{name} (family {cpu.get("cpu family", "?")} model {cpu.get("model", "?")})'
+
+
 def share_cpu():
     """Under torchrun, give each local process its share of the cores: N processes of N threads each on
     N cores spend their time waiting for each other (PyTorch's thread pools spin)."""

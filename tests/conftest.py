@@ -36,17 +36,10 @@ def face_weights(tmp_path_factory):
 
 def pytest_terminal_summary(terminalreporter):
     """The kernels this run's floats came from, to read a tolerance's failure against (.ci/avx2 changes them)."""
-    import platform
-
     import torch
 
-    from common.device import cpu_has_bf16
-    model = platform.processor() or platform.machine()
-    if os.path.exists('/proc/cpuinfo'):  # Linux: the first core's fields (a VM's model name may be generic)
-        with open('/proc/cpuinfo', encoding='utf-8') as f:
-            cpu = dict(line.split(':', 1) for line in f.read().split('\n\n')[0].splitlines() if ':' in line)
-        cpu = {k.strip(): v.strip() for k, v in cpu.items()}
-        model = f'{cpu.get("model name", model)} (family {cpu.get("cpu family", "?")} model {cpu.get("model", "?")})'
+    from common.device import cpu_has_bf16, cpu_model
+    model = cpu_model()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
     terminalreporter.write_line(f'floats from: CPU {model}, PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, '
                                 f'CPU embeddings in {"bfloat16" if cpu_has_bf16() else "float32"}; GPU {gpu}')
