@@ -139,17 +139,15 @@ class StageRun:
         self.rank, self.world, _ = shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
-        self.setting = setting  # the flag that gives OUTPUT, for the messages
-        self.redo = redo
+        self.setting, self.redo = setting, redo  # setting: the flag that gives OUTPUT, for the messages
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
         saved = self.saved()  # read once
         if made_with is not None and self._discarded(*saved[:2], redo):
             saved = self.saved()
-        self.before, self.recorded = self.done(saved), saved[3]  # recorded: {key: source} where known
         self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
-        self.retried = set(saved[2]) if retry_failed else set()  # a failure not met again is gone: finish()
-        self.before -= self.retried
+        self.retried = self.failed if retry_failed else set()  # a failure not met again is gone: finish()
+        self.before, self.recorded = self.done(saved) - self.retried, saved[3]  # recorded: {key: source} where known
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
     def _discarded(self, records, previous, redo):
