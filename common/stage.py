@@ -143,20 +143,20 @@ class StageRun:
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
         os.makedirs(self.parts, exist_ok=True)
         saved = self.saved()  # read once
-        if made_with is not None and self._discarded(*saved[:2], redo):
+        if made_with is not None and self._discarded(*saved[:2]):
             saved = self.saved()
         self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
         self.retried = self.failed if retry_failed else set()  # a failure not met again is gone: finish()
         self.before, self.recorded = self.done(saved) - self.retried, saved[3]  # recorded: {key: source} where known
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
-    def _discarded(self, records, previous, redo):
+    def _discarded(self, records, previous):
         """Whether earlier results recorded another made_with (none counts only with `redo`): UserError in one line,
         or with `redo` OUTPUT, its parts and failures removed, said in one line."""
         made = [r.get('made_with') for r in records] + ([] if previous is None else [previous.attrs.get('made_with')])
-        other = [m for m in made if m != self.made_with and (m is not None or redo)]
+        other = [m for m in made if m != self.made_with and (m is not None or self.redo)]
         names = differences(other[0], self.made_with) if other else []
-        if other and not redo:
+        if other and not self.redo:
             changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names)
             raise UserError(f'{self.output} was made with other settings ({changes}): give another {self.setting}, or '
                             f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
