@@ -235,15 +235,13 @@ class StageRun:
         below the one the earlier run was given ('p/a.mp4' done, 'a.mp4' listed, one file), or a part renamed since,
         which would do every video again and keep both rows, one clip under two keys (two groups: both sides of a
         split). The same file: the same name, size, modification time and metadata entry."""
-        by_name = {}  # filename: the keys of `gone` (done before, not listed now) that end in it
-        for old in gone:
-            by_name.setdefault(old.rsplit('/', 1)[-1], []).append(old)
-        for new in (k for k in keys if k not in self.before) if by_name else ():
-            for old in by_name.get(new.rsplit('/', 1)[-1], ()):
-                if self.sources[new] is not None and self.recorded.get(old) == self.sources[new]:
-                    raise UserError(f'{self.output} has {old} done, which this data folder lists as {new} (the same '
-                                    f'file): give the data folder its earlier run was given (a part renamed since: '
-                                    f'rename it back, or give another {self.setting})')
+        # (filename, recorded source): the key of `gone` (done before, not listed now); sources are strings, never None
+        done_as = {(old.rsplit('/', 1)[-1], self.recorded[old]): old for old in gone if old in self.recorded}
+        for new in keys:
+            if new not in self.before and (old := done_as.get((new.rsplit('/', 1)[-1], self.sources[new]))):
+                raise UserError(f'{self.output} has {old} done, which this data folder lists as {new} (the same '
+                                f'file): give the data folder its earlier run was given (a part renamed since: '
+                                f'rename it back, or give another {self.setting})')
 
     def _unlisted(self, keys, gone, folders):
         """The videos done before that the listing lacks while their folder is in it (an entry removed from its
