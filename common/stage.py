@@ -213,7 +213,6 @@ class StageRun:
         `source` (source(item): what the video is made from, a string, or None), one done from another is redone.
         `folders`: the parts the listing holds beyond its videos' folders (a metadata.json that lists none now)."""
         keys = [key(*where(item)) for item in items]
-        listed = set(keys)
         if source is not None:
             self.sources = dict(zip(keys, map(source, items)))
             changed = sorted(k for k in keys if k in self.before and self.sources[k] is not None
@@ -223,10 +222,10 @@ class StageRun:
                       f'entry), e.g. {changed[0]}: done again')
             self.before = self.before - set(changed)
             if not self.redo:  # predict.py's: its submission holds only the videos listed now
-                gone = self.before - listed  # the keys done before, not listed now
+                gone = self.before.difference(keys)  # the keys done before, not listed now
                 self._check_root(keys, gone)
                 self._unlisted(keys, gone, folders)
-        self.left = listed - self.before
+        self.left = set(keys) - self.before
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
 
