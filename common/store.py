@@ -71,8 +71,7 @@ def save(table, pickle_path, made_with=None):
     sweep_temporaries(os.path.join(folder, '*'))  # faces.f16's and index.npz's
     write_pickle(table, pickle_path)
     with atomic_path(os.path.join(folder, FACES)) as tmp, open(tmp, 'wb') as f:
-        for block in faces:
-            f.write(np.ascontiguousarray(block).tobytes())
+        f.writelines(block.tobytes() for block in faces)  # tobytes: C order, whatever the block's
     n_faces = np.array([len(block) for block in faces], np.int64)
     names, folders = (np.array(table[c].astype(str).tolist(), str) for c in ('filename', 'folder'))  # no pickles
     attrs = {k: v for k, v in table.attrs.items() if isinstance(v, (str, int, float, bool))}
