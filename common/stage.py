@@ -44,13 +44,12 @@ def differences(old, new):
 def shard():
     """(rank, world size, run id) of torchrun (id: its rendezvous id and address), a SLURM array, or (0, 1, 'local')."""
     env = os.environ
-    if _number('WORLD_SIZE', '1') > 1:
-        rank, world, meet = _number('RANK'), _number('WORLD_SIZE'), env.get('MASTER_ADDR')
+    if (world := _number('WORLD_SIZE', '1')) > 1:
+        rank, meet = _number('RANK'), env.get('MASTER_ADDR')
         run = env.get('TORCHELASTIC_RUN_ID', 'torchrun') + (f'@{meet}:{env.get("MASTER_PORT", "")}' if meet else '')
         wrong = f'RANK={rank} is not one of the WORLD_SIZE={world} ranks 0..{world - 1}'
-    elif _number('SLURM_ARRAY_TASK_COUNT', '1') > 1:
-        first, world, run = _number('SLURM_ARRAY_TASK_MIN', '0'), _number('SLURM_ARRAY_TASK_COUNT'), env.get(
-            'SLURM_ARRAY_JOB_ID', 'slurm')
+    elif (world := _number('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
+        first, run = _number('SLURM_ARRAY_TASK_MIN', '0'), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
         rank = _number('SLURM_ARRAY_TASK_ID') - first
         wrong = (f'SLURM_ARRAY_TASK_ID={env["SLURM_ARRAY_TASK_ID"]} is task {rank} from SLURM_ARRAY_TASK_MIN={first}, '
                  f'not one of the SLURM_ARRAY_TASK_COUNT={world} tasks 0..{world - 1}: give the array as one range '
