@@ -1,8 +1,7 @@
 """What every stage does with its results: per-video results that survive a kill, failures, provenance.
 A stage writes OUTPUT (a pandas pickle), OUTPUT.parts/ (a pickle per video done, removed once OUTPUT is written),
 OUTPUT.failures.csv (filename, folder, reason, source) and OUTPUT.lock (claim()); a rerun does only what these
-lack. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video (shard()).
-"""
+lack. Several processes (torchrun's ranks, a SLURM array's tasks) each take every Nth video (shard())."""
 import contextlib
 import csv
 import errno

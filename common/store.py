@@ -2,8 +2,7 @@
 predict.py makes one in memory (Store.one). faces.f16: every video's face embeddings end to end, (total faces,
 video_dim) float16, read with positioned reads (np.memmap's touched pages would stay in resident memory).
 index.npz, written last: per-video arrays and meta (the dimensions, attrs, the pickle's and faces.f16's stamps,
-made_with); a store that does not match its pickle is refused.
-"""
+made_with); a store that does not match its pickle is refused."""
 import glob
 import json
 import os
