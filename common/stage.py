@@ -289,10 +289,9 @@ class StageRun:
         """True where this process writes the stage's output now; else says who will."""
         state = 'merge' if self.world == 1 else self.share_done(self.left)
         if state != 'merge':
-            print(f'{self.who}share done; ' + (
-                f'the last process to finish writes {what} (if one was killed, run the same command again: it '
-                f'does what is left and writes it)' if state == 'wait' else
-                f'another process of this run writes {what} (if it does not appear, run the same command again)'))
+            print(f'{self.who}share done; ' + (f'the last process to finish writes {what} (if one was killed, run the '
+                  f'same command again: it does what is left and writes it)' if state == 'wait' else
+                  f'another process of this run writes {what} (if it does not appear, run the same command again)'))
         return state == 'merge'
 
     def finish(self, rows_of, sort_by=('folder', 'filename'), attrs=None, columns=()):
