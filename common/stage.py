@@ -152,22 +152,22 @@ class StageRun:
         """Whether earlier results recorded another made_with (none counts only with `redo`): UserError in one line,
         or with `redo` OUTPUT, its parts and failures removed, said in one line."""
         made = [r.get('made_with') for r in records] + ([] if previous is None else [previous.attrs.get('made_with')])
-        other = [m for m in made if m != self.made_with and (m is not None or self.redo)]
-        names = differences(other[0], self.made_with) if other else []
-        if other and not self.redo:
+        if not (other := [m for m in made if m != self.made_with and (m is not None or self.redo)]):
+            return False
+        names = differences(other[0], self.made_with)
+        if not self.redo:
             changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names)
             raise UserError(f'{self.output} was made with other settings ({changes}): give another {self.setting}, or '
                             f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
                             f'to make it again with these')
-        if other:
-            what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(names)
-            print(f'{self.output}: made with another {what}; discarding it, doing every video again')
-            for path in (self.output, self.failures_path):
-                with contextlib.suppress(FileNotFoundError):
-                    os.remove(path)
-            shutil.rmtree(self.parts)
-            os.makedirs(self.parts)
-        return bool(other)
+        what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(names)
+        print(f'{self.output}: made with another {what}; discarding it, doing every video again')
+        for path in (self.output, self.failures_path):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+        shutil.rmtree(self.parts)
+        os.makedirs(self.parts)
+        return True
 
     def saved(self):
         """What earlier runs saved: (the parts' records, OUTPUT's table or None, {key: (folder, reason)} of the
