@@ -20,7 +20,6 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import config  # noqa: E402
-from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__, '../create_audio_embedding.py')  # -h: answered before the heavy imports
 
 import numpy as np  # noqa: E402
@@ -28,6 +27,7 @@ import torch  # noqa: E402
 
 import create_audio_embedding as cae  # noqa: E402
 import extract_audio as ea  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
 CLIPS = '../shared/testdata/dfdc_sample/*.mp4'  # glob of the 10 s clips timed

@@ -26,11 +26,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from common import config  # noqa: E402
-from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import torch  # noqa: E402
 
+from common.device import cpu_model  # noqa: E402
 from common.video import count_frames, probe  # noqa: E402
 
 # ----------------------------------------------------------------------------- config

@@ -26,13 +26,13 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from common import config  # noqa: E402
-from common.device import cpu_model  # noqa: E402
 config.help_if_asked(__name__, __file__, '../DetectionPipeline.py')  # -h: answered before the heavy imports
 
 import cv2  # noqa: E402
 import torch  # noqa: E402
 
 import DetectionPipeline as dp  # noqa: E402
+from common.device import cpu_model  # noqa: E402
 from common.video import count_frames, probe  # noqa: E402
 
 # ----------------------------------------------------------------------------- config
