@@ -144,7 +144,7 @@ class StageRun:
         if made_with is not None and self._discarded(*saved[:2]):
             saved = self.saved()
         self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
-        self.retried = self.failed if retry_failed else set()  # a failure not met again is gone: finish()
+        self.retried = set(self.failed) if retry_failed else set()  # a failure not met again is gone: finish()
         self.before, self.recorded = self.done(saved) - self.retried, saved[3]  # recorded: {key: source} where known
         self.left = set()  # the keys of the whole run (every share) not done before: todo()
 
