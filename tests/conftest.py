@@ -35,11 +35,13 @@ def face_weights(tmp_path_factory):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The kernels this run's floats came from, to read a tolerance's failure against (.ci/avx2 changes them)."""
+    """The kernels this run's floats came from, to read a tolerance's failure against (.ci/avx2 and .ci/zen4 change
+    them)."""
     import torch
 
     from common.device import cpu_has_bf16, cpu_model
     model = cpu_model()
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else 'none'
+    held = f'oneDNN held to {held}, ' if (held := os.environ.get('ONEDNN_MAX_CPU_ISA')) else ''
     terminalreporter.write_line(f'floats from: CPU {model}, PyTorch kernels {torch.backends.cpu.get_cpu_capability()}, '
-                                f'CPU embeddings in {"bfloat16" if cpu_has_bf16() else "float32"}; GPU {gpu}')
+                                f'{held}CPU embeddings in {"bfloat16" if cpu_has_bf16() else "float32"}; GPU {gpu}')
