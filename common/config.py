@@ -64,7 +64,7 @@ RANGES = {
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
         'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin')},
-    'seed': (lambda v: 0 <= v < 2 ** 63, 'from 0 to 2**63 - 1 (what torch.manual_seed takes)'),
+    'seed': (lambda v: 0 <= v < 2 ** 32, 'from 0 to 2**32 - 1 (what scikit-learn\'s random_state takes)'),
     'workers': _at_least(-1), 'worker_timeout': _at_least(0),
     # MTCNN divides by its smallest face (ROI_SIZE // 4 in the regions of interest); InceptionResnetV1's
     # layers need at least 75 pixels
