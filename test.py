@@ -2,7 +2,9 @@
 
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
 table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
-or held none of this table out, every video (SUBSET='auto'), said in one line. Writes:
+or held none of this table out, every video (SUBSET='auto'; refused where some are its training videos), said
+in one line. A table made with other face or audio settings than the checkpoint's is refused; a video of
+several face tracks (--keep_all_tracks) is scored by its largest, as predict.py scores it. Writes:
   REPORT       JSON: common/metrics.py's figures (log losses, ROC AUC, average precision, EER, ECE, accuracy,
                per class), what was scored how; `breakdown`: the figures per dataset folder, per manipulation
                method (FF++, Celeb-DF-v2) and per split (Celeb-DF-v2's test list), ROC AUC first
@@ -33,6 +35,7 @@ from tqdm import tqdm
 from common import breakdown, metrics, shortcuts
 from common.device import pick_device
 from common.files import NAMES, atomic_path, write_text
+from common.stage import differences
 from common.store import open_store
 from common.weights import HEAD_ENCODERS
 from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
@@ -76,7 +79,7 @@ def run(cfg, log=print):
     lo, hi = ckpt['clip'] if cfg['clip_lo'] < 0 else (cfg['clip_lo'], cfg['clip_hi'])
     with open_store(cfg['dataset']) as table:
         _check_compatible(ckpt, table, cfg['dataset'])
-        indices, subset, scored = _subset(cfg, ckpt, table)
+        indices, subset, scored = _subset(cfg, ckpt, table, _first_tracks(table, log))
         log(scored)
         log(f'scorer: {scorer}')
         labels = table.labels[indices]
@@ -181,34 +184,59 @@ def _check_compatible(ckpt, table, path):
         if key in trained and key in table.attrs and trained[key] != table.attrs[key]:
             raise config.UserError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with '
                                    f'{trained[key]!r}')
+    # the settings the embeddings depend on (merge_embeddings.py's face_settings, audio_settings), as predict.py
+    # refuses them; the weights' paths may differ between machines (the embedder's name above is what counts)
+    for key in ('face_settings', 'audio_settings'):
+        then, now = ({k: v for k, v in json.loads(attrs.get(key, '{}')).items() if not k.endswith('_weights')}
+                     for attrs in (trained, table.attrs))
+        if then and now and (differ := differences(then, now)):
+            then, now = (', '.join(f'{k}={made.get(k)}' for k in differ) for made in (then, now))
+            raise config.UserError(f"{path}: made with {now}, the checkpoint's training table with {then}: make it "
+                                   f"again with the checkpoint's")
 
 
-def _subset(cfg, ckpt, table):
-    """(indices of the videos to score, the subset scored, one line saying which and why).
+def _first_tracks(table, log):
+    """The table's rows less those that are a further face track of a video (--keep_all_tracks): a video is scored
+    by its first, the largest, as predict.py scores it, so that every figure counts a video once."""
+    _, first = np.unique(table.keys.astype(str), return_index=True)
+    if len(first) < len(table):
+        log(f'{len(table) - len(first)} rows are further face tracks of {len(first)} videos (--keep_all_tracks): '
+            f'each video is scored by its largest, as predict.py scores it')
+    return np.sort(first)
+
+
+def _subset(cfg, ckpt, table, everything):
+    """(indices of the videos to score, the subset scored, one line saying which and why); `everything`: the
+    rows that can be (_first_tracks).
 
     'auto' scores every video where the checkpoint recorded no split or held none of this table out (a
-    test set it never saw; 'train' where it is the table it trained on), and is 'val' otherwise; --subset=val
-    or train there is an error."""
-    given, n = cfg['subset'] != 'auto', len(table)
+    test set it never saw; 'train' where they are all its training videos, an error where some are), and is
+    'val' otherwise; --subset=val or train there is an error."""
+    given, n, keys = cfg['subset'] != 'auto', len(everything), table.keys[everything].astype(str)
     subset = 'val' if cfg['subset'] == 'auto' else cfg['subset']
-    everything = np.arange(n)
     if subset == 'all':
         return everything, 'all', f'scoring all {n} videos of the table (--subset=all)'
     split = ckpt.get('split') or {}
     if 'val_keys' in split:  # folder/filename
-        held_out = np.isin(table.keys.astype(str), split['val_keys'])
+        held_out = np.isin(keys, split['val_keys'])
     elif 'val_filenames' in split:  # older checkpoints
-        held_out = np.isin(table.filenames.astype(str), split['val_filenames'])
+        held_out = np.isin(table.filenames[everything].astype(str), split['val_filenames'])
     elif given:
         raise config.UserError(f'--subset={subset}: the checkpoint recorded no split; give --subset=all')
     else:
         why = 'the checkpoint recorded no split' if 'network' in ckpt else 'no checkpoint, no split'
         return everything, 'all', f'scoring all {n} videos: {why} (--subset=all)'
     if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
-        if (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': n}:
-            # the very table it trained on, none of it held out (--val_fraction=0): not a test set
-            return everything, 'train', (f'scoring all {n} videos: the checkpoint was trained on this table and '
-                                         f'held none of it out: training figures, not a test')
+        # its training videos (older checkpoints: whether this is the very table it trained on, by its stamp)
+        same_table = (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': len(table)}
+        trained = np.isin(keys, split['train_keys']) if 'train_keys' in split else np.full(n, same_table)
+        if n and trained.all():  # --val_fraction=0, and its own videos (a copy, a merge again): not a test set
+            return everything, 'train', (f'scoring all {n} videos: the checkpoint was trained on them and held '
+                                         f'none of them out: training figures, not a test')
+        if trained.any():
+            raise config.UserError(f'{cfg["dataset"]}: {int(trained.sum())} of its {n} videos are the checkpoint\'s '
+                                   f'training videos (e.g. {keys[trained][0]}), which a test would score: give '
+                                   f'a table without them, or --subset=all to score every video')
         return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
     chosen = everything[held_out] if subset == 'val' else everything[~held_out]
     if len(chosen) == 0:
@@ -226,7 +254,9 @@ def _summary(rep):
         return 'n/a' if rep[key] is None else f'{rep[key]:.4f}'
     reasons = sorted({rep[k + '_note'] for k in ('roc_auc', 'average_precision', 'eer', 'ece') if k + '_note' in rep})
     warning = rep['shortcuts']['warning']
-    return (breakdown.summary(rep['breakdown']) + (f'\n{warning}' if warning else '') + '\n'
+    no_face = (f'\n{rep["n_no_face"]} of the {rep["n_videos"]} videos have no face embedding: scored by predict.py\'s '
+               f'fallback (the audio-only model where they have audio, else the prior)' if rep['n_no_face'] else '')
+    return (breakdown.summary(rep['breakdown']) + (f'\n{warning}' if warning else '') + no_face + '\n'
             f'{rep["n_videos"]} videos ({rep["n_fake"]} fake, {rep["n_real"]} real): log_loss {figure("log_loss")}, '
             f'balanced_log_loss {figure("balanced_log_loss")}, roc_auc {figure("roc_auc")}, average_precision '
             f'{figure("average_precision")}, eer {figure("eer")}, ece {figure("ece")} ({rep["calibration_bins"]} '

@@ -340,7 +340,8 @@ def _carried(fit, made_with):
         'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
                   'n_train': int(len(train)), 'n_val': int(len(val)),
                   'val_filenames': [str(f) for f in table.filenames[val]],
-                  'val_keys': [str(k) for k in table.keys[val]]},  # folder/filename: names may repeat
+                  'val_keys': [str(k) for k in table.keys[val]],  # folder/filename: names may repeat
+                  'train_keys': sorted({str(k) for k in table.keys[train]})},  # test.py knows them in any table
         'dataset': {'path': os.path.abspath(cfg['dataset']), 'key': made_with['dataset'], 'attrs': table.attrs},
         'made_with': made_with,
         'audio_only': fit_audio_only(table, train, cfg['seed']),  # predict.py's fallback where no face is found

@@ -127,8 +127,10 @@ def test_a_video_without_a_face_is_scored_as_predict_py_scores_it(run):
             table.at[i, 'audio_embedding'] = np.zeros(4, np.float32)
     assert table.loc[0, 'has_audio'] and table['audio_embedding'][0].any()
     store.save(table, str(run / 'faceless.pkl'))
-    rep = score(run, 'faceless', dataset='faceless.pkl', prior=0.8)
+    lines = []
+    rep = score(run, 'faceless', log=lines.append, dataset='faceless.pkl', prior=0.8)
     assert rep['n_no_face'] == 2
+    assert "\n2 of the 30 videos have no face embedding: scored by predict.py's fallback" in lines[-2]
     back = pd.read_csv(run / 'faceless' / 'r_predictions.csv', keep_default_na=False).set_index('filename')
     audio_only = torch.load(run / 'run' / 'best.pt', weights_only=False)['audio_only']
     assert audio_only is not None
@@ -146,6 +148,65 @@ def test_the_training_table_of_a_run_that_held_nothing_out_is_scored_as_training
     lines = []
     rep = score(run, 'all_in_scored', log=lines.append, checkpoint='all_in/best.pt')
     assert rep['n_videos'] == 120 and rep['subset'] == 'train' and 'training figures, not a test' in rep['subset_note']
-    assert any('the checkpoint was trained on this table and held none of it out' in line for line in lines)
+    assert any('the checkpoint was trained on them and held none of them out' in line for line in lines)
     rep = score(run, 'all_in_other', dataset='other.pkl', checkpoint='all_in/best.pt')  # another table: a test
     assert rep['subset'] == 'all' and 'held none of them out' in rep['subset_note']
+    # the same videos in another pickle (a copy, a merge again): its stamp is another, its videos are not
+    table = pd.read_pickle(run / 'merged.pkl')
+    store.save(table.iloc[::-1].reset_index(drop=True), str(run / 'merged_again.pkl'))
+    rep = score(run, 'all_in_again', dataset='merged_again.pkl', checkpoint='all_in/best.pt')
+    assert rep['n_videos'] == 120 and rep['subset'] == 'train'
+    # some of its training videos beside new ones: a test would score them
+    mixed = pd.concat([table.iloc[:5], pd.read_pickle(run / 'other.pkl')], ignore_index=True)
+    store.save(mixed, str(run / 'mixed.pkl'))
+    with pytest.raises(config.UserError, match=r"mixed.pkl: 5 of its 35 videos are the checkpoint's training videos"):
+        score(run, 'mixed', dataset='mixed.pkl', checkpoint='all_in/best.pt')
+    assert score(run, 'mixed_all', dataset='mixed.pkl', checkpoint='all_in/best.pt', subset='all')['n_videos'] == 35
+
+
+def with_attrs(run, name, **attrs):
+    """A copy of the training table (as merged.pkl) and of run/best.pt, each with these attrs (merge_embeddings.py's
+    face_settings, audio_settings as JSON); their names."""
+    table = pd.read_pickle(run / 'merged.pkl')
+    table.attrs.update({k: json.dumps(v) for k, v in attrs.items()})
+    store.save(table, str(run / f'{name}.pkl'))
+    ckpt = torch.load(run / 'run' / 'best.pt', weights_only=True)
+    ckpt['dataset']['attrs'].update({k: json.dumps(v) for k, v in attrs.items()})
+    torch.save(ckpt, run / 'run' / f'{name}.pt')
+    return f'{name}.pkl', f'run/{name}.pt'
+
+
+def test_a_table_made_with_other_face_or_audio_settings_than_the_checkpoints_is_refused(run):
+    """predict.py refuses to make faces otherwise than the checkpoint's table; test.py scored such a table."""
+    face, audio = {'--margin': 0.2, '--frame_step': 6}, {'--n_mels': 64, '--cnn_weights': '/box/a/cnn.pt'}
+    _, checkpoint = with_attrs(run, 'settings', face_settings=face, audio_settings=audio)
+    dataset, _ = with_attrs(run, 'margin', face_settings={**face, '--margin': 0.6}, audio_settings=audio)
+    with pytest.raises(config.UserError, match=r"margin.pkl: made with --margin=0.6, the checkpoint's training "
+                                               r"table with --margin=0.2: make it again"):
+        score(run, 'margin', dataset=dataset, checkpoint=checkpoint)
+    dataset, _ = with_attrs(run, 'mels', face_settings=face, audio_settings={**audio, '--n_mels': 40})
+    with pytest.raises(config.UserError, match='made with --n_mels=40'):
+        score(run, 'mels', dataset=dataset, checkpoint=checkpoint)
+    # the same weights at another path (another machine): scored
+    dataset, _ = with_attrs(run, 'moved', face_settings=face, audio_settings={**audio, '--cnn_weights': '/l/cnn.pt'})
+    assert score(run, 'moved', dataset=dataset, checkpoint=checkpoint)['subset'] == 'val'
+
+
+def test_a_video_of_several_face_tracks_is_scored_once_by_its_largest(run):
+    """--keep_all_tracks makes a row per track: every figure counted a crowd clip once per face, and its
+    predictions held a row per track, where predict.py scores a video by its largest track (its first row)."""
+    table = pd.read_pickle(run / 'other.pkl')
+    extra = table.iloc[:3].copy()  # three videos with a second, smaller track each, after their first
+    extra['video_embedding'] = [e[::-1].copy() for e in extra['video_embedding']]
+    tracks = pd.concat([table, extra]).sort_values(['folder', 'filename'], kind='stable').reset_index(drop=True)
+    store.save(tracks, str(run / 'tracks.pkl'))
+    lines = []
+    rep = score(run, 'tracks', log=lines.append, dataset='tracks.pkl')
+    alone = score(run, 'alone', dataset='other.pkl')
+    assert lines[0].startswith('3 rows are further face tracks of 30 videos (--keep_all_tracks)')
+    assert lines[1] == 'scoring all 30 videos: the checkpoint held none of them out (--subset=all)'
+    # the same videos in another order (tracks.pkl sorted by name): the mean log loss sums them in another order
+    assert rep['n_videos'] == alone['n_videos'] == 30 and rep['log_loss'] == pytest.approx(alone['log_loss'], rel=1e-12)
+    back, first = (pd.read_csv(run / d / 'r_predictions.csv', keep_default_na=False).sort_values('filename')
+                   .reset_index(drop=True) for d in ('tracks', 'alone'))
+    pd.testing.assert_frame_equal(back, first)
