@@ -201,6 +201,9 @@ def _split(cfg, table, log):
         raise config.UserError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
     _warn_missing_originals(log, table)
     no_faces = table.n_faces == 0
+    if no_faces.all():  # no side to draw, no --val_fraction or --seed that helps
+        raise config.UserError(f'{cfg["dataset"]}: none of its {len(labels)} videos has a face embedding (see its '
+                               f'video table\'s .failures.csv and the face stage\'s settings)')
     if no_faces.any():
         log(f'{int(no_faces.sum())} videos have no face embedding and are left out of training and validation')
         if len(val) and no_faces[val].all():  # else it would train on with no validation, as if none was asked for
@@ -375,8 +378,9 @@ def _train_epoch(fit, epoch):
 
 def _diverged(fit, epoch, what):
     """A NaN would go on into every later epoch, and the figures: stop, with the previous epoch kept."""
-    raise config.UserError(f'epoch {epoch}: {what}: the training diverged (lower --lr, now {fit.cfg["lr"]:g}, '
-                           f'with --resume=false){"" if epoch == 1 else f"; last.pt holds epoch {epoch - 1}"}')
+    raise config.UserError(f'epoch {epoch}: {what}: the training diverged (lower --lr, now {fit.cfg["lr"]:g}, or '
+                           f'--weight_decay, now {fit.cfg["weight_decay"]:g}, with --resume=false)'
+                           f'{"" if epoch == 1 else f"; last.pt holds epoch {epoch - 1}"}')
 
 
 def _progress(cfg):

@@ -86,3 +86,15 @@ def test_a_validation_side_without_faces_is_one_line_not_a_run_without_validatio
         training.run(cfg, log=lambda *_: None)
     assert not (tmp_path / 'run' / 'best.pt').exists()
     assert training.run({**cfg, 'val_fraction': 0.0}, log=lambda *_: None)[0]['epoch'] == 1  # as it says
+
+
+def test_a_table_without_any_face_says_so_not_to_change_the_split(tmp_path):
+    # it said "--val_fraction=0 trains without one, another --seed draws another side": both failed too
+    table = synthetic_table(20, faces=8, video_dim=8, audio_dim=4, seed=1)
+    table['video_embedding'] = [e[:0] for e in table.video_embedding]
+    store.save(table, str(tmp_path / 't.pkl'))
+    for val_fraction in (0.2, 0.0):
+        cfg = training.settings(dataset=str(tmp_path / 't.pkl'), out_dir=str(tmp_path / 'run'), max_epochs=1,
+                                progress=False, val_fraction=val_fraction)
+        with pytest.raises(config.UserError, match=r't.pkl: none of its 20 videos has a face embedding \(see its '):
+            training.run(cfg, log=lambda *_: None)
