@@ -197,7 +197,8 @@ def test_a_diverged_training_is_one_line_not_a_nan_traceback(tmp_path, val_fract
     run = cli('training.py', f'--dataset={tmp_path}/t.pkl', f'--out_dir={tmp_path}/run', '--max_epochs=4',
               '--lr=1e30', f'--val_fraction={val_fraction}', '--crop=4', '--hidden=8')
     assert run.returncode == 2 and run.stderr.startswith('error: epoch ') and run.stderr.count('\n') == 1, run.stderr
-    assert 'the training diverged (lower --lr, now 1e+30, or --weight_decay, now 0.01, with --resume=false)' in run.stderr
+    assert ('the training diverged (lower --lr, now 1e+30, or --weight_decay, now 0.01, with --resume=false)'
+            in run.stderr)
 
 
 def test_a_network_too_big_for_memory_is_one_line_naming_its_sizes(tmp_path):
