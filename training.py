@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.files import write_text
-from common.stage import differences
+from common.files import sweep_temporaries, write_text
+from common.stage import claim, differences
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits,
                    save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
@@ -122,7 +122,10 @@ def run(cfg, log=print):
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
     device = pick_device(cfg['device'])
-    with open_store(cfg['dataset']) as table:
+    # one run a folder (two would mix their files), which then sweeps what a killed run's writers left
+    with claim(os.path.join(cfg['out_dir'], 'last.pt'), '--out_dir'), open_store(cfg['dataset']) as table:
+        for name in OUT_FILES:
+            sweep_temporaries(os.path.join(cfg['out_dir'], name))
         train, val = _split(cfg, table, log)
         w_real, w_fake = class_weights(table.labels[train])
         log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior '

@@ -95,10 +95,11 @@ _CLAIMED = {}  # absolute output path: the lock file this process holds
 def claim(output, setting='--output', reads=()):
     """Hold OUTPUT for this run, UserError where another run writes it: each of the run's processes holds a shared
     flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check.
-    `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's."""
+    `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's. Returns
+    the lock, held until the process ends or it is closed (`with claim(...)`: a run repeated in one process)."""
     output = os.path.abspath(output)
-    if output in _CLAIMED:
-        return
+    if output in _CLAIMED and not _CLAIMED[output].closed:
+        return _CLAIMED[output]
     config.writable_file(output, setting, reads)
     _, world, run_id = shard()
     run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
@@ -118,6 +119,7 @@ def claim(output, setting='--output', reads=()):
             lock.flush()
         fcntl.flock(lock, fcntl.LOCK_SH)
     _CLAIMED[output] = lock
+    return lock
 
 
 def ends_the_run(err):

@@ -219,7 +219,8 @@ def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replac
     lines = []
     with pytest.raises(KeyboardInterrupt):
         training.run({**cfg, 'resume': False}, log=lines.append)
-    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json']
+    # and the lock a run holds on its folder (common.stage.claimed), kept for the next
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json', 'last.pt.lock', 'last.pt.lock.gate']
     assert any('the earlier run\'s best.pt, last.pt, history.json, history.csv, curves.png removed' in line
                for line in lines)
     monkeypatch.undo()
@@ -257,3 +258,29 @@ def test_git_state_says_why_where_there_is_no_checkout_or_no_git(tmp_path, monke
     monkeypatch.setenv('PATH', str(tmp_path))  # no git on it
     state = training.git_state(ROOT)
     assert state['commit'] is None and state['why'] and 'git' in state['why']
+
+
+def test_a_folder_holds_one_run_at_a_time_and_a_killed_runs_temporaries_are_swept(tmp_path):
+    # two trainings into one --out_dir (the default runs/lstm, given to both) wrote each other's best.pt and
+    # history; a run killed while it wrote left its atomic_path temporary, which no rerun removed
+    import sys
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    first = subprocess.Popen([sys.executable, 'training.py', f'--dataset={path}', f'--out_dir={out}',
+                              '--max_epochs=1000', '--patience=1000', *(f'--{k}={v}' for k, v in TINY.items())],
+                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / 'last.pt').exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert (out / 'last.pt').exists(), first.stderr.read() if first.poll() is not None else 'no epoch in 120 s'
+        cfg = training.settings(dataset=str(path), out_dir=str(out), max_epochs=1, resume=False, **TINY)
+        with pytest.raises(config.UserError, match=r'last.pt is being written by another run \(.* pid '
+                                                   rf'{first.pid}\): wait until it ends, or use another output'):
+            training.run(cfg, log=lambda *_: None)
+    finally:
+        first.kill()
+        first.wait()
+    (out / '.curves.png.0badc0de.tmp').write_bytes(b'')  # what a kill while curves.png was written leaves
+    assert training.run(cfg, log=lambda *_: None)[-1]['epoch'] == 1
+    assert not (out / '.curves.png.0badc0de.tmp').exists() and (out / 'best.pt').exists()
