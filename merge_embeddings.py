@@ -146,6 +146,9 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     table = table.drop(columns='_merge')
     zero = np.zeros(audio_dim, np.float32)
     names = row_keys(table)
+    if len(table) and not matched.any():  # a --data_dir given a level up or down to one stage, or two datasets
+        raise config.UserError(f'no video of {video_path} is in {audio_path} (e.g. {names[0]}; there, e.g. '
+                               f'{row_keys(audio)[0]}): make both from the same --data_dir')
     for i in np.flatnonzero(~matched):
         table.at[i, 'audio_status'] = (f'audio failed: {audio_failures[names[i]][1]}' if names[i] in audio_failures
                                        else 'not in the audio table')

@@ -99,6 +99,9 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     (video_table({'a.mp4': 1}), pd.concat([audio_table({'a.mp4': 'ok'})] * 2, ignore_index=True),
      'videos twice, e.g. dfdc_train_part_0/a.mp4'),
     (video_table({'a.mp4': 1}).drop(columns='label'), audio_table({'a.mp4': 'ok'}), 'no column label'),
+    # no key in common (it merged, every video without audio): one stage given the data folder a level up
+    (video_table({'a.mp4': 1, 'b.mp4': 0}, folder='part0'), audio_table({'a.mp4': 'ok'}),
+     'no video of the video table is in the audio table (e.g. part0/a.mp4; there, e.g. dfdc_train_part_0/a.mp4)'),
 ])
 def test_tables_that_cannot_be_merged_are_refused_in_one_line(video, audio, message):
     with pytest.raises(config.UserError, match=re.escape(message)) as err:
