@@ -313,6 +313,8 @@ def save_checkpoint(path, net, **fields):
 
 def load_checkpoint(path, device='cpu'):
     """(network on device in eval mode, the checkpoint dict); config.UserError with the reason."""
+    if os.path.isdir(path):  # a run folder given for its best.pt
+        raise config.UserError(f'{path} is a folder: give the checkpoint file in it (training.py\'s best.pt)')
     if not os.path.isfile(path):
         raise config.UserError(f'{path}: no such checkpoint')
     with open(path, 'rb') as f:

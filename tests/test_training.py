@@ -299,6 +299,10 @@ def test_a_corrupt_checkpoint_is_one_line_that_names_it(tmp_path):
         with pytest.raises(config.UserError, match=f'{tmp_path / name}: not a .*best.pt'):
             scoring.run(scoring.settings(dataset=str(tmp_path / 'a.pkl'), checkpoint=str(tmp_path / name)),
                         log=lambda *_: None)
+    (tmp_path / 'run').mkdir()  # a run folder given for its best.pt: it said "no such checkpoint"
+    with pytest.raises(config.UserError, match=f'{tmp_path / "run"} is a folder: give the checkpoint file in it'):
+        scoring.run(scoring.settings(dataset=str(tmp_path / 'a.pkl'), checkpoint=str(tmp_path / 'run')),
+                    log=lambda *_: None)
     out = cli('test.py', f'--dataset={tmp_path}/a.pkl', f'--checkpoint={tmp_path}/truncated.pt')
     assert out.returncode == 2 and out.stderr.startswith(f'error: {tmp_path}/truncated.pt: not a readable')
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
