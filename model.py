@@ -23,6 +23,7 @@ config.help_if_asked(__name__, __file__)  # -h: answered before the heavy import
 
 import ctypes
 import io
+import json
 import math
 import os
 import pickle
@@ -351,6 +352,12 @@ def load_scorer(path, device='cpu'):
         return None, HEAD, "the face encoder's own head (no checkpoint: GenD's mean P(FAKE) over the faces)"
     net, ckpt = load_checkpoint(path, device)
     return net, ckpt, f'checkpoint {os.path.basename(path)}'
+
+
+def recorded_settings(attrs, what):
+    """{'--name': value} of the settings a merged table's `what` ('face', 'audio') embeddings were made with, as
+    merge_embeddings.py records them in its attrs ({} for an older table): what predict.py and test.py match."""
+    return json.loads(attrs.get(f'{what}_settings', '{}'))
 
 
 def check_dims(ckpt, video_dim, audio_dim, where):

@@ -20,7 +20,6 @@ config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_e
 
 import functools
 import hashlib
-import json
 import os
 import time
 from typing import NamedTuple
@@ -42,8 +41,8 @@ from common.store import Store
 from common.video import VideoError
 from common.weights import HEAD_ENCODERS, has_head
 from faces.clip import video_score
-from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
-                   window_starts)
+from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift,
+                   recorded_settings, sigmoid, window_starts)
 
 # ----------------------------------------------------------------------------- config
 INPUT = ''                  # a folder of videos, or one video file
@@ -156,7 +155,7 @@ def settings_from(ckpt, face, audio):
     differs from the recorded one (the network learnt on faces sampled or cropped so), or a weights file
     recorded is not on this machine."""
     attrs = ckpt.get('dataset', {}).get('attrs', {})
-    found = [{k[2:]: v for k, v in json.loads(attrs.get(f'{what}_settings', '{}')).items()
+    found = [{k[2:]: v for k, v in recorded_settings(attrs, what).items()
               if k[2:] in known} for what, known in (('face', dp.settings()), ('audio', config.settings(cae)))]
     found[0].update({k: attrs[k] for k in ('face_weights',) if k in attrs})
     differ = sorted(k for k, v in found[0].items() if k in face and face[k] != v and k != 'face_weights')

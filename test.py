@@ -38,8 +38,8 @@ from common.files import NAMES, atomic_path, write_text
 from common.stage import differences
 from common.store import open_store
 from common.weights import HEAD_ENCODERS
-from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift, sigmoid,
-                   steady_malloc)
+from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift,
+                   recorded_settings, sigmoid, steady_malloc)
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -186,8 +186,8 @@ def _check_compatible(ckpt, table, path):
                                    f'{trained[key]!r}')
     # the settings the embeddings depend on (merge_embeddings.py's face_settings, audio_settings), as predict.py
     # refuses them; the weights' paths may differ between machines (the embedder's name above is what counts)
-    for key in ('face_settings', 'audio_settings'):
-        then, now = ({k: v for k, v in json.loads(attrs.get(key, '{}')).items() if not k.endswith('_weights')}
+    for what in ('face', 'audio'):
+        then, now = ({k: v for k, v in recorded_settings(attrs, what).items() if not k.endswith('_weights')}
                      for attrs in (trained, table.attrs))
         if then and now and (differ := differences(then, now)):
             then, now = (', '.join(f'{k}={made.get(k)}' for k in differ) for made in (then, now))

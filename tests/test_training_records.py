@@ -219,7 +219,7 @@ def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replac
     lines = []
     with pytest.raises(KeyboardInterrupt):
         training.run({**cfg, 'resume': False}, log=lines.append)
-    # and the lock a run holds on its folder (common.stage.claimed), kept for the next
+    # and the lock a run holds on its folder (common.stage.claim), kept for the next
     assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json', 'last.pt.lock', 'last.pt.lock.gate']
     assert any('the earlier run\'s best.pt, last.pt, history.json, history.csv, curves.png removed' in line
                for line in lines)
