@@ -130,6 +130,10 @@ class AudioEmbedder:
             self.dim = self.net.embedding_dim
             self.name = (f'cnn:{c["cnn_arch"]}:{self.net.weights_name}:logmel{c["n_mels"]}x{c["n_fft"]}/{c["hop"]}:'
                          f'{c["top_db"]:g}dB')
+        # The first embedding imports librosa and has numba compile its kernels (seconds): here, with Ctrl-C held,
+        # not in a video's work, where a Ctrl-C was dropped (the run went on) or became the video's failure
+        with config.interrupt_held():
+            self(np.random.default_rng(0).standard_normal(_RATE).astype(np.float32) / 10)  # 1 s of noise
 
     def __call__(self, wav):
         """wav: (samples,) float32 at 16 kHz, any length."""

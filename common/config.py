@@ -12,6 +12,7 @@ cli() turns it, or an OSError on a named file (a full disk, a folder where a fil
 line `error: ...` and exit code 2.
 """
 import ast
+import contextlib
 import difflib
 import functools
 import io
@@ -21,6 +22,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import tokenize
 from typing import NamedTuple
 
@@ -225,11 +227,50 @@ def help_if_asked(name, path, *also):
     raise SystemExit(0)
 
 
+_CTRL_C = []  # the Ctrl-C's this process received as a script: one a library dropped still ends the run (catch_up)
+
+
 def _interrupted_at_start(signum, frame):
     """Ctrl-C in the heavy imports (torch's take seconds), before cli() runs main(): one line and 130, as
-    cli() answers it later, not an import's traceback."""
+    cli() answers it later, not an import's traceback (recorded: an import may drop the SystemExit, catch_up)."""
+    _CTRL_C.append(signum)
     print('\ninterrupted before any work', file=sys.stderr)
     raise SystemExit(130)
+
+
+def _interrupted(signum, frame):
+    """cli()'s Ctrl-C: KeyboardInterrupt, recorded (catch_up)."""
+    _CTRL_C.append(signum)
+    raise KeyboardInterrupt
+
+
+def catch_up():
+    """KeyboardInterrupt where a Ctrl-C reached this script and a library dropped it on its way: numba's compiler
+    (llvmlite) gets it in a ctypes callback, which prints and drops it; a pybind11 module's import (triton's,
+    scipy's) makes it an ImportError, which torch takes for a missing package and a video's work for its failure.
+    StageRun calls this before it saves a video's result, which may be such a failure."""
+    if _CTRL_C:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def interrupt_held():
+    """Ctrl-C held until the block ends, then raised: for a block where a library would drop it (catch_up), so
+    that it neither prints a ctypes callback's traceback nor leaves the block. Held where Ctrl-C raises
+    KeyboardInterrupt (cli's handler, Python's) and signals can be caught (the main thread)."""
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous not in (
+            _interrupted, signal.default_int_handler):
+        yield
+        return
+    held = []
+    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if held:
+        previous(held[0], None)  # KeyboardInterrupt, now
 
 
 def _shown(default):
@@ -372,7 +413,9 @@ def cli(main):
         if isinstance(stream, io.TextIOWrapper):
             stream.reconfigure(errors='backslashreplace')
     if signal.getsignal(signal.SIGINT) is _interrupted_at_start:
-        signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt: what is done is kept
+        if _CTRL_C:  # an import dropped its SystemExit (said then)
+            raise SystemExit(130)
+        signal.signal(signal.SIGINT, _interrupted)  # KeyboardInterrupt: what is done is kept
     try:
         main()
     except UserError as err:

@@ -194,6 +194,7 @@ class StageRun:
         return hashlib.sha1(key_.encode('utf-8', NAMES)).hexdigest()[:16] + '.pkl'
 
     def add(self, record):
+        config.catch_up()  # a Ctrl-C a library dropped: this record may be its artefact (an ImportError)
         source = self.sources.get(record_key(record))
         record = {**record, **({} if source is None else {'source': source}),
                   **({} if self.made_with is None else {'made_with': self.made_with})}

@@ -224,6 +224,23 @@ def test_resemblyzer_tells_the_speakers_apart():
     assert (same[:, None] > others).all() and (same[None, :] > others).all()
 
 
+def test_a_built_embedder_imports_and_compiles_nothing_in_a_videos_work():
+    """The first embedding imported librosa and had numba compile its kernels, seconds inside the first video,
+    where a Ctrl-C landed in numba's ctypes callbacks, which print it and drop it: the run went on and exited 0
+    (1 in 4 of test_reruns' Ctrl-C test). Building the embedder does both, Ctrl-C held (config.interrupt_held).
+    In a new process: this one has imported and compiled them already."""
+    code = ('import sys; import create_audio_embedding as cae, extract_audio as ea\n'
+            f'wav = ea.pcm_to_float(ea.decode_audio({testdata("talking_heads", "1.mp4")!r}).pcm)\n'
+            'for encoder in ("resemblyzer", "cnn"):\n'
+            '    embedder = cae.AudioEmbedder(audio_encoder=encoder, cnn_weights="none", device="cpu")\n'
+            '    before = set(sys.modules)\n'
+            '    status = embedder(wav)[1]\n'
+            '    print(encoder, status, sorted(set(sys.modules) - before))\n')
+    r = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split('\n')[:2] == ['resemblyzer ok []', 'cnn ok []'], r.stdout
+
+
 @pytest.mark.parametrize('which', ['voice', 'cnn'])
 def test_any_length_gives_a_finite_embedding(which, request):
     embedder = request.getfixturevalue(which)

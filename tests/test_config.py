@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -200,3 +201,47 @@ def test_ctrl_c_in_the_heavy_imports_is_one_line_and_130(tmp_path):
     run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
     assert run.returncode == 130 and run.stderr.strip() == 'interrupted before any work', run.stderr
+
+
+def as_a_script(code):
+    """Python code run as a project script from a terminal: help_if_asked as __main__, SIGINT as the keyboard's."""
+    code = ("import os, signal, sys, time; sys.argv = ['training.py']; from common import config; "
+            "config.help_if_asked('__main__', 'training.py')\n" + code)
+    return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def test_a_ctrl_c_an_import_drops_still_ends_the_script():
+    # a pybind11 module's import (triton's) makes the SystemExit an ImportError, which torch's has_triton_package
+    # takes for a missing package: the command went on as if no key had been pressed
+    run = as_a_script("try:\n    os.kill(os.getpid(), signal.SIGINT); time.sleep(60)\nexcept BaseException:\n"
+                      "    pass\nconfig.cli(lambda: print('main ran'))")
+    assert run.returncode == 130 and run.stderr.strip() == 'interrupted before any work', run.stderr
+    assert 'main ran' not in run.stdout
+
+
+def test_a_ctrl_c_a_library_drops_ends_the_run_before_it_saves_a_video(tmp_path):
+    # numba's compiler prints and drops a KeyboardInterrupt raised in its ctypes callback: the run went on and
+    # exited 0; a video's work can also have turned it into an error, saved as that video's failure
+    run = as_a_script("from common.stage import StageRun\ndef main():\n"
+                      f"    run = StageRun({str(tmp_path / 'o.pkl')!r})\n    try:\n        os.kill(os.getpid(), signal.SIGINT); time.sleep(60)\n"
+                      "    except KeyboardInterrupt:\n        pass\n"
+                      "    run.fail('a.mp4', '', 'ImportError: initialization failed')\n    print('saved')\n"
+                      "config.cli(main)")
+    assert run.returncode == 130 and 'Traceback' not in run.stderr, run.stderr
+    assert run.stderr.strip().splitlines()[-1] == 'interrupted: run the same command again to go on from here'
+    assert 'saved' not in run.stdout and os.listdir(tmp_path / 'o.pkl.parts') == []
+
+
+def test_interrupt_held_raises_a_ctrl_c_when_its_block_ends():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as Python starts a script
+    went_on = []
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with config.interrupt_held():
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(0.5)  # the handler runs between two bytecodes of this thread, here
+                went_on.append(True)
+        assert went_on == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
