@@ -17,6 +17,7 @@ import multiprocessing as mp
 import os
 import pickle
 import queue
+import signal
 import threading
 import time
 
@@ -72,6 +73,9 @@ def _orphaned(parent):
 
 
 def _work(wid, cfg, threads, gpu, also, requests, inbox, parent):
+    # The terminal's Ctrl-C reaches the whole process group: the parent answers it in one line and stops its
+    # workers (stream's finally), where each worker printed its own KeyboardInterrupt's traceback
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     # A fork keeps the parent's pool sizes: OpenBLAS (numpy, scipy, OpenCV) and OpenMP at one thread a core.
     # librosa's mel spectrogram (predict.py's voice) then woke a pool of every core in every worker, and

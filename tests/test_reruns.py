@@ -173,24 +173,30 @@ def test_a_report_or_table_written_over_an_input_is_one_line(tmp_path):
     assert (tmp_path / 'merged.pkl').read_bytes() == before
 
 
-def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path):
-    """Ctrl-C used to print KeyboardInterrupt's traceback; what was done is kept, and the rerun does the rest."""
+@pytest.mark.parametrize('workers', [0, 2])
+def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path, workers):
+    """Ctrl-C used to print KeyboardInterrupt's traceback, and with decoding workers (a GPU's default) each worker's
+    too; what was done is kept, no worker is left, and the rerun does the rest."""
     folder = tmp_path / 'in'
     folder.mkdir()
     for n, path in enumerate(heads(1, 2, 3, 4, 5) * 2):
         os.symlink(path, folder / f'{n}.mp4')
     args = [sys.executable, os.path.join(ROOT, 'predict.py'), f'--input={folder}', f'--output={tmp_path / "s.csv"}',
-            f'--face_weights={weights}', *FAST[:-1], '--frame_step=3']
-    # a background job's shell ignores SIGINT, and a child inherits that (Python then installs no handler for it)
+            f'--face_weights={weights}', *FAST[:-1], '--frame_step=3', f'--workers={workers}']
+    # a background job's shell ignores SIGINT, and a child inherits that (Python then installs no handler for it);
+    # a session of its own: the terminal sends Ctrl-C's SIGINT to the command's whole process group
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, 'PYTHONUNBUFFERED': '1'},
+                            env={**os.environ, 'PYTHONUNBUFFERED': '1'}, start_new_session=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     assert any('scorer:' in proc.stdout.readline() for _ in range(20))  # the models are loaded
     time.sleep(3)  # inside the videos' work
-    proc.send_signal(signal.SIGINT)
+    started = children(proc.pid)
+    assert len(started) == workers, started
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and 'Traceback' not in err, (proc.returncode, err[-2000:])
     assert err.strip().splitlines()[-1] == 'interrupted: run the same command again to go on from here', err
+    assert not [pid for pid in started if alive(pid)]
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and len(rows(tmp_path / 's.csv')) == 10, r.stderr[-2000:]
 
