@@ -142,6 +142,14 @@ def _draw_units(counts, val_fraction, rng, how):
     return chosen
 
 
+def first_tracks(keys):
+    """(rows,) bool: each video's first row. With --keep_all_tracks a video's rows are its face tracks, the largest
+    first: test.py and predict.py score a video by it, training.py validates on it, so each counts a video once."""
+    first = np.zeros(len(keys), bool)
+    first[np.unique(np.asarray(keys, str), return_index=True)[1]] = True
+    return first
+
+
 def class_weights(labels):
     """(w_real, w_fake) = N / (2 N_real), N / (2 N_fake): both classes weigh half of the loss.
     A class absent from the labels gets weight 1 for the other (nothing to balance against)."""

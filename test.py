@@ -38,7 +38,7 @@ from common.files import NAMES, atomic_path, write_text
 from common.stage import differences
 from common.store import open_store
 from common.weights import HEAD_ENCODERS
-from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift,
+from model import (check_dims, fallback_logit, first_tracks, head_logit, load_scorer, predict_logits, prior_shift,
                    recorded_settings, sigmoid, steady_malloc)
 
 # ----------------------------------------------------------------------------- config
@@ -198,11 +198,11 @@ def _check_compatible(ckpt, table, path):
 def _first_tracks(table, log):
     """The table's rows less those that are a further face track of a video (--keep_all_tracks): a video is scored
     by its first, the largest, as predict.py scores it, so that every figure counts a video once."""
-    _, first = np.unique(table.keys.astype(str), return_index=True)
+    first = np.flatnonzero(first_tracks(table.keys))
     if len(first) < len(table):
         log(f'{len(table) - len(first)} rows are further face tracks of {len(first)} videos (--keep_all_tracks): '
             f'each video is scored by its largest, as predict.py scores it')
-    return np.sort(first)
+    return first
 
 
 def _subset(cfg, ckpt, table, everything):

@@ -42,8 +42,8 @@ from common.device import autocast, pick_device
 from common.files import sweep_temporaries, write_text
 from common.stage import claim, differences
 from common.store import open_store
-from model import (EVALUATION, LeakError, class_weights, fit_audio_only, load_checkpoint, predict_logits,
-                   save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
+from model import (EVALUATION, LeakError, class_weights, first_tracks, fit_audio_only, load_checkpoint,
+                   predict_logits, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
 from network import NetworkConfig, build
 
 # ----------------------------------------------------------------------------- config
@@ -215,7 +215,12 @@ def _split(cfg, table, log):
         train, val = train[~no_faces[train]], val[~no_faces[val]]
     if len(train) == 0:
         raise config.UserError('no video with faces to train on')
-    _describe_split(log, labels, table.groups, train, val)
+    first = first_tracks(table.keys)
+    if not first.all():
+        log(f'{int((~first).sum())} rows are further face tracks of a video (--keep_all_tracks): trained on; '
+            f'validation scores each video by its largest, as test.py and predict.py do')
+        val = val[first[val]]
+    _describe_split(log, labels, table.keys, table.groups, train, val)
     return train, val
 
 
@@ -320,10 +325,11 @@ def _write_record(cfg, device, started, done):
     write_text(json.dumps(record, indent=1), path)
 
 
-def _describe_split(log, labels, groups, train, val):
+def _describe_split(log, labels, keys, groups, train, val):
     def side(idx):
-        fake = int(labels[idx].sum())
-        return f'{len(idx)} videos ({fake} fake, {len(idx) - fake} real, {len(set(groups[idx]))} groups)'
+        videos, fake = len(set(keys[idx])), len(set(keys[idx][labels[idx] == 1]))
+        tracks = f'{len(idx)} face tracks of ' if len(idx) > videos else ''
+        return f'{tracks}{videos} videos ({fake} fake, {videos - fake} real, {len(set(groups[idx]))} groups)'
     log(f'split: train {side(train)}, validation {side(val)}; no group on both sides')
     for name, idx in (('training', train), ('validation', val)):
         present = set(labels[idx].tolist())
@@ -338,8 +344,9 @@ def _describe_split(log, labels, groups, train, val):
 def _carried(fit, made_with):
     """What every checkpoint carries beside the weights: enough for test.py and predict.py to use it alone."""
     cfg, table, train, val = fit.cfg, fit.table, fit.train, fit.val
+    videos = train[first_tracks(table.keys)[train]]  # a video's further face tracks (--keep_all_tracks) aside
     return {
-        'prior': float(table.labels[train].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
+        'prior': float(table.labels[videos].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
         'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
         'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]),
                          'how': 'N / (2 N_class) per video'},

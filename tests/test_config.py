@@ -224,7 +224,8 @@ def test_a_ctrl_c_a_library_drops_ends_the_run_before_it_saves_a_video(tmp_path)
     # numba's compiler prints and drops a KeyboardInterrupt raised in its ctypes callback: the run went on and
     # exited 0; a video's work can also have turned it into an error, saved as that video's failure
     run = as_a_script("from common.stage import StageRun\ndef main():\n"
-                      f"    run = StageRun({str(tmp_path / 'o.pkl')!r})\n    try:\n        os.kill(os.getpid(), signal.SIGINT); time.sleep(60)\n"
+                      f"    run = StageRun({str(tmp_path / 'o.pkl')!r})\n"
+                      "    try:\n        os.kill(os.getpid(), signal.SIGINT); time.sleep(60)\n"
                       "    except KeyboardInterrupt:\n        pass\n"
                       "    run.fail('a.mp4', '', 'ImportError: initialization failed')\n    print('saved')\n"
                       "config.cli(main)")

@@ -238,7 +238,8 @@ def test_a_chain_of_originals_is_one_group_on_one_side(tmp_path):
     assert len(set(groups)) == 32
     for seed in range(6):
         train, val = split_indices(table.label, groups, val_fraction=0.3, seed=seed)
-        side = dict(zip(table.filename[val], ['val'] * len(val))) | dict(zip(table.filename[train], ['train'] * len(train)))
+        side = (dict(zip(table.filename[val], ['val'] * len(val)))
+                | dict(zip(table.filename[train], ['train'] * len(train))))
         for name, original in zip(table.filename, table.original):
             if original in side:
                 assert side[name] == side[original], (seed, name, original)

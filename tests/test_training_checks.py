@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import ROOT
@@ -98,3 +99,28 @@ def test_a_table_without_any_face_says_so_not_to_change_the_split(tmp_path):
                                 progress=False, val_fraction=val_fraction)
         with pytest.raises(config.UserError, match=r't.pkl: none of its 20 videos has a face embedding \(see its '):
             training.run(cfg, log=lambda *_: None)
+
+
+def test_further_face_tracks_are_trained_on_and_validated_once_a_video(tmp_path):
+    # --keep_all_tracks makes a row per face track: validation (its loss, AUC and early stopping) counted a crowd
+    # clip once a face where test.py and predict.py score its largest track, the split line called tracks
+    # videos, and the prior weighed a video by its tracks
+    _, table = folder_table(tmp_path)
+    extra = table[table.label == 1].iloc[::2].copy()  # fakes of every part with a second, smaller track
+    extra['video_embedding'] = [e[::-1].copy() for e in extra.video_embedding]
+    tracks = pd.concat([table, extra]).sort_values(['folder', 'filename'], kind='stable').reset_index(drop=True)
+    store.save(tracks, str(tmp_path / 'tracks.pkl'))
+    wanted, lines = 'dfdc_train_part_1', []
+    training.run(training.settings(dataset=str(tmp_path / 'tracks.pkl'), out_dir=str(tmp_path / 'run'),
+                                   split='folder', val_folders=wanted, max_epochs=1, **TINY), log=lines.append)
+    split = load_checkpoint(tmp_path / 'run' / 'best.pt')[1]['split']
+    in_wanted, extra_in = table.folder == wanted, extra.folder == wanted
+    assert sorted(split['val_keys']) == sorted(f'{wanted}/{name}' for name in table.filename[in_wanted])
+    assert split['n_train'] == int((~in_wanted).sum() + (~extra_in).sum())  # every track trained on
+    assert load_checkpoint(tmp_path / 'run' / 'best.pt')[1]['prior'] == table.label[~in_wanted].mean()
+    assert f'{len(extra)} rows are further face tracks of a video (--keep_all_tracks): trained on;' in lines[0]
+    [line] = [line for line in lines if line.startswith('split: ')]
+    train, val = table.label[~in_wanted], table.label[in_wanted]
+    assert line.startswith(f'split: train {split["n_train"]} face tracks of {len(train)} videos ({train.sum()} fake, '
+                           f'{(train == 0).sum()} real, '), line
+    assert f', validation {len(val)} videos ({val.sum()} fake, {(val == 0).sum()} real, ' in line, line
