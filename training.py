@@ -243,6 +243,7 @@ def _epochs(fit, started):
     train, val = fit.train, fit.val
     common = _carried(fit, made_with)
     for epoch in range(done + 1, cfg['max_epochs'] + 1):
+        config.catch_up()  # a Ctrl-C or SIGTERM a library dropped (common.config): stop here, not epochs later
         t0 = time.perf_counter()
         train_loss = _train_epoch(fit, epoch)
         seconds = time.perf_counter() - t0

@@ -227,7 +227,8 @@ def help_if_asked(name, path, *also):
     raise SystemExit(0)
 
 
-_CTRL_C = []  # the Ctrl-C's this process received as a script: one a library dropped still ends the run (catch_up)
+_CTRL_C = []  # the stops (Ctrl-C's SIGINT, SIGTERM) this process received as a script: one a library dropped still
+# ends the run (catch_up)
 
 
 def _interrupted_at_start(signum, frame):
@@ -239,7 +240,8 @@ def _interrupted_at_start(signum, frame):
 
 
 def _interrupted(signum, frame):
-    """cli()'s Ctrl-C: KeyboardInterrupt, recorded (catch_up)."""
+    """cli()'s Ctrl-C, and SIGTERM (a scheduler's: SLURM's time limit, scancel; kill): KeyboardInterrupt, recorded
+    (catch_up, and cli's line says which)."""
     _CTRL_C.append(signum)
     raise KeyboardInterrupt
 
@@ -258,19 +260,19 @@ def interrupt_held():
     """Ctrl-C held until the block ends, then raised: for a block where a library would drop it (catch_up), so
     that it neither prints a ctypes callback's traceback nor leaves the block. Held where Ctrl-C raises
     KeyboardInterrupt (cli's handler, Python's) and signals can be caught (the main thread)."""
-    previous = signal.getsignal(signal.SIGINT)
-    if threading.current_thread() is not threading.main_thread() or previous not in (
-            _interrupted, signal.default_int_handler):
-        yield
-        return
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    previous = {s: h for s, h in previous.items() if h in (_interrupted, signal.default_int_handler)}  # cli's SIGTERM
     held = []
-    signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    for s in previous:
+        signal.signal(s, lambda signum, frame: held.append(signum))
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if held:
-        previous(held[0], None)  # KeyboardInterrupt, now
+        previous[held[0]](held[0], None)  # KeyboardInterrupt, now
 
 
 def _shown(default):
@@ -416,6 +418,8 @@ def cli(main):
         if _CTRL_C:  # an import dropped its SystemExit (said then)
             raise SystemExit(130)
         signal.signal(signal.SIGINT, _interrupted)  # KeyboardInterrupt: what is done is kept
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # as Ctrl-C: its `finally`s run (decoding workers stopped)
+        signal.signal(signal.SIGTERM, _interrupted)
     try:
         main()
     except UserError as err:
@@ -425,5 +429,7 @@ def cli(main):
             raise
         fail(f'{err.filename}: {err.strerror or err}')
     except KeyboardInterrupt:  # what is done is kept (common.stage): the same command resumes
-        print('\ninterrupted: run the same command again to go on from here', file=sys.stderr)
-        raise SystemExit(130) from None
+        term = _CTRL_C[-1:] == [signal.SIGTERM]
+        print(f'\n{"terminated (SIGTERM)" if term else "interrupted"}: run the same command again to go on from here',
+              file=sys.stderr)
+        raise SystemExit(128 + signal.SIGTERM if term else 130) from None

@@ -74,8 +74,10 @@ def _orphaned(parent):
 
 def _work(wid, cfg, threads, gpu, also, requests, inbox, parent):
     # The terminal's Ctrl-C reaches the whole process group: the parent answers it in one line and stops its
-    # workers (stream's finally), where each worker printed its own KeyboardInterrupt's traceback
+    # workers (stream's finally), where each worker printed its own KeyboardInterrupt's traceback; a SIGTERM (a
+    # scheduler's, to every process of the job) ends a worker at once, as before cli() took it as the parent's stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     threading.Thread(target=_orphaned, args=(parent,), daemon=True).start()
     # A fork keeps the parent's pool sizes: OpenBLAS (numpy, scipy, OpenCV) and OpenMP at one thread a core.
     # librosa's mel spectrogram (predict.py's voice) then woke a pool of every core in every worker, and

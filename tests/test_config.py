@@ -246,3 +246,14 @@ def test_interrupt_held_raises_a_ctrl_c_when_its_block_ends():
         assert went_on == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sigterm_is_a_stop_held_as_ctrl_c_and_said_in_one_line():
+    # a scheduler's stop (SLURM's time limit, scancel) ended a script without a word, its `finally`s not run; now it
+    # is Ctrl-C's KeyboardInterrupt, held where Ctrl-C is (interrupt_held), said in one line, with the shell's 143
+    run = as_a_script("def main():\n    with config.interrupt_held():\n"
+                      "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.5); print('held', flush=True)\n"
+                      "    print('after')\nconfig.cli(main)")
+    assert run.returncode == 143 and 'Traceback' not in run.stderr, (run.returncode, run.stderr)
+    assert run.stderr.strip() == 'terminated (SIGTERM): run the same command again to go on from here', run.stderr
+    assert run.stdout.split() == ['held']

@@ -173,10 +173,12 @@ def test_a_report_or_table_written_over_an_input_is_one_line(tmp_path):
     assert (tmp_path / 'merged.pkl').read_bytes() == before
 
 
-@pytest.mark.parametrize('workers', [0, 2])
-def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path, workers):
+@pytest.mark.parametrize('stop, workers', [(signal.SIGINT, 0), (signal.SIGINT, 2), (signal.SIGTERM, 2)],
+                         ids=['sigint-0', 'sigint-2', 'sigterm-2'])
+def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path, stop, workers):
     """Ctrl-C used to print KeyboardInterrupt's traceback, and with decoding workers (a GPU's default) each worker's
-    too; what was done is kept, no worker is left, and the rerun does the rest."""
+    too; what was done is kept, no worker is left, and the rerun does the rest. SIGTERM (a scheduler's stop: SLURM's
+    time limit, scancel, to every process of the job) ended the run without a word: now the same, said as such."""
     folder = tmp_path / 'in'
     folder.mkdir()
     for n, path in enumerate(heads(1, 2, 3, 4, 5) * 2):
@@ -192,10 +194,11 @@ def test_ctrl_c_is_one_line_and_the_same_command_goes_on(weights, tmp_path, work
     time.sleep(3)  # inside the videos' work
     started = children(proc.pid)
     assert len(started) == workers, started
-    os.killpg(proc.pid, signal.SIGINT)
+    os.killpg(proc.pid, stop)
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130 and 'Traceback' not in err, (proc.returncode, err[-2000:])
-    assert err.strip().splitlines()[-1] == 'interrupted: run the same command again to go on from here', err
+    assert proc.returncode == 128 + stop and 'Traceback' not in err, (proc.returncode, err[-2000:])
+    said = 'interrupted' if stop == signal.SIGINT else 'terminated (SIGTERM)'
+    assert err.strip().splitlines()[-1] == f'{said}: run the same command again to go on from here', err
     assert not [pid for pid in started if alive(pid)]
     r = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and len(rows(tmp_path / 's.csv')) == 10, r.stderr[-2000:]

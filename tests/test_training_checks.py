@@ -2,6 +2,7 @@
 where the split is not by folder, or where --val_fraction=0 asks for no validation side at all. A
 --split=folder --val_folders run holds out exactly the folders named. A validation side without a face is
 refused, not trained on without validation."""
+import signal
 import subprocess
 import sys
 
@@ -124,3 +125,21 @@ def test_further_face_tracks_are_trained_on_and_validated_once_a_video(tmp_path)
     assert line.startswith(f'split: train {split["n_train"]} face tracks of {len(train)} videos ({train.sum()} fake, '
                            f'{(train == 0).sum()} real, '), line
     assert f', validation {len(val)} videos ({val.sum()} fake, {(val == 0).sum()} real, ' in line, line
+
+
+def test_a_ctrl_c_a_library_drops_in_the_setup_stops_training_before_its_first_epoch(tmp_path):
+    # numba's ctypes callbacks and pybind11 imports drop a KeyboardInterrupt (common.config.catch_up): the run trained
+    # on to its last epoch and exited 0 as if no key had been pressed
+    path, _ = folder_table(tmp_path)
+    code = ("import os, signal, sys, time; import training; from common import config\n"
+            f"sys.argv = ['training.py', '--dataset={path}', '--out_dir={tmp_path / 'run'}', '--max_epochs=3', "
+            "'--crop=4', '--project=8', '--hidden=8', '--fc=0', '--progress=false']\n"
+            "config.help_if_asked('__main__', 'training.py')\ncarried = training._carried\n"
+            "def dropping(*args):\n    try:\n        os.kill(os.getpid(), signal.SIGINT); time.sleep(30)\n"
+            "    except KeyboardInterrupt:\n        pass\n    return carried(*args)\n"
+            "training._carried = dropping\nconfig.cli(training.main)")
+    out = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal starts it
+    assert out.returncode == 130 and 'Traceback' not in out.stderr, (out.returncode, out.stderr[-2000:])
+    assert out.stderr.strip().splitlines()[-1] == 'interrupted: run the same command again to go on from here'
+    assert 'epoch 1' not in out.stdout and not (tmp_path / 'run' / 'last.pt').exists(), out.stdout
