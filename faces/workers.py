@@ -115,7 +115,13 @@ def stream(paths, cfg, nets, workers, also=None, threads=1, gpu=None, start_meth
         inboxes[wid] = ctx.Queue()
         procs[wid] = ctx.Process(target=_work, args=(wid, cfg, threads, gpu, also, requests, inboxes[wid],
                                                           os.getpid()), name=f'decode-{wid}', daemon=True)
-        procs[wid].start()
+        # SIGINT blocked while it starts, and so in the worker from its first instruction (the mask is inherited):
+        # a spawned one imports for seconds before _work ignores Ctrl-C, and printed its traceback meanwhile
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            procs[wid].start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a Ctrl-C that came meanwhile is raised here
         give(wid)
 
     try:

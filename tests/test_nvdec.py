@@ -6,6 +6,9 @@ libnvcuvid), that it gives the CPU's frames and faces; elsewhere, that it is ref
 a video it fails on is decoded on the CPU, counted. The spawned workers run on every machine."""
 import functools
 import re
+import signal
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,7 +19,7 @@ import predict
 from common.config import UserError
 from common.video import nvdec_error, sampled_frames
 from faces import workers
-from conftest import testdata
+from conftest import ROOT, testdata
 from face_checks import assert_embeddings_are_of_their_crops, assert_same_boxes
 
 NVDEC = nvdec_error(0)  # '' where GPU 0's NVDEC decodes, else why not
@@ -146,3 +149,19 @@ def test_workers_fork_unless_they_decode_on_the_gpu(cpu, monkeypatch):
     for gpu in (None, 0):
         assert len(list(workers.stream(paths, cpu.cfg, cpu.nets, 2, gpu=gpu))) == 2
     assert methods == ['fork', 'spawn']
+
+
+def test_a_ctrl_c_while_spawned_workers_start_is_one_line(face_weights):
+    """A spawned worker imports torch and the pipeline for seconds before its code ignores Ctrl-C, and the
+    terminal's SIGINT reaches every process of the group: each printed a KeyboardInterrupt's traceback then."""
+    clip = testdata(*CLIPS[0])
+    code = ("import os, signal, sys, threading; sys.argv = ['predict.py']; from common import config\n"
+            "config.help_if_asked('__main__', 'predict.py')\nimport DetectionPipeline as dp\nfrom faces import workers\n"
+            f"pipeline = dp.DetectionPipeline(face_weights={str(face_weights)!r}, device='cpu', frame_step=15)\n"
+            "def main():\n    threading.Timer(1.0, os.killpg, (os.getpgid(0), signal.SIGINT)).start()  # importing\n"
+            f"    for _ in workers.stream([{clip!r}] * 4, pipeline.cfg, pipeline.nets, 2, start_method='spawn'):\n"
+            "        pass\nconfig.cli(main)")
+    run = subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert run.returncode == 130 and 'Traceback' not in run.stderr, (run.returncode, run.stderr[-3000:])
+    assert run.stderr.strip() == 'interrupted: run the same command again to go on from here', run.stderr
