@@ -151,18 +151,18 @@ def write_submission(table, todo, seconds, videos, output, clip):
 def settings_from(ckpt, face, audio):
     """The settings of DetectionPipeline and of AudioEmbedder, lower-case: {**recorded, **given}, those the
     checkpoint's training table recorded (its made_with; an older table's none: the embedder check says what
-    to give) and over them the user's (config.configure()'s overrides). UserError where a face setting given
-    differs from the recorded one (the network learnt on faces sampled or cropped so), or a weights file
-    recorded is not on this machine."""
+    to give) and over them the user's (config.configure()'s overrides). UserError where a setting given differs
+    from the recorded one (the network learnt on faces sampled or cropped so, on audio whose silence was cut so;
+    a weights file's path may: the embedder's name is checked), or a weights file recorded is not here."""
     attrs = ckpt.get('dataset', {}).get('attrs', {})
     found = [{k[2:]: v for k, v in recorded_settings(attrs, what).items()
               if k[2:] in known} for what, known in (('face', dp.settings()), ('audio', config.settings(cae)))]
     found[0].update({k: attrs[k] for k in ('face_weights',) if k in attrs})
-    differ = sorted(k for k, v in found[0].items() if k in face and face[k] != v and k != 'face_weights')
-    if differ:
-        raise UserError('the checkpoint was trained on faces made with ' + ', '.join(
-            f'--{k}={found[0][k]}' for k in differ) + '; this run has ' + ', '.join(
-            f'--{k}={face[k]}' for k in differ) + ": leave them out to take the checkpoint's")
+    for what, recorded, given in zip(('faces', 'audio'), found, (face, audio)):
+        if differ := sorted(k for k, v in recorded.items() if k in given and given[k] != v and '_weights' not in k):
+            raise UserError(f'the checkpoint was trained on {what} made with ' + ', '.join(
+                f'--{k}={recorded[k]}' for k in differ) + '; this run has ' + ', '.join(
+                f'--{k}={given[k]}' for k in differ) + ": leave them out to take the checkpoint's")
     for what, recorded, given in zip(('face', 'audio'), found, (face, audio)):
         for k in ('face_weights', 'voice_weights', 'cnn_weights'):  # the settings that may name a weights file
             if k in recorded and k not in given and os.sep in recorded[k] and not os.path.exists(recorded[k]):

@@ -346,6 +346,21 @@ def test_the_face_settings_of_the_training_table_are_predict_pys(chain, tmp_path
         predict.Predictor(str(tmp_path / 'step15.pt'), 'cpu', face={'frame_step': 6})
 
 
+def test_an_audio_setting_other_than_the_training_tables_is_one_line(chain):
+    """The audio table records its settings too, and predict.py makes the voice embedding with them; one given
+    otherwise (--silence_dbfs=0: every track taken for silence) changed every probability, silently, where
+    test.py refuses that table."""
+    state = torch.load(chain / 'run' / 'best.pt', map_location='cpu', weights_only=True)
+    recorded = json.loads(state['dataset']['attrs']['audio_settings'])
+    assert recorded['--silence_dbfs'] == cae.SILENCE_DBFS
+    predictor = predict.Predictor(str(chain / 'run' / 'best.pt'), 'cpu', face={'face_weights': 'none'},
+                                  audio={'silence_dbfs': cae.SILENCE_DBFS})  # the same value given: taken
+    assert predictor.audio_settings['silence_dbfs'] == cae.SILENCE_DBFS
+    with pytest.raises(config.UserError, match=rf'trained on audio made with --silence_dbfs={cae.SILENCE_DBFS}; '
+                                               r'this run has --silence_dbfs=0.0: leave them out'):
+        predict.Predictor(str(chain / 'run' / 'best.pt'), 'cpu', audio={'silence_dbfs': 0.0})
+
+
 def test_a_rerun_resumes_only_what_the_same_checkpoint_and_settings_made(
         chain, small_input, tmp_path, monkeypatch, capsys):
     """Into the same OUTPUT: the same checkpoint and settings redo nothing; another checkpoint or PRIOR
