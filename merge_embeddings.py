@@ -84,8 +84,17 @@ def _one(values, what, path):
     return values[0]
 
 
+def _not_merged(table, path, script):
+    """config.UserError where `table` is a merged one: as an input it merged again with its own audio kept beside
+    the new table's settings, and lost its face settings."""
+    if {'video_embedding', 'audio_embedding'} <= set(table.columns):
+        raise config.UserError(f'{path} is a merged table (merge_embeddings.py\'s), not a {script} table: give the '
+                               f'table it was made from')
+
+
 def check_video(video, path='the video table'):
     """(embedder, D) of a video table; config.UserError where columns lack or it mixes embedders or D."""
+    _not_merged(video, path, 'create_video_embeddings.py')
     missing = [c for c in VIDEO_COLUMNS if c not in video.columns]
     if missing:
         raise config.UserError(f'{path} has no column {", ".join(missing)}: not a create_video_embeddings.py table')
@@ -103,6 +112,7 @@ def check_video(video, path='the video table'):
 def check_audio(audio, path='the audio table'):
     """(encoder, A) of an audio table; config.UserError where columns lack, it mixes encoders or A, or it has
     a file name twice."""
+    _not_merged(audio, path, 'create_audio_embedding.py')
     missing = [c for c in AUDIO_COLUMNS if c not in audio.columns]
     if missing:
         raise config.UserError(f'{path} has no column {", ".join(missing)}: not a create_audio_embedding.py table')

@@ -102,6 +102,11 @@ def test_every_video_is_kept_and_those_without_audio_are_zero_and_flagged():
     # no key in common (it merged, every video without audio): one stage given the data folder a level up
     (video_table({'a.mp4': 1, 'b.mp4': 0}, folder='part0'), audio_table({'a.mp4': 'ok'}),
      'no video of the video table is in the audio table (e.g. part0/a.mp4; there, e.g. dfdc_train_part_0/a.mp4)'),
+    # a merged table given again merged with its own audio kept beside the new table's settings
+    (me.merge(video_table({'a.mp4': 1}), audio_table({'a.mp4': 'ok'}))[0], audio_table({'a.mp4': 'ok'}),
+     "the video table is a merged table (merge_embeddings.py's), not a create_video_embeddings.py table"),
+    (video_table({'a.mp4': 1}), me.merge(video_table({'a.mp4': 1}), audio_table({'a.mp4': 'ok'}))[0],
+     "the audio table is a merged table (merge_embeddings.py's), not a create_audio_embedding.py table"),
 ])
 def test_tables_that_cannot_be_merged_are_refused_in_one_line(video, audio, message):
     with pytest.raises(config.UserError, match=re.escape(message)) as err:
