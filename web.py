@@ -1,14 +1,14 @@
 """A local web page for one video: drop a clip (or choose one), get its probability of FAKE and why.
 
 Reads CHECKPOINT (training.py's best.pt; without one, --face_encoder=gend's own head: the scorer, named on the
-page beside every verdict) and the videos uploaded to the page. Each is scored by predict.py's own one-video path (predict.score_video), so the page
-and `predict.py --input=VIDEO` give the same number, with the same figure as `predict.py --explain` (the
-windows' scores and the face crops) and the fallback reason where there is one; a file that is not a readable
-video, or is over MAX_MB, gets a message. One video at a time: a second upload waits in a queue (the page
-shows its place); the bar shows how much of the file has been read. Writes nothing outside its own temporary
-folder (made at start, removed at exit): uploads (deleted once scored) and figures. No analytics.
-Listens on HOST=127.0.0.1, this machine only; --host=0.0.0.0 lets anyone who can reach this machine upload
-videos to it and run the networks on them (README).
+page beside every verdict) and the videos uploaded to the page. Each is scored by predict.py's own one-video path
+(predict.score_video), so the page and `predict.py --input=VIDEO` give the same number, with the same figure as
+`predict.py --explain` (the windows' scores and the face crops) and the fallback reason where there is one; a file
+that is not a readable video, or is over MAX_MB, gets a message. One video at a time: a second upload waits in a
+queue (the page shows its place); the bar shows how much of the file has been read. Writes nothing outside its own
+temporary folder (made at start, removed at exit): uploads (deleted once scored) and figures. No analytics.
+Listens on HOST=127.0.0.1, this machine only; --host=0.0.0.0 lets anyone who can reach this machine upload videos
+to it and run the networks on them (README).
 
 Example:
     python web.py --face_encoder=gend    # GenD's verdict, no training (or --checkpoint=runs/lstm/best.pt)

@@ -22,6 +22,7 @@ import re
 import signal
 import sys
 import tempfile
+import textwrap
 import threading
 import tokenize
 from typing import NamedTuple
@@ -163,8 +164,11 @@ def declared(path):
     for node in ast.parse(source).body:
         if isinstance(node, ast.Assign) and node.lineno in inside and len(node.targets) == 1 \
                 and isinstance(node.targets[0], ast.Name):
-            out.append(Setting(node.targets[0].id, ast.get_source_segment(source, node.value),
-                               next((comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments), ''),
+            said = [comments[n] for n in range(node.lineno, node.end_lineno + 1) if n in comments][:1]
+            after = node.end_lineno + 1  # a comment that runs on: the block's comment-only lines below
+            while after in inside and after in comments and re.match(r'\s+#', lines[after - 1]):
+                said, after = said + [comments[after]], after + 1
+            out.append(Setting(node.targets[0].id, ast.get_source_segment(source, node.value), ' '.join(said),
                                inside[node.lineno]))
     return tuple(out)
 
@@ -223,7 +227,8 @@ def help_if_asked(name, path, *also):
         for text, s in zip(shown, rows):
             if len(text) + 2 > width:  # a long default: its comment on the next line
                 text = f'{text}\n  {"":<{width}}'
-            print(f'  {text:<{width}}{s.comment}'.rstrip())
+            comment = textwrap.wrap(s.comment, max(118 - width, 40), break_on_hyphens=False)
+            print(f'  {text:<{width}}' + f'\n  {"":<{width}}'.join(comment or ['']).rstrip())
     raise SystemExit(0)
 
 

@@ -172,6 +172,15 @@ def help_of(name):
     return subprocess.run([sys.executable, '-c', code], cwd=ROOT, capture_output=True, text=True)
 
 
+def test_help_prints_a_comment_that_runs_onto_further_lines_whole():
+    # -h printed a setting's comment up to the end of its first line: test.py's --subset lost three of its choices
+    for name, tail in [('test', "'val': those it held out | 'train': the others | 'all'"),
+                       ('training', "they are the validation side whatever VAL_FRACTION, which must not be 0)")]:
+        run = help_of(name)
+        assert run.returncode == 0 and tail in ' '.join(run.stdout.split()), run.stdout
+        assert max(map(len, run.stdout.splitlines())) <= 120  # wrapped: a terminal's width, not a line a setting
+
+
 @pytest.mark.parametrize('name', ALL_SCRIPTS)
 def test_help_before_the_heavy_imports_lists_exactly_the_settings_the_script_takes(name, monkeypatch, capsys):
     """-h: the docstring, then each setting with its default and comment; every name listed is accepted
