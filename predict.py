@@ -71,7 +71,6 @@ def main():
             raise UserError(f'--output={output} is named like a video: give the submission a .csv name')
         for path in (output, fallbacks_path(output)):
             config.writable_file(path, '--output')
-        claim(output + '.pkl')  # one run at a time: another's results would mix with ours
     if EXPLAIN:
         config.writable_folder(EXPLAIN, '--explain')
     others, passed = [], []
@@ -82,6 +81,8 @@ def main():
     say_passed(passed)
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
+    if writes:  # one run at a time (another's results would mix with ours), its lock files left from here on
+        claim(output + '.pkl')
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
     print(f'scorer: {predictor.scorer}')
     if not writes:

@@ -139,16 +139,20 @@ def test_a_second_run_on_one_output_is_one_line_before_any_work(weights, tmp_pat
 
 
 def test_an_output_named_like_a_video_or_an_input_that_is_not_one_is_one_line(weights, tmp_path):
-    """--output=the input video used to turn it into a CSV; a list file as --input was scored as a video."""
+    """--output=the input video used to turn it into a CSV; a list file as --input was scored as a video. A folder
+    without a video left the output's lock files behind. A refused run writes nothing."""
     video = tmp_path / 'a.mp4'
     shutil.copy(heads(2)[0], video)
     size = video.stat().st_size
+    (tmp_path / 'empty').mkdir()
     for args, says in [([f'--input={video}', f'--output={video}'], 'is named like a video'),
                        ([f'--input={tmp_path}', f'--output={tmp_path / "out.mp4"}'], 'is named like a video'),
-                       ([f'--input={tmp_path / "list.txt"}'], 'is not named like a video')]:
+                       ([f'--input={tmp_path / "list.txt"}'], 'is not named like a video'),
+                       ([f'--input={tmp_path / "empty"}', f'--output={tmp_path / "s.csv"}'], 'no video file')]:
         (tmp_path / 'list.txt').write_text(f'{video}\n')
         one_line_error(run_script('predict.py', *args, f'--face_weights={weights}', *FAST), *says)
-    assert video.stat().st_size == size and sorted(os.listdir(tmp_path)) == ['a.mp4', 'list.txt']
+    assert video.stat().st_size == size and sorted(os.listdir(tmp_path)) == ['a.mp4', 'empty', 'list.txt']
+    assert os.listdir(tmp_path / 'empty') == []
 
 
 def test_a_fallbacks_file_that_cannot_be_written_is_one_line_before_any_work(weights, tmp_path):
