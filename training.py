@@ -127,9 +127,11 @@ def run(cfg, log=print):
         for name in OUT_FILES:
             sweep_temporaries(os.path.join(cfg['out_dir'], name))
         train, val = _split(cfg, table, log)
-        w_real, w_fake = class_weights(table.labels[train])
-        log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class); training prior '
-            f'{table.labels[train].mean():.3f} fake)')
+        w_real, w_fake = class_weights(table.labels[train])  # per row: each face track is trained on
+        videos = train[first_tracks(table.keys)[train]]  # with --keep_all_tracks, a row per face track
+        log(f'loss weights: real {w_real:.3f}, fake {w_fake:.3f} (N / (2 N_class) of its rows'
+            + (f', the {len(train)} face tracks of {len(videos)} videos' if len(videos) < len(train) else '')
+            + f'); training prior {table.labels[videos].mean():.3f} fake')
         with _memory(device, '--hidden, --layers, --project and --fc'):
             net = build(NetworkConfig(video_dim=table.video_dim, audio_dim=table.audio_dim, hidden=cfg['hidden'],
                                       layers=cfg['layers'], fc=cfg['fc'], dropout=cfg['dropout'], crop=cfg['crop'],
@@ -350,7 +352,7 @@ def _carried(fit, made_with):
         'prior': float(table.labels[videos].mean()), 'clip': [cfg['clip_lo'], cfg['clip_hi']],
         'evaluation': {'choice': EVALUATION, 'crop': cfg['crop'], 'stride': cfg['eval_stride']},
         'loss_weights': {'real': float(fit.weights[0]), 'fake': float(fit.weights[1]),
-                         'how': 'N / (2 N_class) per video'},
+                         'how': 'N / (2 N_class) per row: a video, or a face track (--keep_all_tracks)'},
         'split': {'how': cfg['split'], 'val_fraction': cfg['val_fraction'], 'seed': cfg['seed'],
                   'n_train': int(len(train)), 'n_val': int(len(val)),
                   'val_filenames': [str(f) for f in table.filenames[val]],
@@ -444,10 +446,10 @@ def _warn_missing_originals(log, table):
     """Say how many videos lead to an original that is not in the table: groups_of makes the last name of
     such a chain its group, the only groups that are not a video of the table."""
     present = set(table.keys)
-    outside = np.array([g not in present for g in table.groups], bool)  # (videos,)
+    outside = np.array([g not in present for g in table.groups], bool)  # (rows,): a video's face tracks alike
     if outside.any():
         missing = sorted(set(table.groups[outside]))
-        log(f'warning: {int(outside.sum())} videos name an original that is not in the table, directly or '
+        log(f'warning: {len(set(table.keys[outside]))} videos name an original that is not in the table, directly or '
             f'through a chain of fakes ({len(missing)} missing originals, e.g. {missing[0]}); the videos of each '
             f'missing original are one group (they cannot leak through it)')
 

@@ -125,6 +125,21 @@ def test_further_face_tracks_are_trained_on_and_validated_once_a_video(tmp_path)
     assert line.startswith(f'split: train {split["n_train"]} face tracks of {len(train)} videos ({train.sum()} fake, '
                            f'{(train == 0).sum()} real, '), line
     assert f', validation {len(val)} videos ({val.sum()} fake, {(val == 0).sum()} real, ' in line, line
+    # the loss weighs rows (each track is trained on), said so; the prior it says is of videos, as recorded
+    [line] = [line for line in lines if line.startswith('loss weights: ')]
+    assert line.endswith(f'(N / (2 N_class) of its rows, the {split["n_train"]} face tracks of {len(train)} videos); '
+                         f'training prior {train.mean():.3f} fake'), line
+    # a video whose original is not in the table is one, whatever its tracks (the warning counted rows)
+    first = extra.iloc[0]
+    lost = (tracks.folder == first.folder) & (tracks.filename == first.original)
+    its = tracks[~lost & (tracks.folder == first.folder) & (tracks.original == first.original)]
+    assert len(its) > its.filename.nunique()  # one of them has two tracks
+    store.save(tracks[~lost].reset_index(drop=True), str(tmp_path / 'lost.pkl'))
+    lines.clear()
+    training.run(training.settings(dataset=str(tmp_path / 'lost.pkl'), out_dir=str(tmp_path / 'run2'), max_epochs=1,
+                                   **TINY), log=lines.append)
+    assert any(line.startswith(f'warning: {its.filename.nunique()} videos name an original that is not in the table')
+               for line in lines), lines
 
 
 def test_a_ctrl_c_a_library_drops_in_the_setup_stops_training_before_its_first_epoch(tmp_path):
