@@ -18,10 +18,12 @@ from common import config
 # -h: answered before the heavy imports
 config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_embedding.py')
 
+import errno
 import html
 import os
 import shutil
 import signal
+import socket
 import sys
 import tempfile
 import threading
@@ -211,6 +213,23 @@ def main():
         shutil.rmtree(folder, onerror=lambda _, path, err: print(f'cannot remove {path}: {err[1]}', file=sys.stderr))
 
 
+def can_listen(host, port):
+    """UserError in one line where the page cannot listen on host:port (gradio's own error is two lines, and its
+    advice names gradio's environment variables)."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise UserError(f'--host={host}: {err.strerror}; give a name or address of this machine (127.0.0.1: '
+                        f'this machine only)') from None
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server's: a port just freed is free
+        try:
+            probe.bind(address)
+        except OSError as err:
+            which = '--port' if err.errno in (errno.EADDRINUSE, errno.EACCES) else '--host'
+            raise UserError(f'cannot listen on {host}:{port} ({err.strerror}); give another {which}') from None
+
+
 def serve(folder):
     """Load the scorer, start the page, and wait for Ctrl-C or SIGTERM."""
     import DetectionPipeline as dp
@@ -220,6 +239,7 @@ def serve(folder):
     face, audio = config.configure(globals(), dp, cae)  # the settings of DetectionPipeline and AudioEmbedder given
     if CHECKPOINT and not os.path.exists(CHECKPOINT):
         raise UserError(f'--checkpoint={CHECKPOINT!r} does not exist')
+    can_listen(HOST, PORT)  # before the networks load
     # no checkpoint: --face_encoder=gend's own head scores (Predictor refuses other encoders in one line)
     predictor = predict.Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
     scorer = predictor.scorer
@@ -232,8 +252,9 @@ def serve(folder):
         demo.launch(server_name=HOST, server_port=PORT, max_file_size=int(MAX_MB * 2 ** 20),
                     allowed_paths=[folder], prevent_thread_lock=True, quiet=True, ssr_mode=False,
                     mcp_server=False, pwa=False, css=CSS, footer_links=[])
-    except OSError as err:  # the port is taken
-        raise UserError(f'cannot listen on {HOST}:{PORT} ({err}); give another --port') from None
+    except OSError:  # the port taken since can_listen (gradio's message names its own variables)
+        raise UserError(f'cannot listen on {HOST}:{PORT} (another program took the port); give another '
+                        f'--port') from None
     where = 'this machine only' if HOST in ('127.0.0.1', 'localhost', '::1') else 'anyone who can reach it may upload'
     print(f'page: http://{HOST}:{PORT} ({where}); scorer: {scorer}; temporary folder: {folder}; '
           f'Ctrl-C stops it', flush=True)

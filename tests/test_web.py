@@ -303,3 +303,19 @@ def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_
     assert 'voice: none<' in shown['silent.mp4'] and 'fallback' not in shown['silent.mp4']
     [p_broken], [p_silent] = (re.findall(r'p\(FAKE\) = (0\.\d{4})', shown[n]) for n in ('bad_audio.mp4', 'silent.mp4'))
     assert p_broken == p_silent
+
+
+def test_a_host_or_port_it_cannot_listen_on_is_one_line_before_any_work():
+    # gradio's own error was two lines (uvicorn's log line, then ours quoting gradio's advice to set its variables)
+    with socket.socket() as taken:
+        taken.bind(('127.0.0.1', 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for args, says in [
+                ([f'--port={port}'], f'cannot listen on 127.0.0.1:{port} (Address already in use); give another --port'),
+                (['--host=192.0.2.1'], 'cannot listen on 192.0.2.1:7860 (Cannot assign requested address); give '
+                                       'another --host'),  # TEST-NET-1: never an address of this machine
+                (['--host=256.1.1.1'], '--host=256.1.1.1: ')]:
+            r = run_script('web.py', *args)
+            assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+            assert r.stderr.startswith('error: ' + says), (args, r.stderr)
