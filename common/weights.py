@@ -105,10 +105,19 @@ def _load_file(path, todo=''):
         state = torch.load(path, map_location='cpu', weights_only=True)
     except Exception as err:  # noqa: BLE001 - a corrupt file makes torch.load raise whatever its unpickler hits
         first = (str(err).strip().splitlines() or [''])[0]  # torch's unpickling errors run to 10 lines
+        if first.startswith('Weights only load failed'):  # its advice, weights_only=False, would run the file's code
+            first = 'not a file of tensors alone (a state dict saved by torch.save); nothing else is loaded'
         raise UserError(f'cannot read weights file {path}: {type(err).__name__} {first}{todo}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
     return state
+
+
+def _why_not(err):
+    """The first reason of load_state_dict's error (its first line only says that there are some), shortened."""
+    lines = [line.strip() for line in str(err).strip().splitlines()]
+    why = lines[1] if len(lines) > 1 else lines[0]
+    return why if len(why) <= 160 else why[:157] + '...'
 
 
 def face_embedder(weights='vggface2'):
@@ -129,8 +138,8 @@ def face_embedder(weights='vggface2'):
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise UserError(f'{weights} is not an InceptionResnetV1 state dict: {first}') from None
+            raise UserError(f'{weights} is not an InceptionResnetV1 state dict ({_why_not(err)}): give '
+                            f'facenet-pytorch\'s weights file (20180402-114759-vggface2.pt)') from None
     elif weights in ('vggface2', 'casia-webface'):
         try:
             model = InceptionResnetV1(pretrained=weights)
@@ -379,8 +388,8 @@ def audio_cnn(weights='imagenet', arch='resnet18'):
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise UserError(f'{weights} is not a {arch} state dict: {first}') from None
+            raise UserError(f'{weights} is not a {arch} state dict ({_why_not(err)}): give the --cnn_arch of its '
+                            f'network, or a torchvision {arch} file') from None
     return model.eval()
 
 

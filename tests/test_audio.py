@@ -17,7 +17,7 @@ import extract_audio as ea
 from audio_clips import dfdc_part, remux, run_script
 from common import config
 from common.video import VideoError
-from common.weights import audio_cnn
+from common.weights import audio_cnn, face_embedder
 from common.stage import Journal
 from conftest import ROOT, testdata
 
@@ -298,10 +298,17 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
     (tmp_path / 'bad.pth').write_text('not weights')
     for weights, arch, message in [(str(tmp_path / 'bad.pth'), 'resnet18', 'cannot read weights file'),
                                    ('IMAGENET1K_V9', 'resnet18', 'not one of imagenet'),
-                                   ('none', 'vgg16', 'not one of resnet18')]:
+                                   ('none', 'vgg16', 'not one of resnet18'),
+                                   # the message stopped at 'Error(s) in loading state_dict for ResNet:'
+                                   (str(path), 'resnet50', r'is not a resnet50 state dict \((Missing|Unexpected) '
+                                                           r'key\(s\) in state_dict: .+\): give the --cnn_arch of its')]:
         with pytest.raises(config.UserError, match=message) as err:
             audio_cnn(weights, arch)
-        assert '\n' not in str(err.value)
+        assert '\n' not in str(err.value) and 'weights_only' not in str(err.value)  # torch's advice: run its code
+    with pytest.raises(config.UserError, match=r'is not an InceptionResnetV1 state dict \((Missing|Unexpected) key\(s\)'
+                                               r' in state_dict: .+\): give facenet-pytorch\'s weights file') as err:
+        face_embedder(str(path))
+    assert '\n' not in str(err.value)
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError('Name or service not known')
