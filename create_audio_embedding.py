@@ -22,6 +22,7 @@ from common import config
 config.help_if_asked(__name__, __file__)  # -h: answered before the heavy imports
 
 import os
+import warnings
 from importlib.metadata import version
 
 import numpy as np
@@ -85,6 +86,18 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def _check_bands(n_mels, n_fft):
+    """config.UserError where some of the n_mels mel bands hold no bin of an n_fft spectrum: librosa warns, twice,
+    and those rows of every image are zero."""
+    import librosa
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore', UserWarning)  # said below, in one line
+        basis = librosa.filters.mel(sr=_RATE, n_fft=n_fft, n_mels=n_mels)  # (n_mels, 1 + n_fft // 2)
+    if empty := int((basis.max(axis=1) <= 0).sum()):
+        raise config.UserError(f'--n_mels={n_mels} is too many bands for --n_fft={n_fft} (a {1 + n_fft // 2}-bin '
+                               f'spectrum): {empty} would hold no bin; give a larger --n_fft or fewer --n_mels')
+
+
 class AudioEmbedder:
     """A waveform in, (embedding (D,) float32, status) out; the weights load once.
 
@@ -133,6 +146,8 @@ class AudioEmbedder:
         # The first embedding imports librosa and has numba compile its kernels (seconds): here, with Ctrl-C held,
         # not in a video's work, where a Ctrl-C was dropped (the run went on) or became the video's failure
         with config.interrupt_held():
+            if self.encoder == 'cnn':
+                _check_bands(c['n_mels'], c['n_fft'])
             self(np.random.default_rng(0).standard_normal(_RATE).astype(np.float32) / 10)  # 1 s of noise
 
     def __call__(self, wav):

@@ -217,14 +217,14 @@ def _subset(cfg, ckpt, table, everything):
     if subset == 'all':
         return everything, 'all', f'scoring all {n} videos of the table (--subset=all)'
     split = ckpt.get('split') or {}
+    why = 'the checkpoint recorded no split' if 'network' in ckpt else 'no checkpoint, no split'
     if 'val_keys' in split:  # folder/filename
         held_out = np.isin(keys, split['val_keys'])
     elif 'val_filenames' in split:  # older checkpoints
         held_out = np.isin(table.filenames[everything].astype(str), split['val_filenames'])
     elif given:
-        raise config.UserError(f'--subset={subset}: the checkpoint recorded no split; give --subset=all')
+        raise config.UserError(f'--subset={subset}: {why}; give --subset=all')
     else:
-        why = 'the checkpoint recorded no split' if 'network' in ckpt else 'no checkpoint, no split'
         return everything, 'all', f'scoring all {n} videos: {why} (--subset=all)'
     if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
         # its training videos (older checkpoints: whether this is the very table it trained on, by its stamp)

@@ -102,7 +102,8 @@ def open_store(pickle_path):
     """The store of the merged table pickle_path, or UserError in one line."""
     folder = store_dir(pickle_path)
     if not os.path.isfile(pickle_path):
-        raise UserError(f'{pickle_path}: no such file')
+        raise UserError(f'{pickle_path}: ' + ('a folder: give the merged table in it (merge_embeddings.py\'s '
+                                              '--output)' if os.path.isdir(pickle_path) else 'no such file'))
     if not is_current(pickle_path):
         raise UserError(f'{pickle_path} has no training store written with it ({folder}: made by an older '
                         f'merge_embeddings.py, a merge that was stopped, or a table changed or copied since, e.g. '

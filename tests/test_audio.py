@@ -382,3 +382,12 @@ def test_two_processes_split_both_scripts_and_give_one_process_tables(part, extr
 def test_the_embedding_script_without_an_index_is_one_line_and_exit_2(tmp_path):
     r = run_script('create_audio_embedding.py', f'--audio_dir={tmp_path}', f'--output={tmp_path / "a.pkl"}')
     assert r.returncode == 2 and 'run extract_audio.py' in r.stderr and r.stderr.strip().count('\n') == 0
+
+
+def test_mel_bands_without_a_bin_of_the_spectrum_are_refused_in_one_line():
+    # --n_fft=7 beside the 128 default bands: librosa warned twice, and 122 rows of every image were zero
+    for n_fft, empty in [(7, 122), (256, 13)]:
+        with pytest.raises(config.UserError, match=rf'^--n_mels=128 is too many bands for --n_fft={n_fft} \(a '
+                                                   rf'{1 + n_fft // 2}-bin spectrum\): {empty} would hold no bin; '):
+            cae.AudioEmbedder(audio_encoder='cnn', cnn_weights='none', device='cpu', n_fft=n_fft)
+    assert cae.AudioEmbedder(audio_encoder='cnn', cnn_weights='none', device='cpu', n_fft=400).dim == 512

@@ -96,6 +96,9 @@ def test_test_py_scores_a_gend_table_without_a_checkpoint(tmp_path):
     assert rep['scorer'].startswith("the face encoder's own head") and rep['checkpoint'] is None
     assert rep['roc_auc'] == pytest.approx(roc_auc_score(table['label'], expected), abs=1e-9)
     assert any("scorer: the face encoder's own head" in line for line in lines)
+    with pytest.raises(config.UserError, match=r'^--subset=val: no checkpoint, no split; give --subset=all'):
+        scoring.run(scoring.settings(dataset=str(tmp_path / 'merged.pkl'), checkpoint='', subset='val',
+                                     report=str(tmp_path / 'r.json')), log=lambda *_: None)  # it said 'the checkpoint'
 
 
 def test_test_py_without_a_checkpoint_refuses_a_table_without_a_head(tmp_path):

@@ -57,6 +57,8 @@ def test_a_label_that_is_not_0_or_1_is_refused(tmp_path):
 def test_a_store_that_does_not_match_its_pickle_is_one_line(tmp_path):
     table = synthetic_table(10, faces=5, video_dim=8, audio_dim=4)
     path = str(tmp_path / 'merged.pkl')
+    with pytest.raises(config.UserError, match=r': a folder: give the merged table in it \(merge_embeddings'):
+        store.open_store(str(tmp_path))  # it said 'no such file'
     write_pickle(table, path)  # an older merge: no store
     with pytest.raises(config.UserError, match='run merge_embeddings.py again$'):
         store.open_store(path)
