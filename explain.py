@@ -132,3 +132,12 @@ def _windows(ax, result, track, windows, crop, shift):
     lo, hi = min(p.min(), result.p_fake), max(p.max(), result.p_fake)
     pad = max(0.05, 0.15 * (hi - lo))
     return max(-0.02, lo - pad), min(1.02, hi + pad)
+
+
+if __name__ == '__main__':  # a module: predict.py draws its figures
+    import sys
+    from common import config
+    if {'-h', '--help'} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        raise SystemExit(0)
+    config.fail('explain.py is a module, not a script: predict.py --input=VIDEO --explain=DIR draws the figures')

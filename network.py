@@ -79,6 +79,14 @@ def build(config):
 
 
 if __name__ == '__main__':
+    import sys
+    from common import config
+    if {'-h', '--help'} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        raise SystemExit(0)
+    if sys.argv[1:]:  # training.py's --hidden, --layers, ... build the network
+        config.fail(f'network.py takes no settings ({sys.argv[1]}): training.py\'s --hidden, --layers, --project, '
+                    f'--fc, --dropout and --deltas shape the network')
     net = build(NetworkConfig())
     print(net)
     print(f'{sum(p.numel() for p in net.parameters()):,} parameters')

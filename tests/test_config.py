@@ -266,3 +266,14 @@ def test_sigterm_is_a_stop_held_as_ctrl_c_and_said_in_one_line():
     assert run.returncode == 143 and 'Traceback' not in run.stderr, (run.returncode, run.stderr)
     assert run.stderr.strip() == 'terminated (SIGTERM): run the same command again to go on from here', run.stderr
     assert run.stdout.split() == ['held']
+
+
+@pytest.mark.parametrize('name, says', [('network', "error: network.py takes no settings (--hidden=3): training.py's"),
+                                        ('explain', 'error: explain.py is a module, not a script: predict.py ')])
+def test_the_modules_run_as_scripts_answer_h_and_refuse_a_setting_in_one_line(name, says):
+    # explain.py printed nothing and exited 0 whatever it was given; network.py printed the network for -h
+    run = subprocess.run([sys.executable, f'{name}.py', '-h'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0 and run.stdout.startswith(open(os.path.join(ROOT, f'{name}.py')).readline()[3:]), run
+    run = subprocess.run([sys.executable, f'{name}.py', '--hidden=3'], cwd=ROOT, capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2 and run.stderr.startswith(says) and run.stderr.count('\n') == 1, run.stderr
