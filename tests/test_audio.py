@@ -301,7 +301,7 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
                                    ('none', 'vgg16', 'not one of resnet18'),
                                    # the message stopped at 'Error(s) in loading state_dict for ResNet:'
                                    (str(path), 'resnet50', r'is not a resnet50 state dict \((Missing|Unexpected) '
-                                                           r'key\(s\) in state_dict: .+\): give the --cnn_arch of its')]:
+                                                           r'key\(s\) in state_dict: .+\): give the --cnn_arch of')]:
         with pytest.raises(config.UserError, match=message) as err:
             audio_cnn(weights, arch)
         assert '\n' not in str(err.value) and 'weights_only' not in str(err.value)  # torch's advice: run its code

@@ -156,7 +156,8 @@ def test_a_ctrl_c_while_spawned_workers_start_is_one_line(face_weights):
     terminal's SIGINT reaches every process of the group: each printed a KeyboardInterrupt's traceback then."""
     clip = testdata(*CLIPS[0])
     code = ("import os, signal, sys, threading; sys.argv = ['predict.py']; from common import config\n"
-            "config.help_if_asked('__main__', 'predict.py')\nimport DetectionPipeline as dp\nfrom faces import workers\n"
+            "config.help_if_asked('__main__', 'predict.py')\nimport DetectionPipeline as dp\n"
+            "from faces import workers\n"
             f"pipeline = dp.DetectionPipeline(face_weights={str(face_weights)!r}, device='cpu', frame_step=15)\n"
             "def main():\n    threading.Timer(1.0, os.killpg, (os.getpgid(0), signal.SIGINT)).start()  # importing\n"
             f"    for _ in workers.stream([{clip!r}] * 4, pipeline.cfg, pipeline.nets, 2, start_method='spawn'):\n"
