@@ -85,8 +85,8 @@ def list_inputs(path, others=None, passed=None):
     """The videos of predict.py's INPUT, `path`, as (path, folder, filename), sorted by key: the file itself (folder
     ''), or every file named like a video (a dangling link too: its row says 'file is missing') in the folder and
     its subfolders (walk: links followed, each folder once; `folder` relative to `path`, '/' between names).
-    `others`, a list, gets the key of each file passed over (not named like a video); `passed`, the path of each
-    hidden or system folder walk() does not enter."""
+    `others`, a list, gets the key of each file passed over (not named like a video; a part's metadata.json is not
+    one); `passed`, the path of each hidden or system folder walk() does not enter."""
     if not os.path.isdir(path):
         return [(path, '', os.path.basename(path))]
     found = []
@@ -95,7 +95,7 @@ def list_inputs(path, others=None, passed=None):
         folder = '' if rel == '.' else rel.replace(os.sep, '/')
         found += [(os.path.join(top, name), folder, name) for name in files if is_video(name)]
         if others is not None:
-            others += sorted(key(folder, name) for name in files if not is_video(name))
+            others += sorted(key(folder, name) for name in files if not is_video(name) and name != 'metadata.json')
     return sorted(found, key=lambda video: key(video[1], video[2]))
 
 

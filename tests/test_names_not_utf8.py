@@ -57,7 +57,7 @@ def to_transport_stream(src, dst):
 def chain(tmp_path_factory):
     """Every stage, training, test.py (every video) and predict.py, on a DFDC part of five talking heads, the
     second named CAFE, and a broken file named BROKEN; predict.py's input also holds a .ts, a .mpg and a text
-    file. Returns (folder, {step: completed process})."""
+    file and a metadata.json. Returns (folder, {step: completed process})."""
     heads = testdata('talking_heads')
     tmp = tmp_path_factory.mktemp('latin1')
     names = ['a.mp4', CAFE, 'c.mp4', 'd.mp4', 'e.mp4']
@@ -72,6 +72,7 @@ def chain(tmp_path_factory):
     to_transport_stream(os.path.join(heads, '3.mp4'), inp / 'x.ts')
     to_mpeg2(os.path.join(heads, '4.mp4'), inp / 'x.mpg')
     (inp / 'notes.txt').write_text('not a video, not named like one')
+    (inp / 'metadata.json').write_text('{}')  # a DFDC part's own file: not counted as passed over
     steps = {
         'video': ('create_video_embeddings.py', f'--data_dir={tmp / "data"}', f'--output={tmp / "video.pkl"}',
                   '--face_weights=none', '--device=cpu'),
@@ -141,7 +142,7 @@ def test_ts_and_mpg_files_get_their_rows_and_other_files_are_counted(chain):
     fallbacks = {r['filename'] for r in read_csv(tmp / 'submission.fallbacks.csv')}
     assert not {'x.ts', 'x.mpg'} & fallbacks  # read, faces found: the network's own prediction
     assert f'1 files in {tmp / "in"} not named like a video' in done['predict'].stdout
-    assert 'e.g. notes.txt' in done['predict'].stdout
+    assert 'e.g. notes.txt' in done['predict'].stdout and 'metadata.json' not in done['predict'].stdout
 
 
 def test_one_video_under_the_latin1_name_is_printed_escaped_and_drawn(chain):
