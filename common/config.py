@@ -104,8 +104,10 @@ def writable_file(path, setting='--output', reads=()):
     """Raise UserError where `path` cannot be written as a file: it is a folder, one of the files `reads` (the
     run's inputs, which it would destroy), or its folder cannot be created or written (tried with a probe
     file). Scripts call it before any work, so that no work is lost on the write at the end. Creates the folder."""
-    if os.path.isdir(path):
-        raise UserError(f'{path} is a folder, where {setting} writes a file; remove it or give another {setting}')
+    if os.path.isdir(path):  # never 'remove it': it may be the data, or a run folder
+        raise UserError(f'{path} is a folder, where {setting} writes a file; give the path of a file in it')
+    if path.endswith(('/', os.sep)):  # 'out/' would pass here and fail at the final rename, after the work
+        raise UserError(f'{setting}={path} ends with a /, which names a folder; give the path of a file in it')
     if os.path.exists(path) and any(os.path.isfile(r) and os.path.samefile(path, r) for r in reads if r):
         raise UserError(f'{setting}={path} is a file this run reads, which writing would destroy; give another '
                         f'{setting}')
@@ -353,6 +355,8 @@ def apply(argv, namespace, *borrowed, quiet=False):
     changed, overrides = {}, [{} for _ in borrowed]
     for key, text in _pairs(argv, known):
         name = key.upper()
+        if name in changed:  # the last one would win silently: a second --input scored instead of both
+            raise UserError(f'--{key} is given twice; give it once')
         if name not in known:
             close = difflib.get_close_matches(key.lower(), [k.lower() for k in known], n=1, cutoff=0.6)
             hint = f'did you mean --{close[0]}? ' if close else ''

@@ -40,6 +40,15 @@ def test_rejects_unknown_names_and_wrong_types(arg, message):
         config.apply([arg], namespace())
 
 
+def test_a_setting_given_twice_is_refused_in_one_line_not_the_last_taken(tmp_path):
+    """predict.py --input=a.mp4 --input=b.mp4 scored b alone, exit 0: the first --input was dropped unsaid."""
+    with pytest.raises(config.UserError, match='--steps is given twice; give it once'):
+        config.apply(['--steps=5', '--steps', '6'], namespace(), quiet=True)
+    run = subprocess.run([sys.executable, 'predict.py', f'--input={ROOT}', f'--input={tmp_path}'], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr == 'error: --input is given twice; give it once\n', run.stderr
+
+
 def test_the_script_wins_and_a_borrowed_module_gets_its_overrides_as_arguments_unchanged():
     mod = types.ModuleType('m')
     mod.STEPS, mod.DEPTH = 1, 2
@@ -111,8 +120,11 @@ def test_a_bad_value_is_one_line_and_exit_2(args):
 def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_path):
     (tmp_path / 'dir').mkdir()
     (tmp_path / 'file').write_text('x')
-    with pytest.raises(config.UserError, match=f'{tmp_path / "dir"} is a folder, where --report writes a file'):
+    with pytest.raises(config.UserError, match=f'{tmp_path / "dir"} is a folder, where --report writes a file; '
+                       f'give the path of a file in it'):  # not 'remove it': it may be the data
         config.writable_file(str(tmp_path / 'dir'), '--report')
+    with pytest.raises(config.UserError, match=f'--report={tmp_path / "new"}/ ends with a /'):
+        config.writable_file(f'{tmp_path / "new"}/', '--report')  # not there yet: the write at the end failed
     with pytest.raises(config.UserError, match=f'{tmp_path / "file"} is a file, where --out_dir needs a folder'):
         config.writable_folder(str(tmp_path / 'file'), '--out_dir')
     with pytest.raises(config.UserError, match='cannot write there'):  # a folder under a file
