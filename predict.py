@@ -67,10 +67,11 @@ def main():
         raise UserError(f'--input={INPUT} is not named like a video ({", ".join(VIDEO_EXTENSIONS)}; not macOS\'s '
                         f'._ file beside one): give a video or a folder of them')
     if writes:
-        if is_video(output):  # an input's name, most likely: it would be overwritten
-            raise UserError(f'--output={output} is named like a video: give the submission a .csv name')
+        if is_video(output) or os.path.basename(output) == 'metadata.json':  # an input's, most likely: overwritten
+            raise UserError(f'--output={output} is named like a video or a part\'s labels: give the submission a '
+                            f'.csv name')
         for path in (output, fallbacks_path(output)):
-            config.writable_file(path, '--output')
+            config.writable_file(path, '--output', reads=(CHECKPOINT,))
     if EXPLAIN:
         config.writable_folder(EXPLAIN, '--explain')
     others, passed = [], []

@@ -1,10 +1,12 @@
 """predict.py: one pass from raw videos to submission.csv, equal to the stage scripts' chain; every input
 gets a row whatever goes wrong on it; resumed work belongs to the same checkpoint and settings."""
 import csv
+import filecmp
 import json
 import math
 import os
 import re
+import shutil
 import sys
 
 import av
@@ -405,13 +407,17 @@ def test_an_output_that_is_a_folder_or_not_writable_is_one_line_before_any_work(
     monkeypatch.setattr(predict, 'Predictor', no_networks)
     blocker = tmp_path / 'a_file'
     blocker.write_text('')
-    for out, says in [(tmp_path, 'is a folder'), (blocker / 'sub.csv', 'is a file, where --output needs a folder')]:
+    checkpoint = tmp_path / 'fast.pt'  # its copy: overwritten by the CSV before the fix, exit 0
+    shutil.copy(chain / 'run' / 'fast.pt', checkpoint)
+    for out, says in [(tmp_path, 'is a folder'), (blocker / 'sub.csv', 'is a file, where --output needs a folder'),
+                      (f'{tmp_path / "new"}/', 'ends with a /'),  # failed after the work, which was lost
+                      (checkpoint, 'is a file this run reads'), (tmp_path / 'metadata.json', 'a part\'s labels')]:
         with pytest.raises(SystemExit) as exit_:
-            run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={chain / "run" / "fast.pt"}',
-                     f'--output={out}', *FAST)
+            run_main(monkeypatch, f'--input={small_input}', f'--checkpoint={checkpoint}', f'--output={out}', *FAST)
         err = capsys.readouterr().err
         assert exit_.value.code == 2 and err.count('\n') == 1 and says in err and str(out) in err, err
-    assert sorted(os.listdir(tmp_path)) == ['a_file']  # nothing written
+    assert sorted(os.listdir(tmp_path)) == ['a_file', 'fast.pt']  # nothing written
+    assert filecmp.cmp(checkpoint, chain / 'run' / 'fast.pt', shallow=False)
 
 
 def test_one_video_prints_its_probability_and_missing_paths_are_one_line(chain, tmp_path):
