@@ -134,9 +134,11 @@ def check_sources(video, audio, video_path, audio_path):
     audio_files, video_files = ({k: s.split(':')[:2] for k, s in sources_of(t).items()} for t in (audio, video))
     changed = [k for k, f in video_files.items() if audio_files.get(k, f) != f]
     if changed:
-        raise config.UserError(f'{len(changed)} videos changed between the stages (their rows in {video_path} and '
-                               f'{audio_path} were made from different files), e.g. {sorted(changed)[0]}: rerun '
-                               f'the stages (each redoes the videos whose file changed), then the merge')
+        raise config.UserError(f'{len(changed)} videos differ between the stages: their rows in {video_path} and '
+                               f'{audio_path} were made from files of another size or time (a file replaced since, '
+                               f'or two copies of the data: cp without -a), e.g. {sorted(changed)[0]}: run both '
+                               f'stages on the same --data_dir (each redoes the videos whose file changed), then '
+                               f'the merge')
 
 
 def merge(video, audio, audio_failures=None, video_failures=None, video_path='the video table',

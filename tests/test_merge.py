@@ -237,8 +237,9 @@ def test_a_video_replaced_between_the_stages_is_refused_until_the_stale_stage_is
     merge = ('merge_embeddings.py', f'--video_table={paths["video"]}', f'--audio_table={paths["audio"]}',
              f'--output={paths["merged"]}')
     r = run_script(*merge)
-    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'e.g. p/a.mp4: rerun the stages' in r.stderr, r.stderr
-    assert '1 videos changed between the stages' in r.stderr and not os.path.exists(paths['merged'])
+    assert r.returncode == 2 and r.stderr.count('\n') == 1 and 'e.g. p/a.mp4: run both stages on the same ' \
+        '--data_dir' in r.stderr, r.stderr
+    assert '1 videos differ between the stages' in r.stderr and not os.path.exists(paths['merged'])
     r = run_script(*faces)  # the face stage redoes a.mp4 from its new file
     assert r.returncode == 0 and '1 videos to embed' in r.stdout, r.stdout
     r = run_script(*merge)
