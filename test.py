@@ -34,9 +34,9 @@ from tqdm import tqdm
 
 from common import breakdown, metrics, shortcuts
 from common.device import pick_device
-from common.files import NAMES, atomic_path, write_text
+from common.files import NAMES, atomic_path, report_files, write_text
 from common.stage import differences
-from common.store import open_store
+from common.store import FACES, INDEX, open_store, store_dir
 from common.weights import HEAD_ENCODERS
 from model import (check_dims, fallback_logit, first_tracks, head_logit, load_scorer, predict_logits, prior_shift,
                    recorded_settings, sigmoid, steady_malloc)
@@ -165,10 +165,11 @@ def _check(cfg):
                                f'below 0: the checkpoint\'s range), not {lo} and {hi}')
     beside = cfg['checkpoint'] or cfg['dataset']
     report_path = cfg['report'] or os.path.join(os.path.dirname(os.path.abspath(beside)), 'report.json')
-    stem = report_path[:-5] if report_path.endswith('.json') else report_path
-    for path in (report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'):
-        config.writable_file(path, '--report', reads=(cfg['dataset'], cfg['checkpoint']))
-    return report_path, stem
+    store = store_dir(cfg['dataset'])  # its files are read too
+    for path in report_files(report_path):
+        config.writable_file(path, '--report', reads=(cfg['dataset'], cfg['checkpoint'],
+                                                      os.path.join(store, INDEX), os.path.join(store, FACES)))
+    return report_path, report_path[:-5] if report_path.endswith('.json') else report_path
 
 
 def _check_compatible(ckpt, table, path):

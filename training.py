@@ -39,8 +39,8 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.files import sweep_temporaries, write_text
-from common.stage import claim, differences
+from common.files import report_files, sweep_temporaries, write_text
+from common.stage import claim, differences, env_int
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, first_tracks, fit_audio_only, load_checkpoint,
                    predict_logits, save_checkpoint, sigmoid, split_indices, steady_malloc, train_batches)
@@ -160,7 +160,7 @@ def _memory(device, sizes):
 def _check(cfg):
     """Before any work: what the ranges of single settings cannot say, and whether OUT_DIR's files can
     be written (else an epoch's work is lost on its first checkpoint)."""
-    if int(os.environ.get('WORLD_SIZE', '1')) > 1:
+    if env_int('WORLD_SIZE', '1') > 1:
         raise config.UserError('training runs in one process (all of DFDC is seconds an epoch): start it with '
                                'python, not torchrun')
     if not cfg['dataset']:
@@ -284,11 +284,13 @@ def _start(fit, last_path, state, made_with):
         _write_history(state['history'], out_dir)
         _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
         return
-    earlier = [name for name in OUT_FILES if name != 'config.json' and os.path.exists(os.path.join(out_dir, name))]
-    for name in earlier:
-        os.remove(os.path.join(out_dir, name))
+    # and test.py's report of the earlier best.pt: it names this folder's best.pt, its epoch the new one's too
+    paths = [os.path.join(out_dir, n) for n in OUT_FILES if n != 'config.json']
+    earlier = [p for p in paths + list(report_files(os.path.join(out_dir, 'report.json'))) if os.path.exists(p)]
+    for path in earlier:
+        os.remove(path)
     if earlier:
-        fit.log(f'a new run in {out_dir}: the earlier run\'s {", ".join(earlier)} removed')
+        fit.log(f'a new run in {out_dir}: the earlier run\'s {", ".join(map(os.path.basename, earlier))} removed')
 
 
 def _save_epoch(fit, state, epoch, best_loss, common):

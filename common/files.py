@@ -113,3 +113,10 @@ def write_pickle(obj, path):
 def write_text(text, path):
     with atomic_path(path) as tmp, open(tmp, 'w', encoding='utf-8') as f:
         f.write(text)
+
+
+def report_files(report_path):
+    """test.py's report and the files it writes beside it: (report.json, its ROC and calibration figures, its
+    predictions), named from the report's stem; training.py's new run removes those of its folder's report."""
+    stem = report_path[:-5] if report_path.endswith('.json') else report_path
+    return report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'

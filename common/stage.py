@@ -43,13 +43,13 @@ def differences(old, new):
 def shard():
     """(rank, world size, run id) of torchrun (id: its rendezvous id and address), a SLURM array, or (0, 1, 'local')."""
     env = os.environ
-    if (world := _number('WORLD_SIZE', '1')) > 1:
-        rank, meet = _number('RANK'), env.get('MASTER_ADDR')
+    if (world := env_int('WORLD_SIZE', '1')) > 1:
+        rank, meet = env_int('RANK'), env.get('MASTER_ADDR')
         run = env.get('TORCHELASTIC_RUN_ID', 'torchrun') + (f'@{meet}:{env.get("MASTER_PORT", "")}' if meet else '')
         wrong = f'RANK={rank} is not one of the WORLD_SIZE={world} ranks 0..{world - 1}'
-    elif (world := _number('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
-        first, run = _number('SLURM_ARRAY_TASK_MIN', '0'), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
-        rank = _number('SLURM_ARRAY_TASK_ID') - first
+    elif (world := env_int('SLURM_ARRAY_TASK_COUNT', '1')) > 1:
+        first, run = env_int('SLURM_ARRAY_TASK_MIN', '0'), env.get('SLURM_ARRAY_JOB_ID', 'slurm')
+        rank = env_int('SLURM_ARRAY_TASK_ID') - first
         wrong = (f'SLURM_ARRAY_TASK_ID={env["SLURM_ARRAY_TASK_ID"]} is task {rank} from SLURM_ARRAY_TASK_MIN={first}, '
                  f'not one of the SLURM_ARRAY_TASK_COUNT={world} tasks 0..{world - 1}: give the array as one range '
                  f'without a step (sbatch --array=0-{world - 1})')
@@ -60,7 +60,7 @@ def shard():
     return rank, world, run
 
 
-def _number(name, default=None):
+def env_int(name, default=None):
     """The integer in environment variable `name` (or `default`); UserError where it is none."""
     text = os.environ.get(name, default)
     try:

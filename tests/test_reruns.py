@@ -169,12 +169,15 @@ def test_a_report_or_table_written_over_an_input_is_one_line(tmp_path):
     store.save(table, str(tmp_path / 'merged.pkl'))
     before = (tmp_path / 'merged.pkl').read_bytes()
     merged = str(tmp_path / 'merged.pkl')
+    index = tmp_path / 'merged.pkl.store' / 'index.npz'  # the store test.py reads: it was written over, exit 0
+    stored = index.read_bytes()
     for script, args in [('test.py', [f'--dataset={merged}', f'--report={merged}']),
+                         ('test.py', [f'--dataset={merged}', f'--report={index}']),
                          ('merge_embeddings.py', [f'--video_table={merged}', f'--output={merged}'])]:
         r = run_script(script, *args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, (script, r.stderr)
         assert 'is a file this run reads' in r.stderr, (script, r.stderr)
-    assert (tmp_path / 'merged.pkl').read_bytes() == before
+    assert (tmp_path / 'merged.pkl').read_bytes() == before and index.read_bytes() == stored
 
 
 @pytest.mark.parametrize('stop, workers', [(signal.SIGINT, 0), (signal.SIGINT, 2), (signal.SIGTERM, 2)],

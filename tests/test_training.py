@@ -408,4 +408,8 @@ def test_training_under_torchrun_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv('WORLD_SIZE', '2')
     with pytest.raises(config.UserError, match='training runs in one process .* not torchrun'):
         training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(tmp_path / 'run'), **QUIET))
+    for value in ('abc', ''):  # a ValueError's traceback before; `export WORLD_SIZE=$N` with N unset gives ''
+        monkeypatch.setenv('WORLD_SIZE', value)
+        with pytest.raises(config.UserError, match=f"the environment variable WORLD_SIZE='{value}' is not an integer"):
+            training.run(training.settings(dataset=str(tmp_path / 'a.pkl'), out_dir=str(tmp_path / 'run'), **QUIET))
     assert not (tmp_path / 'run').exists()

@@ -212,6 +212,8 @@ def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replac
     path, _ = tiny_table(tmp_path)
     cfg = training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=2, **TINY)
     training.run(cfg, log=lambda *_: None)
+    for name in ('report.json', 'report_roc.png', 'report_predictions.csv', 'notes.txt'):  # test.py's, a user's
+        (tmp_path / 'run' / name).write_text('of the earlier best.pt')  # it named the same path and epoch
 
     def killed(fit, epoch):
         raise KeyboardInterrupt
@@ -219,10 +221,11 @@ def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replac
     lines = []
     with pytest.raises(KeyboardInterrupt):
         training.run({**cfg, 'resume': False}, log=lines.append)
-    # and the lock a run holds on its folder (common.stage.claim), kept for the next
-    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json', 'last.pt.lock', 'last.pt.lock.gate']
-    assert any('the earlier run\'s best.pt, last.pt, history.json, history.csv, curves.png removed' in line
-               for line in lines)
+    # and the lock a run holds on its folder (common.stage.claim), kept for the next; and the user's file
+    assert sorted(p.name for p in (tmp_path / 'run').iterdir()) == ['config.json', 'last.pt.lock', 'last.pt.lock.gate',
+                                                                    'notes.txt']
+    assert any('the earlier run\'s best.pt, last.pt, history.json, history.csv, curves.png, report.json, '
+               'report_roc.png, report_predictions.csv removed' in line for line in lines), lines
     monkeypatch.undo()
     lines = []
     history = training.run(cfg, log=lines.append)
