@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from common.dataset import filename_of
 from common.device import autocast, pick_device, share_cpu, torch_threads
-from common.files import read_pickle
+from common.files import read_pickle, stamp
 from common.stage import StageRun, claim, print_failures, read_failures
 from common.video import VideoError
 import extract_audio as ea
@@ -221,6 +221,17 @@ def embed_row(embedder, entry, audio_dir):
     return row
 
 
+def made_from(entry, audio_dir):
+    """What an index entry's row is made from: its video's file (the index's source: a video extracted again from
+    a changed file is embedded again) and its WAV's size and time (a WAV replaced or deleted since, too)."""
+    if not isinstance(entry.get('source'), str):
+        return None
+    if not entry['has_track']:
+        return entry['source']
+    wav = os.path.join(audio_dir, entry['wav'])
+    return entry['source'] + ' wav ' + (':'.join(map(str, stamp(wav))) if os.path.exists(wav) else 'absent')
+
+
 def read_index(audio_dir):
     """extract_audio.py's index and failures: (DataFrame, {key: (folder, reason)}).
     Raises config.UserError where there is no finished index."""
@@ -255,29 +266,26 @@ def embed_all(index, extract_failures):
     embedder = AudioEmbedder()  # this script's settings are its module's constants
     share_cpu()
     # a rerun with another encoder or settings is refused: its rows would sit beside these as one table
-    run = StageRun(OUTPUT, RETRY_FAILED, made_with={**numbers(embedder.cfg), 'embedder': f'{embedder.name} ({embedder.dim}-d)'})
+    run = StageRun(OUTPUT, RETRY_FAILED,
+                   made_with={**numbers(embedder.cfg), 'embedder': f'{embedder.name} ({embedder.dim}-d)'})
     who = run.who
     run.record([(filename_of(k, folder), folder, f'audio extraction failed: {reason}')
                 for k, (folder, reason) in extract_failures.items()])
     entries = [] if not len(index) else index.to_dict('records')
-    # the index's source of each video (extract_audio.py's): a video extracted again from a changed file is
-    # embedded again
-    todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']),
-                    source=lambda e: e['source'] if isinstance(e.get('source'), str) else None,
+    todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']), source=lambda e: made_from(e, AUDIO_DIR),
                     folders=index.attrs.get('parts', ()))  # a part whose every video was taken out
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
           f'index, {len(run.before)} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         with run.video(entry['filename'], entry['folder']):
             run.add({'filename': entry['filename'], 'folder': entry['folder'],
-                         'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
+                     'rows': [embed_row(embedder, entry, AUDIO_DIR)]})
     if not run.merging(OUTPUT):
         return
-    table, failures = run.finish(lambda rec: rec['rows'],
-                                     attrs={'audio_encoder': embedder.name, 'audio_dim': embedder.dim},
-                                     columns=COLUMNS)
+    table, failures = run.finish(lambda rec: rec['rows'], attrs={'audio_encoder': embedder.name,
+                                                                 'audio_dim': embedder.dim}, columns=COLUMNS)
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
-    print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items()))}); '
+    print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"}); '
           f'{len(failures)} failed')
     print_failures(failures, run.failures_path, SHOW)
 

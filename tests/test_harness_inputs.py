@@ -7,6 +7,7 @@ import os
 import sys
 
 import av
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -46,6 +47,31 @@ def test_a_wav_cut_to_30_percent_of_what_the_index_records_is_a_failure_not_an_e
     left = (len(whole) * 3 // 10 - 44) // 2  # 16-bit samples after the 44-byte header
     assert 'truncated' in reasons['b.mp4'] and f'records {index.at["b.mp4", "samples"]}' in reasons['b.mp4']
     assert abs(int(reasons['b.mp4'].split(' holds ')[1].split()[0]) - left) <= 1, reasons
+
+
+def test_a_wav_replaced_or_deleted_after_its_embedding_is_embedded_again_not_kept(tmp_path):
+    """The rows were kept by their video's file alone: a WAV edited by hand after the embedding kept the old
+    embedding ('0 to embed'); a WAV deleted was read as libsndfile's 'System error.'."""
+    import soundfile as sf
+    data, audio, out = tmp_path / 'data', tmp_path / 'audio', tmp_path / 'audio.pkl'
+    dfdc_part(str(data / 'p'), {'a.mp4': head(2), 'b.mp4': head(3), 'c.mp4': head(4)})
+    embed = ('create_audio_embedding.py', f'--audio_dir={audio}', f'--output={out}', '--device=cpu')
+    assert run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}').returncode == 0
+    assert run_script(*embed).returncode == 0
+    before = pd.read_pickle(out).set_index('filename').audio_embedding
+    pcm, rate = sf.read(audio / 'p' / 'a.mp4.wav', dtype='int16')
+    sf.write(audio / 'p' / 'a.mp4.wav', pcm[::-1].copy(), rate, subtype='PCM_16')  # same length, other sound
+    (audio / 'p' / 'c.mp4.wav').unlink()
+    r = run_script(*embed)
+    assert r.returncode == 0 and '2 videos changed since they were done' in r.stdout and '2 to embed' in r.stdout, \
+        r.stdout[-2000:]
+    after = pd.read_pickle(out).set_index('filename').audio_embedding
+    assert list(after.index) == ['a.mp4', 'b.mp4'] and (after['b.mp4'] == before['b.mp4']).all()
+    assert not np.allclose(after['a.mp4'], before['a.mp4'], atol=1e-3)  # embeddings of norm 1
+    with open(f'{out}.failures.csv', newline='', encoding='utf-8') as f:
+        reasons = {row['filename']: row['reason'] for row in csv.DictReader(f)}
+    assert list(reasons) == ['c.mp4'] and 'c.mp4.wav is missing' in reasons['c.mp4'], reasons
+    assert '0 to embed' in run_script(*embed).stdout  # and then nothing changed
 
 
 # ----------------------------------------------------------------------------- a SLURM task outside its array
