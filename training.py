@@ -205,6 +205,10 @@ def _split(cfg, table, log):
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
         raise config.UserError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
     _warn_missing_originals(log, table)
+    if cfg['split'] == 'original' and (table.labels == 1).any() and (table.groups == table.keys).all():
+        log('warning: no fake names its original (metadata.json\'s "original"), so each video is its own group: a '
+            'split by video, through which a person\'s faces leak to both sides; --split=folder holds out whole '
+            'folders')
     no_faces = table.n_faces == 0
     if no_faces.all():  # no side to draw, no --val_fraction or --seed that helps
         raise config.UserError(f'{cfg["dataset"]}: none of its {len(labels)} videos has a face embedding (see its '

@@ -251,7 +251,17 @@ def test_fakes_whose_original_is_absent_are_counted_once(tmp_path):
     lines = []
     training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'full'), max_epochs=1, **TINY),
                  log=lines.append)
-    assert not any('not in the table' in line for line in lines)
+    assert not any('not in the table' in line or 'no fake names its original' in line for line in lines)
+    # no fake names its original: a split by video, said (it was silent)
+    path, table = tiny_table(tmp_path, name='none')
+    table['original'] = None
+    store.save(table, str(path))
+    lines = []
+    training.run(training.settings(dataset=str(path), out_dir=str(tmp_path / 'none'), max_epochs=1, **TINY),
+                 log=lines.append)
+    assert [line for line in lines if line.startswith('warning')] == [
+        'warning: no fake names its original (metadata.json\'s "original"), so each video is its own group: a split '
+        'by video, through which a person\'s faces leak to both sides; --split=folder holds out whole folders'], lines
 
 
 def test_git_state_says_why_where_there_is_no_checkout_or_no_git(tmp_path, monkeypatch):
