@@ -157,11 +157,16 @@ class StageRun:
         if not (other := [m for m in made if m != self.made_with and (m is not None or self.redo)]):
             return False
         names = differences(other[0], self.made_with)
+        mine, theirs = set(self.made_with), set(other[0] or ())
+        if not self.redo and len(mine ^ theirs) > len(mine & theirs):  # mostly other names: another stage's output
+            raise UserError(f'{self.output} is the output of another stage (made with {", ".join(sorted(other[0])[:3])}'
+                            f', ...): give another {self.setting}')
         if not self.redo:
-            changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names)
-            raise UserError(f'{self.output} was made with other settings ({changes}): give another {self.setting}, or '
-                            f'delete it, {os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} '
-                            f'to make it again with these')
+            changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names[:3])
+            raise UserError(f'{self.output} was made with other settings ({changes}' + (f'; and {len(names) - 3} more'
+                            if len(names) > 3 else '') + f'): give another {self.setting}, or delete it, '
+                            f'{os.path.basename(self.parts)}/ and {os.path.basename(self.failures_path)} to make it '
+                            f'again with these')
         what = 'settings (an earlier run did not record them)' if other[0] is None else ', '.join(names)
         print(f'{self.output}: made with another {what}; discarding it, doing every video again')
         for path in (self.output, self.failures_path):

@@ -306,6 +306,28 @@ def test_processes_of_one_run_given_other_settings_are_refused_when_their_parts_
     assert not os.path.exists(out)
 
 
+def test_an_output_of_other_settings_or_of_another_stage_is_one_short_line(tmp_path):
+    """The face table given as the audio stage's --output was one line of ~1,000 characters: its 17 settings as
+    'None then', ending with advice to delete it."""
+    def refusal(made_with):
+        with pytest.raises(config.UserError) as err:
+            stage.StageRun(out, made_with=made_with)
+        return str(err.value)
+
+    out = str(tmp_path / 'faces.pkl')
+    faces = {'embedder': 'untrained(seed=0)', **{f'--setting_{i}': i for i in range(17)}}
+    run = stage.StageRun(out, made_with=faces)
+    run.add({'filename': 'a.mp4', 'folder': 'p', 'rows': [{'filename': 'a.mp4', 'folder': 'p'}]})
+    run.finish(lambda record: record['rows'])
+    said = refusal({'embedder': 'resemblyzer (256-d)', '--audio_encoder': 'resemblyzer', '--n_mels': 40})
+    assert said == (f'{out} is the output of another stage (made with --setting_0, --setting_1, --setting_10, ...): '
+                    f'give another --output')
+    said = refusal({**faces, '--setting_3': 4, '--setting_4': 5, '--setting_5': 6, '--setting_6': 7})
+    assert said.startswith(f'{out} was made with other settings (--setting_3 3 then, 4 now; --setting_4 4 then, 5 now; '
+                           f'--setting_5 5 then, 6 now; and 1 more): give another --output, or delete it') and \
+        said.endswith('faces.pkl.failures.csv to make it again with these'), said
+
+
 def test_a_second_merge_into_one_output_is_one_line(tmp_path):
     """Two merges at once used to end with one of them missing its own temporary file."""
     table = synthetic_table(4, faces=4, video_dim=8, audio_dim=4, seed=2)
