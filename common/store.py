@@ -104,6 +104,10 @@ def open_store(pickle_path):
     if not os.path.isfile(pickle_path):
         raise UserError(f'{pickle_path}: ' + ('a folder: give the merged table in it (merge_embeddings.py\'s '
                                               '--output)' if os.path.isdir(pickle_path) else 'no such file'))
+    if not os.path.isdir(folder):  # never merged here: most often a stage's table given for the merged one
+        raise UserError(f'{pickle_path} has no training store beside it ({folder}): a video or audio table has none '
+                        f'(give merge_embeddings.py\'s --output), nor a copy made without it; else run '
+                        f'merge_embeddings.py again')
     if not is_current(pickle_path):
         raise UserError(f'{pickle_path} has no training store written with it ({folder}: made by an older '
                         f'merge_embeddings.py, a merge that was stopped, or a table changed or copied since, e.g. '

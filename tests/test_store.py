@@ -59,8 +59,9 @@ def test_a_store_that_does_not_match_its_pickle_is_one_line(tmp_path):
     path = str(tmp_path / 'merged.pkl')
     with pytest.raises(config.UserError, match=r': a folder: give the merged table in it \(merge_embeddings'):
         store.open_store(str(tmp_path))  # it said 'no such file'
-    write_pickle(table, path)  # an older merge: no store
-    with pytest.raises(config.UserError, match='run merge_embeddings.py again$'):
+    write_pickle(table, path)  # a video or audio table, or an older merge: no store ('cp without -a' was said)
+    with pytest.raises(config.UserError, match=r'no training store beside it .*: a video or audio table has none .*'
+                                               'run merge_embeddings.py again$'):
         store.open_store(path)
     store.save(table, path)
     assert store.is_current(path)
