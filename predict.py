@@ -88,8 +88,9 @@ def main():
     print(f'scorer: {predictor.scorer}')
     if not writes:
         [(path, _, name)] = videos
-        _, _, result = score_video(predictor, path, explain.png_path(EXPLAIN, '', name) if EXPLAIN else None)
-        note = f' (fallback: {result.fallback})' if result.fallback else ''
+        png = explain.png_path(EXPLAIN, '', name) if EXPLAIN else None
+        _, _, result = score_video(predictor, path, png)
+        note = (f' (fallback: {result.fallback})' if result.fallback else '') + (f' (figure: {png})' if png else '')
         print(f'{shown(name)}: p(FAKE) = {result.p_fake:.4f}{shown(note)}')
         return
     write_submission(*predict_all(predictor, videos, output), videos, output, predictor.clip)

@@ -150,6 +150,7 @@ def test_one_video_under_the_latin1_name_is_printed_escaped_and_drawn(chain):
     tmp, done = chain
     line = done['explain'].stdout.strip().splitlines()[-1]
     assert line.startswith('caf\\udce9.mp4: p(FAKE) = '), line  # as Python prints the name on stderr
+    assert line.endswith(f'(figure: {tmp / "figures"}/caf\\udce9.mp4.png)'), line  # where it is: it said nothing
     submitted = {r['filename']: float(r['label']) for r in read_csv(tmp / 'submission.csv')}[CAFE]
     assert abs(float(line.split(' = ')[1].split()[0]) - submitted) <= 1e-4  # 4 decimals printed
     png = os.path.join(os.fsencode(tmp / 'figures'), b'caf\xe9.mp4.png')
