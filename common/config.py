@@ -315,6 +315,9 @@ def _parse(text, like, name):
             return float(text)
         except ValueError:
             raise UserError(f'--{name} takes a number, not {text!r}') from None
+    if text.startswith('~'):  # the shell expands ~ at a word's start, not after --name=: a folder named ~ was made
+        raise UserError(f'--{name}={text}: the shell leaves a ~ after = as it is; give --{name} {text} (a word of '
+                        f'its own), or the path from $HOME')
     return text
 
 

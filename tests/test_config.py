@@ -34,6 +34,7 @@ def test_overrides_each_type_and_reports_them(capsys):
     ('--lower=2', 'unknown setting --lower'),   # only UPPER_CASE constants are settings
     ('--obj=2', 'unknown setting --obj'),       # ... of plain types
     ('steps=2', 'arguments are --name=value'),
+    ('--data_dir=~/d', "the shell leaves a ~ after = as it is; give --data_dir ~/d"),  # a folder named ~ was made
 ])
 def test_rejects_unknown_names_and_wrong_types(arg, message):
     with pytest.raises(config.UserError, match=message):
