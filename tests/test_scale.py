@@ -97,6 +97,14 @@ def assert_same_value(x, y, column):
         assert x == y or (pd.isna(x) and pd.isna(y)), (column, x, y)
 
 
+def without_wav_times(table):
+    """The table with its sources' WAV part (create_audio_embedding.made_from: its folder's WAV's size and time,
+    which differ between two folders of the same bytes) reduced to the WAV's size."""
+    if 'source' in table:
+        table['source'] = table['source'].str.replace(r'( wav \d+):\d+$', r'\1', regex=True)
+    return table
+
+
 def test_two_processes_embed_the_videos_of_one_process(heads, how='two'):
     assert all('rank 0/2' in out and 'rank 1/2' in out for out in heads[how]['stdout'])  # every stage split
     a, b = pd.read_pickle(heads['one']['video']), pd.read_pickle(heads[how]['video'])
@@ -119,8 +127,8 @@ def test_two_processes_give_the_audio_index_embeddings_and_merged_table_of_one(h
         with open(os.path.join(heads['one']['audio_dir'], 'part', name), 'rb') as x, \
                 open(os.path.join(heads[how]['audio_dir'], 'part', name), 'rb') as y:
             assert x.read() == y.read(), name
-    assert_same_table(pd.read_pickle(heads['one']['audio']), pd.read_pickle(heads[how]['audio']))
-    one, two = pd.read_pickle(heads['one']['merged']), pd.read_pickle(heads[how]['merged'])
+    assert_same_table(*(without_wav_times(pd.read_pickle(heads[h]['audio'])) for h in ('one', how)))
+    one, two = (without_wav_times(pd.read_pickle(heads[h]['merged'])) for h in ('one', how))
     assert one.filename.tolist() == heads['names'] and one.has_audio.all()
     assert_same_table(one, two)
 

@@ -167,7 +167,8 @@ def test_the_page_gives_predict_pys_number_and_figure_for_a_real_clip(server, br
     r = run_script('predict.py', f'--input={clip}', f'--checkpoint={server.tmp / "tiny.pt"}', *FAST,
                    f'--explain={tmp_path}')
     assert r.returncode == 0, r.stderr[-2000:]
-    said = re.search(rf'^{CLIP}: p\(FAKE\) = ([\d.]+)$', r.stdout, re.M)
+    said = re.search(rf'^{CLIP}: p\(FAKE\) = ([\d.]+) \(figure: {re.escape(str(tmp_path / CLIP))}\.png\)$', r.stdout,
+                     re.M)
     assert said, r.stdout
     assert shown['name'] == CLIP and shown['scorer'] == 'scorer: checkpoint tiny.pt', shown
     assert 'message' not in shown and 'fallback' not in shown, shown
