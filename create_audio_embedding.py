@@ -228,8 +228,10 @@ def made_from(entry, audio_dir):
         return None
     if not entry['has_track']:
         return entry['source']
-    wav = os.path.join(audio_dir, entry['wav'])
-    return entry['source'] + ' wav ' + (':'.join(map(str, stamp(wav))) if os.path.exists(wav) else 'absent')
+    try:
+        return entry['source'] + ' wav ' + ':'.join(map(str, stamp(os.path.join(audio_dir, entry['wav']))))
+    except FileNotFoundError:
+        return entry['source'] + ' wav absent'
 
 
 def read_index(audio_dir):

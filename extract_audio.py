@@ -143,13 +143,13 @@ def write_wav(pcm, path, rate=SAMPLE_RATE):
 
 def read_wav(path, rate=SAMPLE_RATE):
     """A WAV this script wrote, as (samples,) float32 in [-1, 1). Raises VideoError with the reason."""
-    if not os.path.exists(path):  # libsndfile would say 'System error.'
-        raise VideoError(f'{os.path.basename(path)} is missing (deleted since extract_audio.py wrote it, or the index '
-                         f'is another folder\'s): rerun extract_audio.py into an empty AUDIO_DIR')
     try:
         # as bytes: libsndfile takes a str path as UTF-8, which a file name that is not (Latin-1) cannot be
         pcm, found = sf.read(os.fsencode(path), dtype='int16', always_2d=False)
     except (sf.LibsndfileError, OSError) as err:
+        if not os.path.exists(path):  # libsndfile says only 'System error.'
+            raise VideoError(f'{os.path.basename(path)} is missing (deleted since extract_audio.py wrote it, or the '
+                             f'index is another folder\'s): rerun extract_audio.py into an empty AUDIO_DIR') from None
         raise VideoError(f'cannot read {os.path.basename(path)}: {err}') from None
     if found != rate or pcm.ndim != 1:
         raise VideoError(f'{os.path.basename(path)} is {found} Hz with shape {pcm.shape}, '

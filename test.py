@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from common import breakdown, metrics, shortcuts
 from common.device import pick_device
-from common.files import NAMES, atomic_path, report_files, write_text
+from common.files import NAMES, atomic_path, report_files, report_stem, write_text
 from common.stage import differences
 from common.store import FACES, INDEX, open_store, store_dir
 from common.weights import HEAD_ENCODERS
@@ -169,7 +169,7 @@ def _check(cfg):
     for path in report_files(report_path):
         config.writable_file(path, '--report', reads=(cfg['dataset'], cfg['checkpoint'],
                                                       os.path.join(store, INDEX), os.path.join(store, FACES)))
-    return report_path, report_path[:-5] if report_path.endswith('.json') else report_path
+    return report_path, report_stem(report_path)
 
 
 def _check_compatible(ckpt, table, path):

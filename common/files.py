@@ -115,8 +115,13 @@ def write_text(text, path):
         f.write(text)
 
 
+def report_stem(report_path):
+    """What test.py's files beside its report are named from: the report's path without '.json'."""
+    return report_path[:-5] if report_path.endswith('.json') else report_path
+
+
 def report_files(report_path):
     """test.py's report and the files it writes beside it: (report.json, its ROC and calibration figures, its
-    predictions), named from the report's stem; training.py's new run removes those of its folder's report."""
-    stem = report_path[:-5] if report_path.endswith('.json') else report_path
+    predictions); training.py's new run removes those of its folder's report."""
+    stem = report_stem(report_path)
     return report_path, stem + '_roc.png', stem + '_calibration.png', stem + '_predictions.csv'

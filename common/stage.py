@@ -157,11 +157,11 @@ class StageRun:
         if not (other := [m for m in made if m != self.made_with and (m is not None or self.redo)]):
             return False
         names = differences(other[0], self.made_with)
-        settings = {k for k in set(self.made_with) & set(other[0] or ()) if k.startswith('--')}
-        if not self.redo and not settings:  # not one setting in common (an embedder's name may be): another stage's
-            raise UserError(f'{self.output} is the output of another stage (made with {", ".join(sorted(other[0])[:3])}'
-                            f', ...): give another {self.setting}')
-        if not self.redo:  # first the names both recorded (an encoder's, an embedder's), then those one lacks
+        if not self.redo:
+            if not {k for k in set(self.made_with) & set(other[0]) if k.startswith('--')}:  # no setting in common
+                raise UserError(f'{self.output} is the output of another stage (made with '
+                                f'{", ".join(sorted(other[0])[:3])}, ...): give another {self.setting}')
+            # first the names both recorded (an encoder's, an embedder's), then those one lacks
             names.sort(key=lambda k: (k not in other[0] or k not in self.made_with, k))
             changes = '; '.join(f'{k} {other[0].get(k)!r} then, {self.made_with.get(k)!r} now' for k in names[:3])
             raise UserError(f'{self.output} was made with other settings ({changes}' + (f'; and {len(names) - 3} more'
