@@ -7,7 +7,9 @@ videos, against the full model on the same videos. The cues:
 A cue is scored by ROC AUC over the videos that have it, and so is the model on those videos. A raw cue
 (lead_silence, face_size) is a shortcut whichever way it points, so its `separation` is max(AUC, 1 - AUC); the
 audio model's is its AUC. One warning line where a cue's separation comes within MARGIN of the model's AUC,
-and beats chance (0.5) by more than MARGIN: a cue at chance separates nothing, however poor the model.
+and beats chance (0.5) by more than MARGIN and by more than CHANCE_SDS standard deviations of a chance AUC on
+that many videos: a cue at chance separates nothing, however poor the model, and on a few videos (main.sh's
+sample: one real, one fake) any cue separates them perfectly by chance alone.
 A cue the table or checkpoint lacks is unavailable, with the reason, never zero.
 """
 import numpy as np
@@ -17,6 +19,13 @@ from model import fallback_logit
 
 MARGIN = 0.02  # a cue this close to the full model's ROC AUC (or above it) is warned about
 RAW = ('lead_silence', 'face_size')  # cues without a direction of their own
+CHANCE_SDS = 3  # a separation within this many of chance_sd() above 0.5 is what chance gives
+
+
+def chance_sd(n_real, n_fake):
+    """The standard deviation of the ROC AUC of a score that is independent of the labels (Mann-Whitney's U over
+    n_real * n_fake, without ties)."""
+    return float(np.sqrt((n_real + n_fake + 1) / (12 * n_real * n_fake)))
 
 
 def cues(table, indices, audio_only):
@@ -50,8 +59,10 @@ def check(y, p, found, margin=MARGIN):
             out[name] = {**entry, 'note': f'unavailable: {why}'}
             continue
         entry['separation'] = max(auc, 1 - auc) if name in RAW else auc
+        entry['chance_sd'] = chance_sd(int((y[has] == 0).sum()), int((y[has] == 1).sum()))  # both > 0: auc is one
         out[name] = entry
-        if model is not None and entry['separation'] >= model - margin and entry['separation'] > 0.5 + margin:
+        beats_chance = entry['separation'] > 0.5 + max(margin, CHANCE_SDS * entry['chance_sd'])
+        if model is not None and entry['separation'] >= model - margin and beats_chance:
             close.append(f'{name} {entry["separation"]:.4f} (the model {model:.4f} on the same videos)')
     warning = (f'warning: shortcut check: a cue alone separates real from fake within {margin} ROC AUC of the model '
                f'or better: {"; ".join(close)}; see the report\'s shortcuts' if close else None)

@@ -250,3 +250,27 @@ def test_a_celeb_df_tree_gives_its_methods_and_test_list_to_the_video_table(tmp_
     assert r.returncode == 0 and '2 videos changed since they were done' in r.stdout, r.stdout + r.stderr
     table = pd.read_pickle(tmp_path / 'video.pkl').drop_duplicates(['folder', 'filename']).set_index('filename')
     assert table.loc['id1_id0_0000.mp4', 'split'] == 'train' and table.loc['id0_0000.mp4', 'split'] == 'test'
+
+
+def test_chance_sd_is_the_spread_of_a_chance_roc_auc():
+    """chance_sd against the ROC AUCs of 4,000 draws of scores independent of the labels (seeded): the sample
+    standard deviation of 4,000 draws is within ~1.1% of the true one (1/sqrt(2 * 4000)); 5% is 4.5 of those."""
+    rng = np.random.default_rng(0)
+    for n_real, n_fake in ((30, 30), (10, 50)):
+        y = np.r_[np.zeros(n_real), np.ones(n_fake)]
+        aucs = [roc_auc_score(y, rng.random(len(y))) for _ in range(4000)]
+        assert np.std(aucs, ddof=1) == pytest.approx(shortcuts.chance_sd(n_real, n_fake), rel=0.05)
+
+
+def test_a_cue_on_a_few_videos_is_no_shortcut_however_well_it_separates_them(tmp_path):
+    """main.sh's sample scores one real and one fake video: any cue separates them (ROC AUC 1 or 0), which is
+    chance (chance_sd 0.5), not a shortcut. Twenty videos whose face size follows the label are one."""
+    made = table_with(20, face_by_label=True)
+    with stored(made, tmp_path / 'big.pkl') as table:
+        for picked in ([np.flatnonzero(table.labels == c)[0] for c in (0, 1)], np.arange(20)):
+            picked = np.asarray(picked)
+            y = table.labels[picked]
+            rep = shortcuts.check(y, model_p(y), shortcuts.cues(table, picked, None))
+            assert rep['face_size']['separation'] == 1.0
+            assert (rep['warning'] is None) == (len(picked) == 2), rep
+    assert shortcuts.chance_sd(1, 1) == 0.5
