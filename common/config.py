@@ -108,6 +108,8 @@ def writable_file(path, setting='--output', reads=()):
         raise UserError(f'{path} is a folder, where {setting} writes a file; give the path of a file in it')
     if path.endswith(('/', os.sep)):  # 'out/' would pass here and fail at the final rename, after the work
         raise UserError(f'{setting}={path} ends with a /, which names a folder; give the path of a file in it')
+    if path == '-':  # the Unix way to say standard output, which made a file named '-' here
+        raise UserError(f'{setting}=- would be a file named -, not standard output; give the path of a file')
     if os.path.exists(path) and any(os.path.isfile(r) and os.path.samefile(path, r) for r in reads if r):
         raise UserError(f'{setting}={path} is a file this run reads, which writing would destroy; give another '
                         f'{setting}')

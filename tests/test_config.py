@@ -126,6 +126,8 @@ def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_pat
         config.writable_file(str(tmp_path / 'dir'), '--report')
     with pytest.raises(config.UserError, match=f'--report={tmp_path / "new"}/ ends with a /'):
         config.writable_file(f'{tmp_path / "new"}/', '--report')  # not there yet: the write at the end failed
+    with pytest.raises(config.UserError, match='--output=- would be a file named -, not standard output'):
+        config.writable_file('-')
     with pytest.raises(config.UserError, match=f'{tmp_path / "file"} is a file, where --out_dir needs a folder'):
         config.writable_folder(str(tmp_path / 'file'), '--out_dir')
     with pytest.raises(config.UserError, match='cannot write there'):  # a folder under a file
