@@ -82,7 +82,7 @@ def main():
         print(f'track {k}: {len(track.frames)} faces on frames {track.frames[0]}..{track.frames[-1]}, '
               f'embeddings {track.embeddings.shape} {track.embeddings.dtype}{score}')
     if not faces.tracks:
-        print('no face found')
+        print(faces.no_face())
     print('seconds: ' + ', '.join(f'{k} {v:.2f}' for k, v in faces.seconds.items()))
 
 

@@ -289,7 +289,7 @@ def embed_all(index, extract_failures):
     counts = table['audio_status'].value_counts().to_dict() if len(table) else {}
     print(f'{OUTPUT}: {len(table)} videos ({", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "none"}); '
           f'{len(failures)} failed')
-    print_failures(failures, run.failures_path, SHOW)
+    print_failures(failures, run.failures_path, SHOW, made=len(table))
 
 
 if __name__ == '__main__':

@@ -88,7 +88,7 @@ def embed(todo, bad, skipped, face, parts=()):
                 if isinstance(result, Exception):
                     raise result
                 if not result.tracks:
-                    raise VideoError(f'no face found in {result.n_frames} frames')
+                    raise VideoError(result.no_face())
                 run.add({'filename': name, 'folder': rel, 'rows': table_rows(result, name, rel, entry, embedder)})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
@@ -100,7 +100,7 @@ def embed(todo, bad, skipped, face, parts=()):
           f'({len(table)} rows), embedder {", ".join(embedders) or "-"}; '
           f'{len(failures)} failed (see {run.failures_path}), {skipped} skipped without a '
           f'metadata entry')
-    print_failures(failures, run.failures_path)
+    print_failures(failures, run.failures_path, made=len(table))
 
 
 def table_rows(result, name, rel, entry, embedder):

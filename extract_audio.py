@@ -197,7 +197,7 @@ def extract_all(videos, problems, skipped, index, parts=()):
     with_track = int(table['has_track'].sum()) if len(table) else 0
     print(f'{os.path.join(AUDIO_DIR, INDEX)}: {len(table)} videos, {with_track} with an audio track, '
           f'{len(table) - with_track} without; {len(failures)} failed')
-    print_failures(failures, run.failures_path, SHOW)
+    print_failures(failures, run.failures_path, SHOW, made=len(table))
 
 
 if __name__ == '__main__':

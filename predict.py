@@ -233,7 +233,7 @@ class Predictor:
             if isinstance(faces, Exception):
                 raise faces
             if not faces.tracks:
-                return self._fallback(embedding, has_audio, f'no face found in {faces.n_frames} frames'
+                return self._fallback(embedding, has_audio, faces.no_face()
                                       + (f', {unheard}' if unheard else ''))
             logit = self.video_logit(faces, voice)
             if not np.isfinite(logit):  # a face embedding inf or NaN: a NaN row would void the submission

@@ -345,8 +345,10 @@ class StageRun:
 Journal = StageRun  # the name of its per-video records before they were one class
 
 
-def print_failures(failures, path, show=20):
-    """The first `show` failures ({key: (folder, reason)}): the unexpected ones (bugs) first, and counted."""
+def print_failures(failures, path, show=20, made=None):
+    """The first `show` failures ({key: (folder, reason)}): the unexpected ones (bugs) first, and counted. `made`:
+    the videos in the stage's output; none made and some failed is a UserError (exit 2, as a script in a chain
+    must not go on), after the failures are shown."""
     unexpected = sorted(k for k, (_, reason) in failures.items() if reason.startswith(UNEXPECTED))
     if unexpected:
         print(f'  {len(unexpected)} of the failures are unexpected errors (a bug, not a bad video: please '
@@ -357,3 +359,6 @@ def print_failures(failures, path, show=20):
         print(f'  ... and {len(failures) - show} more in {path}')
     if failures:  # a rerun passes over them: what was done stays done
         print('  a rerun with --retry_failed tries them again (a video or metadata.json fixed since)')
+    if made == 0 and failures:
+        raise UserError(f'every video failed ({len(failures)}, reasons in {path}): the output has none for the next '
+                        f'stage')

@@ -61,6 +61,11 @@ class VideoFaces:
     n_detections: int = 0    # frames MTCNN ran on (full frame)
     seconds: dict = field(default_factory=dict)
     decoder: str = 'cpu'     # 'cpu', 'nvdec', or 'cpu (NVDEC failed: reason)'
+    n_sampled: int = 0       # frames searched for faces (every frame_step-th)
+
+    def no_face(self):
+        """The reason recorded for a video without a face track."""
+        return f'no face found in {self.n_sampled} of its {self.n_frames} frames'
 
 
 def chunks(path, step, size, threads=0, gpu=None):
@@ -223,7 +228,7 @@ def faces_of(path, cfg, nets, threads=0, gpu=None):
 
 def _faces_of(path, cfg, nets, threads, gpu):
     seconds = {'decode': 0.0, 'detect': 0.0, 'embed': 0.0}
-    pieces, n_detections = [], 0
+    pieces, n_detections, n_sampled = [], 0, 0
     decoded = chunks(path, cfg['frame_step'], cfg['chunk'], threads, gpu)
     while True:
         t0 = time.perf_counter()
@@ -236,6 +241,7 @@ def _faces_of(path, cfg, nets, threads, gpu):
         h, w = frames.shape[1:3]
         filled, n = find_tracks(frames, cfg, nets.detect)
         n_detections += n
+        n_sampled += len(indices)
         t2 = time.perf_counter()
         pieces.append(embed_tracks(indices, frames, filled, cfg, nets.embed))
         del frames  # before the next chunk is decoded: one chunk of frames at a time
@@ -244,4 +250,4 @@ def _faces_of(path, cfg, nets, threads, gpu):
         seconds['embed'] += time.perf_counter() - t2
     return VideoFaces(n_frames=n_frames, width=w, height=h, n_detections=n_detections, seconds=seconds,
                       tracks=tracking.join_chunks(pieces, cfg['keep_all_tracks']),
-                      decoder='cpu' if gpu is None else 'nvdec')
+                      decoder='cpu' if gpu is None else 'nvdec', n_sampled=n_sampled)

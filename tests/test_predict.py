@@ -223,7 +223,7 @@ def test_a_tiny_video_costs_only_its_own_row(odd_run):
     assert r.returncode == 0, r.stderr[-2000:]
     rows, fallbacks = labels(out), fallbacks_of(out)
     assert 'tiny.mp4' in rows and fallbacks['tiny.mp4']['unexpected'] == 'False'
-    assert re.fullmatch(r'no face found in \d+ frames; audio-only model', fallbacks['tiny.mp4']['fallback'])
+    assert re.fullmatch(r'no face found in \d+ of its \d+ frames; audio-only model', fallbacks['tiny.mp4']['fallback'])
     assert 'vidéo à tester.mp4' in rows and 'vidéo à tester.mp4' not in fallbacks
     assert [name for name, row in fallbacks.items() if row['unexpected'] == 'True'] == []
     assert counts(r.stdout)[1:] == (8, 0)

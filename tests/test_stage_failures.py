@@ -73,7 +73,8 @@ def test_a_tiny_video_beside_a_good_one_fails_alone_and_the_rerun_goes_on(tmp_pa
     assert r.returncode == 0, r.stderr[-3000:]
     assert pd.read_pickle(out).filename.tolist() == [good]
     # a frame too small for MTCNN's pyramid has no face: that outcome, not a crash recorded as unexpected
-    assert failures_csv(out) == {'part/tiny.mp4': 'no face found in 24 frames'}
+    # searched: every 6th of its 24 frames (0, 6, 12, 18)
+    assert failures_csv(out) == {'part/tiny.mp4': 'no face found in 4 of its 24 frames'}
     assert 'unexpected' not in r.stdout
     r = run_script(*args, '--retry_failed=true')  # tries the tiny one again: it fails again, the run ends well
     assert r.returncode == 0 and '1 videos to embed' in r.stdout, r.stderr[-3000:]
@@ -201,8 +202,9 @@ def test_a_dataset_where_no_video_succeeds_keeps_its_columns_reruns_and_merges_i
                       '--face_weights=none'),
                      ('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio_dir}'),
                      ('create_audio_embedding.py', f'--audio_dir={audio_dir}', f'--output={audio}')]:
-            r = run_script(*args)
-            assert r.returncode == 0 and '2 failed' in r.stdout, (args, r.stdout, r.stderr[-3000:])
+            r = run_script(*args)  # the table and its failures written, then exit 2: a chain of stages stops
+            assert r.returncode == 2 and '2 failed' in r.stdout, (args, r.stdout, r.stderr[-3000:])
+            assert r.stderr.splitlines()[-1].startswith('error: every video failed (2, reasons in ')  # after tqdm's
     for path, columns in ((video, cve.COLUMNS), (audio_dir / ea.INDEX, ea.COLUMNS), (audio, cae.COLUMNS)):
         table = pd.read_pickle(path)
         assert len(table) == 0 and table.columns.tolist() == list(columns), path
@@ -228,8 +230,8 @@ def failed_only(tmp_path_factory):
     """A part whose one video is empty, run through both audio steps: an index and a table without rows."""
     root = tmp_path_factory.mktemp('failed_only')
     dfdc_part(str(root / 'data' / 'p'), {'zero.mp4': b''})
-    assert run_script('extract_audio.py', f'--data_dir={root / "data"}',
-                      f'--audio_dir={root / "audio"}').returncode == 0
+    r = run_script('extract_audio.py', f'--data_dir={root / "data"}', f'--audio_dir={root / "audio"}')
+    assert r.returncode == 2 and r.stderr.splitlines()[-1].startswith('error: every video failed (1, '), r.stderr
     return root
 
 
