@@ -31,8 +31,8 @@ import numpy as np
 import soundfile as sf
 from tqdm import tqdm
 
-from common.dataset import key, plan, source_of
-from common.files import atomic_path, fit_name, sweep_temporaries
+from common.dataset import key, plan, row_keys, source_of
+from common.files import atomic_path, fit_name, read_pickle, sweep_temporaries
 from common.stage import StageRun, claim, print_failures
 from common.video import VideoError, open_video, reason
 
@@ -149,7 +149,7 @@ def read_wav(path, rate=SAMPLE_RATE):
     except (sf.LibsndfileError, OSError) as err:
         if not os.path.exists(path):  # libsndfile says only 'System error.'
             raise VideoError(f'{os.path.basename(path)} is missing (deleted since extract_audio.py wrote it, or the '
-                             f'index is another folder\'s): rerun extract_audio.py into an empty AUDIO_DIR') from None
+                             f'index is another folder\'s): rerun extract_audio.py, which writes it again') from None
         raise VideoError(f'cannot read {os.path.basename(path)}: {err}') from None
     if found != rate or pcm.ndim != 1:
         raise VideoError(f'{os.path.basename(path)} is {found} Hz with shape {pcm.shape}, '
@@ -174,6 +174,15 @@ def extract(path, folder, audio_dir, rate=SAMPLE_RATE):
     return row
 
 
+def lost_wavs(index, audio_dir, keys):
+    """The `keys` whose WAV the index lists and `audio_dir` lacks (deleted since): extracted again."""
+    if not os.path.exists(index):
+        return set()
+    table = read_pickle(index, 'delete it (and its .failures.csv) and rerun: the videos are done again')
+    return {k for k, wav in zip(row_keys(table), table.get('wav', ()))
+            if k in keys and isinstance(wav, str) and not os.path.exists(os.path.join(audio_dir, wav))}
+
+
 def extract_all(videos, problems, skipped, index, parts=()):
     """One process's share of plan()'s videos (`parts`: plan()'s); the last process to finish writes the index,
     which records the parts for create_audio_embedding.py's listing."""
@@ -181,6 +190,9 @@ def extract_all(videos, problems, skipped, index, parts=()):
     run = StageRun(index, RETRY_FAILED, made_with={'--sample_rate': f'{SAMPLE_RATE} Hz'}, setting='--audio_dir')
     who = run.who
     run.record(problems)
+    if lost := lost_wavs(index, AUDIO_DIR, {key(*v[:2]) for v in videos} & run.before):  # its index row stays
+        print(f'{who}{len(lost)} WAVs the index lists are gone (deleted by hand?), e.g. {min(lost)}: written again')
+        run.before -= lost
     todo = [(rel, name, path) for rel, name, path, _ in
             run.todo(videos, where=lambda v: v[:2], source=source_of, folders=parts)]
     print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(run.before)} done before, '

@@ -61,6 +61,7 @@ def test_a_wav_replaced_or_deleted_after_its_embedding_is_embedded_again_not_kep
     before = pd.read_pickle(out).set_index('filename').audio_embedding
     pcm, rate = sf.read(audio / 'p' / 'a.mp4.wav', dtype='int16')
     sf.write(audio / 'p' / 'a.mp4.wav', pcm[::-1].copy(), rate, subtype='PCM_16')  # same length, other sound
+    wav_c = sf.read(audio / 'p' / 'c.mp4.wav', dtype='int16')[0]
     (audio / 'p' / 'c.mp4.wav').unlink()
     r = run_script(*embed)
     assert r.returncode == 0 and '2 videos changed since they were done' in r.stdout and '2 to embed' in r.stdout, \
@@ -72,6 +73,15 @@ def test_a_wav_replaced_or_deleted_after_its_embedding_is_embedded_again_not_kep
         reasons = {row['filename']: row['reason'] for row in csv.DictReader(f)}
     assert list(reasons) == ['c.mp4'] and 'c.mp4.wav is missing' in reasons['c.mp4'], reasons
     assert '0 to embed' in run_script(*embed).stdout  # and then nothing changed
+    # what the reason says to do: extract_audio.py's rerun wrote no WAV ('0 videos to extract'); it now writes
+    # the missing one alone, the same as the first time, and the embedding stage then embeds it
+    r = run_script('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio}')
+    assert r.returncode == 0 and '1 WAVs the index lists are gone' in r.stdout and '1 videos to extract' in r.stdout, \
+        r.stdout[-2000:]
+    assert sf.read(audio / 'p' / 'c.mp4.wav', dtype='int16')[0].tolist() == wav_c.tolist()
+    r = run_script(*embed)
+    assert r.returncode == 0 and '1 to embed' in r.stdout and pd.read_pickle(out).filename.tolist() == [
+        'a.mp4', 'b.mp4', 'c.mp4'], r.stdout[-2000:]
 
 
 # ----------------------------------------------------------------------------- a SLURM task outside its array
