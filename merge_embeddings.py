@@ -64,6 +64,8 @@ def main():
     table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
                          read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
     print('\n'.join(lines))
+    # so that a stage given OUTPUT as its own refuses it (common.stage); the store records the inputs
+    table.attrs['made_with'] = {'merge_embeddings.py': 'the merged table'}
     store.save(table, OUTPUT, made_with)  # the pickle, and the store that training, test.py and predict.py read
     n_audio = int(table.drop_duplicates(ON)['has_audio'].sum())
     print(f'{OUTPUT}: {len(table)} rows, {n_audio} videos with audio; training store {store.store_dir(OUTPUT)}')

@@ -33,7 +33,8 @@ import create_audio_embedding as cae
 import explain
 import extract_audio as ea
 from common.config import UserError
-from common.dataset import VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, row_keys, say_passed
+from common.dataset import (VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, named_like_input,
+                            row_keys, say_passed)
 from common.device import pick_device
 from common.files import NAMES, atomic_path, shown
 from common.stage import StageRun, claim
@@ -67,9 +68,8 @@ def main():
         raise UserError(f'--input={INPUT} is not named like a video ({", ".join(VIDEO_EXTENSIONS)}; not macOS\'s '
                         f'._ file beside one): give a video or a folder of them')
     if writes:
-        if is_video(output) or os.path.basename(output) == 'metadata.json':  # an input's, most likely: overwritten
-            raise UserError(f'--output={output} is named like a video or a part\'s labels: give the submission a '
-                            f'.csv name')
+        if named_like_input(output):
+            raise UserError(f'--output={output} is named like a video or a part\'s labels: give a .csv name')
         for path in (output, fallbacks_path(output)):
             config.writable_file(path, '--output', reads=(CHECKPOINT,))
     if EXPLAIN:

@@ -39,6 +39,12 @@ def is_video(name):
     return name.lower().endswith(VIDEO_EXTENSIONS) and not os.path.basename(name).startswith('._')
 
 
+def named_like_input(path):
+    """Named like a video or a part's metadata.json: an output of that name would most likely be written over an
+    input."""
+    return is_video(path) or os.path.basename(path) == 'metadata.json'
+
+
 def videos_in(folder):
     """The sorted names of a folder's videos: a link whose target is gone included (the stages record it as a
     failure), a folder named like a video not."""

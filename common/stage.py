@@ -17,11 +17,12 @@ import pandas as pd
 
 from common import config
 from common.config import UserError
-from common.dataset import filename_of, key, row_keys
+from common.dataset import filename_of, key, named_like_input, row_keys
 from common.files import NAMES, atomic_path, read_pickle, shown, sweep_temporaries, write_pickle
 from common.video import VideoError
 
 UNEXPECTED = 'unexpected error: '  # how a failure's reason starts where the error was not a bad video's
+LISTING = 'listing'  # the source of a failure of the listing (StageRun.record), not of a video's file
 
 
 def record_key(record):
@@ -101,6 +102,8 @@ def claim(output, setting='--output', reads=()):
     if output in _CLAIMED and not _CLAIMED[output].closed:
         return _CLAIMED[output]
     config.writable_file(output, setting, reads)
+    if named_like_input(output):  # the data's own file: its lock files and parts would be left beside it
+        raise UserError(f'{setting}: {output} is named like a video or a part\'s labels: give another {setting}')
     _, world, run_id = shard()
     run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
     with open(output + '.lock.gate', 'a') as gate:
@@ -141,10 +144,10 @@ class StageRun:
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.setting, self.redo = setting, redo  # setting: the flag that gives OUTPUT, for the messages
         self.parts, self.failures_path = self.output + '.parts', self.output + '.failures.csv'
-        os.makedirs(self.parts, exist_ok=True)
         saved = self.saved()  # read once
         if made_with is not None and self._discarded(*saved[:2]):
             saved = self.saved()
+        os.makedirs(self.parts, exist_ok=True)  # after the checks: a refused run leaves no folder
         self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
         self.retried = set(self.failed) if retry_failed else set()  # a failure not met again is gone: finish()
         self.before, self.recorded = self.done(saved) - self.retried, saved[3]  # recorded: {key: source} where known
@@ -152,10 +155,20 @@ class StageRun:
 
     def _discarded(self, records, previous):
         """Whether earlier results recorded another made_with (none counts only with `redo`): UserError in one line,
-        or with `redo` OUTPUT, its parts and failures removed, said in one line."""
+        or with `redo` OUTPUT, its parts and failures removed, said in one line. Parts of processes of this run
+        given other settings, beside parts with these, are removed (their videos done again), said too."""
         made = [r.get('made_with') for r in records] + ([] if previous is None else [previous.attrs.get('made_with')])
         if not (other := [m for m in made if m != self.made_with and (m is not None or self.redo)]):
             return False
+        odd = [r for r in records if r.get('made_with') not in (None, self.made_with)]
+        if (not self.redo and odd and any(r.get('made_with') == self.made_with for r in records)
+                and (previous is None or previous.attrs.get('made_with') in (None, self.made_with))):
+            # processes of one run given other settings (finish() refuses to merge them): theirs are done again
+            print(f'{self.output}: {len(odd)} videos were done by a process of this run given other settings '
+                  f'({", ".join(differences(odd[0]["made_with"], self.made_with))}): done again with these')
+            for r in odd:
+                os.remove(os.path.join(self.parts, self.part_name(record_key(r))))
+            return True
         names = differences(other[0], self.made_with)
         if not self.redo:
             if not {k for k in set(self.made_with) & set(other[0]) if k.startswith('--')}:  # no setting in common
@@ -173,15 +186,14 @@ class StageRun:
         for path in (self.output, self.failures_path):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(path)
-        shutil.rmtree(self.parts)
-        os.makedirs(self.parts)
+        shutil.rmtree(self.parts, ignore_errors=True)
         return True
 
     def saved(self):
         """What earlier runs saved: (the parts' records, OUTPUT's table or None, {key: (folder, reason)} of the
         failures, {key: source} where recorded)."""
         records = [read_pickle(os.path.join(self.parts, name), 'delete it and rerun: its video is done again',
-                               table=False) for name in sorted(os.listdir(self.parts)) if name.endswith('.pkl')]
+                               table=False) for name in sorted(glob.glob('*.pkl', root_dir=self.parts))]
         previous = read_pickle(self.output, 'delete it (and its .failures.csv) and rerun: the videos are done '
                                'again') if os.path.exists(self.output) else None
         failures, sources = read_failures(self.failures_path, with_sources=True)
@@ -210,9 +222,15 @@ class StageRun:
         self.add({'filename': filename, 'folder': folder, 'failure': reason})
 
     def record(self, problems):
-        """Failures known before any work [(filename, folder, reason)]: rank 0 records them, once."""
+        """Failures known before any work [(filename, folder, reason)] (a metadata.json unreadable, an entry without
+        a label): rank 0 records them, once. Those recorded before and not found now (fixed since) are gone, and
+        their videos done."""
+        now = {key(folder, name) for name, folder, _ in problems}
+        fixed = {k for k, source in self.recorded.items() if source == LISTING and k not in now}
+        self.before, self.retried = self.before - fixed, self.retried | fixed  # retried: gone unless met again
         for name, folder, reason in problems if self.rank == 0 else ():
             if key(folder, name) not in self.before:
+                self.sources[key(folder, name)] = LISTING
                 self.fail(name, folder, reason)
 
     def todo(self, items, where, source=None, folders=()):
@@ -311,9 +329,10 @@ class StageRun:
         records, previous, failures, sources = self.saved()
         if other := [r['made_with'] for r in records if r.get('made_with', self.made_with) != self.made_with]:
             raise UserError(f'{self.output}: a process of this run was given other settings ('
-                            f'{", ".join(differences(other[0], self.made_with))}): give every one the same')
+                            f'{", ".join(differences(other[0], self.made_with))}): give every one the same; a rerun '
+                            f'with the settings meant does again the videos done with others')
         if (previous is not None and len(previous.columns) and os.path.exists(self.failures_path) and not records
-                and not self.dropped):
+                and not self.dropped and not self.retried):
             shutil.rmtree(self.parts, ignore_errors=True)
             return previous, failures
         previous = previous if previous is not None and len(previous) else None

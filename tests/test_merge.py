@@ -173,6 +173,13 @@ def test_the_three_scripts_on_the_dfdc_sample_and_a_clip_without_audio(tmp_path)
     r = run_script('merge_embeddings.py', f'--video_table={tmp_path / "gone.pkl"}', f'--audio_table={audio}',
                    f'--output={merged}')
     assert r.returncode == 2 and 'gone.pkl' in r.stderr, r.stdout
+    # the merged table given as a stage's output: the audio stage rewrote it as its own, every row's video
+    # embedding and label NaN, exit 0 (the merge recorded no made_with: an older run of that stage, it seemed)
+    made = os.stat(merged).st_mtime_ns
+    r = run_script('create_audio_embedding.py', f'--audio_dir={audio_dir}', f'--output={merged}')
+    assert r.returncode == 2 and r.stderr.strip() == f'error: {merged} is the output of another stage (made with ' \
+        f'merge_embeddings.py, ...): give another --output', r.stderr
+    assert os.stat(merged).st_mtime_ns == made and not os.path.exists(f'{merged}.parts')
 
 
 def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):

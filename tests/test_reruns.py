@@ -293,7 +293,7 @@ def test_weights_replaced_at_their_path_are_other_settings_and_spellings_of_one_
     assert r.returncode == 2 and 'made with other settings (face_weights_file' in r.stderr, r.stderr[-2000:]
 
 
-def test_processes_of_one_run_given_other_settings_are_refused_when_their_parts_meet(tmp_path):
+def test_processes_of_one_run_given_other_settings_are_refused_when_their_parts_meet(tmp_path, capsys):
     """Ranks started together (no parts yet to compare) with other settings used to be merged into one table
     that recorded one rank's settings."""
     out = str(tmp_path / 'out.pkl')
@@ -304,6 +304,18 @@ def test_processes_of_one_run_given_other_settings_are_refused_when_their_parts_
                                                r'\(--frame_step\): give every one the same'):
         ours.finish(lambda record: record['rows'])
     assert not os.path.exists(out)
+    # and then every command was refused ('made with other settings'), the settings meant as well: the work of
+    # the whole run lost. A rerun with either process's settings now does the other's videos again
+    with pytest.raises(config.UserError, match=r'made with other settings \(--frame_step 6 then, 18 now'):
+        stage.StageRun(out, made_with={'--frame_step': 18})  # neither: refused, as before
+    again = stage.StageRun(out, made_with={'--frame_step': 6})
+    assert again.before == {'p/a.mp4'} and capsys.readouterr().out == (
+        f'{out}: 1 videos were done by a process of this run given other settings (--frame_step): done again with '
+        f'these\n')
+    assert [item for item in again.todo(['a.mp4', 'b.mp4'], lambda n: ('p', n))] == ['b.mp4']
+    again.add({'filename': 'b.mp4', 'folder': 'p', 'rows': [{'filename': 'b.mp4', 'folder': 'p'}]})
+    table, _ = again.finish(lambda record: record['rows'])
+    assert table.filename.tolist() == ['a.mp4', 'b.mp4'] and table.attrs['made_with'] == {'--frame_step': 6}
 
 
 def test_an_output_of_other_settings_or_of_another_stage_is_one_short_line(tmp_path):

@@ -290,6 +290,30 @@ def test_metadata_names_that_are_paths_are_refused_and_the_run_goes_on(tmp_path)
     assert wavs == [str(audio_dir / 'p' / 'good.mp4.wav')]
 
 
+def test_a_failure_of_metadata_json_fixed_since_is_gone_and_its_videos_done(tmp_path):
+    """A metadata.json that was not JSON, then an entry without a label, stayed failures after the file was
+    fixed (only --retry_failed cleared them), the entry quoted with its old label; the corrected entry's video was
+    never done, where the README says a corrected label is done again."""
+    data, audio_dir = tmp_path / 'data', tmp_path / 'audio'
+    dfdc_part(str(data / 'p'), {'a.mp4': head(1), 'b.mp4': head(2)})
+    meta = data / 'p' / 'metadata.json'
+    args = ('extract_audio.py', f'--data_dir={data}', f'--audio_dir={audio_dir}')
+    meta.write_text('{"a.mp4": {"label": "REAL",}')
+    r = run_script(*args)
+    assert r.returncode == 2 and list(failures_csv(audio_dir / ea.INDEX)) == ['p/metadata.json'], r.stderr[-2000:]
+    meta.write_text('{"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "Real?"}}')
+    r = run_script(*args)
+    assert r.returncode == 0 and '1 videos to extract' in r.stdout, r.stdout[-2000:]
+    reasons = failures_csv(audio_dir / ea.INDEX)
+    assert list(reasons) == ['p/b.mp4'] and "'Real?'" in reasons['p/b.mp4'], reasons
+    meta.write_text('{"a.mp4": {"label": "REAL"}, "b.mp4": {"label": "FAKE"}}')
+    r = run_script(*args)
+    assert r.returncode == 0 and '1 videos to extract' in r.stdout, r.stdout[-2000:]
+    assert failures_csv(audio_dir / ea.INDEX) == {}
+    assert pd.read_pickle(audio_dir / ea.INDEX).filename.tolist() == ['a.mp4', 'b.mp4']
+    assert '0 videos to extract' in run_script(*args).stdout  # and then nothing is done again
+
+
 # ----------------------------------------------------------------------------- 5: outputs that cannot be written
 @pytest.mark.parametrize('script', ['create_video_embeddings.py', 'extract_audio.py', 'create_audio_embedding.py',
                                     'merge_embeddings.py'])
@@ -311,6 +335,21 @@ def test_an_output_that_cannot_be_written_is_one_line_before_any_work(script, wh
     r = run_script(script, *args)
     one_line_exit_2(r, output if what == 'a folder' else tmp_path / 'file')
     assert not os.path.exists(f'{output}.parts') and 'videos' not in r.stdout  # no work began
+
+
+def test_an_output_named_like_the_datas_labels_or_a_video_is_one_line_and_leaves_nothing(tmp_path):
+    """--output=DATA/p/metadata.json was read as a table ('not a readable pickle ... delete it'), which told the
+    user to delete the labels, and left metadata.json.lock and metadata.json.parts/ in the data folder."""
+    data = tmp_path / 'data'
+    dfdc_part(str(data / 'p'), {'a.mp4': head(1)})
+    before = sorted(os.listdir(data / 'p'))
+    for script, args in [('create_video_embeddings.py', ['--output={}', '--face_weights=none']),
+                         ('extract_audio.py', [f'--audio_dir={data / "p"}', '--index={}'])]:
+        for name in ('metadata.json', 'a.mp4'):
+            r = run_script(script, f'--data_dir={data}', *(a.format(data / 'p' / name) for a in args))
+            said = one_line_exit_2(r, f'{data / "p" / name} is named like a video or a part\'s labels: give another')
+            assert 'delete' not in said
+    assert sorted(os.listdir(data / 'p')) == before
 
 
 # ----------------------------------------------------------------------------- 11: two runs on one output
