@@ -53,6 +53,9 @@ LATE_START = 0.1            # s: an audio track that starts this much after the 
 
 def main():
     config.configure(globals())
+    if SAMPLE_RATE != 16000:  # create_audio_embedding.py's encoders (Resemblyzer's rate)
+        print(f'note: --sample_rate={SAMPLE_RATE}: create_audio_embedding.py takes 16000 Hz WAVs only; these are '
+              f'for other tools')
     index = os.path.join(AUDIO_DIR, INDEX)
     claim(index, '--audio_dir')  # before any work: an index that cannot be written, or that another run writes
     # the video step's own listing: both halves read the same videos under the same keys

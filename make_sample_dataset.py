@@ -26,7 +26,7 @@ import av
 import cv2
 import numpy as np
 
-from common.files import atomic_path, write_text
+from common.files import atomic_path, sweep_temporaries, write_text
 
 # ----------------------------------------------------------------------------- config
 OUTPUT_DIR = 'data/sample'  # where metadata.json and the clips go
@@ -52,9 +52,11 @@ def main():
     if SAMPLE_RATE not in AAC_RATES or n < 1:
         raise config.UserError(f'--sample_rate must be one of AAC\'s, {", ".join(map(str, AAC_RATES))}, not '
                                f'{SAMPLE_RATE}' if n else f'--seconds={SECONDS:g} at --fps={FPS} is no frame')
-    os.makedirs(OUTPUT_DIR, exist_ok=True)
+    config.writable_folder(OUTPUT_DIR, '--output_dir')  # made where it is not there
     meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
     check_not_another_dataset(meta_path)
+    for name in (*CLIPS, 'metadata.json'):  # what a run killed while writing left
+        sweep_temporaries(os.path.join(OUTPUT_DIR, name))
     made = [made_with(os.path.join(OUTPUT_DIR, name)) for name in CLIPS]
     if os.path.exists(meta_path) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
         print(f'{OUTPUT_DIR}: the sample dataset is there already')

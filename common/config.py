@@ -63,7 +63,7 @@ RANGES = {
     # sizes and counts
     **{name: _at_least(1) for name in (
         'batch_size', 'eval_batch_size', 'chunk', 'frame_step', 'detect_size', 'detect_every', 'max_gap', 'min_face_size',
-        'sample_rate', 'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
+        'n_mels', 'n_fft', 'hop', 'crop', 'eval_stride', 'hidden', 'layers',
         'max_epochs', 'patience', 'videos', 'faces', 'video_dim', 'audio_dim', 'folders', 'fps')},
     **{name: _at_least(0) for name in (
         'threads', 'show', 'min_faces', 'project', 'fc', 'weight_decay', 'min_delta', 'margin')},
@@ -83,6 +83,7 @@ RANGES = {
     'lr': _above(0), 'top_db': _above(0), 'cnn_window_seconds': _above(0), 'seconds': _above(0),
     'silence_dbfs': _at_most(0), 'max_mb': _above(0),
     'port': (lambda v: 1 <= v <= 65535, 'a TCP port, 1 to 65535'),
+    'sample_rate': (lambda v: 4000 <= v <= 192000, 'from 4000 to 192000 (Hz)'),
     # choices
     'split': _one_of('original', 'folder'), 'subset': _one_of('auto', 'all', 'val', 'train'),
     'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),

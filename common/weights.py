@@ -110,6 +110,9 @@ def _load_file(path, todo=''):
         raise UserError(f'cannot read weights file {path}: {type(err).__name__} {first}{todo}') from None
     if isinstance(state, dict) and 'state_dict' in state:
         state = state['state_dict']
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):  # a list, a tensor, None
+        raise UserError(f'{path}: holds a {type(state).__name__}' + (' whose keys are not all names' if
+                        isinstance(state, dict) else '') + f', not a state dict{todo}')
     return state
 
 
@@ -118,6 +121,9 @@ def _why_not(err):
     lines = [line.strip() for line in str(err).strip().splitlines()]
     why = lines[1] if len(lines) > 1 else lines[0]
     return why if len(why) <= 160 else why[:157] + '...'
+
+
+FACENET_FILES = {'vggface2': '20180402-114759-vggface2.pt', 'casia-webface': '20180408-102900-casia-webface.pt'}
 
 
 def face_embedder(weights='vggface2'):
@@ -134,7 +140,8 @@ def face_embedder(weights='vggface2'):
         model = InceptionResnetV1(pretrained=None)
     elif os.path.isfile(weights):
         model = InceptionResnetV1(pretrained=None)
-        state = {k: v for k, v in _load_file(weights).items() if not k.startswith('logits.')}
+        state = {k: v for k, v in _load_file(weights, ' (a damaged or partial copy: download it again)').items()
+                 if not k.startswith('logits.')}
         try:
             model.load_state_dict(state)
         except RuntimeError as err:
@@ -148,7 +155,7 @@ def face_embedder(weights='vggface2'):
             cache = os.path.join(get_torch_home(), 'checkpoints')
             raise UserError(
                 f'cannot download the {weights} weights ({type(err).__name__}: {str(err)[:80]}); '
-                f'put 20180402-114759-vggface2.pt in {cache} or pass --face_weights=/path/to/it.pt '
+                f'put {FACENET_FILES[weights]} in {cache} or pass --face_weights=/path/to/it.pt '
                 f'(or --face_weights=none for an untrained embedder)') from None
     else:
         raise UserError(f'--face_weights={weights!r}: not a file, and not one of vggface2, '
@@ -245,8 +252,6 @@ def _vit_state(path, spec, expected):
             for file in _shards(path):
                 if not file.endswith('.safetensors'):  # torch.save's: pytorch_model.bin, a .pt or .pth of one
                     state = _load_file(file, todo)
-                    if not isinstance(state, dict):
-                        raise UserError(f'{file}: holds a {type(state).__name__}, not a state dict')
                     read.update(dict.fromkeys(state, state.__getitem__))
                 else:
                     f = stack.enter_context(safe_open(file, framework='pt'))

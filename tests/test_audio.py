@@ -200,6 +200,11 @@ def test_missing_data_dir_and_other_sample_rate_are_one_line_and_exit_2(extracte
     r = run_script('extract_audio.py', f'--data_dir={testdata("dfdc_sample")}', f'--audio_dir={audio_dir}',
                    '--sample_rate=8000')
     assert r.returncode == 2 and '16000 Hz' in r.stderr and r.stderr.strip().count('\n') == 0
+    assert "\nnote: --sample_rate=8000: create_audio_embedding.py takes 16000 Hz WAVs only; " in r.stdout
+    # 7 Hz ran the whole extraction (96-byte WAVs), which the next stage then refused
+    r = run_script('extract_audio.py', f'--data_dir={testdata("dfdc_sample")}', f'--audio_dir={tmp_path / "a7"}',
+                   '--sample_rate=7')
+    assert r.returncode == 2 and r.stderr == 'error: --sample_rate must be from 4000 to 192000 (Hz), not 7\n'
 
 
 # ----------------------------------------------------------------------------- the encoders
@@ -309,6 +314,16 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
                                                r' in state_dict: .+\): give facenet-pytorch\'s weights file') as err:
         face_embedder(str(path))
     assert '\n' not in str(err.value)
+    # files torch.load reads that hold no state dict: FaceNet's loader raised AttributeError ('list' object has
+    # no attribute 'items'), a traceback, where the ViT encoders' said it in one line
+    for what, obj in [('list', [1, 2]), ('Tensor', torch.zeros(3)), ('NoneType', None),
+                      ('dict whose keys are not all names', {1: torch.zeros(2)})]:
+        torch.save(obj, tmp_path / 'odd.pt')
+        for load in (face_embedder, lambda w: audio_cnn(w, 'resnet18')):
+            with pytest.raises(config.UserError, match=f'odd.pt: holds a {what}, not a state dict'):
+                load(str(tmp_path / 'odd.pt'))
+    with pytest.raises(config.UserError, match=r'cannot read weights file .+ \(a damaged or partial copy: download'):
+        face_embedder(str(tmp_path / 'bad.pth'))
 
     def offline(*args, **kwargs):
         raise urllib.error.URLError('Name or service not known')
@@ -317,6 +332,12 @@ def test_cnn_weights_from_a_local_file_and_a_failed_download_in_one_line(tmp_pat
         audio_cnn('imagenet', 'resnet18')
     assert 'resnet18-f37072fd.pth' in str(err.value) and '--cnn_weights=' in str(err.value)
     assert '\n' not in str(err.value)
+    from facenet_pytorch.models import inception_resnet_v1
+    monkeypatch.setattr(inception_resnet_v1, 'load_weights', offline)
+    for weights, file in [('vggface2', '20180402-114759-vggface2.pt'), ('casia-webface', '20180408-102900-casia-'
+                                                                                        'webface.pt')]:
+        with pytest.raises(config.UserError, match=f'cannot download the {weights} weights .+; put {file} in '):
+            face_embedder(weights)  # casia-webface's named vggface2's file
 
 
 # ----------------------------------------------------------------------------- create_audio_embedding.py

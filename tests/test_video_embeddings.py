@@ -98,11 +98,19 @@ def test_the_sample_is_made_again_for_other_settings_and_bad_ones_are_one_line(t
     import av
     assert make('--seconds=0.5').returncode == 0
     assert 'there already' in make('--seconds=0.5').stdout
+    # what a run killed while writing a clip leaves (atomic_path's temporary) was never removed
+    (tmp_path / '.camera_fake.mp4.k1ll3d00.tmp').write_bytes(b'half a clip')
     run = make('--seconds=1', '--fps=25', '--sample_rate=16000')  # was 'there already', the 0.5 s clips kept
     assert run.returncode == 0 and 'there already' not in run.stdout, run.stderr
     with av.open(str(tmp_path / 'camera_fake.mp4')) as clip:
         assert (clip.streams.video[0].frames, clip.streams.audio[0].sample_rate) == (25, 16000)
-    for args, says in ((['--sample_rate=1000'], "--sample_rate must be one of AAC's"),
+    assert [n for n in os.listdir(tmp_path) if n.endswith('.tmp')] == []
+    (tmp_path / 'file').write_text('x')
+    run = subprocess.run([sys.executable, 'make_sample_dataset.py', f'--output_dir={tmp_path / "file"}'], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert run.returncode == 2 and run.stderr == (f'error: {tmp_path / "file"} is a file, where --output_dir needs a '
+                                                  f'folder; give another --output_dir\n')  # was 'File exists'
+    for args, says in ((['--sample_rate=10000'], "--sample_rate must be one of AAC's"),
                        (['--seconds=0.01'], '--seconds=0.01 at --fps=30 is no frame')):
         run = make(*args)  # were an FFmpeg traceback, and four clips without a frame
         assert run.returncode == 2 and run.stderr.startswith(f'error: {says}') and run.stderr.count('\n') == 1
