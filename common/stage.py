@@ -377,7 +377,8 @@ def print_failures(failures, path, show=20, made=None):
     if len(failures) > show:
         print(f'  ... and {len(failures) - show} more in {path}')
     if failures:  # a rerun passes over them: what was done stays done
-        print('  a rerun with --retry_failed tries them again (a video or metadata.json fixed since)')
+        print('  a rerun with --retry_failed tries them again (one whose file or metadata.json was fixed since is '
+              'tried again without it)')
     if made == 0 and failures:
         raise UserError(f'every video failed ({len(failures)}, reasons in {path}): the output has none for the next '
                         f'stage')
