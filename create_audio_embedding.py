@@ -59,7 +59,7 @@ THREADS = 1                 # torch CPU threads while embedding (0: torch's defa
 AMP = False                 # bf16/fp16 for the CNN: a little faster, 2 digits less exact (BENCHMARKS.md, Audio)
 # -----------------------------------------------------------------------------
 
-_RATE = 16000               # Hz the encoders take: Resemblyzer's; extract_audio.py's default (not a setting)
+_RATE = ea.ENCODER_RATE     # Hz the encoders take
 COLUMNS = ('filename', 'folder', 'audio_embedding', 'has_audio', 'audio_status', 'seconds', 'audio_encoder',
            'audio_dim', 'lead_rms')
 

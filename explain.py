@@ -50,12 +50,12 @@ def face_strip(path, track, cfg, n=N_CROPS):
     return sorted(crops.items())
 
 
-def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=0, shift=0.0):
+def draw(png, path, name, result, faces, cfg, windows=None, crop=0, shift=0.0):
     """Write the figure of one video to `png` (atomically).
 
-    result: its predict.Prediction; n_frames: frames decoded (None where the video was not read);
-    track: the face track the network read (faces.tracking.Track) or None; windows: (starts (windows,),
-    logits (windows,)) of the network over that track, or None where it did not score the video;
+    result: its predict.Prediction; faces: its faces.pipeline.VideoFaces (None where the video was not read),
+    whose first track is the one the network read; windows: (starts (windows,), logits (windows,)) of the network
+    over that track, or None where it did not score the video;
     crop: the checkpoint's window length in faces; shift: the logit shift to PRIOR (model.prior_shift)."""
     import matplotlib
     matplotlib.use('Agg')
@@ -69,9 +69,9 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     # a file name that is not UTF-8 (common.files.NAMES) is drawn escaped, as Python prints it: no font has
     # its surrogates
     title = title.encode('utf-8', 'backslashreplace').decode('utf-8')
+    track = faces.tracks[0] if faces is not None and faces.tracks else None
     if track is None or not len(track.frames):
-        what = ('no face found' + (f' in {n_frames} frames' if n_frames else '') if n_frames is not None
-                else 'the video could not be read')
+        what = 'the video could not be read' if faces is None else faces.no_face()
         fig, ax = plt.subplots(figsize=(8, 2.5))
         ax.axis('off')
         ax.text(0.5, 0.5, what, ha='center', va='center', fontsize=14, transform=ax.transAxes)
@@ -90,7 +90,7 @@ def draw(png, path, name, result, n_frames, cfg, track=None, windows=None, crop=
     for index, _ in strip:
         ax.axvline(index, color='grey', ls=':', lw=0.8)
     ax.axhline(0.5, color='grey', lw=0.5)
-    ax.set(xlim=(-0.5, max(n_frames or 0, int(track.frames[-1]) + 1)), ylim=ylim, xlabel='frame',
+    ax.set(xlim=(-0.5, max(faces.n_frames, int(track.frames[-1]) + 1)), ylim=ylim, xlabel='frame',
            ylabel='p(FAKE)')
     if windows is not None:
         ax.legend(loc='upper right', fontsize=8)

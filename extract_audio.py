@@ -47,15 +47,16 @@ SHOW = 20                   # failures listed at the end of a run (all of them a
 
 COLUMNS = ('filename', 'folder', 'has_track', 'samples', 'seconds', 'source_rate', 'source_channels', 'codec',
            'wav', 'lead_rms')
+ENCODER_RATE = 16000        # Hz create_audio_embedding.py's encoders take (Resemblyzer's): not a setting there
 LEAD_SECONDS = 0.5          # the start of a track whose loudness test.py's shortcut check reads (leading_rms)
 LATE_START = 0.1            # s: an audio track that starts this much after the video gets that silence first
 
 
 def main():
     config.configure(globals())
-    if SAMPLE_RATE != 16000:  # create_audio_embedding.py's encoders (Resemblyzer's rate)
-        print(f'note: --sample_rate={SAMPLE_RATE}: create_audio_embedding.py takes 16000 Hz WAVs only; these are '
-              f'for other tools')
+    if SAMPLE_RATE != ENCODER_RATE:
+        print(f'note: --sample_rate={SAMPLE_RATE}: create_audio_embedding.py takes {ENCODER_RATE} Hz WAVs only; '
+              f'these are for other tools')
     index = os.path.join(AUDIO_DIR, INDEX)
     claim(index, '--audio_dir')  # before any work: an index that cannot be written, or that another run writes
     # the video step's own listing: both halves read the same videos under the same keys

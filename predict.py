@@ -282,8 +282,7 @@ class Predictor:
         read = not isinstance(faces, Exception)
         if isinstance(voice, VideoError):  # an audio track not decoded: the video was scored without it (predict())
             voice = (np.zeros(self.audio.dim, np.float32), False)
-        explain.draw(png, path, name, result, faces.n_frames if read else None, self.pipeline.cfg,
-                     faces.tracks[0] if read and faces.tracks else None,
+        explain.draw(png, path, name, result, faces if read else None, self.pipeline.cfg,
                      self.window_logits(faces, voice) if result.scored else None, self.evaluation['crop'], self.shift)
 
     def made_with(self):

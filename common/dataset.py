@@ -141,6 +141,8 @@ class Entries(dict):
 
 def check_folder(data_dir):
     """UserError where the data folder is not one: absent, or a file (a video given for a folder)."""
+    if not data_dir:  # '' would be read as the current folder by some calls and as absent by others
+        raise UserError('--data_dir is empty: give the folder that holds the videos')
     if not os.path.isdir(data_dir):
         raise UserError(f'data folder {data_dir} ' + ('is a file: give the folder that holds the videos'
                                                       if os.path.exists(data_dir) else 'does not exist'))

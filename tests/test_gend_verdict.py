@@ -130,7 +130,8 @@ def test_explain_draws_the_heads_scores_and_the_faces_it_read_of_a_video_without
                                                       'frame_step': 30, 'amp': False})
     with torch.no_grad():
         _, _, result = predict_py.score_video(predictor, str(video), str(tmp_path / 'bad_audio.png'))
-    [(drawn_result, (n_frames, cfg, track, windows, crop, shift))] = drawn
+    [(drawn_result, (faces, cfg, windows, crop, shift))] = drawn
+    track = faces.tracks[0]
     assert result is drawn_result and not result.unexpected
     assert result.fallback == '' and result.scored
     assert windows is not None and crop == 1 and len(track.frames) >= 5 and result.scored
@@ -141,8 +142,7 @@ def test_explain_draws_the_heads_scores_and_the_faces_it_read_of_a_video_without
     titles = []  # the figure's title calls it a note, not a fallback
     monkeypatch.setattr(metrics, 'save_figure', lambda fig, png: titles.append(fig.axes[0].get_title()))
     noted = result._replace(fallback='audio not decoded (broken): scored without it')  # as predict() notes it
-    draw(str(tmp_path / 'bad_audio.png'), str(video), 'bad_audio.mp4', noted, n_frames, cfg, track, windows, crop,
-         shift)
+    draw(str(tmp_path / 'bad_audio.png'), str(video), 'bad_audio.mp4', noted, faces, cfg, windows, crop, shift)
     assert '\nnote: audio not decoded (' in titles[0] and 'fallback' not in titles[0]
     strip = explain.face_strip(str(video), track, cfg)
     assert len(strip) == len(track.frames) and all(face.shape == (256, 256, 3) for _, face in strip)

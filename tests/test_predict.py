@@ -620,15 +620,27 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
     for name in ('head.mp4.png', 'sub/head.mp4.png', 'sub/noface.mp4.png'):
         width, height = png_size(figures / name)
         assert width > 300 and height > 150 and os.path.getsize(figures / name) > 5000, name
-    result, (n_frames, cfg, track, windows, crop, shift) = drawn['head.mp4']
+    result, (faces, cfg, windows, crop, shift) = drawn['head.mp4']
+    track = faces.tracks[0]
     starts, logits = windows
     assert list(starts) == [0, 10, 12] and crop == 20 and len(track.frames) == 32
     assert np.ptp(logits) > 0  # the windows differ
     p = np.clip(sigmoid(np.mean(logits) + shift), 0.01, 0.99)
     # the same float64 arithmetic (1e-9), and the CSV's 6 digits (1e-6)
     assert abs(p - result.p_fake) < 1e-9 and abs(labels(out)['head.mp4'] - p) < 1e-6
-    assert drawn['sub/noface.mp4'][1][3] is None and 'no face found' in drawn['sub/noface.mp4'][0].fallback
+    assert drawn['sub/noface.mp4'][1][2] is None and 'no face found' in drawn['sub/noface.mp4'][0].fallback
     assert drawn['sub/head.mp4'][1][0] is None  # unreadable: no frame count
+    # the figure of a video without a face says what the failures file says (VideoFaces.no_face: how many frames
+    # were searched), not 'no face found in 32 frames'
+    from common import metrics
+    texts = []
+    monkeypatch.setattr(metrics, 'save_figure', lambda fig, png: texts.append(fig.axes[0].texts[0].get_text()))
+    noface = drawn['sub/noface.mp4']
+    draw(str(tmp_path / 'x.png'), str(tree / 'sub' / 'noface.mp4'), 'sub/noface.mp4', noface[0], *noface[1])
+    draw(str(tmp_path / 'y.png'), str(tree / 'sub' / 'head.mp4'), 'sub/head.mp4', drawn['sub/head.mp4'][0],
+         *drawn['sub/head.mp4'][1])
+    assert re.fullmatch(r'no face found in \d+ of its \d+ frames', texts[0]) and texts[0] in noface[0].fallback
+    assert texts[1] == 'the video could not be read'
     # the crops are the track's faces, decoded again
     strip = explain.face_strip(str(tree / 'head.mp4'), track, cfg)
     assert len(strip) == explain.N_CROPS and all(face.shape == (160, 160, 3) for _, face in strip)

@@ -129,6 +129,9 @@ def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
     r = run(f'--data_dir={tmp_path / "nowhere"}', f'--output={tmp_path / "o.pkl"}', '--face_weights=none')
     assert r.returncode == 2 and r.stderr.strip().count('\n') == 0
     assert 'does not exist' in r.stderr
+    # empty: it said 'error: data folder  does not exist', no name between the two spaces
+    r = run('--data_dir=', f'--output={tmp_path / "o.pkl"}', '--face_weights=none')
+    assert r.returncode == 2 and r.stderr.strip() == 'error: --data_dir is empty: give the folder that holds the videos'
 
 
 def test_refuses_without_weights_unless_told(tmp_path, sample):
