@@ -27,7 +27,7 @@ import os
 import re
 
 from common.dataset import check_folder, videos_in
-from common.files import NAMES, write_link, write_text
+from common.files import NAMES, shown, write_link, write_text
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as downloaded)
@@ -238,6 +238,9 @@ def read_test_list(path):
 
 
 def summarise(layout, parts, untested, show=5):
+    def examples(names):  # a name may hold a line break, or bytes that are not UTF-8: printed escaped
+        return ', '.join(map(shown, names[:show]))
+
     total = {'REAL': 0, 'FAKE': 0}
     for part in parts:
         labels = [e['label'] for e in part.meta.values()]
@@ -247,16 +250,16 @@ def summarise(layout, parts, untested, show=5):
                         and not os.path.isfile(os.path.join(home, part.meta[n]['original'])))
         for label in total:
             total[label] += labels.count(label)
-        line = (f'{os.path.relpath(part.folder, DATA_DIR)}: {labels.count("REAL")} real, '
+        line = (f'{shown(os.path.relpath(part.folder, DATA_DIR))}: {labels.count("REAL")} real, '
                 f'{labels.count("FAKE")} fake' + (f', {tests} in the test list' if tests else ''))
         if absent:
-            line += f'; {len(absent)} fakes whose original is absent (e.g. {", ".join(absent[:show])})'
+            line += f'; {len(absent)} fakes whose original is absent (e.g. {examples(absent)})'
         if unknown:
             line += (f'; {len(unknown)} fakes named unlike {layout}\'s fakes, original unknown '
-                     f'(e.g. {", ".join(unknown[:show])})')
+                     f'(e.g. {examples(unknown)})')
         print(line)
     if untested:
-        print(f'{CELEB_TEST_LIST}: {len(untested)} listed videos absent (e.g. {", ".join(untested[:show])})')
+        print(f'{CELEB_TEST_LIST}: {len(untested)} listed videos absent (e.g. {examples(untested)})')
     if layout == 'celebdf' and not os.path.exists(os.path.join(DATA_DIR, CELEB_TEST_LIST)):
         print(f'no {CELEB_TEST_LIST} in {DATA_DIR}: every video has split \'train\'')
     print(f'{DATA_DIR} ({layout}): metadata.json written in {len(parts)} folders: '

@@ -181,6 +181,7 @@ class Prediction(NamedTuple):
     has_audio: bool
     unexpected: bool    # the fallback is for an unexpected error (a bug to report), not a bad input
     scored: bool        # p_fake is the network's (or the encoder head's), even with a note in fallback
+    prior: bool = False  # p_fake is PRIOR itself: nothing of the video was read (no face, no audio model's)
 
 
 class Predictor:
@@ -298,10 +299,10 @@ class Predictor:
     def _fallback(self, embedding, has_audio, reason, unexpected=False):
         # as test.py scores a video without a face: the audio-only model, else no evidence (PRIOR itself, not
         # the training set's share of fakes, which would cost log loss on a set with another share)
-        audio_only = self.ckpt.get('audio_only')
-        logit = fallback_logit(audio_only, embedding, has_audio)
-        how = 'audio-only model' if has_audio and audio_only else f'prior {self.prior:g}'
-        return Prediction(float(sigmoid(logit + self.shift)), f'{reason}; {how}', has_audio, unexpected, False)
+        heard = bool((audio_only := self.ckpt.get('audio_only')) and has_audio)  # by the audio-only model
+        how = 'audio-only model' if heard else f'prior {self.prior:g}'
+        p = sigmoid(fallback_logit(audio_only, embedding, has_audio) + self.shift)
+        return Prediction(float(p), f'{reason}; {how}', has_audio, unexpected, False, not heard)
 
 
 def score_video(predictor, path, explain_png=None):

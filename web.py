@@ -122,7 +122,12 @@ class Page:
         lines = [paragraph(name, 'name')]
         if isinstance(faces, VideoError):
             lines.append(paragraph(f'This file could not be read: {faces}.'.replace(path, name), 'message'))
-        lines += [paragraph(f'p(FAKE) = {result.p_fake:.4f}', 'p'), paragraph(f'scorer: {self.scorer}', 'scorer')]
+        if result.prior:  # no evidence: a bold number would read as a verdict
+            lines.append(paragraph(f'No verdict: nothing of the file could be scored. predict.py writes the prior, '
+                                   f'p(FAKE) = {result.p_fake:.4f}', 'none'))
+        else:
+            lines.append(paragraph(f'p(FAKE) = {result.p_fake:.4f}', 'p'))
+        lines.append(paragraph(f'scorer: {self.scorer}', 'scorer'))
         if result.fallback:
             # a note where the network scored the video all the same (without an audio track that did not decode)
             what = ('fallback after an unexpected error (a bug to report)' if result.unexpected else

@@ -86,6 +86,17 @@ def test_an_ff_tree_gets_dfdc_metadata_with_each_fake_given_its_target_video(tmp
     assert lines[-1].endswith('metadata.json written in 8 folders: 4 real, 13 fake videos')
 
 
+def test_a_name_with_a_line_break_is_printed_escaped_on_its_part_s_line(tmp_path):
+    root = tmp_path / 'FaceForensics++'
+    ff_tree(str(root))
+    (root / FAKES.format(m='FaceSwap', c='c23') / 'odd\nname.mp4').write_bytes(b'')  # names only are read
+    run = make_metadata(root)
+    assert run.returncode == 0, run.stderr
+    [line] = [line for line in run.stdout.splitlines() if line.startswith(FAKES.format(m='FaceSwap', c='c23'))]
+    assert line.endswith("1 fakes named unlike ff++'s fakes, original unknown (e.g. odd\\nname.mp4)"), line
+    assert read(root / FAKES.format(m='FaceSwap', c='c23'))['odd\nname.mp4']['original'] is None
+
+
 @pytest.mark.parametrize('stages_root', ['tree', 'its parent'])
 def test_the_stages_group_each_ff_fake_with_its_target_and_never_split_them(tmp_path, stages_root):
     root = tmp_path / 'FaceForensics++'

@@ -641,6 +641,9 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
          *drawn['sub/head.mp4'][1])
     assert re.fullmatch(r'no face found in \d+ of its \d+ frames', texts[0]) and texts[0] in noface[0].fallback
     assert texts[1] == 'the video could not be read'
+    # web.py shows no verdict where the number is the prior itself: the unreadable file, not the audio-only model's
+    assert drawn['sub/head.mp4'][0].prior and not result.prior
+    assert noface[0].prior == noface[0].fallback.endswith('; prior 0.5'), noface[0]
     # the crops are the track's faces, decoded again
     strip = explain.face_strip(str(tree / 'head.mp4'), track, cfg)
     assert len(strip) == explain.N_CROPS and all(face.shape == (160, 160, 3) for _, face in strip)

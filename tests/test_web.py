@@ -143,9 +143,9 @@ def wait_text(browser, pattern, seconds=WAIT):
 
 
 def verdict(browser):
-    """{class: text} of the verdict's lines, once the page has answered (a p(FAKE) or a message)."""
+    """{class: text} of the verdict's lines, once the page has answered (a p(FAKE), no verdict, or a message)."""
     from selenium.webdriver.common.by import By
-    wait_for(browser, '#verdict p.p, #verdict p.message')
+    wait_for(browser, '#verdict p.p, #verdict p.none, #verdict p.message')
     return {p.get_attribute('class'): p.text for p in browser.find_elements(By.CSS_SELECTOR, '#verdict p')}
 
 
@@ -201,6 +201,10 @@ def test_a_file_that_is_not_a_video_or_too_large_or_oddly_named_gets_a_message(s
                                'processing input.', shown
     assert shown['fallback'].startswith('fallback: unreadable video: not a readable video') and \
         shown['fallback'].endswith('; prior 0.5'), shown
+    # the prior is no verdict: not shown as one (it was a bold 'p(FAKE) = 0.5000' under the message)
+    assert 'p' not in shown and shown['none'] == 'No verdict: nothing of the file could be scored. predict.py ' \
+                                                 'writes the prior, p(FAKE) = 0.5000', shown
+    assert not browser.find_elements(By.CSS_SELECTOR, '#verdict p.p')
     assert server.folder not in browser.find_element(By.TAG_NAME, 'body').text  # where uploads are stored
     assert not [f for f in server.files() if f.endswith('.mp4')], server.files()
 
