@@ -3,6 +3,7 @@ exFAT drive), .DS_Store and Thumbs.db, a folder named like a video, and a deskto
 holding a copy of a part. Real clips behind links; make_metadata.py, extract_audio.py and predict.py's listing."""
 import json
 import os
+import re
 
 import pandas as pd
 
@@ -167,6 +168,8 @@ def test_a_video_taken_out_of_its_metadata_json_leaves_every_table_a_part_moved_
     assert done == [[('p', 'a.mp4'), ('q', 'c.mp4')]] * 3
     assert all("1 videos done before are no longer listed (taken out of their part's metadata.json), e.g. p/b.mp4: "
                "their rows are dropped\n" in out for out in said), said
+    # the videos listed and done: not the one dropped (it said '3 done before')
+    assert [re.search(r'\b(\d+) done before', out)[1] for out in said] == ['2', '2', '2'], said
     (data / 'p' / 'metadata.json').write_text('{}')  # every entry taken out: the part lists nothing
     said, done = rerun()
     assert done == [[('q', 'c.mp4')]] * 3
