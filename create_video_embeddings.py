@@ -69,10 +69,11 @@ def embed(todo, bad, skipped, face, parts=()):
     listed = len(todo)
     todo = run.todo(todo, where=lambda t: t[:2], source=lambda t: source_of(t, split=True),  # rows record it
                     folders=parts)
+    # before the plan line: a wrong --device or weights file is refused before it says what it will do
+    pipeline = dp.DetectionPipeline(**face) if todo else None
     print(f'{who}{len(todo)} videos to embed ({listed - len(run.left)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
-        pipeline = dp.DetectionPipeline(**face)
         embedder = pipeline.embedder_name
         t0 = time.perf_counter()  # the video work starts (bench/bench_scale.py reads the line it ends with)
         by_path = {}

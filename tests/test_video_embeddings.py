@@ -140,6 +140,13 @@ def test_refuses_without_weights_unless_told(tmp_path, sample):
     r = run(f'--data_dir={sample}', f'--output={tmp_path / "o.pkl"}', env=env)
     assert r.returncode == 2 and '--face_weights=none' in r.stderr
     assert r.stderr.strip().count('\n') == 0 and 'Traceback' not in r.stderr
+    # a weights file or device that is not there: refused before the plan line says what it will do
+    for bad, said in [(['--device=cpu', '--face_weights=/no.pt'], "--face_weights='/no.pt': not a file"),
+                      (['--device=tpu'], "--device takes 'auto', 'cpu', 'cuda' or 'cuda:N', not 'tpu'")]:
+        r = subprocess.run([sys.executable, SCRIPT, f'--data_dir={sample}', f'--output={tmp_path / "o.pkl"}', *bad],
+                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+        assert r.returncode == 2 and said in r.stderr and r.stderr.strip().count('\n') == 0, r.stderr
+        assert 'videos to embed' not in r.stdout, r.stdout
 
 
 def test_killed_run_resumes_without_duplicates_or_losses(tmp_path, sample):
