@@ -105,6 +105,8 @@ def writable_file(path, setting='--output', reads=()):
     """Raise UserError where `path` cannot be written as a file: it is a folder, one of the files `reads` (the
     run's inputs, which it would destroy), or its folder cannot be created or written (tried with a probe
     file). Scripts call it before any work, so that no work is lost on the write at the end. Creates the folder."""
+    if not path:  # '' is no file (the current folder to some calls)
+        raise UserError(f'{setting} is empty: give the path of a file')
     if os.path.isdir(path):  # never 'remove it': it may be the data, or a run folder
         raise UserError(f'{path} is a folder, where {setting} writes a file; give the path of a file in it')
     if path.endswith(('/', os.sep)):  # 'out/' would pass here and fail at the final rename, after the work
@@ -122,6 +124,8 @@ def writable_file(path, setting='--output', reads=()):
 
 def writable_folder(folder, setting='--out_dir'):
     """Raise UserError where `folder` is not a folder this process can create and write files in."""
+    if not folder:
+        raise UserError(f'{setting} is empty: give a folder')
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise UserError(f'{folder} is a file, where {setting} needs a folder; give another {setting}')
     try:

@@ -98,10 +98,10 @@ def claim(output, setting='--output', reads=()):
     flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check.
     `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's. Returns
     the lock, held until the process ends or it is closed (`with claim(...)`: a run repeated in one process)."""
+    config.writable_file(output, setting, reads)  # before abspath, which makes '' the current folder
     output = os.path.abspath(output)
     if output in _CLAIMED and not _CLAIMED[output].closed:
         return _CLAIMED[output]
-    config.writable_file(output, setting, reads)
     if named_like_input(output):  # the data's own file: its lock files and parts would be left beside it
         raise UserError(f'{setting}: {output} is named like a video or a part\'s labels: give another {setting}')
     _, world, run_id = shard()

@@ -128,6 +128,11 @@ def test_a_folder_where_a_file_goes_and_an_unwritable_place_are_one_line(tmp_pat
         config.writable_file(f'{tmp_path / "new"}/', '--report')  # not there yet: the write at the end failed
     with pytest.raises(config.UserError, match='--output=- would be a file named -, not standard output'):
         config.writable_file('-')
+    # empty (--output=): it was the current folder, 'error: /here is a folder, where --output writes a file'
+    with pytest.raises(config.UserError, match='^--output is empty: give the path of a file$'):
+        config.writable_file('')
+    with pytest.raises(config.UserError, match='^--output_dir is empty: give a folder$'):  # ': cannot write there'
+        config.writable_folder('', '--output_dir')
     with pytest.raises(config.UserError, match=f'{tmp_path / "file"} is a file, where --out_dir needs a folder'):
         config.writable_folder(str(tmp_path / 'file'), '--out_dir')
     with pytest.raises(config.UserError, match='cannot write there'):  # a folder under a file
