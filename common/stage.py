@@ -270,7 +270,8 @@ class StageRun:
     def _unlisted(self, keys, gone, folders):
         """The videos done before that the listing lacks while their folder is in it (an entry removed from its
         metadata.json: a video the user took out) become `dropped`: finish() removes their rows, said in one line.
-        Those of a folder that is not in it (a part moved away, a drive not mounted) are kept, said too."""
+        Those of a folder that is not in it (a part moved away, a drive not mounted, its metadata.json unreadable)
+        are kept, said too."""
         gone = sorted(gone - self.failed)
         folders = {k.rpartition('/')[0] for k in keys} | set(folders)
         self.dropped = {k for k in gone if k.rpartition('/')[0] in folders}
@@ -278,8 +279,9 @@ class StageRun:
             print(f'{self.who}{len(self.dropped)} videos done before are no longer listed (taken out of their '
                   f'part\'s metadata.json), e.g. {min(self.dropped)}: their rows are dropped')
         if kept := [k for k in gone if k not in self.dropped]:
-            print(f'{self.who}{len(kept)} videos done before are in folders not in this data folder, e.g. {kept[0]}: '
-                  f'kept (a part moved away, a drive not mounted); give another {self.setting} for a table without')
+            print(f'{self.who}{len(kept)} videos done before are in parts not listed now, e.g. {kept[0]}: kept (a part '
+                  f'moved away, a drive not mounted, a metadata.json unreadable); give another {self.setting} for a '
+                  f'table without')
 
     @contextlib.contextmanager
     def video(self, filename, folder):

@@ -180,9 +180,10 @@ def test_a_video_taken_out_of_its_metadata_json_leaves_every_table_a_part_moved_
     assert done == [[('q', 'c.mp4')]] * 3
     # the audio embeddings' listing is extract_audio's index, which keeps q/c.mp4: nothing to say there
     for out, flag in zip(said, ('--audio_dir', None, '--output')):
-        assert 'no longer listed' not in out and ('in folders not in this data folder' in out) == bool(flag)
-        assert not flag or ('1 videos done before are in folders not in this data folder, e.g. q/c.mp4: kept (a '
-                            f'part moved away, a drive not mounted); give another {flag} for a table without\n') in out
+        assert 'no longer listed' not in out and ('in parts not listed now' in out) == bool(flag)
+        assert not flag or ('1 videos done before are in parts not listed now, e.g. q/c.mp4: kept (a part moved '
+                            f'away, a drive not mounted, a metadata.json unreadable); give another {flag} for a table '
+                            f'without\n') in out
 
 
 def test_an_appledouble_file_given_to_predict_is_one_line_not_a_prediction(tmp_path):
