@@ -34,7 +34,7 @@ from tqdm import tqdm
 from common.dataset import key, plan, row_keys, source_of
 from common.files import atomic_path, fit_name, read_pickle, sweep_temporaries
 from common.stage import StageRun, claim, print_failures
-from common.video import VideoError, open_video, reason
+from common.video import VideoError, open_video, reason, truncation
 
 # ----------------------------------------------------------------------------- config
 DATA_DIR = 'data'           # folder tree of DFDC parts (folders with a metadata.json)
@@ -76,8 +76,9 @@ class AudioTrack:
 
 def decode_audio(path, rate=SAMPLE_RATE, need_video=True):
     """The first audio track of `path`, downmixed to mono and resampled: an AudioTrack, or None where the
-    video has no audio stream. Raises VideoError with the reason for a file that cannot be read, or
-    whose audio breaks while decoding (need_video=False: also a file without a video stream)."""
+    video has no audio stream. Raises VideoError with the reason for a file that cannot be read, whose audio
+    breaks while decoding or ends well short of what its container says (a file cut short: its WAV would pass for
+    a short clip's), or (need_video=False) has no video stream."""
     container = open_video(path, need_video)
     try:
         if not container.streams.audio:
@@ -86,15 +87,17 @@ def decode_audio(path, rate=SAMPLE_RATE, need_video=True):
         # int16 straight from the resampler: the WAV stores exactly these numbers, so an embedding made
         # from the WAV equals one made from this array in memory (predict.py).
         resampler = av.AudioResampler(format='s16', layout='mono', rate=rate)
-        chunks, first = [], None  # (1, n) int16 each; the first frame's time (s)
+        chunks, first, n = [], None, 0  # (1, samples) int16 each; the first frame's time (s); frames decoded
         try:
-            for frame in container.decode(stream):
+            for n, frame in enumerate(container.decode(stream), 1):
                 first = frame.time if first is None else first
                 chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
             chunks.extend(out.to_ndarray() for out in resampler.resample(None))  # the resampler's tail
         except (av.FFmpegError, ValueError) as err:  # ValueError: a frame the resampler cannot take
             done = sum(c.shape[1] for c in chunks) / rate
             raise VideoError(f'audio decoding failed after {done:.2f} s: {reason(err)}') from None
+        if stream.frames and (cut := truncation(n, container, stream)):  # an MP4's count (Matroska has none)
+            raise VideoError(f'audio {cut}')
         pcm = np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.int16)
         pcm = np.concatenate([np.zeros(round(late_start(container, first) * rate), np.int16), pcm])
         return AudioTrack(pcm=pcm, rate=rate, source_rate=int(stream.rate or 0),

@@ -44,6 +44,19 @@ def remux(src, dst, audio=None, rate=44100):
     return dst
 
 
+def faststart(src, dst):
+    """dst = src's video and audio packets as they are, with the index (moov) first, as streaming sites write it:
+    a copy cut short still opens, and its container still says how long each stream is."""
+    with av.open(str(src)) as inp, av.open(str(dst), 'w', options={'movflags': 'faststart'}) as out:
+        streams = inp.streams.video[0], inp.streams.audio[0]
+        outs = {s.index: out.add_stream_from_template(s) for s in streams}
+        for packet in inp.demux(*streams):
+            if packet.dts is not None:  # not the demuxer's flush packet
+                packet.stream = outs[packet.stream.index]
+                out.mux(packet)
+    return dst
+
+
 def garble_audio(src, dst, keep=20, seed=0):
     """dst = src's video and audio packets as they are (not re-encoded), but every audio packet after the first
     `keep` replaced by random bytes of its size: the video decodes as src's, the audio track breaks at that point

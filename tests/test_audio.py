@@ -14,7 +14,7 @@ import torch
 
 import create_audio_embedding as cae
 import extract_audio as ea
-from audio_clips import dfdc_part, remux, run_script
+from audio_clips import dfdc_part, faststart, remux, run_script
 from common import config
 from common.video import VideoError
 from common.weights import audio_cnn, face_embedder
@@ -99,6 +99,18 @@ def test_stripped_clip_has_no_track_and_broken_files_raise_with_a_reason(part):
                          ('missing.mp4', 'missing')]:
         with pytest.raises(VideoError, match=reason):
             ea.decode_audio(os.path.join(part, name))
+
+
+def test_a_clip_cut_short_is_a_failure_not_a_short_wav(tmp_path):
+    """A file cut short with its index first (it opens) gave the WAV of what was left as the whole track, ok: a
+    clip that ends early. Its container says how many audio frames it has (217 AAC frames, 5.0 s)."""
+    whole = faststart(testdata('talking_heads', '2.mp4'), tmp_path / 'whole.mp4')
+    data = whole.read_bytes()
+    for share in (0.4, 0.97):  # the last cut leaves all but 17 of the frames: more than the 2% slack
+        (tmp_path / 'cut.mp4').write_bytes(data[:int(len(data) * share)])
+        with pytest.raises(VideoError, match=r'^audio (truncated: decoded \d+ of 217 frames|decoding failed after)'):
+            ea.decode_audio(str(tmp_path / 'cut.mp4'))
+    assert abs(len(ea.decode_audio(str(whole)).pcm) / RATE - 5.0) < 0.05  # the whole copy: its 5 s
 
 
 def test_extraction_writes_a_wav_per_track_and_records_the_rest(part, extracted):
