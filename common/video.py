@@ -90,11 +90,35 @@ def open_video(path, need_video=True, gpu=None):
     try:
         container = av.open(str(path), hwaccel=None if gpu is None else nvdec(gpu))
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        if cut_before_index(path):  # FFmpeg says only 'moov atom not found'
+            raise VideoError('truncated: an MP4 cut short before its index (moov), which it keeps at its end: a '
+                             'download or copy that stopped') from None
         raise VideoError(f'not a readable video{"" if gpu is None else " by NVDEC"}: {reason(err)}') from None
     if need_video and not container.streams.video:
         container.close()
         raise VideoError('no video stream')
     return container
+
+
+def cut_before_index(path):
+    """Whether `path` is an MP4 (its first box 'ftyp') whose boxes run past the file's end, none of them the index
+    ('moov'): a file that writes its index last (DFDC's clips do) cut short."""
+    kinds, at = [], 0
+    try:
+        with open(path, 'rb') as f:
+            size = os.fstat(f.fileno()).st_size
+            while at + 8 <= size:
+                f.seek(at)
+                head = f.read(16)
+                n = int.from_bytes(head[:4], 'big')
+                n = int.from_bytes(head[8:16], 'big') if n == 1 else size - at if n == 0 else n  # 64-bit; to the end
+                if n < 8:  # not a box: not an MP4
+                    return False
+                kinds.append(head[4:8])
+                at += n
+    except OSError:  # FFmpeg's own reason stands
+        return False
+    return kinds[:1] == [b'ftyp'] and b'moov' not in kinds and at > size
 
 
 def main_stream(container, kind='video'):

@@ -221,6 +221,15 @@ def test_clip_cut_short_is_truncated_and_intact_clips_are_not(tmp_path):
         with pytest.raises(VideoError, match=r'^truncated: decoded \d+ of 300 frames \(container says 300'):
             for _ in sampled_frames(str(tmp_path / name), 6):
                 pass
+    # a DFDC clip keeps its index (moov) at its end: cut short, FFmpeg cannot open it ('moov atom not found')
+    with open(clip, 'rb') as f:
+        (tmp_path / 'dfdc_cut.mp4').write_bytes(f.read()[:len(data) // 2])
+    with pytest.raises(VideoError, match=r'^truncated: an MP4 cut short before its index \(moov\)'):
+        video.open_video(str(tmp_path / 'dfdc_cut.mp4'))
+    assert not video.cut_before_index(clip) and not video.cut_before_index(str(whole))  # whole: not cut
+    (tmp_path / 'text.mp4').write_text('ftyp is not a box')  # neither is a text file
+    with pytest.raises(VideoError, match='^not a readable video: '):
+        video.open_video(str(tmp_path / 'text.mp4'))
     # Matroska has no frame count: its duration (of the whole file) says how long the clip is
     mkv = tmp_path / 'whole.mkv'
     video.remux(testdata('talking_heads', '5.mp4'), mkv)  # 122 frames, 4.88 s
