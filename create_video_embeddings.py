@@ -41,7 +41,7 @@ RETRY_FAILED = False            # a rerun tries the failed videos again (else th
 # -----------------------------------------------------------------------------
 
 COLUMNS = ('filename', 'video_embedding', 'label', 'original', 'folder', 'frames', 'n_frames', 'boxes', 'track',
-           'width', 'height', 'embedder', 'split')
+           'width', 'height', 'embedder', 'embedder_digest', 'split')
 
 
 def rows_of(record):
@@ -74,7 +74,7 @@ def embed(todo, bad, skipped, face, parts=()):
     print(f'{who}{len(todo)} videos to embed ({listed - len(run.left)} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
-        embedder = pipeline.embedder_name
+        embedder = pipeline.embedder_name, pipeline.nets.weights_digest
         t0 = time.perf_counter()  # the video work starts (bench/bench_scale.py reads the line it ends with)
         by_path = {}
         paths = []
@@ -91,7 +91,7 @@ def embed(todo, bad, skipped, face, parts=()):
                     raise result
                 if not result.tracks:
                     raise VideoError(result.no_face())
-                run.add({'filename': name, 'folder': rel, 'rows': table_rows(result, name, rel, entry, embedder)})
+                run.add({'filename': name, 'folder': rel, 'rows': table_rows(result, name, rel, entry, *embedder)})
         seconds = time.perf_counter() - t0
         print(f'{who}{len(todo)} videos in {seconds:.2f} s of video work ({seconds / len(todo):.2f} s a video)')
     if not run.merging(OUTPUT):
@@ -105,8 +105,9 @@ def embed(todo, bad, skipped, face, parts=()):
     print_failures(failures, run.failures_path, made=len(table))
 
 
-def table_rows(result, name, rel, entry, embedder):
-    """OUTPUT's rows of one video: one per face track of `result` (a VideoFaces with tracks)."""
+def table_rows(result, name, rel, entry, embedder, digest=None):
+    """OUTPUT's rows of one video: one per face track of `result` (a VideoFaces with tracks); `embedder`, `digest`:
+    the face weights' name and tensors' digest (Nets.weights_digest; None: untrained)."""
     return [{
         'filename': name,
         'video_embedding': track.embeddings,
@@ -120,6 +121,7 @@ def table_rows(result, name, rel, entry, embedder):
         'width': result.width,
         'height': result.height,
         'embedder': embedder,
+        'embedder_digest': digest,
         'split': entry.get('split'),  # test.py's breakdown: Celeb-DF-v2's test list
         **({} if track.logits is None else {'frame_logits': track.logits}),
     } for k, track in enumerate(result.tracks)]

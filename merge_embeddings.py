@@ -6,7 +6,8 @@ the failures files beside them, to say why a video has no match. Writes
   OUTPUT        a pandas pickle: every row of the video table with all its columns, plus audio_embedding
                 (A,) float32 (zeros without audio), has_audio, audio_status ('ok', 'no speech', 'silent',
                 'empty', 'no track', 'audio failed: <reason>', 'not in the audio table'), audio_seconds,
-                audio_encoder, audio_dim; attrs: video_embedder, video_dim, audio_encoder, audio_dim
+                audio_encoder, audio_dim; attrs: video_embedder, video_dim, audio_encoder, audio_dim (and
+                video_embedder_digest: the face weights' tensors, where the video table recorded them)
   OUTPUT.store/ the training store that training.py, test.py and predict.py read (common/store.py)
 Prints how many videos matched an audio row, and which did not (or have no audio) and why, and the audio
 rows without a video. Tables that mix embedders or dimensions, and a missing, unreadable or empty table,
@@ -95,7 +96,8 @@ def _not_merged(table, path, script):
 
 
 def check_video(video, path='the video table'):
-    """(embedder, D) of a video table; config.UserError where columns lack or it mixes embedders or D."""
+    """(embedder, D, digest of its weights' tensors or None) of a video table; config.UserError where columns lack or
+    it mixes embedders, weights or D."""
     _not_merged(video, path, 'create_video_embeddings.py')
     missing = [c for c in VIDEO_COLUMNS if c not in video.columns]
     if missing:
@@ -108,7 +110,8 @@ def check_video(video, path='the video table'):
     dim = _one([int(np.shape(e)[1]) for e in video['video_embedding']], 'face embedding sizes', path)
     embedder = (_one(video['embedder'].astype(str), 'face embedders', path) if 'embedder' in video
                 else 'unknown')
-    return embedder, int(dim)
+    digests = [d for d in video.get('embedder_digest', ()) if isinstance(d, str)]  # None: untrained, or older rows
+    return embedder, int(dim), _one(digests, 'face weights (their tensors\' digests)', path) if digests else None
 
 
 def check_audio(audio, path='the audio table'):
@@ -148,7 +151,7 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     """(merged table, report lines). Raises config.UserError for tables that cannot be merged.
 
     audio_failures / video_failures: {key: (folder, reason)} of the stages' failures files (read_failures)."""
-    embedder, video_dim = check_video(video, video_path)
+    embedder, video_dim, digest = check_video(video, video_path)
     encoder, audio_dim = check_audio(audio, audio_path)
     check_sources(video, audio, video_path, audio_path)
     audio_failures, video_failures = audio_failures or {}, video_failures or {}
@@ -171,8 +174,8 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     table['audio_encoder'], table['audio_dim'] = encoder, audio_dim
     if 'audio_seconds' in table:
         table['audio_seconds'] = table['audio_seconds'].fillna(0.0).astype(float)
-    table.attrs.update(video_embedder=embedder, video_dim=video_dim, audio_encoder=encoder,
-                       audio_dim=audio_dim)
+    table.attrs.update(video_embedder=embedder, video_dim=video_dim, audio_encoder=encoder, audio_dim=audio_dim,
+                       **({'video_embedder_digest': digest} if digest else {}))  # model.check_embedder
     # the settings each table records it was made with (common.stage's made_with): predict.py takes them
     for what, made in (('face', video.attrs.get('made_with')), ('audio', audio.attrs.get('made_with'))):
         if made:

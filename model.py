@@ -377,6 +377,20 @@ def check_dims(ckpt, video_dim, audio_dim, where):
                                f'checkpoint was trained on {net["video_dim"]} and {net["audio_dim"]}')
 
 
+def check_embedder(trained, what, ours, todo, digest=None, has='this run has'):
+    """config.UserError where a checkpoint's network (`trained`: its training table's attrs) would read `what`
+    ('face' or 'audio') embeddings of another embedder than `ours` (its name). Face weights are compared by their
+    tensors (common.weights.tensors_digest) where both sides recorded them: the same weights under another name or
+    file (a hub id's local copy) are the same; other weights under the same name (a folder called gend) are not.
+    Else by name (None: unknown). `todo`: the message's advice; `has`: who has `ours`."""
+    then = trained.get('audio_encoder') if what == 'audio' else trained.get('video_embedder', trained.get('embedder'))
+    recorded = trained.get('video_embedder_digest') if what == 'face' else None
+    if (recorded == digest) if recorded and digest else then in (None, ours):
+        return
+    other = ' (other weights under that name: their tensors differ)' if then == ours else ''
+    raise config.UserError(f'the checkpoint was trained on {what} embeddings {then!r}, {has} {ours!r}{other}: {todo}')
+
+
 def head_logit(head_p):
     """The log-odds of a video's head score (faces/clip.py's video_score: the mean of its faces' P(FAKE)), so that
     it moves to PRIOR and is clipped as a network's logit is; NaN stays NaN (a video without a face)."""

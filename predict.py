@@ -42,7 +42,7 @@ from common.store import Store
 from common.video import VideoError
 from common.weights import HEAD_ENCODERS, has_head
 from faces.clip import video_score
-from model import (check_dims, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift,
+from model import (check_dims, check_embedder, fallback_logit, head_logit, load_scorer, predict_logits, prior_shift,
                    recorded_settings, sigmoid, window_starts)
 
 # ----------------------------------------------------------------------------- config
@@ -156,7 +156,8 @@ def settings_from(ckpt, face, audio):
     checkpoint's training table recorded (its made_with; an older table's none: the embedder check says what
     to give) and over them the user's (config.configure()'s overrides). UserError where a setting given differs
     from the recorded one (the network learnt on faces sampled or cropped so, on audio whose silence was cut so;
-    a weights file's path may: the embedder's name is checked), or a weights file recorded is not here."""
+    a weights file's path may: the weights are checked by their tensors, model.check_embedder), or a weights file
+    recorded is not here."""
     attrs = ckpt.get('dataset', {}).get('attrs', {})
     found = [{k[2:]: v for k, v in recorded_settings(attrs, what).items()
               if k[2:] in known} for what, known in (('face', dp.settings()), ('audio', config.settings(cae)))]
@@ -198,23 +199,19 @@ class Predictor:
         if self.net is None and not has_head(chosen['face_encoder']):
             raise UserError(f'no --checkpoint: give one (training.py\'s best.pt), or --face_encoder='
                             f'{" or ".join(HEAD_ENCODERS)}, whose own head scores a video without training')
-        self._check_embedder('face', dp.embedder_name(chosen), '--face_encoder and --face_weights')
+        trained = self.ckpt.get('dataset', {}).get('attrs', {})  # its training table's
+        todo = "give the {} of the training data, or leave them out to take the checkpoint's"
+        if not trained.get('video_embedder_digest'):  # else the weights by their tensors, once loaded
+            check_embedder(trained, 'face', dp.embedder_name(chosen), todo.format('--face_encoder and --face_weights'))
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
+        check_embedder(trained, 'face', self.pipeline.embedder_name, todo.format('--face_encoder and --face_weights'),
+                       self.pipeline.nets.weights_digest)
         if self.net is None:  # the head's weights are the verdict's: named ('gend:untrained(seed=0)' means nothing)
             self.scorer = f'{self.scorer}, weights {self.pipeline.embedder_name}'
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})
         self.cpu_audio = None  # the decoding workers' copy, where self.audio is on a GPU (stream())
-        self._check_embedder('audio', self.audio.name, '--audio_encoder and its settings')
+        check_embedder(trained, 'audio', self.audio.name, todo.format('--audio_encoder and its settings'))
         check_dims(self.ckpt, self.pipeline.nets.dim, self.audio.dim, f'--face_encoder={chosen["face_encoder"]}')
-
-    def _check_embedder(self, what, ours, flags):
-        """The checkpoint's network only means something on the embeddings it was trained on (None: unknown)."""
-        attrs = self.ckpt.get('dataset', {}).get('attrs', {})
-        trained = attrs.get('audio_encoder') if what == 'audio' else attrs.get('video_embedder', attrs.get('embedder'))
-        if trained not in (None, ours):
-            raise UserError(f'the checkpoint was trained on {what} embeddings {trained!r}, this run has '
-                            f'{ours!r}: give the {flags} of the training data, or leave them out to take '
-                            f"the checkpoint's")
 
     def predict(self, faces, voice):
         """A Prediction for one video from its faces (a VideoFaces) and its voice (voice()), each possibly the

@@ -38,8 +38,8 @@ from common.files import NAMES, atomic_path, report_files, report_stem, write_te
 from common.stage import differences
 from common.store import FACES, INDEX, open_store, store_dir
 from common.weights import HEAD_ENCODERS
-from model import (check_dims, fallback_logit, first_tracks, head_logit, load_scorer, predict_logits, prior_shift,
-                   recorded_settings, sigmoid, steady_malloc)
+from model import (check_dims, check_embedder, fallback_logit, first_tracks, head_logit, load_scorer, predict_logits,
+                   prior_shift, recorded_settings, sigmoid, steady_malloc)
 
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table to score (pandas pickle of merge_embeddings.py)
@@ -180,13 +180,15 @@ def _check_compatible(ckpt, table, path):
                                    f'(training.py\'s)')
         return
     check_dims(ckpt, table.video_dim, table.audio_dim, path)
-    trained = ckpt.get('dataset', {}).get('attrs', {})
-    for key in ('embedder', 'audio_encoder'):
-        if key in trained and key in table.attrs and trained[key] != table.attrs[key]:
-            raise config.UserError(f'{path}: made with {key} {table.attrs[key]!r}, the checkpoint with '
-                                   f'{trained[key]!r}')
+    trained, attrs = ckpt.get('dataset', {}).get('attrs', {}), table.attrs
+    todo = "make it again with the embedders of the checkpoint's training table"
+    if 'embedder' in trained and 'embedder' in attrs:  # face weights by their tensors where both recorded them
+        check_embedder(trained, 'face', attrs.get('video_embedder', attrs['embedder']), todo,
+                       attrs.get('video_embedder_digest'), f'{path} has')
+    if 'audio_encoder' in trained and 'audio_encoder' in attrs:
+        check_embedder(trained, 'audio', attrs['audio_encoder'], todo, has=f'{path} has')
     # the settings the embeddings depend on (merge_embeddings.py's face_settings, audio_settings), as predict.py
-    # refuses them; the weights' paths may differ between machines (the embedder's name above is what counts)
+    # refuses them; the weights' paths may differ between machines (check_embedder above compares the weights)
     for what in ('face', 'audio'):
         then, now = ({k: v for k, v in recorded_settings(attrs, what).items() if not k.endswith('_weights')}
                      for attrs in (trained, table.attrs))

@@ -12,6 +12,7 @@ same numbers (tests only). A download that fails is one line that says what to d
     python -m common.weights audio_cnn imagenet
 """
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -97,6 +98,18 @@ def describe(weights, encoder='facenet'):
     else:
         name = weights
     return name if encoder == 'facenet' else f'{encoder}:{name}'
+
+
+def tensors_digest(module):
+    """sha256 (hex) of a network's tensors, their names, types and shapes: the weights themselves, whatever name or
+    file they were loaded from (a hub id and its local copy, a .bin of the same tensors give one digest), so that
+    predict.py and test.py tell the same weights from other weights under the same name (model.check_embedder)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        tensor = tensor.detach().cpu().contiguous()
+        digest.update(f'{name} {tensor.dtype} {tuple(tensor.shape)};'.encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
 
 
 def _load_file(path, todo=''):

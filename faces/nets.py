@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from common.device import amp_dtype, autocast
-from common.weights import describe, face_embedder, vit_encoder
+from common.weights import describe, face_embedder, tensors_digest, vit_encoder
 from faces.clip import for_inference
 from faces.mtcnn import MTCNN
 
@@ -25,11 +25,13 @@ class Nets:
         self.device, self.amp, self.batch_size = device, amp, batch_size
         self.mtcnn = MTCNN(device)
         self.face_encoder = face_encoder
+        embedder = face_embedder(face_weights) if face_encoder == 'facenet' else vit_encoder(face_encoder, face_weights)
+        # the weights by their tensors (as loaded, before AMP's casts), which a table records beside their name
+        self.weights_digest = None if face_weights == 'none' else tensors_digest(embedder)
+        self.embedder = embedder.to(device)
         if face_encoder == 'facenet':
-            self.embedder = face_embedder(face_weights).to(device)
             self.dim = 512
         else:
-            self.embedder = vit_encoder(face_encoder, face_weights).to(device)
             for_inference(self.embedder.vision, amp_dtype(device, amp))
             self.dim = self.embedder.dim
             self.vit_batch = batch_size if device.type == 'cuda' else min(batch_size, CPU_VIT_BATCH)
