@@ -211,6 +211,9 @@ def _vit_files(weights, flag, repo):
             raise UserError(f'{flag}={weights}: a folder of ViT weights holds config.json and model.safetensors '
                             f'(as the hub has them: hf download {repo} --local-dir {weights})')
         return files
+    if os.path.isfile(weights) and weights.endswith('.json') and not weights.endswith('.index.json'):
+        raise UserError(f'{flag}={weights} is a folder\'s {os.path.basename(weights)}, not its weights: give the '
+                        f'folder ({os.path.dirname(weights) or "."}) or its model.safetensors')
     if os.path.isfile(weights):
         beside = os.path.join(os.path.dirname(weights), 'config.json')
         return (beside if os.path.isfile(beside) else None), weights

@@ -101,6 +101,10 @@ def test_a_damaged_checkpoint_is_one_line_that_says_to_download_it_again(tmp_pat
               '--device=cpu')
     lines = run.stderr.strip().splitlines()
     assert run.returncode == 2 and len(lines) == 1 and 'download it again' in lines[0], run.stderr
+    # the folder's config.json given for its weights: no download would help (it said to download it again)
+    with pytest.raises(config.UserError, match=rf'^--face_weights={tmp_path}/config\.json is a folder\'s config\.json, '
+                                               rf'not its weights: give the folder \({tmp_path}\) or its model'):
+        vit_encoder('gend', str(tmp_path / 'config.json'))
 
 
 def test_an_activation_transformers_lacks_is_one_line(tmp_path):
