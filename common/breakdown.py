@@ -73,8 +73,10 @@ def of_store(table, indices, y, p, lo=metrics.CLIP[0], hi=metrics.CLIP[1], thres
 
 
 def summary(parts):
-    """One line of the groups' ROC AUCs: by method where the folders name methods, else by folder."""
-    key = 'by_method' if parts['by_method'] else 'by_folder'
-    cells = [f'{g} {"n/a" if f["roc_auc"] is None else format(f["roc_auc"], ".4f")} ({f["n_videos"]})'
-             for g, f in parts[key].items()]
-    return f'roc_auc {key.replace("_", " ")} (videos): ' + ', '.join(cells)
+    """A line of the groups' ROC AUCs: by method where the folders name methods, else by folder; and one by split
+    where the table has several (Celeb-DF-v2's test list: the figure the field reports is its 'test')."""
+    keys = ['by_method' if parts['by_method'] else 'by_folder'] + (['by_split'] if len(parts.get('by_split', ())) > 1
+                                                                   else [])
+    return '\n'.join(f'roc_auc {key.replace("_", " ")} (videos): ' + ', '.join(
+        f'{g} {"n/a" if f["roc_auc"] is None else format(f["roc_auc"], ".4f")} ({f["n_videos"]})'
+        for g, f in parts[key].items()) for key in keys)

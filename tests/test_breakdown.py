@@ -98,8 +98,13 @@ def test_the_breakdown_gives_each_group_the_auc_sklearn_gives_it():
         mine = splits == split
         assert got['by_split'][split]['roc_auc'] == roc_auc_score(y[mine], p[mine])
     assert 'by_split' not in breakdown.breakdown(y, p, folders)  # an older table: no splits
-    line = breakdown.summary(got)
+    line, by_split = breakdown.summary(got).split('\n')
     assert line.startswith('roc_auc by method (videos): Deepfakes ') and f'{got["by_method"]["Face2Face"]["roc_auc"]:.4f}' in line
+    # the figure the field reports for Celeb-DF-v2, its test list's, printed too (it was in the report only)
+    test = got['by_split']['test']
+    assert by_split.startswith('roc_auc by split (videos): test ') and f'test {test["roc_auc"]:.4f} ' \
+        f'({test["n_videos"]})' in by_split
+    assert '\n' not in breakdown.summary({**got, 'by_split': {'train': got['by_split']['train']}})  # one split
 
 
 def test_a_group_whose_other_class_is_absent_has_no_auc_and_says_why():
