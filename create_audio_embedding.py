@@ -277,7 +277,7 @@ def embed_all(index, extract_failures):
     todo = run.todo(entries, where=lambda e: (e['folder'], e['filename']), source=lambda e: made_from(e, AUDIO_DIR),
                     folders=index.attrs.get('parts', ()))  # a part whose every video was taken out
     print(f'{who}{embedder.name}, {embedder.dim}-d, on {embedder.device}: {len(entries)} videos in the '
-          f'index, {len(entries) - len(run.left)} done before, {len(todo)} to embed')
+          f'index, {run.done_before} done before, {len(todo)} to embed')
     for entry in tqdm(todo, desc=f'{who}embed audio', unit='video'):
         with run.video(entry['filename'], entry['folder']):
             run.add({'filename': entry['filename'], 'folder': entry['folder'],

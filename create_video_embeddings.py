@@ -66,12 +66,11 @@ def embed(todo, bad, skipped, face, parts=()):
     who = run.who
     columns = COLUMNS + (('frame_logits',) if has_head(cfg['face_encoder']) else ())
     run.record(bad)
-    listed = len(todo)
     todo = run.todo(todo, where=lambda t: t[:2], source=lambda t: source_of(t, split=True),  # rows record it
                     folders=parts)
     # before the plan line: a wrong --device or weights file is refused before it says what it will do
     pipeline = dp.DetectionPipeline(**face) if todo else None
-    print(f'{who}{len(todo)} videos to embed ({listed - len(run.left)} done before, {skipped} without a metadata '
+    print(f'{who}{len(todo)} videos to embed ({run.done_before} done before, {skipped} without a metadata '
           f'entry skipped) from {DATA_DIR}')
     if todo:
         embedder = pipeline.embedder_name, pipeline.nets.weights_digest

@@ -202,7 +202,7 @@ def extract_all(videos, problems, skipped, index, parts=()):
         run.before -= lost
     todo = [(rel, name, path) for rel, name, path, _ in
             run.todo(videos, where=lambda v: v[:2], source=source_of, folders=parts)]
-    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({len(videos) - len(run.left)} done before, '
+    print(f'{who}{len(todo)} videos to extract into {AUDIO_DIR} ({run.done_before} done before, '
           f'{skipped} without a metadata entry skipped) from {DATA_DIR}')
     for rel, name, path in tqdm(todo, desc=f'{who}extract audio', unit='video'):
         with run.video(name, rel):

@@ -201,11 +201,11 @@ class Predictor:
                             f'{" or ".join(HEAD_ENCODERS)}, whose own head scores a video without training')
         trained = self.ckpt.get('dataset', {}).get('attrs', {})  # its training table's
         todo = "give the {} of the training data, or leave them out to take the checkpoint's"
+        face_todo = todo.format('--face_encoder and --face_weights')
         if not trained.get('video_embedder_digest'):  # else the weights by their tensors, once loaded
-            check_embedder(trained, 'face', dp.embedder_name(chosen), todo.format('--face_encoder and --face_weights'))
+            check_embedder(trained, 'face', dp.embedder_name(chosen), face_todo)
         self.pipeline = dp.DetectionPipeline(**{**face, 'device': str(self.device)})
-        check_embedder(trained, 'face', self.pipeline.embedder_name, todo.format('--face_encoder and --face_weights'),
-                       self.pipeline.nets.weights_digest)
+        check_embedder(trained, 'face', self.pipeline.embedder_name, face_todo, self.pipeline.nets.weights_digest)
         if self.net is None:  # the head's weights are the verdict's: named ('gend:untrained(seed=0)' means nothing)
             self.scorer = f'{self.scorer}, weights {self.pipeline.embedder_name}'
         self.audio = cae.AudioEmbedder(**{**self.audio_settings, 'device': str(self.device)})

@@ -151,7 +151,7 @@ class StageRun:
         self.failed, self.dropped = set(saved[2]), set()  # dropped: done before, unlisted now (todo())
         self.retried = set(self.failed) if retry_failed else set()  # a failure not met again is gone: finish()
         self.before, self.recorded = self.done(saved) - self.retried, saved[3]  # recorded: {key: source} where known
-        self.left = set()  # the keys of the whole run (every share) not done before: todo()
+        self.left, self.done_before = set(), 0  # the keys of the whole run (every share) not done before: todo()
 
     def _discarded(self, records, previous):
         """Whether earlier results recorded another made_with (none counts only with `redo`): UserError in one line,
@@ -251,6 +251,7 @@ class StageRun:
                 self._check_root(keys, gone)
                 self._unlisted(keys, gone, folders)
         self.left = set(keys) - self.before
+        self.done_before = len(keys) - len(self.left)  # of those listed: the plan line's "N done before"
         mine = set(share(keys, self.rank, self.world))
         return [item for item, k in zip(items, keys) if k in mine and k not in self.before]
 
