@@ -2,7 +2,9 @@
 
 Reads the names under DATA_DIR (never the videos):
   ff++     original_sequences/{youtube,actors}/C/videos/ REAL, manipulated_sequences/METHOD/C/videos/ FAKE,
-           C one compression (raw, c23, c40). NNN_MMM.mp4 is target video NNN with MMM's face: original NNN.mp4;
+           C one compression (raw, c23, c40). NNN_MMM.mp4 is target video NNN with MMM's face: original
+           [NNN.mp4, MMM.mp4] (so NNN and MMM, whose faces both fakes of the pair show, are one group, as in
+           FF++'s official splits);
            DeepFakeDetection's 01_02__scene__HASH.mp4 is actor 01's 01__scene.mp4 with 02's face. No split
            in the tree: every video 'train'.
   celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
@@ -40,7 +42,7 @@ OUT_DIR = ''                       # '' = into DATA_DIR; else here, beside links
 LAYOUTS = ('auto', 'ff++', 'celebdf')
 FF_COMPRESSIONS = ('raw', 'c23', 'c40')  # FF++'s other folders beside them (masks/) hold no face videos
 FF_TOPS = {'original_sequences': 'REAL', 'manipulated_sequences': 'FAKE'}
-FF_PAIR = re.compile(r'(\d+)_\d+(\.\w+)')                         # 000_003.mp4 -> 000.mp4, in youtube/
+FF_PAIR = re.compile(r'(\d+)_(\d+)(\.\w+)')                       # 000_003.mp4 -> [000.mp4, 003.mp4], youtube/
 FF_DFD = re.compile(r'(\d+)_\d+__(.+)__[A-Za-z0-9]+(\.\w+)')      # 01_02__scene__HASH.mp4 -> 01__scene.mp4
 CELEB_FOLDERS = {'celeb-real': 'REAL', 'youtube-real': 'REAL', 'celeb-synthesis': 'FAKE'}  # lower case
 CELEB_FAKE = re.compile(r'(id\d+)_id\d+_(\d+)(\.\w+)')             # id0_id1_0000.mp4 -> id0_0000.mp4
@@ -136,6 +138,11 @@ def layouts_in(folder):
         {'celebdf'} if any(n.lower() in CELEB_FOLDERS for n in names) else set())
 
 
+def target_of(entry):
+    """The video a fake was made from: its `original`, or the first of FF++'s pair (the other gave the face)."""
+    return entry['original'] if isinstance(entry['original'], str) else entry['original'][0]
+
+
 class Part:
     """One folder that gets a metadata.json: its entries, and where each fake's original should be."""
 
@@ -183,7 +190,7 @@ def ff_parts(root, compression):
             elif m := FF_DFD.fullmatch(name):
                 part.add(name, 'FAKE', original=f'{m[1]}__{m[2]}{m[3]}', home=homes['actors'])
             elif m := FF_PAIR.fullmatch(name):
-                part.add(name, 'FAKE', original=f'{m[1]}{m[2]}', home=homes['youtube'])
+                part.add(name, 'FAKE', original=[f'{m[1]}{m[3]}', f'{m[2]}{m[3]}'], home=homes['youtube'])
             else:
                 part.add(name, 'FAKE')
         parts.append(part)
@@ -246,8 +253,8 @@ def summarise(layout, parts, untested, show=5):
         labels = [e['label'] for e in part.meta.values()]
         tests = sum(e['split'] == 'test' for e in part.meta.values())
         unknown = sorted(n for n, home in part.original_home.items() if home is None)
-        absent = sorted(n for n, home in part.original_home.items() if home is not None
-                        and not os.path.isfile(os.path.join(home, part.meta[n]['original'])))
+        absent = sorted(n for n, home in part.original_home.items() if home is not None  # its target video's
+                        and not os.path.isfile(os.path.join(home, target_of(part.meta[n]))))
         for label in total:
             total[label] += labels.count(label)
         line = (f'{shown(os.path.relpath(part.folder, DATA_DIR))}: {labels.count("REAL")} real, '

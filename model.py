@@ -1,7 +1,8 @@
 """What training.py, test.py and predict.py share about the model; as a script, a synthetic table for tests.
 
 - Split (split_indices): grouped, so that a fake and its original are on the same side: a video's group is
-  the root of its chain of originals (common/dataset.py groups_of). Groups go to the validation side at random
+  the root of its chain of originals, joined with those of the videos a fake also shows (FF++ pairs;
+  common/dataset.py groups_of). Groups go to the validation side at random
   (seeded) until it holds VAL_FRACTION of the reals and of the fakes; how='folder' holds out whole DFDC
   parts instead. Either way assert_no_leak checks that no group is on both sides.
 - Class weights (class_weights): each video's loss weighs N / (2 * N_its_class), so both classes weigh half

@@ -226,18 +226,22 @@ def groups_of(filenames, originals, folders=None):
     (folder/name). A real video is its own root; a -> b -> c has root c; an original absent from the table
     ends its chain (its fakes share its name as their group); a cycle and what leads into it are one group,
     named after its smallest key. `original` is a name: the video of that name in the fake's own folder
-    (DFDC's layout), else the first video of that name (sorted)."""
+    (DFDC's layout), else the first video of that name (sorted); or a list of names, the first the chain's, the
+    others videos the fake also shows (FF++'s NNN_MMM: MMM's face), whose groups become one, named after its
+    smallest root that is a video of the table (else its smallest)."""
     folders = [''] * len(filenames) if folders is None else list(folders)
     nodes = [key(d, n) for d, n in zip(folders, filenames)]
     known, first = set(nodes), {}
     for node, name in sorted(zip(nodes, filenames)):
         first.setdefault(name, node)
-    parent = {}
+    parent, links = {}, []  # links: (node, the node of another video it shows)
     for node, folder, original in zip(nodes, folders, originals):
-        if isinstance(original, str) and original:
-            up = key(folder, original) if key(folder, original) in known else first.get(original, original)
-            if up != node:
-                parent[node] = up
+        names = [n for n in ([original] if isinstance(original, str) else original
+                             if isinstance(original, (list, tuple)) else []) if isinstance(n, str) and n]
+        ups = [key(folder, n) if key(folder, n) in known else first.get(n, n) for n in names]
+        if ups and ups[0] != node:
+            parent[node] = ups[0]
+        links += [(node, up) for up in ups[1:]]
     root = {}
 
     def find(node):
@@ -249,4 +253,17 @@ def groups_of(filenames, originals, folders=None):
         root.update({n: end for n in path})
         return end
 
-    return [find(node) for node in nodes]
+    joined = {}  # a chain's root: the first root (order) it is linked to, directly or through others (union-find)
+
+    def order(r):
+        return r not in known, r
+
+    def top(r):
+        while r in joined:
+            r = joined[r]
+        return r
+
+    for a, b in links:
+        if (a := top(find(a))) != (b := top(find(b))):
+            joined[max(a, b, key=order)] = min(a, b, key=order)
+    return [top(find(node)) for node in nodes]

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from common.store import groups_of
+from common.store import groups_of, open_store, save
 from common.dataset import label_of, plan
 from common.stage import key
 from audio_clips import run_script
@@ -68,9 +68,10 @@ def test_an_ff_tree_gets_dfdc_metadata_with_each_fake_given_its_target_video(tmp
     assert run.returncode == 0, run.stderr
     assert read(root / YOUTUBE.format(c='c23')) == {
         name: {'label': 'REAL', 'split': 'train', 'original': None} for name in ('000.mp4', '003.mp4', '005.mp4')}
+    # the target video, then the one whose face it shows (FF++'s official splits keep the two on one side)
     assert read(root / FAKES.format(m='Face2Face', c='c23')) == {
-        '000_003.mp4': {'label': 'FAKE', 'split': 'train', 'original': '000.mp4'},
-        '003_000.mp4': {'label': 'FAKE', 'split': 'train', 'original': '003.mp4'}}
+        '000_003.mp4': {'label': 'FAKE', 'split': 'train', 'original': ['000.mp4', '003.mp4']},
+        '003_000.mp4': {'label': 'FAKE', 'split': 'train', 'original': ['003.mp4', '000.mp4']}}
     assert read(root / FAKES.format(m='DeepFakeDetection', c='c23')) == {
         DFD_FAKE: {'label': 'FAKE', 'split': 'train', 'original': '01__meeting_serious.mp4'}}
     assert not (root / 'manipulated_sequences/Deepfakes/masks/videos/metadata.json').exists()
@@ -107,16 +108,19 @@ def test_the_stages_group_each_ff_fake_with_its_target_and_never_split_them(tmp_
     prefix = '' if stages_root == 'tree' else 'FaceForensics++/'
     groups = groups_by_key(str(data_dir))
     youtube, actors = prefix + YOUTUBE.format(c='c23'), prefix + ACTORS.format(c='c23')
+    # 000_003 shows 003's face in 000's video, 003_000 the reverse: 000 and 003 are one identity group, else
+    # validation scores faces that training saw (break-it pass 4, D4)
     for method in ('Deepfakes', 'Face2Face', 'FaceSwap', 'NeuralTextures', 'FaceShifter'):
         fakes = prefix + FAKES.format(m=method, c='c23')
-        assert groups[f'{fakes}/000_003.mp4'] == groups[f'{youtube}/000.mp4'] == f'{youtube}/000.mp4'
-        assert groups[f'{fakes}/003_000.mp4'] == groups[f'{youtube}/003.mp4'] == f'{youtube}/003.mp4'
+        assert (groups[f'{fakes}/000_003.mp4'] == groups[f'{fakes}/003_000.mp4'] == groups[f'{youtube}/000.mp4']
+                == groups[f'{youtube}/003.mp4'] == f'{youtube}/000.mp4')
     dfd = prefix + FAKES.format(m='DeepFakeDetection', c='c23')
     assert groups[f'{dfd}/{DFD_FAKE}'] == groups[f'{actors}/01__meeting_serious.mp4']
     deepfakes = prefix + FAKES.format(m='Deepfakes', c='c23')
-    assert groups[f'{deepfakes}/005_009.mp4'] == groups[f'{youtube}/005.mp4']
-    assert groups[f'{deepfakes}/007_005.mp4'] == '007.mp4'  # its absent original's name: a group of its own
-    assert len(set(groups.values())) == 5  # 000, 003, 005, the actor's video, 007
+    # 009 absent: 005's group keeps its video's name; 007_005's target is absent, but it shows 005's face
+    assert groups[f'{deepfakes}/005_009.mp4'] == groups[f'{youtube}/005.mp4'] == f'{youtube}/005.mp4'
+    assert groups[f'{deepfakes}/007_005.mp4'] == f'{youtube}/005.mp4'
+    assert len(set(groups.values())) == 3  # 000 with 003, 005 (with 007's and 009's fakes), the actor's video
 
     keys = sorted(groups)
     labels = np.array([int('manipulated_sequences' in k) for k in keys])
@@ -230,13 +234,24 @@ def test_real_clips_in_an_ff_tree_are_planned_by_the_stages_with_their_labels_an
         YOUTUBE.format(c='c23') + '/000.mp4': (str(tmp_path / YOUTUBE.format(c='c23') / '000.mp4'), 0, None),
         YOUTUBE.format(c='c23') + '/003.mp4': (str(tmp_path / YOUTUBE.format(c='c23') / '003.mp4'), 0, None),
         FAKES.format(m='Deepfakes', c='c23') + '/000_003.mp4': (
-            str(tmp_path / FAKES.format(m='Deepfakes', c='c23') / '000_003.mp4'), 1, '000.mp4'),
+            str(tmp_path / FAKES.format(m='Deepfakes', c='c23') / '000_003.mp4'), 1, ['000.mp4', '003.mp4']),
     }
     for rel, clip in clips.items():  # the videos are untouched: still the links to the same bytes
         assert os.path.islink(tmp_path / rel) and os.path.samefile(tmp_path / rel, clip)
         assert os.stat(clip).st_mtime_ns == before[rel].st_mtime_ns and os.stat(clip).st_size == before[rel].st_size
     groups = groups_by_key(str(tmp_path))
-    assert groups[FAKES.format(m='Deepfakes', c='c23') + '/000_003.mp4'] == YOUTUBE.format(c='c23') + '/000.mp4'
+    assert set(groups.values()) == {YOUTUBE.format(c='c23') + '/000.mp4'}  # 000, 003 and the fake of both
+
+    # the face stage carries the pair into its table, and the training store groups the three as one
+    faces = tmp_path / 'out' / 'faces.pkl'
+    run = run_script('create_video_embeddings.py', f'--data_dir={tmp_path}', f'--output={faces}',
+                     '--face_weights=none', '--frame_step=100')
+    assert run.returncode == 0, run.stderr
+    table = pd.read_pickle(faces)
+    table['audio_embedding'], table['has_audio'] = [np.zeros(4, np.float32)] * len(table), False
+    save(table, tmp_path / 'out' / 'merged.pkl')
+    with open_store(tmp_path / 'out' / 'merged.pkl') as store:
+        assert sorted(store.keys) == sorted(clips) and set(store.groups) == {YOUTUBE.format(c='c23') + '/000.mp4'}
 
 
 def test_a_test_list_saved_on_windows_with_a_latin1_name_marks_those_videos(tmp_path):

@@ -40,7 +40,7 @@ def test_an_ff_tree_copied_from_a_mac_gets_metadata_for_its_videos_only(tmp_path
     assert read(tmp_path / YOUTUBE.format(c='c23')) == {
         '000.mp4': {'label': 'REAL', 'split': 'train', 'original': None}}
     assert read(tmp_path / FAKES.format(m='Deepfakes', c='c23')) == {
-        '000_003.mp4': {'label': 'FAKE', 'split': 'train', 'original': '000.mp4'}}
+        '000_003.mp4': {'label': 'FAKE', 'split': 'train', 'original': ['000.mp4', '003.mp4']}}
     assert run.stdout.splitlines()[-1].endswith('metadata.json written in 2 folders: 1 real, 1 fake videos')
     todo, failures, skipped = plan(str(tmp_path))
     assert sorted(name for _, name, _, _ in todo) == ['000.mp4', '000_003.mp4']
