@@ -18,6 +18,7 @@ from common import config
 # -h: answered before the heavy imports
 config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_embedding.py')
 
+import contextlib
 import errno
 import html
 import os
@@ -44,6 +45,7 @@ MAX_MB = 500.0              # uploads larger than this many MB (2^20 bytes) are 
 # -----------------------------------------------------------------------------
 
 POLL_SECONDS = 0.5  # how often the progress bar is updated
+ANSWERS_KEPT = 16  # the last uploads' answers kept (Page.answers): a clip dropped twice at once is answered twice
 
 
 def read_share(path):
@@ -80,6 +82,9 @@ class Page:
     def __init__(self, predictor, scorer, folder, max_mb):
         self.predictor, self.scorer, self.max_mb = predictor, scorer, max_mb
         self.folder = os.path.realpath(folder)
+        # the answers of the last uploads, by path: Gradio stores an upload at <hash of its bytes>/<name>, so the
+        # same clip dropped twice at once (two people, two tabs) is one file, which the first job deletes
+        self.answers = {}
         self.figures = os.path.join(self.folder, 'figures')
         os.makedirs(self.figures, exist_ok=True)
 
@@ -96,11 +101,17 @@ class Page:
         name = os.path.basename(path)
         if os.path.commonpath([path, self.folder]) != self.folder:  # only what Gradio stored for this page
             return self.message(name, 'not a file uploaded to this page')
+        if not os.path.exists(path):  # scored by the job before this one, which deleted it
+            print(f'answered {ascii(name)} again: the same file, uploaded twice at once', flush=True)
+            return self.answers.get(path) or self.message(name, 'the upload is gone from the server: upload it again')
         try:
             size = os.path.getsize(path)
             if size > self.max_mb * 2 ** 20:  # Gradio refuses these before storing them; a second look
                 return self.message(name, f'the file is {size / 2 ** 20:.1f} MB, over the limit of {self.max_mb:g} MB')
-            return self._score(path, name, progress)
+            answer = self.answers[path] = self._score(path, name, progress)
+            for old in list(self.answers)[:-ANSWERS_KEPT]:
+                del self.answers[old]
+            return answer
         finally:
             forget(path, self.folder)
 
@@ -168,11 +179,15 @@ def in_thread(work, path, progress):
 
 def forget(path, folder):
     """Delete an upload, and the folder Gradio made for it where that is now empty (never `folder` itself)."""
-    if os.path.exists(path):
+    with contextlib.suppress(FileNotFoundError):  # gone already: its bytes uploaded twice, deleted by the first job
         os.remove(path)
     parent = os.path.dirname(path)
-    if parent != folder and os.path.commonpath([parent, folder]) == folder and not os.listdir(parent):
-        os.rmdir(parent)
+    if parent != folder and os.path.commonpath([parent, folder]) == folder:
+        try:
+            os.rmdir(parent)
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):  # gone already; another upload in it
+                raise
 
 
 def build(page, gr):

@@ -249,6 +249,30 @@ def test_two_uploads_at_once_are_both_answered_one_after_the_other(server, brows
     assert [line.split()[0] for line in lines] == ['scoring', 'scored', 'scoring', 'scored'], lines
 
 
+def test_the_same_clip_dropped_twice_at_once_gets_its_verdict_twice(server, browsers):
+    """Gradio stores an upload at <hash of its bytes>/<name>: the same clip dropped by two people at once is one
+    file on the server, which the first job deletes once scored (break-it pass 5: the second page showed a bare
+    'Error', and the server log two tracebacks)."""
+    from selenium.webdriver.common.by import By
+    clip = testdata('dfdc_sample', CLIP)
+    first, second = browsers(), browsers()
+    for browser in (first, second):
+        browser.get(server.url)
+        wait_for(browser, '#video input[type=file]', 60)
+    mark = len(server.text())
+    first.find_element(By.CSS_SELECTOR, '#video input[type=file]').send_keys(clip)
+    deadline = time.monotonic() + WAIT
+    while f"scoring '{CLIP}'" not in server.text()[mark:]:  # the second drop lands while the first is scored
+        assert time.monotonic() < deadline, server.text()[mark:]
+        time.sleep(0.05)
+    second.find_element(By.CSS_SELECTOR, '#video input[type=file]').send_keys(clip)
+    answers = [verdict(browser) for browser in (first, second)]
+    assert answers[0] == answers[1] and answers[0]['name'] == CLIP and 'p' in answers[0], answers
+    log = server.text()[mark:]
+    assert 'Traceback' not in log and 'Error' not in log, log
+    assert log.count('scoring ') == 1 and f"answered '{CLIP}' again: the same file" in log, log
+
+
 def test_the_server_stops_and_leaves_nothing_behind(server):
     assert server.proc.poll() is None  # still up after every upload above
     server.stop()
