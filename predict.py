@@ -82,8 +82,8 @@ def main():
     say_passed(passed)
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
-    if writes:  # one run at a time (another's results would mix with ours), its lock files left from here on
-        claim(output + '.pkl')
+    if writes:  # one process at a time, a SLURM array's task too (each would predict every video); lock files left
+        claim(output + '.pkl', alone=True)
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
     print(f'scorer: {predictor.scorer}')
     if not writes:

@@ -93,11 +93,12 @@ def read_failures(path, with_sources=False):
 _CLAIMED = {}  # absolute output path: the lock file this process holds
 
 
-def claim(output, setting='--output', reads=()):
+def claim(output, setting='--output', reads=(), alone=False):
     """Hold OUTPUT for this run, UserError where another run writes it: each of the run's processes holds a shared
     flock on OUTPUT.lock (which holds the run's id) until it ends; OUTPUT.lock.gate serialises the check.
-    `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's. Returns
-    the lock, held until the process ends or it is closed (`with claim(...)`: a run repeated in one process)."""
+    `setting`: the flag that gives OUTPUT, which the messages name; `reads`: as config.writable_file's; `alone`:
+    the run is this process, whatever torchrun's or a SLURM array's environment (predict.py, which does not split
+    its videos). Returns the lock, held until the process ends or closed (`with claim(...)`: a run repeated)."""
     config.writable_file(output, setting, reads)  # before abspath, which makes '' the current folder
     output = os.path.abspath(output)
     if output in _CLAIMED and not _CLAIMED[output].closed:
@@ -105,7 +106,7 @@ def claim(output, setting='--output', reads=()):
     if named_like_input(output):  # the data's own file: its lock files and parts would be left beside it
         raise UserError(f'{setting}: {output} is named like a video or a part\'s labels: give another {setting}')
     _, world, run_id = shard()
-    run = run_id if world > 1 else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run is its process
+    run = run_id if world > 1 and not alone else f'{socket.gethostname()} pid {os.getpid()}'  # a plain run: its process
     with open(output + '.lock.gate', 'a') as gate:
         fcntl.flock(gate, fcntl.LOCK_EX)  # released when closed, a moment later
         lock = os.fdopen(os.open(output + '.lock', os.O_RDWR | os.O_CREAT, 0o666), 'r+', encoding='utf-8')

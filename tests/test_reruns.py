@@ -129,10 +129,17 @@ def test_the_verdict_is_the_mean_of_the_faces_probabilities_and_only_the_submiss
     assert rows(tmp_path / 'sub.csv') == {'2.mp4': 0.99}
 
 
-def test_a_second_run_on_one_output_is_one_line_before_any_work(weights, tmp_path):
-    """It used to run beside the first: two models' rows mixed in one submission, or a missing part file."""
+@pytest.mark.parametrize('launcher', [{}, {'SLURM_ARRAY_JOB_ID': '6', 'SLURM_ARRAY_TASK_ID': '1',
+                                          'SLURM_ARRAY_TASK_COUNT': '2'},
+                                      {'WORLD_SIZE': '2', 'RANK': '1', 'TORCHELASTIC_RUN_ID': 'r1'}])
+def test_a_second_run_on_one_output_is_one_line_before_any_work(weights, tmp_path, monkeypatch, launcher):
+    """It used to run beside the first: two models' rows mixed in one submission, or a missing part file. Under a
+    SLURM array's or torchrun's environment, it took the other tasks' lock as its own run's, and every task
+    predicted every video at once into one output (break-it pass 5): predict.py does not split its videos."""
     out = tmp_path / 'sub.csv'
-    stage.claim(str(out) + '.pkl')  # a run holds it: this test's process, until it ends
+    for name, value in launcher.items():
+        monkeypatch.setenv(name, value)
+    stage.claim(str(out) + '.pkl')  # a run holds it (another process of the array): this test's, until it ends
     r = run_script('predict.py', f'--input={heads(2)[0]}', f'--output={out}', f'--face_weights={weights}', *FAST)
     one_line_error(r, 'is being written by another run')
     assert not out.exists()
