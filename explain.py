@@ -84,7 +84,7 @@ def draw(png, path, name, result, faces, cfg, windows=None, crop=0, shift=0.0):
         strip, strip_error = [], f'crops unavailable: {err}'
     columns = max(1, len(strip))
     fig = plt.figure(figsize=(max(8.0, 1.1 * columns), 6.0))
-    grid = fig.add_gridspec(2, columns, height_ratios=[2.3, 1])
+    grid = fig.add_gridspec(2, columns, height_ratios=[2.3, 1], hspace=0.4)  # the x label clear of the crops' titles
     ax = fig.add_subplot(grid[0, :])
     ylim = _windows(ax, result, track, windows, crop, shift)
     for index, _ in strip:

@@ -65,7 +65,7 @@ class VideoFaces:
 
     def no_face(self):
         """The reason recorded for a video without a face track."""
-        return f'no face found in {self.n_sampled} of its {self.n_frames} frames'
+        return f'no face found in any of the {self.n_sampled} frames searched (of its {self.n_frames})'
 
 
 def chunks(path, step, size, threads=0, gpu=None):

@@ -1,6 +1,7 @@
 """predict.py: one pass from raw videos to submission.csv, equal to the stage scripts' chain; every input
 gets a row whatever goes wrong on it; resumed work belongs to the same checkpoint and settings."""
 import csv
+import dataclasses
 import filecmp
 import json
 import math
@@ -223,7 +224,8 @@ def test_a_tiny_video_costs_only_its_own_row(odd_run):
     assert r.returncode == 0, r.stderr[-2000:]
     rows, fallbacks = labels(out), fallbacks_of(out)
     assert 'tiny.mp4' in rows and fallbacks['tiny.mp4']['unexpected'] == 'False'
-    assert re.fullmatch(r'no face found in \d+ of its \d+ frames; audio-only model', fallbacks['tiny.mp4']['fallback'])
+    assert re.fullmatch(r'no face found in any of the \d+ frames searched \(of its \d+\); audio-only model',
+                        fallbacks['tiny.mp4']['fallback'])
     assert 'vidéo à tester.mp4' in rows and 'vidéo à tester.mp4' not in fallbacks
     assert [name for name, row in fallbacks.items() if row['unexpected'] == 'True'] == []
     assert counts(r.stdout)[1:] == (8, 0)
@@ -639,7 +641,8 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
     draw(str(tmp_path / 'x.png'), str(tree / 'sub' / 'noface.mp4'), 'sub/noface.mp4', noface[0], *noface[1])
     draw(str(tmp_path / 'y.png'), str(tree / 'sub' / 'head.mp4'), 'sub/head.mp4', drawn['sub/head.mp4'][0],
          *drawn['sub/head.mp4'][1])
-    assert re.fullmatch(r'no face found in \d+ of its \d+ frames', texts[0]) and texts[0] in noface[0].fallback
+    assert re.fullmatch(r'no face found in any of the \d+ frames searched \(of its \d+\)', texts[0])
+    assert texts[0] in noface[0].fallback
     assert texts[1] == 'the video could not be read'
     # web.py shows no verdict where the number is the prior itself: the unreadable file, not the audio-only model's
     assert drawn['sub/head.mp4'][0].prior and not result.prior
@@ -649,6 +652,22 @@ def test_explain_draws_every_video_and_the_windows_average_to_its_score(
     assert len(strip) == explain.N_CROPS and all(face.shape == (160, 160, 3) for _, face in strip)
     assert [index for index, _ in strip] == sorted({int(track.frames[k]) for k in
                                                     np.linspace(0, 31, explain.N_CROPS).round().astype(int)})
+    # the plot's 'frame' label clears the crops' 'frame N' titles below it (it was drawn over them)
+    boxes = []
+
+    def extents(fig, png):
+        fig.canvas.draw()  # places the label below the tick labels, as saving does
+        renderer = fig.canvas.get_renderer()
+        boxes.append([fig.axes[0].xaxis.label.get_window_extent(renderer)]
+                     + [ax.title.get_window_extent(renderer) for ax in fig.axes[1:]])
+    monkeypatch.setattr(metrics, 'save_figure', extents)
+    draw(str(tmp_path / 'z.png'), str(tree / 'head.mp4'), 'head.mp4', result, faces, cfg, windows, crop, shift)
+    # and where the track is short: 5 faces, 5 wide crops (GenD's head scores each face)
+    few = dataclasses.replace(faces, tracks=[dataclasses.replace(track, **{
+        name: getattr(track, name)[:5] for name in ('frames', 'boxes', 'detected', 'embeddings')})])
+    draw(str(tmp_path / 'z.png'), str(tree / 'head.mp4'), 'head.mp4', result, few, cfg, None, 1, shift)
+    for (label, *titles), n in zip(boxes, (explain.N_CROPS, 5)):
+        assert len(titles) == n and not any(label.overlaps(title) for title in titles), (label, titles)
 
 
 def test_list_inputs_walks_subfolders_and_links_to_folders_once(tmp_path):

@@ -74,7 +74,7 @@ def test_a_tiny_video_beside_a_good_one_fails_alone_and_the_rerun_goes_on(tmp_pa
     assert pd.read_pickle(out).filename.tolist() == [good]
     # a frame too small for MTCNN's pyramid has no face: that outcome, not a crash recorded as unexpected
     # searched: every 6th of its 24 frames (0, 6, 12, 18)
-    assert failures_csv(out) == {'part/tiny.mp4': 'no face found in 4 of its 24 frames'}
+    assert failures_csv(out) == {'part/tiny.mp4': 'no face found in any of the 4 frames searched (of its 24)'}
     assert 'unexpected' not in r.stdout
     r = run_script(*args, '--retry_failed=true')  # tries the tiny one again: it fails again, the run ends well
     assert r.returncode == 0 and '1 videos to embed' in r.stdout, r.stderr[-3000:]
