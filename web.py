@@ -108,7 +108,9 @@ class Page:
             size = os.path.getsize(path)
             if size > self.max_mb * 2 ** 20:  # Gradio refuses these before storing them; a second look
                 return self.message(name, f'the file is {size / 2 ** 20:.1f} MB, over the limit of {self.max_mb:g} MB')
-            answer = self.answers[path] = self._score(path, name, progress)
+            answer = self._score(path, name, progress)
+            self.answers.pop(path, None)  # the newest last: the oldest go first
+            self.answers[path] = answer
             for old in list(self.answers)[:-ANSWERS_KEPT]:
                 del self.answers[old]
             return answer
