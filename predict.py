@@ -82,7 +82,7 @@ def main():
     say_passed(passed)
     if not videos:
         raise UserError(f'no video file (.mp4, .avi, .mov, ...) in {INPUT} or its subfolders')
-    if writes:  # one process at a time, a SLURM array's task too (each would predict every video); lock files left
+    if writes:  # one process at a time, an array's other task too (each predicts every video); lock files from here
         claim(output + '.pkl', alone=True)
     predictor = Predictor(CHECKPOINT, DEVICE, PRIOR, BATCH_SIZE, face, audio)
     print(f'scorer: {predictor.scorer}')

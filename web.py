@@ -102,8 +102,10 @@ class Page:
         if os.path.commonpath([path, self.folder]) != self.folder:  # only what Gradio stored for this page
             return self.message(name, 'not a file uploaded to this page')
         if not os.path.exists(path):  # scored by the job before this one, which deleted it
+            if path not in self.answers:
+                return self.message(name, 'the upload is gone from the server: upload it again')
             print(f'answered {ascii(name)} again: the same file, uploaded twice at once', flush=True)
-            return self.answers.get(path) or self.message(name, 'the upload is gone from the server: upload it again')
+            return self.answers[path]
         try:
             size = os.path.getsize(path)
             if size > self.max_mb * 2 ** 20:  # Gradio refuses these before storing them; a second look
@@ -188,7 +190,7 @@ def forget(path, folder):
         try:
             os.rmdir(parent)
         except OSError as err:
-            if err.errno not in (errno.ENOENT, errno.ENOTEMPTY):  # gone already; another upload in it
+            if err.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):  # gone; another upload in it (POSIX)
                 raise
 
 

@@ -236,8 +236,8 @@ def groups_of(filenames, originals, folders=None):
         first.setdefault(name, node)
     parent, links = {}, []  # links: (node, the node of another video it shows)
     for node, folder, original in zip(nodes, folders, originals):
-        names = [n for n in ([original] if isinstance(original, str) else original
-                             if isinstance(original, (list, tuple)) else []) if isinstance(n, str) and n]
+        names = [original] if isinstance(original, str) else original if isinstance(original, (list, tuple)) else []
+        names = [n for n in names if isinstance(n, str) and n]  # None, NaN and '' name no video
         ups = [key(folder, n) if key(folder, n) in known else first.get(n, n) for n in names]
         if ups and ups[0] != node:
             parent[node] = ups[0]
