@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import traceback
+import uuid
 
 from common.config import UserError
 # torch, the networks and Gradio are imported once the server's own folder is made and is TMPDIR (serve()):
@@ -111,10 +112,10 @@ class Page:
             if size > self.max_mb * 2 ** 20:  # Gradio refuses these before storing them; a second look
                 return self.message(name, f'the file is {size / 2 ** 20:.1f} MB, over the limit of {self.max_mb:g} MB')
             answer = self._score(path, name, progress)
-            self.answers.pop(path, None)  # the newest last: the oldest go first
+            drop_figure(self.answers.pop(path, None))  # the newest last: the oldest go first
             self.answers[path] = answer
             for old in list(self.answers)[:-ANSWERS_KEPT]:
-                del self.answers[old]
+                drop_figure(self.answers.pop(old))  # Gradio served a copy (its cache); ~100 KB each, kept no longer
             return answer
         finally:
             forget(path, self.folder)
@@ -123,7 +124,7 @@ class Page:
         import predict
         from common.video import VideoError
         print(f'scoring {ascii(name)}', flush=True)
-        png = os.path.join(tempfile.mkdtemp(dir=self.figures), 'explain.png')
+        png = os.path.join(self.figures, uuid.uuid4().hex, 'explain.png')  # its folder made where it is drawn
         try:
             faces, voice, result = in_thread(lambda: predict.score_video(self.predictor, path, png), path, progress)
         except (UserError, OSError) as err:
@@ -179,6 +180,12 @@ def in_thread(work, path, progress):
     if 'error' in out:
         raise out['error']
     return out['value']
+
+
+def drop_figure(answer):
+    """Delete the figure of an answer the page keeps no longer (and the folder made for it)."""
+    if answer is not None and answer[1] is not None:
+        shutil.rmtree(os.path.dirname(answer[1]))
 
 
 def forget(path, folder):

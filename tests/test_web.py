@@ -304,11 +304,12 @@ def test_the_page_scores_only_files_in_its_own_folder(tmp_path):
     assert outside.read_bytes() == b'not a video'  # neither read nor deleted
 
 
-def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_fallback(tmp_path):
+def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_fallback(tmp_path, monkeypatch):
     """GenD's head (no checkpoint) scores a video whose audio track breaks from its faces, as the same video
     without an audio track (the same packets: the same number): the page called that a fallback and said
     'voice: none'; it is the head's verdict, which reads no audio (no note, no fallback), and its voice did not
-    decode."""
+    decode. The figure of an answer the page keeps no longer is deleted (a server's figures grew ~100 KB an
+    upload)."""
     import shutil as sh
     import torch
     import predict
@@ -321,12 +322,20 @@ def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_
     predictor = predict.Predictor('', 'cpu', face={'face_encoder': 'gend', 'face_weights': str(tmp_path / 'gend'),
                                                    'frame_step': 30, 'amp': False})
     page, shown = web.Page(predictor, predictor.scorer, tmp_path / 'server', MAX_MB), {}
+    monkeypatch.setattr(web, 'ANSWERS_KEPT', 1)
+    figures = []
     for name, make in (('bad_audio.mp4', garble_audio), ('silent.mp4', remux)):
         make(good, tmp_path / name)
         sh.copy(tmp_path / name, tmp_path / 'server' / name)  # as Gradio stores an upload: the page deletes it
         with torch.no_grad():
             shown[name], figure, _ = page.score(str(tmp_path / 'server' / name))
         assert figure and os.path.getsize(figure) > 5000
+        figures.append(figure)
+    assert not os.path.exists(figures[0]) and os.path.exists(figures[1])  # one answer kept: its figure only
+    (tmp_path / 'server' / 'notes.mp4').write_text('not a video')
+    shown['notes.mp4'], figure, _ = page.score(str(tmp_path / 'server' / 'notes.mp4'))
+    assert 'could not be read' in shown['notes.mp4']
+    assert os.listdir(page.figures) == [os.path.basename(os.path.dirname(figure))]  # silent.mp4's dropped in turn
     assert '>note' not in shown['bad_audio.mp4'] and '>fallback' not in shown['bad_audio.mp4']
     assert 'faces read of 125 frames; voice: not decoded<' in shown['bad_audio.mp4']
     assert 'voice: none<' in shown['silent.mp4'] and 'fallback' not in shown['silent.mp4']
