@@ -101,10 +101,9 @@ def predict_all(predictor, videos, output):
     took): the run's records in OUTPUT.pkl (common.stage), resumed where the checkpoint and settings are the same."""
     where = {path: (folder, name) for path, folder, name in videos}
     # results of another checkpoint or settings are discarded (said in one line), and every video predicted
-    run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True)
+    run = StageRun(output + '.pkl', made_with=predictor.made_with(), redo=True, alone=True)  # every video: claim()'s
     # a video whose file changed since (another INPUT's of that name, or a chmod) leaves run.before: predicted
-    # again (every video, whatever share a SLURM array's environment would give this process); with --explain,
-    # one done before but not drawn too (its row stays the first one's)
+    # again; with --explain, one done before but not drawn too (its row stays the first one's)
     run.todo(videos, where=lambda video: video[1:], source=lambda video: file_source(video[0]))
     todo = [path for path, folder, name in videos if key(folder, name) not in run.before
             or EXPLAIN and not os.path.exists(explain.png_path(EXPLAIN, folder, name))]

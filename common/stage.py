@@ -137,10 +137,10 @@ def ends_the_run(err):
 class StageRun:
     """One process's part in a stage's run on OUTPUT: its share of the work and its per-video records (a dict with
     'filename', 'folder' and its rows, or a 'failure'), so that a killed run resumes. made_with: {what: value} the
-    results depend on, in every record and OUTPUT's attrs. `before`: the keys done before."""
+    results depend on, in every record and OUTPUT's attrs. `before`: the keys done before. `alone`: as claim()'s."""
 
-    def __init__(self, output, retry_failed=False, made_with=None, redo=False, setting='--output'):
-        self.rank, self.world, _ = shard()
+    def __init__(self, output, retry_failed=False, made_with=None, redo=False, setting='--output', alone=False):
+        self.rank, self.world, _ = (0, 1, None) if alone else shard()
         self.who = f'rank {self.rank}/{self.world}: ' if self.world > 1 else ''
         self.output, self.made_with, self.sources, self._merge_lock = os.fspath(output), made_with, {}, None
         self.setting, self.redo = setting, redo  # setting: the flag that gives OUTPUT, for the messages

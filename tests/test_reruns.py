@@ -417,3 +417,9 @@ def test_predict_does_every_video_in_a_slurm_array_tasks_environment(weights, tm
                    *FAST, env=env)
     assert r.returncode == 0 and '2 predicted now' in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
     assert sorted(rows(tmp_path / 's.csv')) == ['0.mp4', '1.mp4']
+    os.remove(folder / '0.mp4')
+    os.symlink(heads(4)[0], folder / '0.mp4')  # another clip: predicted again, said as one process says it
+    r = run_script('predict.py', f'--input={folder}', f'--output={tmp_path / "s.csv"}', f'--face_weights={weights}',
+                   *FAST, env=env)
+    assert r.returncode == 0 and '1 predicted now' in r.stdout, (r.stdout[-2000:], r.stderr[-2000:])
+    assert '\n1 videos changed since they were done' in r.stdout and 'rank' not in r.stdout, r.stdout
