@@ -22,6 +22,7 @@ config.help_if_asked(__name__, __file__)  # -h: answered before the heavy import
 import contextlib
 import csv
 import functools
+import glob
 import io
 import json
 import os
@@ -82,10 +83,11 @@ THREADS = 1                 # CPU threads of torch (0: its default, one per core
 OUT_FILES = ('best.pt', 'last.pt', 'history.json', 'history.csv', 'curves.png', 'config.json')  # what a run writes
 HERE = os.path.dirname(os.path.abspath(__file__))  # the code's folder: its git commit goes into config.json
 VERSIONS = ('torch', 'facenet-pytorch', 'numpy')  # the libraries whose versions config.json records, beside python's
-# the settings the weights depend on: what a checkpoint records it was made with (beside its table), so that a
-# resumed run continues only a run of the same
+# the settings the weights and the recorded figures depend on (the clip: the checkpoint's, which test.py and
+# predict.py use, and the history's clipped losses): what a checkpoint records it was made with (beside its table),
+# so that a resumed run continues only a run of the same
 _SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
-                    'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay')
+                    'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay', 'clip_lo', 'clip_hi')
 
 
 def main():
@@ -288,13 +290,42 @@ def _start(fit, last_path, state, made_with):
         _write_history(state['history'], out_dir)
         _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
         return
-    # and test.py's report of the earlier best.pt: it names this folder's best.pt, its epoch the new one's too
+    # and test.py's reports of the earlier best.pt: they name this folder's best.pt, its epoch the new one's too
     paths = [os.path.join(out_dir, n) for n in OUT_FILES if n != 'config.json']
-    earlier = [p for p in paths + list(report_files(os.path.join(out_dir, 'report.json'))) if os.path.exists(p)]
+    paths += [*report_files(os.path.join(out_dir, 'report.json')), *_reports_of(out_dir, ('best.pt', 'last.pt'))]
+    earlier = [p for p in dict.fromkeys(paths) if os.path.exists(p)]
     for path in earlier:
         os.remove(path)
     if earlier:
         fit.log(f'a new run in {out_dir}: the earlier run\'s {", ".join(map(os.path.basename, earlier))} removed')
+
+
+def _reports_of(out_dir, checkpoints):
+    """test.py's reports in OUT_DIR that score one of its `checkpoints` (names), and the files beside each (common.
+    files.report_files): a report beside the new best.pt that replaced its own would be read as the new one's."""
+    mine = {os.path.realpath(os.path.join(out_dir, name)) for name in checkpoints}
+    found = []
+    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.json'))):
+        if os.path.basename(path) in OUT_FILES:
+            continue
+        try:
+            with open(path, encoding='utf-8') as f:
+                report = json.load(f)
+        except (OSError, ValueError):  # not a report of test.py's (ValueError: not JSON, or not UTF-8)
+            continue
+        if isinstance(report, dict) and isinstance(report.get('checkpoint'), str) and 'checkpoint_epoch' in report \
+                and os.path.realpath(report['checkpoint']) in mine:
+            found += report_files(path)
+    return found
+
+
+def _drop_reports(fit, checkpoints):
+    """Remove the reports of the checkpoints an epoch is about to replace (_reports_of), said in one line."""
+    if gone := [p for p in _reports_of(fit.cfg['out_dir'], checkpoints) if os.path.exists(p)]:
+        for path in gone:
+            os.remove(path)
+        fit.log(f'{", ".join(map(os.path.basename, gone))} removed: test.py\'s of the {" and ".join(checkpoints)} '
+                f'this epoch replaces')
 
 
 def _save_epoch(fit, state, epoch, best_loss, common):
@@ -304,6 +335,7 @@ def _save_epoch(fit, state, epoch, best_loss, common):
     rng = {'torch_rng': torch.get_rng_state()}  # dropout's draws, so that a resumed run is the same run
     if fit.device.type == 'cuda':
         rng['cuda_rng'] = torch.cuda.get_rng_state(fit.device)
+    _drop_reports(fit, ('best.pt', 'last.pt') if best_loss is not None else ('last.pt',))  # before: never stale
     if best_loss is not None:
         save_checkpoint(os.path.join(out_dir, 'best.pt'), fit.net, epoch=epoch, val_loss=best_loss, **common)
     save_checkpoint(os.path.join(out_dir, 'last.pt'), fit.net, epoch=epoch, optimizer=fit.optimizer.state_dict(),
@@ -315,7 +347,7 @@ def _save_epoch(fit, state, epoch, best_loss, common):
 def _write_record(cfg, device, started, done):
     """config.json: how the run was made (settings, versions, git state, start time, first epoch). A
     resumed run (done epochs > 0) keeps the record of the run it continues and appends its own to
-    `resumes` (its settings included: --max_epochs, --patience, --device and the like may differ)."""
+    `resumes` (its settings included: --max_epochs, --patience, --min_delta, --device and the like may differ)."""
     path = os.path.join(cfg['out_dir'], 'config.json')
     entry = {'settings': cfg, 'versions': _versions(), 'git': git_state(HERE), 'started': started,
              'first_epoch': done + 1, 'device': str(device)}

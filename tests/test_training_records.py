@@ -297,3 +297,39 @@ def test_a_folder_holds_one_run_at_a_time_and_a_killed_runs_temporaries_are_swep
     (out / '.curves.png.0badc0de.tmp').write_bytes(b'')  # what a kill while curves.png was written leaves
     assert training.run(cfg, log=lambda *_: None)[-1]['epoch'] == 1
     assert not (out / '.curves.png.0badc0de.tmp').exists() and (out / 'best.pt').exists()
+
+
+def test_reports_of_a_checkpoint_an_epoch_replaces_are_removed_and_a_resume_keeps_its_clip(tmp_path):
+    """test.py's reports in the run folder (the README's recipe names them celebdf.json, dfdc.json) described the
+    earlier best.pt after a resume or a new run replaced it, beside it as if they were its own; and a resume took a
+    changed clip range, so that best.pt and last.pt clipped differently and the history's curves mixed two."""
+    import test as scoring
+    path, _ = tiny_table(tmp_path)
+    out = tmp_path / 'run'
+    cfg = training.settings(dataset=str(path), out_dir=str(out), max_epochs=2, patience=10, **TINY)
+    training.run(cfg, log=lambda *_: None)
+
+    def report(name, checkpoint):
+        scoring.run(scoring.settings(dataset=str(path), checkpoint=str(out / checkpoint), report=str(out / name)),
+                    log=lambda *_: None)
+        return [out / n for n in (name, name[:-5] + '_roc.png', name[:-5] + '_predictions.csv')]
+    best, last = report('celebdf.json', 'best.pt'), report('last.json', 'last.pt')
+    (out / 'notes.json').write_text(json.dumps({'checkpoint': str(out / 'best.pt')}))  # a user's, not a report
+    best_epoch = load_checkpoint(out / 'best.pt')[1]['epoch']
+    with pytest.raises(config.UserError, match=r'last.pt is a run of another table or other settings \(--clip_lo\)'):
+        training.run({**cfg, 'max_epochs': 4, 'clip_lo': 0.3}, log=lambda *_: None)
+    lines = []
+    training.run({**cfg, 'max_epochs': 4}, log=lines.append)
+    kept = load_checkpoint(out / 'best.pt')[1]['epoch'] == best_epoch  # no better epoch: its reports stand
+    assert all(p.exists() for p in best) == kept and any(p.exists() for p in best) == kept, lines
+    assert not any(p.exists() for p in last), lines
+    said = ('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv, ' if not kept else '') + \
+        'last.json, last_roc.png, last_calibration.png, last_predictions.csv removed: test.py\'s of the ' + \
+        ('last.pt' if kept else 'best.pt and last.pt') + ' this epoch replaces'
+    assert said in lines, lines
+    best = report('celebdf.json', 'best.pt')
+    lines = []
+    training.run({**cfg, 'resume': False}, log=lines.append)
+    assert not any(p.exists() for p in best) and (out / 'notes.json').exists()
+    assert any('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv removed' in line
+               for line in lines), lines
