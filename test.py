@@ -241,13 +241,27 @@ def _subset(cfg, ckpt, table, everything):
                                    f'training videos (e.g. {keys[trained][0]}), which a test would score: give '
                                    f'a table without them, or --subset=all to score every video')
         return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
-    chosen = everything[held_out] if subset == 'val' else everything[~held_out]
+    rejoined = _rejoined(table, everything, held_out, split) if subset == 'val' else np.zeros(n, bool)
+    chosen = everything[held_out & ~rejoined] if subset == 'val' else everything[~held_out]
     if len(chosen) == 0:
         raise config.UserError(f'--subset={subset}: no video of the table is on that side of the checkpoint\'s split')
     if subset == 'val':
+        left_out = '' if not rejoined.any() else (
+            f'; {int(rejoined.sum())} others it held out are left out: their group now holds training videos (e.g. '
+            f'{table.keys[everything][rejoined][0]}: an original corrected since it was trained)')
         return chosen, 'val', (f'scoring the {len(chosen)} videos the checkpoint held out '
-                               f'(--subset=all scores every video)')
+                               f'(--subset=all scores every video){left_out}')
     return chosen, 'train', f'scoring the {len(chosen)} videos the checkpoint did not hold out (--subset=train)'
+
+
+def _rejoined(table, everything, held_out, split):
+    """(len(everything),) bool: held-out videos whose group in the table (its originals as they are now) holds a
+    video the checkpoint trained on: a metadata.json corrected since joined them, and they would leak."""
+    if 'train_keys' not in split:  # older checkpoints
+        return np.zeros(len(everything), bool)
+    groups = table.groups.astype(str)  # (rows,): every row, a training video's further face tracks too
+    trained = np.isin(table.keys.astype(str), split['train_keys'])
+    return held_out & np.isin(groups[everything], groups[trained])
 
 
 def _summary(rep):

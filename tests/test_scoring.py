@@ -210,3 +210,26 @@ def test_a_video_of_several_face_tracks_is_scored_once_by_its_largest(run):
     back, first = (pd.read_csv(run / d / 'r_predictions.csv', keep_default_na=False).sort_values('filename')
                    .reset_index(drop=True) for d in ('tracks', 'alone'))
     pd.testing.assert_frame_equal(back, first)
+
+
+def test_held_out_videos_whose_group_now_holds_training_videos_are_left_out(run):
+    """A metadata.json corrected after training (a fake's original, or FF++'s second name, now a training
+    video's) joins a held-out group to a trained one: test.py scored the group as held out, a leak."""
+    split = torch.load(run / 'run' / 'best.pt', weights_only=True)['split']
+    table = pd.read_pickle(run / 'merged.pkl')
+    keys = (table.folder + '/' + table.filename).str.lstrip('/')
+    old = store.open_store(str(run / 'merged.pkl'))
+    fake = next(i for i, k in enumerate(keys) if k in split['val_keys'] and table.label[i] == 1)
+    trained = next(i for i, k in enumerate(keys) if k in split['train_keys'])
+    joined = {k for k, g in zip(old.keys, old.groups) if g == old.groups[fake]}  # held out, the fake's group
+    assert joined <= set(split['val_keys']) and len(joined) >= 2
+    table['original'] = [[o, table.filename[trained]] if i == fake else o for i, o in enumerate(table.original)]
+    store.save(table, str(run / 'corrected.pkl'))
+    lines = []
+    rep = score(run, 'corrected', log=lines.append, dataset='corrected.pkl')
+    assert rep['n_videos'] == split['n_val'] - len(joined), lines
+    back = pd.read_csv(run / 'corrected' / 'r_predictions.csv', keep_default_na=False)
+    assert not joined & set(back.folder + '/' + back.filename)
+    assert any(line.startswith(f'scoring the {rep["n_videos"]} videos the checkpoint held out (--subset=all scores '
+                               f'every video); {len(joined)} others it held out are left out: their group now holds '
+                               f'training videos (e.g. ') for line in lines), lines
