@@ -31,7 +31,7 @@ from common.files import atomic_path, sweep_temporaries, write_text
 # ----------------------------------------------------------------------------- config
 OUTPUT_DIR = 'data/sample'  # where metadata.json and the clips go
 SECONDS = 4.0               # clip length
-FPS = 30                    # frame rate (DFDC: 29.97)
+FPS = 30                    # frames a second, a whole number (DFDC's clips: 29.97)
 SAMPLE_RATE = 44100         # audio rate (DFDC: 44.1 or 48 kHz, mono AAC)
 # -----------------------------------------------------------------------------
 
@@ -54,11 +54,11 @@ def main():
                                f'{SAMPLE_RATE}' if n else f'--seconds={SECONDS:g} at --fps={FPS} is no frame')
     config.writable_folder(OUTPUT_DIR, '--output_dir')  # made where it is not there
     meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
-    check_not_another_dataset(meta_path)
+    listed = sample_listed(meta_path)
     for name in (*CLIPS, 'metadata.json'):  # what a run killed while writing left
         sweep_temporaries(os.path.join(OUTPUT_DIR, name))
     made = [made_with(os.path.join(OUTPUT_DIR, name)) for name in CLIPS]
-    if os.path.exists(meta_path) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
+    if listed == set(CLIPS) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
         print(f'{OUTPUT_DIR}: the sample dataset is there already')
         return
     for seed, (name, (target, source, size, pitch, _, _)) in enumerate(CLIPS.items()):
@@ -71,19 +71,23 @@ def main():
     print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
 
 
-def check_not_another_dataset(meta_path):
-    """UserError where OUTPUT_DIR's metadata.json is not the sample's (a DFDC part's: ours would replace it)."""
+def sample_listed(meta_path):
+    """The names OUTPUT_DIR's metadata.json lists (none where there is none; some of the sample's: it is made
+    again), or UserError where it is not the sample's (a DFDC part's: ours would replace it)."""
     if not os.path.exists(meta_path):
-        return
+        return set()
     try:
         with open(meta_path, encoding='utf-8-sig') as f:
             listed = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise config.UserError(f'{meta_path} is not the sample\'s ({err}): give another --output_dir') from None
-    if not isinstance(listed, dict) or set(listed) != set(CLIPS):
-        other = sorted(set(listed) - set(CLIPS) or listed)[:1] if isinstance(listed, dict) else [type(listed).__name__]
-        raise config.UserError(f'{meta_path} lists other videos than the sample\'s ({other[0]!r}): give another '
-                               f'--output_dir')
+    if not isinstance(listed, dict):
+        raise config.UserError(f'{meta_path} is not a metadata.json (a JSON {type(listed).__name__}, not an object of '
+                               f'videos): give another --output_dir')
+    if other := sorted(set(listed) - set(CLIPS)):
+        raise config.UserError(f'{meta_path} lists other videos than the sample\'s ({len(other)}, e.g. '
+                               f'{other[0]!r}): give another --output_dir')
+    return set(listed)
 
 
 def made_with(path):

@@ -121,8 +121,20 @@ def test_the_sample_is_made_again_for_other_settings_and_bad_ones_are_one_line(t
         (part / 'metadata.json').write_bytes(theirs := f.read())
     run = subprocess.run([sys.executable, 'make_sample_dataset.py', f'--output_dir={part}'], cwd=ROOT,
                          capture_output=True, text=True)
-    assert run.returncode == 2 and "lists other videos than the sample's ('abofeumbvv.mp4')" in run.stderr
+    assert run.returncode == 2 and "lists other videos than the sample's (" in run.stderr, run.stderr
+    assert "e.g. 'abofeumbvv.mp4')" in run.stderr and run.stderr.count('\n') == 1
     assert (part / 'metadata.json').read_bytes() == theirs and sorted(os.listdir(part)) == ['metadata.json']
+    # a list: one line (was "lists other videos than the sample's ('list')"); an empty object ({}: was an
+    # IndexError's traceback) or some of the sample's own clips (was refused as 'other videos') are made again
+    (tmp_path / 'metadata.json').write_text('[]')
+    run = make('--seconds=1', '--fps=25', '--sample_rate=16000')
+    assert run.returncode == 2 and run.stderr == (f'error: {tmp_path / "metadata.json"} is not a metadata.json (a '
+                                                  f'JSON list, not an object of videos): give another --output_dir\n')
+    for listed in ({}, {'astronaut_real.mp4': {'label': 'REAL'}}):
+        (tmp_path / 'metadata.json').write_text(json.dumps(listed))
+        run = make('--seconds=1', '--fps=25', '--sample_rate=16000')  # the clips as they are: only it is made
+        assert run.returncode == 0 and 'metadata.json written' in run.stdout, run.stderr
+        assert len(json.loads((tmp_path / 'metadata.json').read_text())) == 4
 
 
 def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):
