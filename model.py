@@ -120,20 +120,23 @@ def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2
 
 
 def _draw_units(counts, val_fraction, rng, how):
-    """Units for the validation side, drawn at random until it holds val_fraction of each class,
-    keeping on the training side at least one unit of every class that has one."""
+    """Units for the validation side, drawn at random, each taken where it brings the side nearer val_fraction of
+    each class (the sum of the classes' distances, each relative to its target: DFDC has 5 fakes a real), keeping on
+    the training side at least one unit of every class that has one. (Taken wherever a class still lacked some, a
+    large unit drawn late held out twice the fraction on a small table.)"""
     if len(counts) < 2:
         raise ValueError(f'the table has a single {"group" if how == "original" else "folder"}: '
                          f'nothing can be held out without a leak')
     target = val_fraction * counts.sum(0)        # (2,) reals, fakes wanted on the validation side
+    scale = np.where(target > 0, target, 1)
     have = np.zeros(2)
     left = counts.sum(0).astype(float)           # what the training side keeps
     chosen = np.zeros(len(counts), bool)
     for u in rng.permutation(len(counts)):
         c = counts[u]
-        needed = (c > 0) & (have < target)
+        nearer = (np.abs(target - have - c) / scale).sum() < (np.abs(target - have) / scale).sum()
         starves = (c > 0) & (left - c <= 0)
-        if needed.any() and not starves.any():
+        if nearer and not starves.any():
             chosen[u] = True
             have += c
             left -= c

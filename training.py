@@ -469,6 +469,11 @@ def _resume(fit, path, state, made_with):
     if differ:
         raise config.UserError(f'{path} is a run of another table or other settings ({", ".join(differ)}); '
                                f'give another --out_dir, or --resume=false to overwrite it')
+    if (ckpt.get('split') or {}).get('val_keys', []) != [str(k) for k in fit.table.keys[fit.val]]:
+        # the same table and settings, another side drawn (model.py's draw changed since): its weights saw
+        # videos this run would validate on
+        raise config.UserError(f'{path} held out other videos than this version draws from the same table and '
+                               f'settings: --resume=false starts over, or another --out_dir')
     fit.net.load_state_dict(ckpt['state_dict'])
     fit.optimizer.load_state_dict(ckpt['optimizer'])
     fit.scaler.load_state_dict(ckpt['scaler'])

@@ -55,6 +55,16 @@ def test_every_fake_is_on_the_side_of_its_original(seed, fraction):
         assert abs(share - fraction) < 0.1, (k, share)  # originals go whole: a share moves by a group's size
 
 
+def test_a_large_group_drawn_late_does_not_double_the_held_out_share():
+    # FaceForensics++'s pairs on a small table: a group of 13 (a pair joined to a third by a fake) and three of 6;
+    # --val_fraction=0.3 held out 19 of the 31 (61%) where the 13 came second, as seeds 0 and 4 draw it
+    sizes = [(4, 9), (2, 4), (2, 4), (2, 4)]  # (reals, fakes) of each group
+    labels = np.concatenate([[0] * r + [1] * f for r, f in sizes])
+    groups = np.concatenate([[f'g{i}'] * (r + f) for i, (r, f) in enumerate(sizes)])
+    shares = [len(split_indices(labels, groups, val_fraction=0.3, seed=seed)[1]) / 31 for seed in range(10)]
+    assert all(0.19 <= share <= 0.42 for share in shares), shares  # one group of 6, two, or the 13: nearest 0.3
+
+
 def test_a_leaky_split_is_refused():
     _, _, labels, groups = metadata_table()
     rng = np.random.default_rng(0)

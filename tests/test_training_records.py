@@ -333,3 +333,18 @@ def test_reports_of_a_checkpoint_an_epoch_replaces_are_removed_and_a_resume_keep
     assert not any(p.exists() for p in best) and (out / 'notes.json').exists()
     assert any('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv removed' in line
                for line in lines), lines
+
+
+def test_a_resume_of_a_run_that_held_out_other_videos_is_refused(tmp_path):
+    # the same table and settings, another side drawn (model.py's draw changed since the run began): resumed,
+    # its weights would go on validating on videos they were trained on
+    path, _ = tiny_table(tmp_path)
+    cfg = training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=1, **TINY)
+    training.run(cfg, log=lambda *_: None)
+    last = tmp_path / 'run' / 'last.pt'
+    ckpt = torch.load(last, weights_only=True)
+    ckpt['split']['val_keys'] = ckpt['split']['val_keys'][1:]
+    torch.save(ckpt, last)
+    with pytest.raises(config.UserError, match=rf'^{last} held out other videos than this version draws from the '
+                                               rf'same table and settings: --resume=false starts over'):
+        training.run({**cfg, 'max_epochs': 2}, log=lambda *_: None)
