@@ -185,7 +185,8 @@ def in_thread(work, path, progress):
 def drop_figure(answer):
     """Delete the figure of an answer the page keeps no longer (and the folder made for it)."""
     if answer is not None and answer[1] is not None:
-        shutil.rmtree(os.path.dirname(answer[1]))
+        with contextlib.suppress(FileNotFoundError):  # removed already (a user's clean-up of the server's folder)
+            shutil.rmtree(os.path.dirname(answer[1]))
 
 
 def forget(path, folder):
