@@ -135,14 +135,17 @@ def _draw_units(counts, val_fraction, rng, how):
     for u in rng.permutation(len(counts)):
         c = counts[u]
         nearer = (np.abs(target - have - c) / scale).sum() < (np.abs(target - have) / scale).sum()
+        first = ((have == 0) & (c > 0) & (target > 0)).any()  # a class the side lacks: both are wanted there
         starves = (c > 0) & (left - c <= 0)
-        if nearer and not starves.any():
+        if (nearer or first) and not starves.any():
             chosen[u] = True
             have += c
             left -= c
     if not chosen.any():
-        # tiny tables: every unit holds the last of some class; hold out the smallest unit anyway
-        chosen[np.argmin(counts.sum(1))] = True
+        # tiny tables: hold out the smallest unit that leaves the training side every class, else the smallest
+        keeps = ((counts.sum(0) - counts > 0) | (counts == 0)).all(1)
+        sizes = np.where(keeps, counts.sum(1), counts.sum(1) + counts.sum())
+        chosen[np.argmin(sizes)] = True
     return chosen
 
 

@@ -65,6 +65,20 @@ def test_a_large_group_drawn_late_does_not_double_the_held_out_share():
     assert all(0.19 <= share <= 0.42 for share in shares), shares  # one group of 6, two, or the 13: nearest 0.3
 
 
+@pytest.mark.parametrize('sizes, fraction', [([(1, 5), (2, 4), (1, 3), (1, 0)], 0.1), ([(1, 1), (0, 5)], 0.2),
+                                             ([(1, 0), (1, 1), (0, 6)], 0.2), ([(4, 9), (2, 4), (2, 4)], 0.5)])
+def test_both_classes_stay_on_both_sides_where_groups_allow(sizes, fraction):
+    # nearer the fraction must not cost a class: a draw nearest 0.1 held out (1, 0) and validated on no fake; one
+    # nearest 0.2 held out the fakes-only group's neighbour and trained on fakes only
+    labels = np.concatenate([[0] * r + [1] * f for r, f in sizes])
+    groups = np.concatenate([[f'g{i}'] * (r + f) for i, (r, f) in enumerate(sizes)])
+    for seed in range(10):
+        train, val = split_indices(labels, groups, val_fraction=fraction, seed=seed)
+        assert set(labels[train]) == {0, 1}, (seed, labels[val])  # the training side: always both
+        # the validation side: both where one group alone holds both, or a real-only and a fake-only group exist
+        assert set(labels[val]) == {0, 1} or len(sizes) == 2, (seed, labels[val])
+
+
 def test_a_leaky_split_is_refused():
     _, _, labels, groups = metadata_table()
     rng = np.random.default_rng(0)
