@@ -121,9 +121,9 @@ def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2
 
 def _draw_units(counts, val_fraction, rng, how):
     """Units for the validation side, drawn at random, each taken where it brings the side nearer val_fraction of
-    each class (the sum of the classes' distances, each relative to its target: DFDC has 5 fakes a real), keeping on
-    the training side at least one unit of every class that has one. (Taken wherever a class still lacked some, a
-    large unit drawn late held out twice the fraction on a small table.)"""
+    each class (the sum of the classes' distances, each relative to its target: DFDC has 5 fakes a real) or gives it
+    a class it lacks, keeping on the training side at least one unit of every class that has one. (Taken wherever a
+    class still lacked some, a large unit drawn late held out twice the fraction on a small table.)"""
     if len(counts) < 2:
         raise ValueError(f'the table has a single {"group" if how == "original" else "folder"}: '
                          f'nothing can be held out without a leak')

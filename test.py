@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from common import breakdown, metrics, shortcuts
 from common.device import pick_device
-from common.files import NAMES, atomic_path, report_files, report_stem, write_text
+from common.files import NAMES, atomic_path, report_files, report_stem, stamp, write_text
 from common.stage import differences
 from common.store import FACES, INDEX, open_store, store_dir
 from common.weights import HEAD_ENCODERS
@@ -75,6 +75,7 @@ def run(cfg, log=print):
     if cfg['threads']:
         torch.set_num_threads(cfg['threads'])
     device = pick_device(cfg['device'])
+    made = stamp(cfg['checkpoint']) if cfg['checkpoint'] else None  # size and time: training.py matches reports by it
     net, ckpt, scorer = load_scorer(cfg['checkpoint'], device)
     lo, hi = ckpt['clip'] if cfg['clip_lo'] < 0 else (cfg['clip_lo'], cfg['clip_hi'])
     with open_store(cfg['dataset']) as table:
@@ -96,13 +97,11 @@ def run(cfg, log=print):
             'no_face_note': "videos without a face embedding get predict.py's fallback: the audio-only model "
                             'where they have audio, else the prior',
             'dataset': os.path.abspath(cfg['dataset']),
-            'subset': subset,
-            'subset_note': scored,
+            'subset': subset, 'subset_note': scored,
             'checkpoint': os.path.abspath(cfg['checkpoint']) if cfg['checkpoint'] else None, 'scorer': scorer,
-            'checkpoint_epoch': ckpt.get('epoch'),
+            'checkpoint_epoch': ckpt.get('epoch'), 'checkpoint_stamp': made,
             'evaluation': ckpt['evaluation'],
-            'prior_scored_set': cfg['prior'],
-            'prior_training_set': ckpt.get('prior'),
+            'prior_scored_set': cfg['prior'], 'prior_training_set': ckpt.get('prior'),
             'embedder': table.attrs,
             'breakdown': breakdown.of_store(table, indices, labels, p, lo, hi, cfg['threshold']),
             'shortcuts': shortcuts.check(labels, p, shortcuts.cues(table, indices, ckpt.get('audio_only'))),
@@ -115,9 +114,18 @@ def run(cfg, log=print):
         _write_predictions(stem + '_predictions.csv', table.filenames[indices], table.folders[indices], labels, p,
                            logits, no_face)
         write_text(json.dumps(rep, indent=1), report_path)
+    _say_if_replaced(cfg['checkpoint'], made, log)
     log(_summary(rep))
     log(f'report: {report_path}')
     return rep
+
+
+def _say_if_replaced(path, made, log):
+    """One line where the checkpoint was replaced while it was scored (a training run's last.pt, or best.pt):
+    the report is of the one before (training.py removes it when an epoch next replaces that checkpoint)."""
+    if made is not None and (not os.path.exists(path) or stamp(path) != made):
+        log(f'warning: {path} was replaced while it was scored (a training run at work?): the report is of the '
+            f'checkpoint before; score it again')
 
 
 def _figures(labels, p, stem, what):
@@ -243,6 +251,11 @@ def _subset(cfg, ckpt, table, everything):
         return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
     rejoined = _rejoined(table, everything, held_out, split) if subset == 'val' else np.zeros(n, bool)
     chosen = everything[held_out & ~rejoined] if subset == 'val' else everything[~held_out]
+    if len(chosen) == 0 and rejoined.any():
+        raise config.UserError(f'--subset=val: each of the {int(rejoined.sum())} videos the checkpoint held out is '
+                               f'now in a group with its training videos (e.g. {table.keys[everything][rejoined][0]}: '
+                               f'an original corrected since it was trained): none is held out; --subset=all scores '
+                               f'all')
     if len(chosen) == 0:
         raise config.UserError(f'--subset={subset}: no video of the table is on that side of the checkpoint\'s split')
     if subset == 'val':

@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.files import report_files, sweep_temporaries, write_text
+from common.files import report_files, stamp, sweep_temporaries, write_text
 from common.stage import claim, differences, env_int
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, first_tracks, fit_audio_only, load_checkpoint,
@@ -292,8 +292,8 @@ def _start(fit, last_path, state, made_with):
         return
     # and test.py's reports of the earlier best.pt: they name this folder's best.pt, its epoch the new one's too
     paths = [os.path.join(out_dir, n) for n in OUT_FILES if n != 'config.json']
-    paths += [*report_files(os.path.join(out_dir, 'report.json')), *_reports_of(out_dir, ('best.pt', 'last.pt'))]
-    earlier = [p for p in dict.fromkeys(paths) if os.path.exists(p)]
+    paths += _reports_of(out_dir, ('best.pt', 'last.pt'))
+    earlier = [p for p in paths if os.path.exists(p)]
     for path in earlier:
         os.remove(path)
     if earlier:
@@ -301,20 +301,26 @@ def _start(fit, last_path, state, made_with):
 
 
 def _reports_of(out_dir, checkpoints):
-    """test.py's reports in OUT_DIR that score one of its `checkpoints` (names), and the files beside each (common.
+    """test.py's reports (*.json) in OUT_DIR that score one of its `checkpoints` (names), by the path they record or,
+    where nothing is there now (the folder moved since), by its size and time; and the files beside each (common.
     files.report_files): a report beside the new best.pt that replaced its own would be read as the new one's."""
-    mine = {os.path.realpath(os.path.join(out_dir, name)) for name in checkpoints}
+    paths = [os.path.join(out_dir, name) for name in checkpoints]
+    mine = {os.path.realpath(p) for p in paths}
+    stamps = [stamp(p) for p in paths if os.path.exists(p)]
     found = []
-    for path in sorted(glob.glob(os.path.join(glob.escape(out_dir), '*.json'))):
-        if os.path.basename(path) in OUT_FILES:
+    for path in sorted(p for p in glob.glob(os.path.join(glob.escape(out_dir), '*')) if p.lower().endswith('.json')):
+        if os.path.basename(path) in OUT_FILES or not os.path.isfile(path):
             continue
         try:
             with open(path, encoding='utf-8') as f:
                 report = json.load(f)
         except (OSError, ValueError):  # not a report of test.py's (ValueError: not JSON, or not UTF-8)
             continue
-        if isinstance(report, dict) and isinstance(report.get('checkpoint'), str) and 'checkpoint_epoch' in report \
-                and os.path.realpath(report['checkpoint']) in mine:
+        if not (isinstance(report, dict) and isinstance(report.get('checkpoint'), str)
+                and {'checkpoint_epoch', 'scorer', 'subset'} <= set(report)):
+            continue
+        if os.path.realpath(report['checkpoint']) in mine or (
+                not os.path.exists(report['checkpoint']) and report.get('checkpoint_stamp') in stamps):
             found += report_files(path)
     return found
 

@@ -1,6 +1,7 @@
 """test.py's subset (by default the videos the checkpoint held out) and its calibration plot, on a real
 checkpoint that training.py trained on a small table."""
 import json
+import os
 import sys
 
 import pandas as pd
@@ -233,3 +234,33 @@ def test_held_out_videos_whose_group_now_holds_training_videos_are_left_out(run)
     assert any(line.startswith(f'scoring the {rep["n_videos"]} videos the checkpoint held out (--subset=all scores '
                                f'every video); {len(joined)} others it held out are left out: their group now holds '
                                f'training videos (e.g. ') for line in lines), lines
+    # every video it held out rejoined: one line that says so (was: 'no video of the table is on that side')
+    table['original'] = [[o if isinstance(o, str) else '', table.filename[trained]] if k in split['val_keys'] else o
+                         for k, o in zip(keys, table.original)]
+    store.save(table, str(run / 'rejoined.pkl'))
+    with pytest.raises(config.UserError, match=rf'^--subset=val: each of the {split["n_val"]} videos the checkpoint '
+                                               rf'held out is now in a group with its training videos \(e.g. '):
+        score(run, 'rejoined', dataset='rejoined.pkl')
+
+
+def test_a_checkpoint_replaced_while_it_is_scored_is_said_and_its_stamp_recorded(run, monkeypatch):
+    # test.py on a training run's last.pt: the next epoch replaced it between its load and the report, which then
+    # stood beside the new one as its own (training.py removes a report at the next replacement, by its path)
+    import shutil
+    shutil.copy2(run / 'run' / 'best.pt', run / 'copy.pt')
+    made = os.stat(run / 'copy.pt')
+    write = scoring._write_predictions
+
+    def replaced(*args):
+        write(*args)
+        os.utime(run / 'copy.pt', ns=(made.st_atime_ns, made.st_mtime_ns + 10 ** 9))
+    monkeypatch.setattr(scoring, '_write_predictions', replaced)
+    lines = []
+    rep = score(run, 'replaced', log=lines.append, checkpoint='copy.pt')
+    assert rep['checkpoint_stamp'] == [made.st_size, made.st_mtime_ns]
+    assert (f'warning: {run / "copy.pt"} was replaced while it was scored (a training run at work?): the report is '
+            f'of the checkpoint before; score it again') in lines
+    monkeypatch.undo()
+    lines = []
+    assert score(run, 'replaced', log=lines.append, checkpoint='copy.pt')['checkpoint_stamp'][1] > made.st_mtime_ns
+    assert not any(line.startswith('warning') for line in lines), lines

@@ -4,6 +4,7 @@ config.json says how the run was made (a resume keeps the first record and appen
 whose original is absent from the table are announced."""
 import csv
 import json
+import os
 import subprocess
 import time
 from datetime import datetime
@@ -212,8 +213,10 @@ def test_a_new_run_killed_in_its_first_epoch_leaves_nothing_of_the_run_it_replac
     path, _ = tiny_table(tmp_path)
     cfg = training.settings(dataset=str(path), out_dir=str(tmp_path / 'run'), max_epochs=2, **TINY)
     training.run(cfg, log=lambda *_: None)
-    for name in ('report.json', 'report_roc.png', 'report_predictions.csv', 'notes.txt'):  # test.py's, a user's
-        (tmp_path / 'run' / name).write_text('of the earlier best.pt')  # it named the same path and epoch
+    for name in ('report_roc.png', 'report_predictions.csv', 'notes.txt'):  # test.py's, a user's
+        (tmp_path / 'run' / name).write_text('of the earlier best.pt')
+    (tmp_path / 'run' / 'report.json').write_text(json.dumps({  # it named the same path and epoch
+        'checkpoint': str(tmp_path / 'run' / 'best.pt'), 'checkpoint_epoch': 2, 'scorer': 'best.pt', 'subset': 'val'}))
 
     def killed(fit, epoch):
         raise KeyboardInterrupt
@@ -327,11 +330,24 @@ def test_reports_of_a_checkpoint_an_epoch_replaces_are_removed_and_a_resume_keep
         'last.json, last_roc.png, last_calibration.png, last_predictions.csv removed: test.py\'s of the ' + \
         ('last.pt' if kept else 'best.pt and last.pt') + ' this epoch replaces'
     assert said in lines, lines
-    best = report('celebdf.json', 'best.pt')
+    # a report of another run's best.pt is kept (it was removed by its name, report.json, and called this run's); one
+    # named .JSON, and one whose run folder moved since (the path it records is gone: matched by size and time), not
+    other = tmp_path / 'other'
+    training.run({**cfg, 'out_dir': str(other), 'max_epochs': 1}, log=lambda *_: None)
+    scoring.run(scoring.settings(dataset=str(path), checkpoint=str(other / 'best.pt'), report=str(out / 'report.json')),
+                log=lambda *_: None)
+    best = report('celebdf.json', 'best.pt') + report('upper.JSON', 'best.pt')[:1]
+    os.rename(out, tmp_path / 'moved')
+    out = tmp_path / 'moved'
+    moved = report('dfdc.json', 'best.pt')[:1]
+    os.rename(out, tmp_path / 'run')
+    out = tmp_path / 'run'
     lines = []
     training.run({**cfg, 'resume': False}, log=lines.append)
-    assert not any(p.exists() for p in best) and (out / 'notes.json').exists()
-    assert any('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv removed' in line
+    assert not any(p.exists() for p in best) and not (out / 'dfdc.json').exists(), moved
+    assert (out / 'notes.json').exists() and (out / 'report.json').exists() and (out / 'report_roc.png').exists()
+    assert any('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv, dfdc.json, '
+               'dfdc_roc.png, dfdc_calibration.png, dfdc_predictions.csv, upper.JSON, ' in line
                for line in lines), lines
 
 
