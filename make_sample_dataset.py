@@ -55,39 +55,39 @@ def main():
     config.writable_folder(OUTPUT_DIR, '--output_dir')  # made where it is not there
     meta_path = os.path.join(OUTPUT_DIR, 'metadata.json')
     listed = sample_listed(meta_path)
+    meta = {name: {'label': label, 'split': 'train', 'original': original}
+            for name, (_, _, _, _, label, original) in CLIPS.items()}
     for name in (*CLIPS, 'metadata.json'):  # what a run killed while writing left
         sweep_temporaries(os.path.join(OUTPUT_DIR, name))
     made = [made_with(os.path.join(OUTPUT_DIR, name)) for name in CLIPS]
-    if listed == set(CLIPS) and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):
+    if listed == meta and made == [(n, FPS, SAMPLE_RATE)] * len(CLIPS):  # an entry changed since: written again
         print(f'{OUTPUT_DIR}: the sample dataset is there already')
         return
     for seed, (name, (target, source, size, pitch, _, _)) in enumerate(CLIPS.items()):
         image = swap_face(target, source) if source else photo(target)
         write_clip(os.path.join(OUTPUT_DIR, name), frames(image, size, n), size,
                    voice(pitch, SECONDS, SAMPLE_RATE, seed), FPS, SAMPLE_RATE)
-    meta = {name: {'label': label, 'split': 'train', 'original': original}
-            for name, (_, _, _, _, label, original) in CLIPS.items()}
     write_text(json.dumps(meta, indent=1), meta_path)
     print(f'{OUTPUT_DIR}: {len(CLIPS)} clips of {SECONDS:g} s and metadata.json written')
 
 
 def sample_listed(meta_path):
-    """The names OUTPUT_DIR's metadata.json lists (none where there is none; some of the sample's: it is made
-    again), or UserError where it is not the sample's (a DFDC part's: ours would replace it)."""
+    """What OUTPUT_DIR's metadata.json holds ({} where there is none; some of the sample's videos, or entries
+    edited: it is made again), or UserError where it is not the sample's (a DFDC part's: ours would replace it)."""
     if not os.path.exists(meta_path):
-        return set()
+        return {}
     try:
         with open(meta_path, encoding='utf-8-sig') as f:
             listed = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise config.UserError(f'{meta_path} is not the sample\'s ({err}): give another --output_dir') from None
     if not isinstance(listed, dict):
-        raise config.UserError(f'{meta_path} is not a metadata.json (a JSON {type(listed).__name__}, not an object of '
+        raise config.UserError(f'{meta_path} is not a metadata.json (JSON {json.dumps(listed)[:20]}, not an object of '
                                f'videos): give another --output_dir')
     if other := sorted(set(listed) - set(CLIPS)):
         raise config.UserError(f'{meta_path} lists other videos than the sample\'s ({len(other)}, e.g. '
                                f'{other[0]!r}): give another --output_dir')
-    return set(listed)
+    return listed
 
 
 def made_with(path):

@@ -112,10 +112,10 @@ class Page:
             if size > self.max_mb * 2 ** 20:  # Gradio refuses these before storing them; a second look
                 return self.message(name, f'the file is {size / 2 ** 20:.1f} MB, over the limit of {self.max_mb:g} MB')
             answer = self._score(path, name, progress)
-            drop_figure(self.answers.pop(path, None))  # the newest last: the oldest go first
+            drop_figure(self.answers.pop(path, (None, None))[1])  # the newest last: the oldest go first
             self.answers[path] = answer
             for old in list(self.answers)[:-ANSWERS_KEPT]:
-                drop_figure(self.answers.pop(old))  # Gradio served a copy (its cache); ~100 KB each, kept no longer
+                drop_figure(self.answers.pop(old)[1])  # Gradio served a copy (its cache); ~100 KB each, kept no longer
             return answer
         finally:
             forget(path, self.folder)
@@ -129,11 +129,13 @@ class Page:
             faces, voice, result = in_thread(lambda: predict.score_video(self.predictor, path, png), path, progress)
         except (UserError, OSError) as err:
             print(f'failed {ascii(name)}: {err}', flush=True)
-            return self.message(name, f'could not be scored: {err}')
+            drop_figure(png)  # drawn before the error, where it was: no answer shows it
+            return self.message(name, f'could not be scored: {err}'.replace(path, name))
         except Exception as err:  # noqa: BLE001 - one upload's bug must not stop the page: said, and logged
             traceback.print_exc()
+            drop_figure(png)
             return self.message(name, f'could not be scored: unexpected {type(err).__name__}: {err} (a bug: '
-                                      f'the server log has its traceback)')
+                                      f'the server log has its traceback)'.replace(path, name))
         print(f'scored {ascii(name)}: p(FAKE) = {result.p_fake:.4f}', flush=True)
         lines = [paragraph(name, 'name')]
         if isinstance(faces, VideoError):
@@ -182,11 +184,11 @@ def in_thread(work, path, progress):
     return out['value']
 
 
-def drop_figure(answer):
-    """Delete the figure of an answer the page keeps no longer (and the folder made for it)."""
-    if answer is not None and answer[1] is not None:
-        with contextlib.suppress(FileNotFoundError):  # removed already (a user's clean-up of the server's folder)
-            shutil.rmtree(os.path.dirname(answer[1]))
+def drop_figure(png):
+    """Delete a figure no answer the page keeps shows (and the folder made for it), where there is one."""
+    if png is not None:
+        with contextlib.suppress(FileNotFoundError):  # none drawn, or removed already
+            shutil.rmtree(os.path.dirname(png))
 
 
 def forget(path, folder):

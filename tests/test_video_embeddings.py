@@ -126,15 +126,17 @@ def test_the_sample_is_made_again_for_other_settings_and_bad_ones_are_one_line(t
     assert (part / 'metadata.json').read_bytes() == theirs and sorted(os.listdir(part)) == ['metadata.json']
     # a list: one line (was "lists other videos than the sample's ('list')"); an empty object ({}: was an
     # IndexError's traceback) or some of the sample's own clips (was refused as 'other videos') are made again
+    (sample := tmp_path / 'sample.json').write_bytes((tmp_path / 'metadata.json').read_bytes())
     (tmp_path / 'metadata.json').write_text('[]')
     run = make('--seconds=1', '--fps=25', '--sample_rate=16000')
-    assert run.returncode == 2 and run.stderr == (f'error: {tmp_path / "metadata.json"} is not a metadata.json (a '
-                                                  f'JSON list, not an object of videos): give another --output_dir\n')
-    for listed in ({}, {'astronaut_real.mp4': {'label': 'REAL'}}):
+    assert run.returncode == 2 and run.stderr == (f'error: {tmp_path / "metadata.json"} is not a metadata.json '
+                                                  f'(JSON [], not an object of videos): give another --output_dir\n')
+    # ... and so is one whose entries lost their labels (was 'there already': the next stage failed every video)
+    for listed in ({}, {'astronaut_real.mp4': {'label': 'REAL'}}, dict.fromkeys(json.loads(sample.read_text()))):
         (tmp_path / 'metadata.json').write_text(json.dumps(listed))
-        run = make('--seconds=1', '--fps=25', '--sample_rate=16000')  # the clips as they are: only it is made
+        run = make('--seconds=1', '--fps=25', '--sample_rate=16000')
         assert run.returncode == 0 and 'metadata.json written' in run.stdout, run.stderr
-        assert len(json.loads((tmp_path / 'metadata.json').read_text())) == 4
+        assert (tmp_path / 'metadata.json').read_text() == sample.read_text()
 
 
 def test_missing_data_dir_is_one_line_and_exit_2(tmp_path):

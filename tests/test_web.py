@@ -304,6 +304,27 @@ def test_the_page_scores_only_files_in_its_own_folder(tmp_path):
     assert outside.read_bytes() == b'not a video'  # neither read nor deleted
 
 
+def test_a_scoring_that_fails_after_its_figure_leaves_no_figure_and_names_the_file_not_the_servers_path(
+        tmp_path, monkeypatch):
+    # the figure's folder was left for good (no answer showed it), and the message quoted where the server stored
+    # the upload, where every other line names the file
+    import predict
+    import web
+    from common.files import write_text
+
+    def drawn_then_failed(predictor, path, png):
+        write_text('a figure', png)
+        raise OSError(5, 'Input/output error', path)
+    monkeypatch.setattr(predict, 'score_video', drawn_then_failed)
+    (tmp_path / 'server').mkdir()
+    page = web.Page(None, 'checkpoint none.pt', tmp_path / 'server', MAX_MB)
+    (tmp_path / 'server' / 'clip.mp4').write_bytes(b'a clip')
+    shown, figure, _ = page.score(str(tmp_path / 'server' / 'clip.mp4'))
+    assert figure is None and os.listdir(page.figures) == [] and not (tmp_path / 'server' / 'clip.mp4').exists()
+    assert 'could not be scored: [Errno 5] Input/output error: &#x27;clip.mp4&#x27;</p>' in shown  # html-escaped
+    assert str(tmp_path) not in shown
+
+
 def test_a_video_scored_without_its_broken_audio_is_a_verdict_with_a_note_not_a_fallback(tmp_path, monkeypatch):
     """GenD's head (no checkpoint) scores a video whose audio track breaks from its faces, as the same video
     without an audio track (the same packets: the same number): the page called that a fallback and said
