@@ -142,10 +142,10 @@ def _draw_units(counts, val_fraction, rng, how):
             have += c
             left -= c
     if not chosen.any():
-        # tiny tables: hold out the smallest unit that leaves the training side every class, else the smallest
-        keeps = ((counts.sum(0) - counts > 0) | (counts == 0)).all(1)
-        sizes = np.where(keeps, counts.sum(1), counts.sum(1) + counts.sum())
-        chosen[np.argmin(sizes)] = True
+        # tiny tables: hold out the smallest unit that starves no class of the training side (the loop's test, for
+        # every unit), else the smallest
+        starving = ((counts > 0) & (counts.sum(0) - counts <= 0)).any(1)
+        chosen[np.argmin(counts.sum(1) + starving * counts.sum())] = True
     return chosen
 
 
