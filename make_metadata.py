@@ -6,7 +6,8 @@ Reads the names under DATA_DIR (never the videos):
            [NNN.mp4, MMM.mp4] (so NNN and MMM, whose faces both fakes of the pair show, are one group, as in
            FF++'s official splits);
            DeepFakeDetection's 01_02__scene__HASH.mp4 is actor 01's 01__scene.mp4 with 02's face. No split
-           in the tree: every video 'train'.
+           in the tree: every video 'train', but with FF_SPLITS, FF++'s official train.json, val.json and
+           test.json (lists of [NNN, MMM] pairs) give each youtube video (NNN.mp4 and NNN_MMM.mp4) its split.
   celebdf  Celeb-real/, YouTube-real/ REAL; Celeb-synthesis/idX_idY_NNNN.mp4 FAKE (X's video NNNN with Y's
            face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
 Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos (with OUT_DIR, into
@@ -36,6 +37,8 @@ DATA_DIR = 'data/FaceForensics++'  # root of the FF++ or Celeb-DF-v2 tree (as do
 LAYOUT = 'auto'                    # 'auto' | 'ff++' | 'celebdf'
 COMPRESSION = ''                   # FF++: 'raw' | 'c23' | 'c40'; '' = the one the tree holds
 OVERWRITE = False                  # replace existing metadata.json files
+FF_SPLITS = ''                     # FF++: the folder of its official train.json, val.json, test.json (github
+                                   # ondyari/FaceForensics, dataset/splits); '' = every video 'train'
 OUT_DIR = ''                       # '' = into DATA_DIR; else here, beside links to the videos (a read-only DATA_DIR)
 # -----------------------------------------------------------------------------
 
@@ -43,6 +46,7 @@ LAYOUTS = ('auto', 'ff++', 'celebdf')
 FF_COMPRESSIONS = ('raw', 'c23', 'c40')  # FF++'s other folders beside them (masks/) hold no face videos
 FF_TOPS = {'original_sequences': 'REAL', 'manipulated_sequences': 'FAKE'}
 FF_PAIR = re.compile(r'(\d+)_(\d+)(\.\w+)')                       # 000_003.mp4 -> [000.mp4, 003.mp4], youtube/
+FF_NUMBER = re.compile(r'(\d+)(?:_\d+)?\.\w+')                   # 000.mp4, 000_003.mp4 -> 000 (the splits')
 FF_DFD = re.compile(r'(\d+)_\d+__(.+)__[A-Za-z0-9]+(\.\w+)')      # 01_02__scene__HASH.mp4 -> 01__scene.mp4
 CELEB_FOLDERS = {'celeb-real': 'REAL', 'youtube-real': 'REAL', 'celeb-synthesis': 'FAKE'}  # lower case
 CELEB_FAKE = re.compile(r'(id\d+)_id\d+_(\d+)(\.\w+)')             # id0_id1_0000.mp4 -> id0_0000.mp4
@@ -62,8 +66,10 @@ def main():
     check_folder(DATA_DIR)
     check_out_dir(DATA_DIR, OUT_DIR)
     layout = layout_of(DATA_DIR, LAYOUT)
+    if FF_SPLITS and layout != 'ff++':
+        raise config.UserError(f'--ff_splits gives FaceForensics++\'s official splits; {DATA_DIR} is a {layout} tree')
     if layout == 'ff++':
-        parts, others = ff_parts(DATA_DIR, COMPRESSION)
+        parts, others = ff_parts(DATA_DIR, COMPRESSION, read_ff_splits(FF_SPLITS) if FF_SPLITS else {})
         others = [path for path in (os.path.join(home(f), 'metadata.json') for f in others) if os.path.exists(path)]
         if others:
             raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
@@ -150,6 +156,7 @@ class Part:
         self.folder = folder
         self.meta = {}
         self.original_home = {}  # fake's name: the folder its original should be in (None: name unknown)
+        self.unsplit = []  # FF++'s videos that --ff_splits does not list: 'train'
 
     def add(self, name, label, split='train', original=None, home=None):
         self.meta[name] = {'label': label, 'split': split, 'original': original}
@@ -157,8 +164,31 @@ class Part:
             self.original_home[name] = home
 
 
-def ff_parts(root, compression):
-    """FF++: the Parts of one compression, and the video folders of the others."""
+def read_ff_splits(folder, names=('train', 'val', 'test')):
+    """{video number: 'train' | 'val' | 'test'} of FF++'s official split files (each a JSON list of [NNN, MMM]
+    pairs); UserError in one line where one is absent or not such a list, or a number is in two splits."""
+    out = {}
+    for split in names:
+        path = os.path.join(folder, f'{split}.json')
+        try:
+            with open(path, encoding='utf-8-sig') as f:
+                pairs = json.load(f)
+        except (OSError, ValueError) as err:
+            raise config.UserError(f'--ff_splits: {path}: {getattr(err, "strerror", None) or err} (FF++\'s '
+                                   f'dataset/splits folder holds train.json, val.json and test.json)') from None
+        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and
+                                                  all(isinstance(n, str) for n in p) for p in pairs):
+            raise config.UserError(f'--ff_splits: {path} is not a list of ["NNN", "MMM"] pairs')
+        for number in (n for pair in pairs for n in pair):
+            if out.setdefault(number, split) != split:
+                raise config.UserError(f'--ff_splits: video {number} is in {out[number]}.json and {split}.json')
+    return out
+
+
+def ff_parts(root, compression, splits=None):
+    """FF++: the Parts of one compression, and the video folders of the others. `splits`: {video number: split}
+    (read_ff_splits), of the youtube videos: NNN.mp4 and its fakes NNN_MMM.mp4 take NNN's; others are 'train'."""
+    splits = splits or {}
     found = {}  # compression: [(folder, label)]
     for top, label in FF_TOPS.items():
         base = os.path.join(root, top)
@@ -185,12 +215,16 @@ def ff_parts(root, compression):
     for folder, label in found[compression]:
         part = Part(folder)
         for name in videos_in(folder):
+            number = m[1] if (m := FF_NUMBER.fullmatch(name)) else None  # None: DeepFakeDetection's, no split
+            split = splits.get(number, 'train')
+            if splits and number is not None and number not in splits:
+                part.unsplit.append(name)
             if label == 'REAL':
-                part.add(name, 'REAL')
+                part.add(name, 'REAL', split)
             elif m := FF_DFD.fullmatch(name):
                 part.add(name, 'FAKE', original=f'{m[1]}__{m[2]}{m[3]}', home=homes['actors'])
             elif m := FF_PAIR.fullmatch(name):
-                part.add(name, 'FAKE', original=[f'{m[1]}{m[3]}', f'{m[2]}{m[3]}'], home=homes['youtube'])
+                part.add(name, 'FAKE', split, original=[f'{m[1]}{m[3]}', f'{m[2]}{m[3]}'], home=homes['youtube'])
             else:
                 part.add(name, 'FAKE')
         parts.append(part)
@@ -258,12 +292,16 @@ def summarise(layout, parts, untested, show=5):
         for label in total:
             total[label] += labels.count(label)
         line = (f'{shown(os.path.relpath(part.folder, DATA_DIR))}: {labels.count("REAL")} real, '
-                f'{labels.count("FAKE")} fake' + (f', {tests} in the test list' if tests else ''))
+                f'{labels.count("FAKE")} fake' + (f', {tests} in the test list' if tests else '')
+                + (f', {vals} in the validation list' if (vals := [e['split'] for e in part.meta.values()].count(
+                    'val')) else ''))
         if absent:
             line += f'; {len(absent)} fakes whose original is absent (e.g. {examples(absent)})'
         if unknown:
             line += (f'; {len(unknown)} fakes named unlike {layout}\'s fakes, original unknown '
                      f'(e.g. {examples(unknown)})')
+        if part.unsplit:
+            line += f'; {len(part.unsplit)} not in --ff_splits\' lists, split \'train\' (e.g. {examples(part.unsplit)})'
         print(line)
     if untested:
         print(f'{CELEB_TEST_LIST}: {len(untested)} listed videos absent (e.g. {examples(untested)})')

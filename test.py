@@ -3,8 +3,9 @@
 Reads CHECKPOINT (training.py's best.pt: the network is rebuilt from the file alone) and DATASET (a merged
 table, through its training store). Scores the videos the checkpoint held out; where it recorded no split
 or held none of this table out, every video (SUBSET='auto'; refused where some are its training videos), said
-in one line. A table made with other face or audio settings than the checkpoint's is refused; a video of
-several face tracks (--keep_all_tracks) is scored by its largest, as predict.py scores it. Writes:
+in one line; SUBSET='test': the videos the table marks 'test' (an official list: Celeb-DF-v2's, FF++'s). A
+table made with other face or audio settings than the checkpoint's is refused; a video of several face tracks
+(--keep_all_tracks) is scored by its largest, as predict.py scores it. Writes:
   REPORT       JSON: common/metrics.py's figures (log losses, ROC AUC, average precision, EER, ECE, accuracy,
                per class), what was scored how; `breakdown`: the figures per dataset folder, per manipulation
                method (FF++, Celeb-DF-v2) and per split (Celeb-DF-v2's test list), ROC AUC first
@@ -46,7 +47,8 @@ DATASET = ''                # the merged table to score (pandas pickle of merge_
 CHECKPOINT = ''             # training.py's best.pt; '': the face encoder's own head (a table of --face_encoder=gend)
 REPORT = ''                 # the JSON report to write ('': CHECKPOINT's, else DATASET's, folder/report.json)
 SUBSET = 'auto'             # 'auto': 'val' where the checkpoint held videos of the table out, else 'all' |
-                            # 'val': those it held out | 'train': the others | 'all'
+                            # 'val': those it held out | 'train': those it trained on | 'all' | 'test': those the
+                            # table marks 'test' (Celeb-DF-v2's official list: the field's figure)
 PRIOR = 0.5                 # share of fakes expected in the scored set: logits shift by logit(PRIOR)
 CLIP_LO = -1.0              # clip range of the log losses (< 0: the checkpoint's, [0.01, 0.99] by default)
 CLIP_HI = -1.0
@@ -222,11 +224,13 @@ def _subset(cfg, ckpt, table, everything):
 
     'auto' scores every video where the checkpoint recorded no split or held none of this table out (a
     test set it never saw; 'train' where they are all its training videos, an error where some are), and is
-    'val' otherwise; --subset=val or train there is an error."""
+    'val' otherwise; --subset=val or train there is an error. 'test': _tested()."""
     given, n, keys = cfg['subset'] != 'auto', len(everything), table.keys[everything].astype(str)
     subset = 'val' if cfg['subset'] == 'auto' else cfg['subset']
     if subset == 'all':
         return everything, 'all', f'scoring all {n} videos of the table (--subset=all)'
+    if subset == 'test':
+        return _tested(cfg, ckpt, table, everything)
     split = ckpt.get('split') or {}
     why = 'the checkpoint recorded no split' if 'network' in ckpt else 'no checkpoint, no split'
     if 'val_keys' in split:  # folder/filename
@@ -250,7 +254,9 @@ def _subset(cfg, ckpt, table, everything):
                                    f'a table without them, or --subset=all to score every video')
         return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
     rejoined = _rejoined(table, everything, held_out, split) if subset == 'val' else np.zeros(n, bool)
-    chosen = everything[held_out & ~rejoined] if subset == 'val' else everything[~held_out]
+    # --subset=train: not those it left out as the table's 'test' either (training.py's --hold_test)
+    tested = _marked_test(table, everything) & bool((ckpt.get('made_with') or {}).get('--hold_test'))
+    chosen = everything[held_out & ~rejoined] if subset == 'val' else everything[~held_out & ~tested]
     if len(chosen) == 0 and rejoined.any():
         raise config.UserError(f'--subset=val: each of the {int(rejoined.sum())} videos the checkpoint held out is '
                                f'now in a group with its training videos (e.g. {table.keys[everything][rejoined][0]}: '
@@ -265,6 +271,31 @@ def _subset(cfg, ckpt, table, everything):
         return chosen, 'val', (f'scoring the {len(chosen)} videos the checkpoint held out '
                                f'(--subset=all scores every video){left_out}')
     return chosen, 'train', f'scoring the {len(chosen)} videos the checkpoint did not hold out (--subset=train)'
+
+
+def _marked_test(table, indices):
+    """(len(indices),) bool: the videos the table marks 'test'."""
+    return np.zeros(len(indices), bool) if table.split is None else table.split[indices] == 'test'
+
+
+def _tested(cfg, ckpt, table, everything):
+    """_subset()'s answer for --subset=test: the videos the table marks 'test', as the field scores an official
+    list, and how many share a group with the checkpoint's training videos; UserError where the table marks none,
+    or the checkpoint trained on some."""
+    chosen = everything[_marked_test(table, everything)]
+    if not len(chosen):
+        raise config.UserError(f'--subset=test: no video of {cfg["dataset"]} is marked \'test\' (make_metadata.py '
+                               f'marks Celeb-DF-v2\'s official list, and FF++\'s with --ff_splits)')
+    keys, groups = table.keys.astype(str), table.groups.astype(str)
+    trained = np.isin(keys, (ckpt.get('split') or {}).get('train_keys', []))
+    if trained[chosen].any():
+        raise config.UserError(f'--subset=test: {int(trained[chosen].sum())} of the videos the table marks \'test\' '
+                               f'are the checkpoint\'s training videos (e.g. {keys[chosen][trained[chosen]][0]}): '
+                               f'it was trained with --hold_test=false')
+    shared = int(np.isin(groups[chosen], groups[trained]).sum())
+    return chosen, 'test', (f'scoring the {len(chosen)} videos the table marks \'test\' (an official test list)' +
+                            (f'; {shared} of them share a group (an original) with training videos, as the list '
+                             f'has them' if shared else ''))
 
 
 def _rejoined(table, everything, held_out, split):

@@ -9,9 +9,10 @@ read on demand, so memory stays flat however many videos there are). Writes, in 
   config.json   every setting, the versions of python and the libraries, the git commit, the start time;
                 a resumed run keeps that first record and appends its own to `resumes`
 Epochs are numbered from 1 everywhere. How it trains (the reasons are in model.py's docstring): a split
-grouped by `original` (or by DFDC folder), asserted leak-free; BCEWithLogitsLoss weighted N / (2 N_class)
-per video; one random window of CROP faces per video per epoch; validation averages the logits of every
-window at EVAL_STRIDE; early stopping on the validation loss; seeded; CUDA in float16 where present.
+grouped by `original` (or by DFDC folder), asserted leak-free, of the videos the table does not mark 'test'
+(HOLD_TEST); BCEWithLogitsLoss weighted N / (2 N_class) per video; one random window of CROP faces per video
+per epoch; validation averages the logits of every window at EVAL_STRIDE; early stopping on the validation
+loss; seeded; CUDA in float16 where present.
 One process: all of DFDC is seconds an epoch (BENCHMARKS.md), so several would only add machinery.
 
     python training.py --dataset=MERGED.pkl --out_dir=runs/lstm
@@ -54,6 +55,8 @@ SPLIT = 'original'          # 'original': fakes with their original | 'folder': 
 VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none)
 VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random; given,
                             # they are the validation side whatever VAL_FRACTION, which must not be 0)
+HOLD_TEST = True            # leave out the videos the table marks 'test' (Celeb-DF-v2's test list, FF++'s with
+                            # make_metadata.py --ff_splits), which test.py --subset=test then scores
 SEED = 0                    # split, initial weights, order and windows
 CROP = 20                   # faces per window (a random window per video per epoch)
 EVAL_STRIDE = 10            # validation: a window every EVAL_STRIDE faces, logits averaged per video
@@ -86,8 +89,9 @@ VERSIONS = ('torch', 'facenet-pytorch', 'numpy')  # the libraries whose versions
 # the settings the weights and the recorded figures depend on (the clip: the checkpoint's, which test.py and
 # predict.py use, and the history's clipped losses): what a checkpoint records it was made with (beside its table),
 # so that a resumed run continues only a run of the same
-_SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'seed', 'crop', 'eval_stride', 'project', 'deltas',
-                    'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay', 'clip_lo', 'clip_hi')
+_SAME_FOR_RESUME = ('split', 'val_fraction', 'val_folders', 'hold_test', 'seed', 'crop', 'eval_stride', 'project',
+                    'deltas', 'hidden', 'layers', 'fc', 'dropout', 'batch_size', 'lr', 'weight_decay', 'clip_lo',
+                    'clip_hi')
 
 
 def main():
@@ -199,9 +203,11 @@ def _split(cfg, table, log):
                                f'training needs a label for every video')
     if table.video_dim == 0:
         raise config.UserError(f'{cfg["dataset"]}: no face embeddings in the table')
+    pool = _pool(cfg, table, log)  # (videos,): the rows a side is drawn from
     try:
-        train, val = split_indices(labels, table.groups, table.folders, cfg['split'], cfg['val_fraction'],
-                                   cfg['seed'], cfg['val_folders'])
+        train, val = (pool[side] for side in split_indices(
+            labels[pool], table.groups[pool], table.folders[pool], cfg['split'], cfg['val_fraction'], cfg['seed'],
+            cfg['val_folders']))
     except ValueError as err:
         raise config.UserError(f'cannot split {cfg["dataset"]}: {err}') from None
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
@@ -230,6 +236,18 @@ def _split(cfg, table, log):
         val = val[first[val]]
     _describe_split(log, labels, table.keys, table.groups, train, val)
     return train, val
+
+
+def _pool(cfg, table, log):
+    """The rows training and validation are drawn from: with --hold_test, those the table does not mark 'test'."""
+    tested = np.zeros(len(table), bool) if table.split is None or not cfg['hold_test'] else table.split == 'test'
+    if tested.all():
+        raise config.UserError(f'{cfg["dataset"]}: every video is marked \'test\' (an official test list): '
+                               f'--hold_test=false trains on them')
+    if tested.any():
+        log(f'{int(tested.sum())} videos the table marks \'test\' (e.g. {table.keys[tested][0]}) are left out of '
+            f'training and validation: test.py --subset=test scores them (--hold_test=false trains on them)')
+    return np.flatnonzero(~tested)
 
 
 def _epochs(fit, started):

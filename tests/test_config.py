@@ -194,7 +194,8 @@ def help_of(name):
 
 def test_help_prints_a_comment_that_runs_onto_further_lines_whole():
     # -h printed a setting's comment up to the end of its first line: test.py's --subset lost three of its choices
-    for name, tail in [('test', "'val': those it held out | 'train': the others | 'all'"),
+    for name, tail in [('test', "'val': those it held out | 'train': those it trained on | 'all' | 'test': those "
+                                "the table marks 'test' (Celeb-DF-v2's official list: the field's figure)"),
                        ('training', "they are the validation side whatever VAL_FRACTION, which must not be 0)")]:
         run = help_of(name)
         assert run.returncode == 0 and tail in ' '.join(run.stdout.split()), run.stdout

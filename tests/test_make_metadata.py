@@ -98,6 +98,44 @@ def test_a_name_with_a_line_break_is_printed_escaped_on_its_part_s_line(tmp_path
     assert read(root / FAKES.format(m='FaceSwap', c='c23'))['odd\nname.mp4']['original'] is None
 
 
+def test_ff_official_splits_give_each_youtube_video_and_its_fakes_their_split(tmp_path):
+    """--ff_splits: FF++'s train.json, val.json, test.json ([target, source] pairs) give NNN.mp4 and NNN_MMM.mp4
+    NNN's split; DeepFakeDetection's videos and numbers the lists lack are 'train', the latter counted."""
+    root, splits = tmp_path / 'FaceForensics++', tmp_path / 'splits'
+    ff_tree(str(root))
+    splits.mkdir()
+    for name, pairs in (('train', [['005', '009']]), ('val', [['007', '011']]), ('test', [['000', '003']])):
+        (splits / f'{name}.json').write_text(json.dumps(pairs))
+    run = make_metadata(root, f'--ff_splits={splits}')
+    assert run.returncode == 0, run.stderr
+    assert {n: e['split'] for n, e in read(root / YOUTUBE.format(c='c23')).items()} == {
+        '000.mp4': 'test', '003.mp4': 'test', '005.mp4': 'train'}
+    assert {n: e['split'] for n, e in read(root / FAKES.format(m='Deepfakes', c='c23')).items()} == {
+        '000_003.mp4': 'test', '003_000.mp4': 'test', '005_009.mp4': 'train', '007_005.mp4': 'val'}
+    assert read(root / FAKES.format(m='DeepFakeDetection', c='c23'))[DFD_FAKE]['split'] == 'train'
+    assert read(root / ACTORS.format(c='c23'))['01__meeting_serious.mp4']['split'] == 'train'
+    assert f'{YOUTUBE.format(c="c23")}: 3 real, 0 fake, 2 in the test list' in run.stdout.splitlines()
+    # a number in no list: 'train', said on its part's line
+    (splits / 'val.json').write_text('[]')
+    run = make_metadata(root, f'--ff_splits={splits}', '--overwrite=true')
+    assert run.returncode == 0, run.stderr
+    assert read(root / FAKES.format(m='Deepfakes', c='c23'))['007_005.mp4']['split'] == 'train'
+    assert "1 not in --ff_splits' lists, split 'train' (e.g. 007_005.mp4)" in run.stdout
+    # a list that is not FF++'s, a number in two lists, a missing file: one line each, exit 2, nothing written
+    for name, text, says in (('val', '{"000": 1}', 'is not a list of ["NNN", "MMM"] pairs'),
+                             ('val', '[["000", "001"]]', 'video 000 is in val.json and test.json'),
+                             ('test', None, 'test.json: No such file or directory')):
+        (splits / f'{name}.json').unlink(missing_ok=True)
+        if text is not None:
+            (splits / f'{name}.json').write_text(text)
+        (root / YOUTUBE.format(c='c23') / 'metadata.json').unlink(missing_ok=True)
+        run = make_metadata(root, f'--ff_splits={splits}', '--overwrite=true')
+        assert run.returncode == 2 and run.stderr.count('\n') == 1 and says in run.stderr, run.stderr
+        assert not (root / YOUTUBE.format(c='c23') / 'metadata.json').exists()
+        (splits / 'val.json').write_text('[]')
+        (splits / 'test.json').write_text('[["000", "003"]]')
+
+
 @pytest.mark.parametrize('stages_root', ['tree', 'its parent'])
 def test_the_stages_group_each_ff_fake_with_its_target_and_never_split_them(tmp_path, stages_root):
     root = tmp_path / 'FaceForensics++'

@@ -243,6 +243,46 @@ def test_held_out_videos_whose_group_now_holds_training_videos_are_left_out(run)
         score(run, 'rejoined', dataset='rejoined.pkl')
 
 
+def test_the_videos_a_table_marks_test_are_never_trained_on_and_subset_test_scores_them(run):
+    """training.py leaves out the videos the table marks 'test' (Celeb-DF-v2's official list), which test.py
+    --subset=test then scores, all and only them (--subset=train: none of them); a run trained on them
+    (--hold_test=false) cannot score them as a test, and a table without such marks is one line."""
+    import numpy as np
+    table = pd.read_pickle(run / 'merged.pkl')
+    table['split'] = np.where(np.arange(len(table)) % 4 == 1, 'test', 'train')  # it cuts groups, as lists do
+    listed = (table.folder + '/' + table.filename)[table.split == 'test']
+    tested = set(listed)
+    store.save(table, str(run / 'listed.pkl'))
+    lines = []
+    for out, hold in (('held', True), ('trained_on', False)):
+        training.run(training.settings(dataset=str(run / 'listed.pkl'), out_dir=str(run / out), crop=6, project=8,
+                                       hidden=8, fc=0, max_epochs=1, progress=False, hold_test=hold),
+                     log=lines.append)
+    assert (f"{len(tested)} videos the table marks 'test' (e.g. {listed.iloc[0]}) are left out of training and "
+            f"validation: test.py --subset=test scores them (--hold_test=false trains on them)") in lines
+    split = torch.load(run / 'held' / 'best.pt', weights_only=True)['split']
+    assert not tested & {*split['train_keys'], *split['val_keys']}
+    assert len(split['train_keys']) + len(split['val_keys']) == len(table) - len(tested)
+    lines = []
+    rep = score(run, 'test', log=lines.append, dataset='listed.pkl', checkpoint='held/best.pt', subset='test')
+    back = pd.read_csv(run / 'test' / 'r_predictions.csv', keep_default_na=False)
+    assert rep['subset'] == 'test' and set(back.folder + '/' + back.filename) == tested
+    groups = store.open_store(str(run / 'listed.pkl'))
+    trained_groups = set(groups.groups[np.isin(groups.keys, split['train_keys'])])
+    shared = sum(g in trained_groups for k, g in zip(groups.keys, groups.groups) if k in tested)
+    assert 0 < shared < len(tested)
+    assert (f"scoring the {len(tested)} videos the table marks 'test' (an official test list); {shared} of them share "
+            f"a group (an original) with training videos, as the list has them") in lines
+    score(run, 'train', dataset='listed.pkl', checkpoint='held/best.pt', subset='train')
+    back = pd.read_csv(run / 'train' / 'r_predictions.csv', keep_default_na=False)
+    assert set(back.folder + '/' + back.filename) == set(split['train_keys'])
+    with pytest.raises(config.UserError, match=r"^--subset=test: \d+ of the videos the table marks 'test' are the "
+                                               r"checkpoint's training videos \(e\.g\. .*--hold_test=false$"):
+        score(run, 'refused', dataset='listed.pkl', checkpoint='trained_on/best.pt', subset='test')
+    with pytest.raises(config.UserError, match=r"^--subset=test: no video of .*merged\.pkl is marked 'test'"):
+        score(run, 'none', subset='test')
+
+
 def test_a_checkpoint_replaced_while_it_is_scored_is_said_and_its_stamp_recorded(run, monkeypatch):
     # test.py on a training run's last.pt: the next epoch replaced it between its load and the report, which then
     # stood beside the new one as its own (training.py removes a report at the next replacement, by its path)
