@@ -12,8 +12,8 @@ Reads the names under DATA_DIR (never the videos):
            face): original idX_NNNN.mp4. List_of_testing_videos.txt (`1 path` real, `0 path` fake): 'test'.
 Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos (with OUT_DIR, into
 the same folders under OUT_DIR, beside links to the videos: a DATA_DIR that cannot be written). `original` is
-a bare file name, as in DFDC: common.dataset.groups_of finds it in the one other folder that holds that
-name, so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
+a bare file name, as in DFDC: common.dataset.groups_of finds it in the other folder that holds that name
+(every one, where several do), so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
 compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
 Refuses (exit 2) a tree of neither layout, and an existing metadata.json unless OVERWRITE. Prints each
 folder's real and fake counts and the fakes whose original is absent or unknown.

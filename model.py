@@ -4,7 +4,8 @@
   the root of its chain of originals, joined with those of the videos a fake also shows (FF++ pairs;
   common/dataset.py groups_of). Groups go to the validation side at random
   (seeded) until it holds VAL_FRACTION of the reals and of the fakes; how='folder' holds out whole DFDC
-  parts instead. Either way assert_no_leak checks that no group is on both sides.
+  parts instead, how='recorded' the videos the table marks 'val' (FF++'s official validation pairs). Each
+  way assert_no_leak checks that no group is on both sides.
 - Class weights (class_weights): each video's loss weighs N / (2 * N_its_class), so both classes weigh half
   whatever the share of fakes: the logit estimates the log-odds on a 50/50 set. The training prior is kept
   in the checkpoint; prior_shift moves the logits to a set with another share of fakes (test.py's PRIOR).
@@ -81,15 +82,33 @@ def assert_no_leak(groups, train, val):
         raise LeakError(f'{len(both)} groups on both sides of the split, e.g. {sorted(both)[0]}')
 
 
-def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2, seed=0, val_folders=''):
+def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2, seed=0, val_folders='',
+                  marks=None):
     """(train, val): sorted index arrays. See the module's docstring.
 
     how='original': units are groups; how='folder': units are DFDC folders (val_folders, comma-separated,
-    names them; else they are drawn like groups). Raises ValueError with the reason when no split exists.
+    names them; else they are drawn like groups); how='recorded': the videos whose mark (the table's split,
+    per video) is 'val' are held out, whatever val_fraction. Raises ValueError with the reason when no split
+    exists.
     """
     labels = np.asarray(labels)
     groups = np.asarray(groups, object)
-    n = len(labels)
+    if how == 'recorded':
+        val_mask = np.zeros(len(labels), bool) if marks is None else np.asarray(marks, object) == 'val'
+        if not val_mask.any():
+            raise ValueError("--split=recorded: no video is marked 'val' (make_metadata.py --ff_splits marks "
+                             "FF++'s official validation pairs)")
+    else:
+        val_mask = _drawn(labels, groups, folders, how, val_fraction, seed, val_folders)
+    train, val = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
+    if len(train) == 0:
+        raise ValueError('the split leaves no video to train on')
+    assert_no_leak(groups, train, val)
+    return train, val
+
+
+def _drawn(labels, groups, folders, how, val_fraction, seed, val_folders):
+    """split_indices' validation side, a (videos,) bool mask, where it is drawn by group or by folder."""
     if how == 'original':
         units = groups
     elif how == 'folder':
@@ -97,9 +116,9 @@ def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2
             raise ValueError("--split=folder needs the table's `folder` column")
         units = np.asarray(folders, object)
     else:
-        raise ValueError(f"--split takes 'original' or 'folder', not {how!r}")
+        raise ValueError(f"--split takes 'original', 'folder' or 'recorded', not {how!r}")
     if val_fraction <= 0:
-        return np.arange(n), np.arange(0)
+        return np.zeros(len(labels), bool)
     names, unit_of = np.unique(units.astype(str), return_inverse=True)
     counts = np.zeros((len(names), 2), np.int64)  # (units, [real, fake])
     np.add.at(counts, (unit_of, labels.astype(np.int64)), 1)
@@ -111,12 +130,7 @@ def split_indices(labels, groups, folders=None, how='original', val_fraction=0.2
         chosen = np.isin(names, wanted)
     else:
         chosen = _draw_units(counts, val_fraction, np.random.default_rng(seed), how)
-    val_mask = chosen[unit_of]
-    train, val = np.flatnonzero(~val_mask), np.flatnonzero(val_mask)
-    if len(train) == 0:
-        raise ValueError('the split leaves no video to train on')
-    assert_no_leak(groups, train, val)
-    return train, val
+    return chosen[unit_of]
 
 
 def _draw_units(counts, val_fraction, rng, how):

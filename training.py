@@ -51,8 +51,10 @@ from network import NetworkConfig, build
 # ----------------------------------------------------------------------------- config
 DATASET = ''                # the merged table (pandas pickle of merge_embeddings.py)
 OUT_DIR = 'runs/lstm'       # checkpoints, history, curves
-SPLIT = 'original'          # 'original': fakes with their original | 'folder': whole DFDC parts
-VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none)
+SPLIT = 'original'          # 'original': fakes with their original | 'folder': whole DFDC parts | 'recorded':
+                            # the videos the table marks 'val' (FF++'s official pairs: make_metadata --ff_splits)
+VAL_FRACTION = 0.2          # share of the reals and of the fakes held out for validation (0: none; unused by
+                            # SPLIT=recorded)
 VAL_FOLDERS = ''            # SPLIT=folder: comma-separated folders to hold out ('': drawn at random; given,
                             # they are the validation side whatever VAL_FRACTION, which must not be 0)
 HOLD_TEST = True            # leave out the videos the table marks 'test' (Celeb-DF-v2's test list, FF++'s with
@@ -203,11 +205,12 @@ def _split(cfg, table, log):
                                f'training needs a label for every video')
     if table.video_dim == 0:
         raise config.UserError(f'{cfg["dataset"]}: no face embeddings in the table')
-    pool = _pool(cfg, table, log)  # (videos,): the rows a side is drawn from
+    first = first_tracks(table.keys)
+    pool = _pool(cfg, table, first, log)  # (videos,): the rows a side is drawn from, a video's first
     try:
         train, val = (pool[side] for side in split_indices(
             labels[pool], table.groups[pool], table.folders[pool], cfg['split'], cfg['val_fraction'], cfg['seed'],
-            cfg['val_folders']))
+            cfg['val_folders'], None if table.split is None else table.split[pool]))
     except ValueError as err:
         raise config.UserError(f'cannot split {cfg["dataset"]}: {err}') from None
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
@@ -229,25 +232,25 @@ def _split(cfg, table, log):
         train, val = train[~no_faces[train]], val[~no_faces[val]]
     if len(train) == 0:
         raise config.UserError('no video with faces to train on')
-    first = first_tracks(table.keys)
-    if not first.all():
-        log(f'{int((~first).sum())} rows are further face tracks of a video (--keep_all_tracks): trained on; '
-            f'validation scores each video by its largest, as test.py and predict.py do')
-        val = val[first[val]]
+    if not first.all():  # the split drew videos (--val_fraction: of videos, not of rows); their tracks follow
+        train = np.flatnonzero(np.isin(table.keys, table.keys[train]) & (table.n_faces > 0))
+        log(f'{int((~first).sum())} rows are further face tracks of a video (--keep_all_tracks): trained on with '
+            f'it; validation scores each video by its largest, as test.py and predict.py do')
     _describe_split(log, labels, table.keys, table.groups, train, val)
     return train, val
 
 
-def _pool(cfg, table, log):
-    """The rows training and validation are drawn from: with --hold_test, those the table does not mark 'test'."""
+def _pool(cfg, table, first, log):
+    """The rows training and validation are drawn from: each video's `first`, of those the table does not mark
+    'test' with --hold_test."""
     tested = np.zeros(len(table), bool) if table.split is None or not cfg['hold_test'] else table.split == 'test'
     if tested.all():
         raise config.UserError(f'{cfg["dataset"]}: every video is marked \'test\' (an official test list): '
                                f'--hold_test=false trains on them')
     if tested.any():
-        log(f'{int(tested.sum())} videos the table marks \'test\' (e.g. {table.keys[tested][0]}) are left out of '
-            f'training and validation: test.py --subset=test scores them (--hold_test=false trains on them)')
-    return np.flatnonzero(~tested)
+        log(f'{int((tested & first).sum())} videos the table marks \'test\' (e.g. {table.keys[tested][0]}) are left '
+            f'out of training and validation: test.py --subset=test scores them (--hold_test=false trains on them)')
+    return np.flatnonzero(~tested & first)
 
 
 def _epochs(fit, started):

@@ -85,7 +85,7 @@ RANGES = {
     'port': (lambda v: 1 <= v <= 65535, 'a TCP port, 1 to 65535'),
     'sample_rate': (lambda v: 4000 <= v <= 192000, 'from 4000 to 192000 (Hz)'),
     # choices
-    'split': _one_of('original', 'folder'), 'subset': _one_of('auto', 'all', 'val', 'train', 'test'),
+    'split': _one_of('original', 'folder', 'recorded'), 'subset': _one_of('auto', 'all', 'val', 'train', 'test'),
     'audio_encoder': _one_of('resemblyzer', 'cnn'), 'signal': _one_of('jitter', 'none'),
     'decoder': _one_of('cpu', 'nvdec'),
 }

@@ -226,19 +226,20 @@ def groups_of(filenames, originals, folders=None):
     (folder/name). A real video is its own root; a -> b -> c has root c; an original absent from the table
     ends its chain (its fakes share its name as their group); a cycle and what leads into it are one group,
     named after its smallest key. `original` is a name: the video of that name in the fake's own folder
-    (DFDC's layout), else the first video of that name (sorted); or a list of names, the first the chain's, the
-    others videos the fake also shows (FF++'s NNN_MMM: MMM's face), whose groups become one, named after its
-    smallest root that is a video of the table (else its smallest)."""
+    (DFDC's layout), else every video of that name, the first (sorted) the chain's (which of them the fake was
+    made from, nothing says: all join its group, as no split can then leak it); or a list of names, the first the
+    chain's, the others videos the fake also shows (FF++'s NNN_MMM: MMM's face), whose groups become one, named
+    after its smallest root that is a video of the table (else its smallest)."""
     folders = [''] * len(filenames) if folders is None else list(folders)
     nodes = [key(d, n) for d, n in zip(folders, filenames)]
-    known, first = set(nodes), {}
+    known, holders = set(nodes), {}
     for node, name in sorted(zip(nodes, filenames)):
-        first.setdefault(name, node)
-    parent, links = {}, []  # links: (node, the node of another video it shows)
+        holders.setdefault(name, []).append(node)
+    parent, links = {}, []  # links: (node, the node of another video it shows, or may have been made from)
     for node, folder, original in zip(nodes, folders, originals):
         names = [original] if isinstance(original, str) else original if isinstance(original, (list, tuple)) else []
         names = [n for n in names if isinstance(n, str) and n]  # None, NaN and '' name no video
-        ups = [key(folder, n) if key(folder, n) in known else first.get(n, n) for n in names]
+        ups = [up for n in names for up in ([key(folder, n)] if key(folder, n) in known else holders.get(n, [n]))]
         if ups and ups[0] != node:
             parent[node] = ups[0]
         links += [(node, up) for up in ups[1:]]

@@ -102,8 +102,11 @@ def open_store(pickle_path):
     """The store of the merged table pickle_path, or UserError in one line."""
     folder = store_dir(pickle_path)
     if not os.path.isfile(pickle_path):
-        raise UserError(f'{pickle_path}: ' + ('a folder: give the merged table in it (merge_embeddings.py\'s '
-                                              '--output)' if os.path.isdir(pickle_path) else 'no such file'))
+        table = pickle_path.rstrip('/').removesuffix('.store')
+        raise UserError(f'{pickle_path}: ' + (f'a training store: give its table, {table}' if os.path.isfile(table)
+                                              and table != pickle_path else 'a folder: give the merged table in it '
+                                              '(merge_embeddings.py\'s --output)' if os.path.isdir(pickle_path)
+                                              else 'no such file'))
     if not os.path.isdir(folder):  # never merged here: most often a stage's table given for the merged one
         raise UserError(f'{pickle_path} has no training store beside it ({folder}): a video or audio table has none '
                         f'(give merge_embeddings.py\'s --output), nor a copy made without it; else run '

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -117,7 +118,6 @@ def test_a_video_without_a_face_is_scored_as_predict_py_scores_it(run):
     """No face: the audio-only model where the video has audio, else no evidence, both moved to PRIOR (as
     predict.py's fallback). It was p = 0.5 whatever PRIOR and the audio: a wrong log loss on a set of
     another share of fakes."""
-    import numpy as np
     from model import audio_only_logit, prior_shift, sigmoid
     table = synthetic_table(30, faces=10, video_dim=16, audio_dim=4, seed=5)
     table['folder'] = 'faceless_part'
@@ -247,7 +247,6 @@ def test_the_videos_a_table_marks_test_are_never_trained_on_and_subset_test_scor
     """training.py leaves out the videos the table marks 'test' (Celeb-DF-v2's official list), which test.py
     --subset=test then scores, all and only them (--subset=train: none of them); a run trained on them
     (--hold_test=false) cannot score them as a test, and a table without such marks is one line."""
-    import numpy as np
     table = pd.read_pickle(run / 'merged.pkl')
     table['split'] = np.where(np.arange(len(table)) % 4 == 1, 'test', 'train')  # it cuts groups, as lists do
     listed = (table.folder + '/' + table.filename)[table.split == 'test']
@@ -281,6 +280,31 @@ def test_the_videos_a_table_marks_test_are_never_trained_on_and_subset_test_scor
         score(run, 'refused', dataset='listed.pkl', checkpoint='trained_on/best.pt', subset='test')
     with pytest.raises(config.UserError, match=r"^--subset=test: no video of .*merged\.pkl is marked 'test'"):
         score(run, 'none', subset='test')
+
+
+def test_ff_official_splits_train_validate_and_test_on_their_own_videos(run):
+    """FF++'s protocol (make_metadata.py --ff_splits marks whole pairs): --split=recorded validates on the videos
+    marked 'val', trains on those marked 'train', and test.py scores 'val' by default and 'test' when asked."""
+    table = pd.read_pickle(run / 'merged.pkl')
+    groups = store.open_store(str(run / 'merged.pkl')).groups
+    names = sorted(set(groups))
+    table['split'] = [('train', 'val', 'test', 'train', 'train')[names.index(g) % 5] for g in groups]
+    keys = table.folder + '/' + table.filename
+    store.save(table, str(run / 'official.pkl'))
+    training.run(training.settings(dataset=str(run / 'official.pkl'), out_dir=str(run / 'official'), crop=6,
+                                   project=8, hidden=8, fc=0, max_epochs=1, progress=False, split='recorded'), **QUIET)
+    split = torch.load(run / 'official' / 'best.pt', weights_only=True)['split']
+    assert split['how'] == 'recorded'
+    assert set(split['val_keys']) == set(keys[table.split == 'val'])
+    assert set(split['train_keys']) == set(keys[table.split == 'train'])
+    for subset, out in (('auto', 'val'), ('test', 'test')):
+        rep = score(run, f'official_{out}', dataset='official.pkl', checkpoint='official/best.pt', subset=subset)
+        back = pd.read_csv(run / f'official_{out}' / 'r_predictions.csv', keep_default_na=False)
+        assert rep['subset'] == out and set(back.folder + '/' + back.filename) == set(keys[table.split == out])
+    assert 'share a group' not in rep['subset_note']  # whole pairs: the test side shares none with training
+    with pytest.raises(config.UserError, match="^cannot split .*merged.pkl: --split=recorded: no video is marked"):
+        training.run(training.settings(dataset=str(run / 'merged.pkl'), out_dir=str(run / 'unmarked'), crop=6,
+                                       max_epochs=1, progress=False, split='recorded'), **QUIET)
 
 
 def test_a_checkpoint_replaced_while_it_is_scored_is_said_and_its_stamp_recorded(run, monkeypatch):

@@ -1,6 +1,7 @@
 """common/store.py: the training store merge_embeddings.py writes beside its pickle holds exactly the
 table, one video in memory reads the same way, and a store that does not match its pickle is one line."""
 import os
+import re
 import subprocess
 import sys
 
@@ -65,6 +66,10 @@ def test_a_store_that_does_not_match_its_pickle_is_one_line(tmp_path):
         store.open_store(path)
     store.save(table, path)
     assert store.is_current(path)
+    for given in (store.store_dir(path), store.store_dir(path) + '/'):  # the store, for its table: said 'in it'
+        with pytest.raises(config.UserError, match=rf'^{re.escape(given)}: a training store: give its table, '
+                                                   rf'{re.escape(path)}$'):
+            store.open_store(given)
     write_pickle(table, path)  # the pickle written again, its store not (a merge stopped half-way)
     assert not store.is_current(path)
     store.save(table, path)

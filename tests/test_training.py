@@ -101,6 +101,22 @@ def test_folder_split_keeps_whole_folders():
         split_indices([0, 1, 0, 1], ['a', 'a', 'b', 'b'], ['p0', 'p1', 'p0', 'p1'], how='folder', val_folders='p1')
 
 
+def test_a_recorded_split_holds_out_the_videos_the_table_marks_val():
+    """how='recorded' (FF++'s official pairs): the marked videos are the validation side, whatever val_fraction;
+    marks that cut a group are a leak, refused; no mark 'val' is the reason, not an empty side."""
+    table = synthetic_table(300, faces=2, video_dim=2, audio_dim=2, folders=10)
+    groups = np.where(table.original.notna(), table.original, table.filename).astype(object)
+    marks = np.where(np.isin(groups, sorted(set(groups))[::4]), 'val', 'train').astype(object)  # whole groups
+    train, val = split_indices(table.label, groups, how='recorded', val_fraction=0, marks=marks)
+    assert sorted([*train, *val]) == list(range(300)) and 0 < len(val) < 150
+    assert (marks[val] == 'val').all() and (marks[train] == 'train').all()
+    marks[np.flatnonzero(marks == 'val')[0]] = 'train'  # one video of a held-out group of 5 to 7
+    with pytest.raises(LeakError):
+        split_indices(table.label, groups, how='recorded', marks=marks)
+    with pytest.raises(ValueError, match="^--split=recorded: no video is marked 'val'"):
+        split_indices(table.label, groups, how='recorded', marks=np.full(300, 'train', object))
+
+
 def test_class_weights_balance_the_prior():
     labels = np.array([1] * 84 + [0] * 16)
     w_real, w_fake = class_weights(labels)
@@ -279,6 +295,20 @@ def test_groups_of_follows_chains_and_cycles():
     originals = ['b', 'c', None, 'q', 'p', 's', 'gone']  # a -> b -> c; p <-> q; s its own; u -> gone
     assert groups_of(names, originals) == ['c', 'c', 'c', 'p', 'p', 's', 'gone']
     assert groups_of(['q', 'p'], ['p', 'q']) == ['p', 'p']  # the same group whichever comes first
+
+
+def test_an_original_that_several_other_folders_hold_groups_the_fake_with_all_of_them():
+    """FF++'s youtube/000.mp4 and a second set of originals' actors/000.mp4 under one data folder: a fake that
+    names 000.mp4 from a third folder was grouped with the first (actors/) alone, so its true original could
+    train while it validated (break-it pass 8, D1). Nothing says which it was made from: it joins both."""
+    names = ['000.mp4', '001.mp4', '000.mp4', '001.mp4', '000_001.mp4', '002.mp4']
+    folders = ['actors', 'actors', 'youtube', 'youtube', 'fakes', 'youtube']
+    originals = [None, None, None, None, ['000.mp4', '001.mp4'], None]
+    groups = groups_of(names, originals, folders)
+    assert groups[:5] == ['actors/000.mp4'] * 5 and groups[5] == 'youtube/002.mp4'
+    # a name in the fake's own folder is the one (DFDC's layout): the other folders' are other videos
+    assert groups_of(['a.mp4', 'f.mp4', 'a.mp4'], [None, 'a.mp4', None], ['p1', 'p1', 'p2']) == [
+        'p1/a.mp4', 'p1/a.mp4', 'p2/a.mp4']
 
 
 def test_the_same_names_in_two_folders_are_two_videos_for_the_split_groups_and_scoring(tmp_path):

@@ -119,7 +119,7 @@ def test_further_face_tracks_are_trained_on_and_validated_once_a_video(tmp_path)
     assert sorted(split['val_keys']) == sorted(f'{wanted}/{name}' for name in table.filename[in_wanted])
     assert split['n_train'] == int((~in_wanted).sum() + (~extra_in).sum())  # every track trained on
     assert load_checkpoint(tmp_path / 'run' / 'best.pt')[1]['prior'] == table.label[~in_wanted].mean()
-    assert f'{len(extra)} rows are further face tracks of a video (--keep_all_tracks): trained on;' in lines[0]
+    assert f'{len(extra)} rows are further face tracks of a video (--keep_all_tracks): trained on with it;' in lines[0]
     [line] = [line for line in lines if line.startswith('split: ')]
     train, val = table.label[~in_wanted], table.label[in_wanted]
     assert line.startswith(f'split: train {split["n_train"]} face tracks of {len(train)} videos ({train.sum()} fake, '
@@ -140,6 +140,26 @@ def test_further_face_tracks_are_trained_on_and_validated_once_a_video(tmp_path)
                                    **TINY), log=lines.append)
     assert any(line.startswith(f'warning: {its.filename.nunique()} videos name an original that is not in the table')
                for line in lines), lines
+
+
+def test_val_fraction_holds_out_a_share_of_videos_whatever_their_face_tracks(tmp_path):
+    """--val_fraction is a share of videos: nine groups of a real and its fake, one of them a crowd clip of ten
+    tracks a video (--keep_all_tracks). The draw counted rows: 0.2 held out 8 of the 18 videos, 0.5 held out 16
+    or 4 by the seed (break-it pass 8, D2). Each group is 2 videos: the share is within one group of asked."""
+    table = synthetic_table(200, faces=6, video_dim=8, audio_dim=4, seed=2)
+    reals = table[table.label == 0].iloc[:9]
+    videos = pd.concat([reals, *(table[table.original == name].iloc[:1] for name in reals.filename)])
+    crowd = videos.filename.isin([reals.filename.iloc[0]]) | videos.original.isin([reals.filename.iloc[0]])
+    assert crowd.sum() == 2 and len(videos) == 18  # the first group: each of its two videos has ten tracks
+    tracks = pd.concat([videos] + [videos[crowd]] * 9).sort_values(['folder', 'filename'], kind='stable')
+    store.save(tracks.reset_index(drop=True), str(tmp_path / 'crowd.pkl'))
+    for fraction in (0.2, 0.5):
+        for seed in range(4):
+            cfg = training.settings(dataset=str(tmp_path / 'crowd.pkl'), val_fraction=fraction, seed=seed)
+            with store.open_store(cfg['dataset']) as table_:
+                _, val = training._split(cfg, table_, lambda *_: None)
+                held = len(set(table_.keys[val]))
+            assert abs(held - fraction * 18) <= 2, (fraction, seed, held)
 
 
 def test_a_ctrl_c_a_library_drops_in_the_setup_stops_training_before_its_first_epoch(tmp_path):
