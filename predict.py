@@ -19,7 +19,6 @@ from common import config
 config.help_if_asked(__name__, __file__, 'DetectionPipeline.py', 'create_audio_embedding.py')
 
 import functools
-import hashlib
 import os
 import time
 from typing import NamedTuple
@@ -36,7 +35,7 @@ from common.config import UserError
 from common.dataset import (VIDEO_EXTENSIONS, file_source, is_video, key, list_inputs, named_like_input,
                             row_keys, say_passed)
 from common.device import pick_device
-from common.files import NAMES, atomic_path, shown
+from common.files import NAMES, atomic_path, digest, shown, submission_files
 from common.stage import StageRun, claim
 from common.store import Store
 from common.video import VideoError
@@ -122,7 +121,7 @@ def predict_all(predictor, videos, output):
 
 
 def fallbacks_path(output):
-    return os.path.splitext(output)[0] + '.fallbacks.csv'
+    return submission_files(output)[1]
 
 
 def write_submission(table, todo, seconds, videos, output, clip):
@@ -285,12 +284,9 @@ class Predictor:
     def made_with(self):
         """What the probabilities depend on (common.stage's made_with): a resumed run must have made its parts
         with the same (the checkpoint by its bytes: a retrained best.pt at the same path is another)."""
-        digest = hashlib.sha256()
-        with open(self.checkpoint or os.devnull, 'rb') as f:  # no checkpoint: the encoder's head, by its weights
-            for block in iter(lambda: f.read(1 << 20), b''):
-                digest.update(block)
-        return {'checkpoint': digest.hexdigest(), '--prior': self.prior, **dp.made_with(self.pipeline.cfg),
-                'audio embedder': self.audio.name, **cae.numbers(self.audio.cfg)}
+        # no checkpoint: the encoder's head, by its weights (dp.made_with)
+        return {'checkpoint': digest(self.checkpoint or os.devnull), '--prior': self.prior,
+                **dp.made_with(self.pipeline.cfg), 'audio embedder': self.audio.name, **cae.numbers(self.audio.cfg)}
 
     def _fallback(self, embedding, has_audio, reason, unexpected=False):
         # as test.py scores a video without a face: the audio-only model, else no evidence (PRIOR itself, not

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from common import metrics
 from common.device import autocast, pick_device
-from common.files import report_files, stamp, sweep_temporaries, write_text
+from common.files import digest, read_pickle, report_files, stamp, submission_files, sweep_temporaries, write_text
 from common.stage import claim, differences, env_int
 from common.store import open_store
 from model import (EVALUATION, LeakError, class_weights, first_tracks, fit_audio_only, load_checkpoint,
@@ -311,7 +311,7 @@ def _start(fit, last_path, state, made_with):
         _write_history(state['history'], out_dir)
         _plot(state['history'], state['best_epoch'], os.path.join(out_dir, 'curves.png'))
         return
-    # and test.py's reports of the earlier best.pt: they name this folder's best.pt, its epoch the new one's too
+    # and test.py's reports and predict.py's submissions of the earlier best.pt, which would pass for the new one's
     paths = [os.path.join(out_dir, n) for n in OUT_FILES if n != 'config.json']
     paths += _reports_of(out_dir, ('best.pt', 'last.pt'))
     earlier = [p for p in paths if os.path.exists(p)]
@@ -324,7 +324,8 @@ def _start(fit, last_path, state, made_with):
 def _reports_of(out_dir, checkpoints):
     """test.py's reports (*.json) in OUT_DIR that score one of its `checkpoints` (names), by the path they record or,
     where nothing is there now (the folder moved since), by its size and time; and the files beside each (common.
-    files.report_files): a report beside the new best.pt that replaced its own would be read as the new one's."""
+    files.report_files): a report beside the new best.pt that replaced its own would be read as the new one's;
+    and predict.py's submissions of them (_submissions_of)."""
     paths = [os.path.join(out_dir, name) for name in checkpoints]
     mine = {os.path.realpath(p) for p in paths}
     stamps = [stamp(p) for p in paths if os.path.exists(p)]
@@ -343,6 +344,24 @@ def _reports_of(out_dir, checkpoints):
         if os.path.realpath(report['checkpoint']) in mine or (
                 not os.path.exists(report['checkpoint']) and report.get('checkpoint_stamp') in stamps):
             found += report_files(path)
+    return found + _submissions_of(out_dir, [p for p in paths if os.path.exists(p)])
+
+
+def _submissions_of(out_dir, checkpoints):
+    """predict.py's submissions in OUT_DIR made with one of `checkpoints` (paths), by the digest their table
+    (OUTPUT.pkl) records, and the files beside each (common.files.submission_files)."""
+    # OUTPUT.pkl beside OUTPUT and its failures: never read a merged table kept here
+    tables = [p for p in glob.glob(os.path.join(glob.escape(out_dir), '*.pkl'))
+              if os.path.isfile(p[:-len('.pkl')]) and os.path.isfile(p + '.failures.csv')]
+    digests = {digest(p) for p in checkpoints} if tables else set()
+    found = []
+    for path in sorted(tables):
+        try:
+            made = read_pickle(path, '').attrs.get('made_with')
+        except config.UserError:  # not a table of predict.py's
+            continue
+        if isinstance(made, dict) and made.get('checkpoint') in digests:
+            found += submission_files(path[:-len('.pkl')])
     return found
 
 
@@ -351,8 +370,8 @@ def _drop_reports(fit, checkpoints):
     if gone := [p for p in _reports_of(fit.cfg['out_dir'], checkpoints) if os.path.exists(p)]:
         for path in gone:
             os.remove(path)
-        fit.log(f'{", ".join(map(os.path.basename, gone))} removed: test.py\'s of the {" and ".join(checkpoints)} '
-                f'this epoch replaces')
+        fit.log(f'{", ".join(map(os.path.basename, gone))} removed: test.py\'s or predict.py\'s of the '
+                f'{" and ".join(checkpoints)} this epoch replaces')
 
 
 def _save_epoch(fit, state, epoch, best_loss, common):

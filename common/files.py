@@ -120,6 +120,19 @@ def report_stem(report_path):
     return report_path[:-5] if report_path.endswith('.json') else report_path
 
 
+def submission_files(output):
+    """predict.py's OUTPUT and the files it writes beside it: its fallbacks CSV, its table (OUTPUT.pkl, whose
+    made_with records the checkpoint's digest) and that table's failures; training.py removes those of its folder's
+    replaced checkpoints."""
+    return output, os.path.splitext(output)[0] + '.fallbacks.csv', output + '.pkl', output + '.pkl.failures.csv'
+
+
+def digest(path):
+    """The SHA-256 of a file's bytes, in hex (predict.py's record of its checkpoint)."""
+    with open(path, 'rb') as f:
+        return hashlib.file_digest(f, 'sha256').hexdigest()
+
+
 def report_files(report_path):
     """test.py's report and the files it writes beside it: (report.json, its ROC and calibration figures, its
     predictions); training.py's new run removes those of its folder's report."""

@@ -401,6 +401,29 @@ def test_a_rerun_resumes_only_what_the_same_checkpoint_and_settings_made(
     assert len(calls) == 6
 
 
+def test_a_new_run_removes_the_submissions_of_the_checkpoint_it_replaces(chain, small_input, tmp_path, monkeypatch):
+    """predict.py's submission.csv in a run folder stood beside a new best.pt after training.py started over, as if
+    the new model's (break-it pass 8, D5): a new run now removes it and the files beside it, found by the digest of
+    best.pt that its table records; a submission of another checkpoint stays."""
+    import training
+    out = tmp_path / 'run'
+    cfg = training.settings(dataset=str(chain / 'merged.pkl'), out_dir=str(out), max_epochs=1, crop=4, project=8,
+                            hidden=8, fc=0, progress=False)
+    training.run(cfg, log=lambda *_: None)
+    recorded_as(out / 'best.pt', out / 'best.pt', frame_step=30)  # FAST's faces
+    run_main(monkeypatch, f'--checkpoint={out / "best.pt"}', f'--input={small_input}', f'--output={out / "sub.csv"}',
+             *FAST)
+    run_main(monkeypatch, f'--checkpoint={chain / "run" / "fast.pt"}', f'--input={small_input}',
+             f'--output={out / "other.csv"}', *FAST)
+    made = ['sub.csv', 'sub.fallbacks.csv', 'sub.csv.pkl', 'sub.csv.pkl.failures.csv']
+    assert all((out / name).exists() for name in made + ['other.csv', 'other.csv.pkl'])
+    lines = []
+    training.run({**cfg, 'resume': False, 'seed': 1}, log=lines.append)
+    assert not any((out / name).exists() for name in made), lines
+    assert (out / 'other.csv').exists() and (out / 'other.csv.pkl').exists() and (out / 'best.pt').exists()
+    assert any(line.startswith('a new run in ') and ', '.join(made) in line for line in lines), lines
+
+
 def test_an_output_that_is_a_folder_or_not_writable_is_one_line_before_any_work(
         chain, small_input, tmp_path, monkeypatch, capsys):
     def no_networks(*args, **kwargs):

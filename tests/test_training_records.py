@@ -327,7 +327,8 @@ def test_reports_of_a_checkpoint_an_epoch_replaces_are_removed_and_a_resume_keep
     assert all(p.exists() for p in best) == kept and any(p.exists() for p in best) == kept, lines
     assert not any(p.exists() for p in last), lines
     said = ('celebdf.json, celebdf_roc.png, celebdf_calibration.png, celebdf_predictions.csv, ' if not kept else '') + \
-        'last.json, last_roc.png, last_calibration.png, last_predictions.csv removed: test.py\'s of the ' + \
+        'last.json, last_roc.png, last_calibration.png, last_predictions.csv removed: test.py\'s or predict.py\'s ' \
+        'of the ' + \
         ('last.pt' if kept else 'best.pt and last.pt') + ' this epoch replaces'
     assert said in lines, lines
     # a report of another run's best.pt is kept (it was removed by its name, report.json, and called this run's); one
