@@ -9,6 +9,7 @@ the failures files beside them, to say why a video has no match. Writes
                 audio_encoder, audio_dim; attrs: video_embedder, video_dim, audio_encoder, audio_dim (and
                 video_embedder_digest: the face weights' tensors, where the video table recorded them)
   OUTPUT.store/ the training store that training.py, test.py and predict.py read (common/store.py)
+  OUTPUT.failures.csv  the videos left out, with the reason: those of the audio table without a video row
 Prints how many videos matched an audio row, and which did not (or have no audio) and why, and the audio
 rows without a video. Tables that mix embedders or dimensions, and a missing, unreadable or empty table,
 are refused in one line (exit code 2): a model trained on mixed embeddings would learn noise. Rerun with
@@ -29,7 +30,7 @@ import numpy as np
 from common import store
 from common.dataset import row_keys
 from common.files import read_pickle, shown, stamps
-from common.stage import claim, read_failures, sources_of
+from common.stage import claim, read_failures, sources_of, write_failures
 
 # ----------------------------------------------------------------------------- config
 VIDEO_TABLE = 'video_embeddings.pkl'  # create_video_embeddings.py's output
@@ -62,9 +63,11 @@ def main():
         return
     video = read_table(VIDEO_TABLE, 'video table', 'create_video_embeddings.py')
     audio = read_table(AUDIO_TABLE, 'audio table', 'create_audio_embedding.py')
-    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'),
-                         read_failures(VIDEO_TABLE + '.failures.csv'), VIDEO_TABLE, AUDIO_TABLE)
+    video_failures = read_failures(VIDEO_TABLE + '.failures.csv')
+    table, lines = merge(video, audio, read_failures(AUDIO_TABLE + '.failures.csv'), video_failures, VIDEO_TABLE,
+                         AUDIO_TABLE)
     print('\n'.join(lines))
+    write_failures(OUTPUT + '.failures.csv', left_out(row_keys(table), audio, video_failures))
     # so that a stage given OUTPUT as its own refuses it (common.stage); the store records the inputs
     table.attrs['made_with'] = {'merge_embeddings.py': 'the merged table'}
     store.save(table, OUTPUT, made_with)  # the pickle, and the store that training, test.py and predict.py read
@@ -188,10 +191,17 @@ def merge(video, audio, audio_failures=None, video_failures=None, video_path='th
     lines = [f'{len(videos)} videos in {video_path} ({embedder}, {video_dim}-d), {len(table)} rows; '
              f'{n_matched} matched an audio row of {audio_path} ({encoder}, {audio_dim}-d), '
              f'{len(videos) - n_matched} did not']
-    return table, lines + unmatched(videos, video_keys, audio_keys, video_failures)
+    return table, lines + unmatched(videos, audio, video_failures)
 
 
-def unmatched(videos, video_keys, audio_keys, video_failures):
+def left_out(video_keys, audio, video_failures):
+    """{key: (folder, reason)} of the audio table's videos without a video row, which the merge leaves out."""
+    have, folders = set(video_keys), audio['folder'] if 'folder' in audio else [''] * len(audio)
+    return {k: (folder, f'video failed: {video_failures[k][1]}' if k in video_failures else 'not in the video table')
+            for k, folder in zip(row_keys(audio), folders) if k not in have}
+
+
+def unmatched(videos, audio, video_failures):
     """The report's lines on the videos without audio (and why), and the audio rows without a video."""
     lines = []
     silent = videos[~videos['has_audio']]
@@ -201,12 +211,10 @@ def unmatched(videos, video_keys, audio_keys, video_failures):
                   for name, status in zip(row_keys(silent.head(SHOW)), silent['audio_status'])]
         if len(silent) > SHOW:
             lines.append(f'  ... and {len(silent) - SHOW} more (audio_status says why)')
-    orphans = sorted(set(audio_keys) - set(video_keys))
+    orphans = sorted(left_out(row_keys(videos), audio, video_failures).items())
     if len(orphans):
         lines.append(f'{len(orphans)} audio rows have no video row (left out):')
-        lines += [f'  {shown(name)}: ' + (f'video failed: {shown(video_failures[name][1])}'
-                                          if name in video_failures else 'not in the video table')
-                  for name in orphans[:SHOW]]
+        lines += [f'  {shown(name)}: {shown(reason)}' for name, (_, reason) in orphans[:SHOW]]
         if len(orphans) > SHOW:
             lines.append(f'  ... and {len(orphans) - SHOW} more')
     return lines

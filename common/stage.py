@@ -90,6 +90,15 @@ def read_failures(path, with_sources=False):
     return (out, sources) if with_sources else out
 
 
+def write_failures(path, failures, sources=None):
+    """The failures file at `path` (read_failures'): {key: (folder, reason)}, sorted, each with its source where
+    `sources` ({key: source}) knows it."""
+    with atomic_path(path) as tmp, open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
+        csv.writer(f).writerows([['filename', 'folder', 'reason', 'source']] + [
+            [filename_of(k, folder), folder, reason, (sources or {}).get(k, '')]
+            for k, (folder, reason) in sorted(failures.items())])
+
+
 _CLAIMED = {}  # absolute output path: the lock file this process holds
 
 
@@ -357,10 +366,7 @@ class StageRun:
         succeeded, met = set(row_keys(table)), {record_key(r) for r in records}  # met: failed again, or new
         failures = {k: v for k, v in failures.items() if k not in succeeded and (k not in self.retried or k in met)}
         write_pickle(table, self.output)
-        with atomic_path(self.failures_path) as tmp, open(tmp, 'w', newline='', encoding='utf-8', errors=NAMES) as f:
-            csv.writer(f).writerows([['filename', 'folder', 'reason', 'source']] + [
-                [filename_of(k, folder), folder, reason, sources.get(k, '')]
-                for k, (folder, reason) in sorted(failures.items())])
+        write_failures(self.failures_path, failures, sources)
         shutil.rmtree(self.parts, ignore_errors=True)
         return table, failures
 

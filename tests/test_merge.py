@@ -194,6 +194,32 @@ def test_what_a_killed_merge_left_is_removed_by_the_next(tmp_path):
     assert pd.read_pickle(tmp_path / 'm.pkl').filename.tolist() == ['a.mp4']
 
 
+def test_the_videos_a_merge_leaves_out_are_recorded_with_their_reason(tmp_path):
+    """An audio row without a video row (its video failed the face stage, or that stage never listed it) was
+    only printed: every stage records what it leaves out in OUTPUT.failures.csv, the merge too (break-it pass 8,
+    D4); a merge of other tables rewrites it, with nothing stale."""
+    from common.stage import read_failures
+    write_pickle(video_table({'a.mp4': 1}), tmp_path / 'v.pkl')
+    (tmp_path / 'v.pkl.failures.csv').write_text('filename,folder,reason,source\n'
+                                                 'b.mp4,dfdc_train_part_0,no face found,\n')
+    write_pickle(audio_table({'a.mp4': 'ok', 'b.mp4': 'ok', 'c.mp4': 'ok'}), tmp_path / 'a.pkl')
+    args = [f'--video_table={tmp_path / "v.pkl"}', f'--audio_table={tmp_path / "a.pkl"}',
+            f'--output={tmp_path / "m.pkl"}']
+    r = run_script('merge_embeddings.py', *args)
+    assert r.returncode == 0, r.stderr
+    assert read_failures(tmp_path / 'm.pkl.failures.csv') == {
+        'dfdc_train_part_0/b.mp4': ('dfdc_train_part_0', 'video failed: no face found'),
+        'dfdc_train_part_0/c.mp4': ('dfdc_train_part_0', 'not in the video table')}
+    assert ('2 audio rows have no video row (left out):\n  dfdc_train_part_0/b.mp4: video failed: no face found\n'
+            '  dfdc_train_part_0/c.mp4: not in the video table') in r.stdout
+    write_pickle(audio_table({'a.mp4': 'ok', 'b.mp4': 'ok'}), tmp_path / 'a.pkl')
+    assert run_script('merge_embeddings.py', *args).returncode == 0
+    assert list(read_failures(tmp_path / 'm.pkl.failures.csv')) == ['dfdc_train_part_0/b.mp4']
+    write_pickle(audio_table({'a.mp4': 'ok'}), tmp_path / 'a.pkl')
+    assert run_script('merge_embeddings.py', *args).returncode == 0
+    assert read_failures(tmp_path / 'm.pkl.failures.csv') == {}
+
+
 def test_other_tables_merged_into_the_same_output_are_merged_however_old(tmp_path):
     """The same --output for another pair of tables (FF++ then Celeb-DF, or the CNN audio table after
     Resemblyzer's), whose files are older than the output: merged, not 'up to date'; the same pair again is."""
