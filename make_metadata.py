@@ -13,8 +13,9 @@ Reads the names under DATA_DIR (never the videos):
 Writes metadata.json, {name: {label, split, original}}, into every folder that holds videos (with OUT_DIR, into
 the same folders under OUT_DIR, beside links to the videos: a DATA_DIR that cannot be written). `original` is
 a bare file name, as in DFDC: common.dataset.groups_of finds it in the other folder that holds that name
-(every one, where several do), so a fake is grouped with its original. FF++ repeats every name in each compression, hence one
-compression gets metadata (COMPRESSION where several are there) and another's metadata.json is refused.
+(every one, where several do), so a fake is grouped with its original. FF++ repeats every name in each
+compression, hence one compression gets metadata (COMPRESSION where several are there) and another's
+metadata.json is refused.
 Refuses (exit 2) a tree of neither layout, and an existing metadata.json unless OVERWRITE. Prints each
 folder's real and fake counts and the fakes whose original is absent or unknown.
 
@@ -69,7 +70,10 @@ def main():
     if FF_SPLITS and layout != 'ff++':
         raise config.UserError(f'--ff_splits gives FaceForensics++\'s official splits; {DATA_DIR} is a {layout} tree')
     if layout == 'ff++':
-        parts, others = ff_parts(DATA_DIR, COMPRESSION, read_ff_splits(FF_SPLITS) if FF_SPLITS else {})
+        splits = read_ff_splits(FF_SPLITS) if FF_SPLITS else {}
+        parts, others = ff_parts(DATA_DIR, COMPRESSION, splits)
+        if splits:
+            check_listed(DATA_DIR, parts, splits)
         others = [path for path in (os.path.join(home(f), 'metadata.json') for f in others) if os.path.exists(path)]
         if others:
             raise config.UserError(f'{others[0]} (and {len(others) - 1} more) label another compression: the '
@@ -156,7 +160,6 @@ class Part:
         self.folder = folder
         self.meta = {}
         self.original_home = {}  # fake's name: the folder its original should be in (None: name unknown)
-        self.unsplit = []  # FF++'s videos that --ff_splits does not list: 'train'
 
     def add(self, name, label, split='train', original=None, home=None):
         self.meta[name] = {'label': label, 'split': split, 'original': original}
@@ -176,13 +179,28 @@ def read_ff_splits(folder, names=('train', 'val', 'test')):
         except (OSError, ValueError) as err:
             raise config.UserError(f'--ff_splits: {path}: {getattr(err, "strerror", None) or err} (FF++\'s '
                                    f'dataset/splits folder holds train.json, val.json and test.json)') from None
-        if not isinstance(pairs, list) or not all(isinstance(p, list) and len(p) == 2 and
-                                                  all(isinstance(n, str) for n in p) for p in pairs):
-            raise config.UserError(f'--ff_splits: {path} is not a list of ["NNN", "MMM"] pairs')
+        if not isinstance(pairs, list) or not pairs or not all(
+                isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) and n.isdigit() for n in p)
+                for p in pairs):  # FF++'s own name videos by their 3-digit numbers, 360, 70 and 70 pairs
+            raise config.UserError(f'--ff_splits: {path} is not a list of ["NNN", "MMM"] pairs of video numbers')
         for number in (n for pair in pairs for n in pair):
             if out.setdefault(number, split) != split:
                 raise config.UserError(f'--ff_splits: video {number} is in {out[number]}.json and {split}.json')
     return out
+
+
+def check_listed(root, parts, splits):
+    """UserError where --ff_splits' lists (`splits`: {number: split}) leave out a video the tree numbers (NNN.mp4,
+    NNN_MMM.mp4; FF++'s own lists name every one), which would be trained on, or where the tree numbers none."""
+    numbered = [(os.path.relpath(os.path.join(p.folder, n), root), m[1]) for p in parts for n in p.meta
+                if (m := FF_NUMBER.fullmatch(n))]
+    if not numbered:
+        raise config.UserError(f'--ff_splits: no video of {root} is numbered as FF++\'s youtube videos are (NNN.mp4, '
+                               f'NNN_MMM.mp4), the only ones its lists split')
+    if unlisted := [path for path, number in numbered if number not in splits]:
+        raise config.UserError(f'--ff_splits: {len(unlisted)} videos are in none of its lists (e.g. '
+                               f'{shown(unlisted[0])}): give FF++\'s own train.json, val.json and test.json, which '
+                               f'name every video')
 
 
 def ff_parts(root, compression, splits=None):
@@ -217,8 +235,6 @@ def ff_parts(root, compression, splits=None):
         for name in videos_in(folder):
             number = m[1] if (m := FF_NUMBER.fullmatch(name)) else None  # None: DeepFakeDetection's, no split
             split = splits.get(number, 'train')
-            if splits and number is not None and number not in splits:
-                part.unsplit.append(name)
             if label == 'REAL':
                 part.add(name, 'REAL', split)
             elif m := FF_DFD.fullmatch(name):
@@ -300,8 +316,6 @@ def summarise(layout, parts, untested, show=5):
         if unknown:
             line += (f'; {len(unknown)} fakes named unlike {layout}\'s fakes, original unknown '
                      f'(e.g. {examples(unknown)})')
-        if part.unsplit:
-            line += f'; {len(part.unsplit)} not in --ff_splits\' lists, split \'train\' (e.g. {examples(part.unsplit)})'
         print(line)
     if untested:
         print(f'{CELEB_TEST_LIST}: {len(untested)} listed videos absent (e.g. {examples(untested)})')

@@ -242,17 +242,7 @@ def _subset(cfg, ckpt, table, everything):
     else:
         return everything, 'all', f'scoring all {n} videos: {why} (--subset=all)'
     if not held_out.any() and not given:  # the default on a table the checkpoint held nothing out of
-        # its training videos (older checkpoints: whether this is the very table it trained on, by its stamp)
-        same_table = (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': len(table)}
-        trained = np.isin(keys, split['train_keys']) if 'train_keys' in split else np.full(n, same_table)
-        if n and trained.all():  # --val_fraction=0, and its own videos (a copy, a merge again): not a test set
-            return everything, 'train', (f'scoring all {n} videos: the checkpoint was trained on them and held '
-                                         f'none of them out: training figures, not a test')
-        if trained.any():
-            raise config.UserError(f'{cfg["dataset"]}: {int(trained.sum())} of its {n} videos are the checkpoint\'s '
-                                   f'training videos (e.g. {keys[trained][0]}), which a test would score: give '
-                                   f'a table without them, or --subset=all to score every video')
-        return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
+        return _unseen(cfg, ckpt, table, everything)
     rejoined = _rejoined(table, everything, held_out, split) if subset == 'val' else np.zeros(n, bool)
     # --subset=train: not those it left out as the table's 'test' either (training.py's --hold_test)
     tested = _marked_test(table, everything) & bool((ckpt.get('made_with') or {}).get('--hold_test'))
@@ -273,6 +263,23 @@ def _subset(cfg, ckpt, table, everything):
     return chosen, 'train', f'scoring the {len(chosen)} videos the checkpoint did not hold out (--subset=train)'
 
 
+def _unseen(cfg, ckpt, table, everything):
+    """_subset()'s answer for 'auto' on a table the checkpoint held none of out: every video, as a test (none of
+    them its training videos), or as training figures (all of them); UserError where some are."""
+    n, keys, split = len(everything), table.keys[everything].astype(str), ckpt.get('split') or {}
+    # its training videos (older checkpoints: whether this is the very table it trained on, by its stamp)
+    same_table = (ckpt.get('dataset') or {}).get('key') == {'pickle': table.meta['pickle'], 'n_videos': len(table)}
+    trained = np.isin(keys, split['train_keys']) if 'train_keys' in split else np.full(n, same_table)
+    if n and trained.all():  # --val_fraction=0, and its own videos (a copy, a merge again): not a test set
+        return everything, 'train', (f'scoring all {n} videos: the checkpoint was trained on them and held '
+                                     f'none of them out: training figures, not a test')
+    if trained.any():
+        raise config.UserError(f'{cfg["dataset"]}: {int(trained.sum())} of its {n} videos are the checkpoint\'s '
+                               f'training videos (e.g. {keys[trained][0]}), which a test would score: give '
+                               f'a table without them, or --subset=all to score every video')
+    return everything, 'all', f'scoring all {n} videos: the checkpoint held none of them out (--subset=all)'
+
+
 def _marked_test(table, indices):
     """(len(indices),) bool: the videos the table marks 'test'."""
     return np.zeros(len(indices), bool) if table.split is None else table.split[indices] == 'test'
@@ -286,12 +293,15 @@ def _tested(cfg, ckpt, table, everything):
     if not len(chosen):
         raise config.UserError(f'--subset=test: no video of {cfg["dataset"]} is marked \'test\' (make_metadata.py '
                                f'marks Celeb-DF-v2\'s official list, and FF++\'s with --ff_splits)')
-    keys, groups = table.keys.astype(str), table.groups.astype(str)
-    trained = np.isin(keys, (ckpt.get('split') or {}).get('train_keys', []))
+    keys, groups, split = table.keys.astype(str), table.groups.astype(str), ckpt.get('split') or {}
+    if 'network' in ckpt and 'train_keys' not in split:
+        raise config.UserError('--subset=test: the checkpoint does not record the videos it trained on (an older '
+                               'training.py\'s): train it again to score a test list')
+    trained = np.isin(keys, split.get('train_keys', []))
     if trained[chosen].any():
         raise config.UserError(f'--subset=test: {int(trained[chosen].sum())} of the videos the table marks \'test\' '
-                               f'are the checkpoint\'s training videos (e.g. {keys[chosen][trained[chosen]][0]}): '
-                               f'it was trained with --hold_test=false')
+                               f'are the checkpoint\'s training videos (e.g. {keys[chosen][trained[chosen]][0]}): it '
+                               f'was trained with --hold_test=false, or on a table that marked them otherwise')
     shared = int(np.isin(groups[chosen], groups[trained]).sum())
     return chosen, 'test', (f'scoring the {len(chosen)} videos the table marks \'test\' (an official test list)' +
                             (f'; {shared} of them share a group (an original) with training videos, as the list '

@@ -212,7 +212,8 @@ def _split(cfg, table, log):
             labels[pool], table.groups[pool], table.folders[pool], cfg['split'], cfg['val_fraction'], cfg['seed'],
             cfg['val_folders'], None if table.split is None else table.split[pool]))
     except ValueError as err:
-        raise config.UserError(f'cannot split {cfg["dataset"]}: {err}') from None
+        held = '; the videos it marks \'test\' are not drawn from (--hold_test)' if len(pool) < first.sum() else ''
+        raise config.UserError(f'cannot split {cfg["dataset"]}: {err}{held}') from None
     except LeakError as err:  # --split=folder where fakes lie in another folder than their original
         raise config.UserError(f'cannot split {cfg["dataset"]} by {cfg["split"]} without a leak: {err}') from None
     _warn_missing_originals(log, table)
@@ -234,8 +235,8 @@ def _split(cfg, table, log):
         raise config.UserError('no video with faces to train on')
     if not first.all():  # the split drew videos (--val_fraction: of videos, not of rows); their tracks follow
         train = np.flatnonzero(np.isin(table.keys, table.keys[train]) & (table.n_faces > 0))
-        log(f'{int((~first).sum())} rows are further face tracks of a video (--keep_all_tracks): trained on with '
-            f'it; validation scores each video by its largest, as test.py and predict.py do')
+        log(f'{int((~first[train]).sum())} rows are further face tracks of a video (--keep_all_tracks): trained on '
+            f'with it; validation scores each video by its largest, as test.py and predict.py do')
     _describe_split(log, labels, table.keys, table.groups, train, val)
     return train, val
 

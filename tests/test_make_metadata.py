@@ -100,7 +100,8 @@ def test_a_name_with_a_line_break_is_printed_escaped_on_its_part_s_line(tmp_path
 
 def test_ff_official_splits_give_each_youtube_video_and_its_fakes_their_split(tmp_path):
     """--ff_splits: FF++'s train.json, val.json, test.json ([target, source] pairs) give NNN.mp4 and NNN_MMM.mp4
-    NNN's split; DeepFakeDetection's videos and numbers the lists lack are 'train', the latter counted."""
+    NNN's split; DeepFakeDetection's videos are 'train'. A numbered video the lists lack is refused: it fell to
+    'train', so that a test list cut short or written otherwise trained on FF++'s test set (break-it pass 9)."""
     root, splits = tmp_path / 'FaceForensics++', tmp_path / 'splits'
     ff_tree(str(root))
     splits.mkdir()
@@ -115,15 +116,14 @@ def test_ff_official_splits_give_each_youtube_video_and_its_fakes_their_split(tm
     assert read(root / FAKES.format(m='DeepFakeDetection', c='c23'))[DFD_FAKE]['split'] == 'train'
     assert read(root / ACTORS.format(c='c23'))['01__meeting_serious.mp4']['split'] == 'train'
     assert f'{YOUTUBE.format(c="c23")}: 3 real, 0 fake, 2 in the test list' in run.stdout.splitlines()
-    # a number in no list: 'train', said on its part's line
-    (splits / 'val.json').write_text('[]')
-    run = make_metadata(root, f'--ff_splits={splits}', '--overwrite=true')
-    assert run.returncode == 0, run.stderr
-    assert read(root / FAKES.format(m='Deepfakes', c='c23'))['007_005.mp4']['split'] == 'train'
-    assert "1 not in --ff_splits' lists, split 'train' (e.g. 007_005.mp4)" in run.stdout
-    # a list that is not FF++'s, a number in two lists, a missing file: one line each, exit 2, nothing written
-    for name, text, says in (('val', '{"000": 1}', 'is not a list of ["NNN", "MMM"] pairs'),
+    # a list that is not FF++'s (file names, none), a number in two lists, a number in none, a missing file: one
+    # line each, exit 2, nothing written
+    for name, text, says in (('val', '{"000": 1}', 'is not a list of ["NNN", "MMM"] pairs of video numbers'),
+                             ('val', '[["007.mp4", "011.mp4"]]', 'is not a list of ["NNN", "MMM"] pairs'),
+                             ('val', '[]', 'is not a list of ["NNN", "MMM"] pairs'),
                              ('val', '[["000", "001"]]', 'video 000 is in val.json and test.json'),
+                             ('val', '[["017", "011"]]', '1 videos are in none of its lists (e.g. manipulated_'
+                                                        'sequences/Deepfakes/c23/videos/007_005.mp4)'),
                              ('test', None, 'test.json: No such file or directory')):
         (splits / f'{name}.json').unlink(missing_ok=True)
         if text is not None:
@@ -132,7 +132,7 @@ def test_ff_official_splits_give_each_youtube_video_and_its_fakes_their_split(tm
         run = make_metadata(root, f'--ff_splits={splits}', '--overwrite=true')
         assert run.returncode == 2 and run.stderr.count('\n') == 1 and says in run.stderr, run.stderr
         assert not (root / YOUTUBE.format(c='c23') / 'metadata.json').exists()
-        (splits / 'val.json').write_text('[]')
+        (splits / 'val.json').write_text('[["007", "011"]]')
         (splits / 'test.json').write_text('[["000", "003"]]')
 
 

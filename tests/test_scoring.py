@@ -276,10 +276,26 @@ def test_the_videos_a_table_marks_test_are_never_trained_on_and_subset_test_scor
     back = pd.read_csv(run / 'train' / 'r_predictions.csv', keep_default_na=False)
     assert set(back.folder + '/' + back.filename) == set(split['train_keys'])
     with pytest.raises(config.UserError, match=r"^--subset=test: \d+ of the videos the table marks 'test' are the "
-                                               r"checkpoint's training videos \(e\.g\. .*--hold_test=false$"):
+                                               r"checkpoint's training videos \(e\.g\. .*--hold_test=false, or on a "
+                                               r"table that marked them otherwise$"):
         score(run, 'refused', dataset='listed.pkl', checkpoint='trained_on/best.pt', subset='test')
+    # a checkpoint that does not say what it trained on (an older training.py's) scored its own training videos
+    old = torch.load(run / 'trained_on' / 'best.pt', weights_only=True)
+    del old['split']['train_keys']
+    torch.save(old, run / 'older.pt')
+    with pytest.raises(config.UserError, match=r"^--subset=test: the checkpoint does not record the videos it "):
+        score(run, 'older', dataset='listed.pkl', checkpoint='older.pt', subset='test')
     with pytest.raises(config.UserError, match=r"^--subset=test: no video of .*merged\.pkl is marked 'test'"):
         score(run, 'none', subset='test')
+    # a folder held out whose videos are all marked 'test': it was 'no folder ... in the table', without why
+    names = sorted(set(groups.groups))
+    table['folder'] = [f'part_{names.index(g) % 3}' for g in groups.groups]  # whole groups: no leak between parts
+    table['split'] = np.where(table.folder == 'part_0', 'test', 'train')
+    store.save(table, str(run / 'folder_tested.pkl'))
+    with pytest.raises(config.UserError, match=r"--val_folders: no folder part_0 in the table; the videos it marks "
+                                               r"'test' are not drawn from \(--hold_test\)$"):
+        training.run(training.settings(dataset=str(run / 'folder_tested.pkl'), out_dir=str(run / 'ft'), split='folder',
+                                       val_folders='part_0', progress=False), **QUIET)
 
 
 def test_ff_official_splits_train_validate_and_test_on_their_own_videos(run):
