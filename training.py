@@ -353,7 +353,7 @@ def _submissions_of(out_dir, checkpoints):
     (OUTPUT.pkl) records, and the files beside each (common.files.submission_files)."""
     # OUTPUT.pkl beside OUTPUT and its failures: never read a merged table kept here
     tables = [p for p in glob.glob(os.path.join(glob.escape(out_dir), '*.pkl'))
-              if os.path.isfile(p[:-len('.pkl')]) and os.path.isfile(p + '.failures.csv')]
+              if all(map(os.path.isfile, submission_files(p[:-len('.pkl')])[::3]))]
     digests = {digest(p) for p in checkpoints} if tables else set()
     found = []
     for path in sorted(tables):
